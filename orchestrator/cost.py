@@ -1,0 +1,37 @@
+"""GPU cost: seconds a phase held its pool's GPU, times the pool's hourly price."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from orchestrator.models import Phase, Pool
+
+MICRO = Decimal("0.000001")
+
+
+def as_utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes even for timezone-aware columns; they are UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _price(seconds: float, pool: Pool) -> Decimal:
+    amount = Decimal(str(seconds)) * Decimal(pool.hourly_price) / Decimal(3600)
+    return amount.quantize(MICRO, rounding=ROUND_HALF_UP)
+
+
+def running_seconds(phase: Phase, now: datetime) -> float:
+    if phase.status == "running" and phase.started_at is not None:
+        return max(0.0, (now - as_utc(phase.started_at)).total_seconds())
+    return 0.0
+
+
+def phase_cost(phase: Phase, pool: Pool, now: datetime) -> Decimal:
+    """Billed runs plus the run in progress, so a watcher sees the meter move."""
+    return _price(float(phase.billed_seconds or 0.0) + running_seconds(phase, now), pool)
+
+
+def close_meter(phase: Phase, pool: Pool, now: datetime) -> None:
+    """Call while the phase is still running: bills the current run and stores the total."""
+    phase.billed_seconds = float(phase.billed_seconds or 0.0) + running_seconds(phase, now)
+    phase.cost_amount = _price(phase.billed_seconds, pool)

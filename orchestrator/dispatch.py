@@ -1,0 +1,100 @@
+"""Sending phase tasks to their pool's queue, only after the transaction that queued them commits.
+
+A rolled-back transaction sends nothing; a crash between commit and send leaves a queued phase
+that the reaper sends again (the claim's fencing makes the duplicate harmless).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+logger = logging.getLogger(__name__)
+
+_PENDING = "relaytune_pending_dispatch"
+
+
+@dataclass(frozen=True)
+class PhaseMessage:
+    job_id: str
+    phase: str
+    attempt: int
+    pool: str
+
+    @property
+    def task_name(self) -> str:
+        return f"relaytune.phase.{self.phase}"
+
+    @property
+    def queue(self) -> str:
+        return f"gpu.{self.pool}"
+
+
+class Dispatcher(Protocol):
+    def send(self, message: PhaseMessage) -> None: ...
+
+
+class CeleryDispatcher:
+    """Sends by task name: the orchestrator never imports the worker package."""
+
+    def __init__(self, broker_url: str):
+        from celery import Celery
+
+        self.app = Celery("relaytune-orchestrator", broker=broker_url)
+        self.app.conf.update(task_serializer="json", accept_content=["json"],
+                             broker_connection_retry_on_startup=True)
+
+    def send(self, message: PhaseMessage) -> None:
+        self.app.send_task(
+            message.task_name, kwargs={"payload": asdict(message)}, queue=message.queue
+        )
+
+
+class RecordingDispatcher:
+    """Keeps messages in memory; for callers that deliver them themselves."""
+
+    def __init__(self) -> None:
+        self.sent: list[PhaseMessage] = []
+
+    def send(self, message: PhaseMessage) -> None:
+        self.sent.append(message)
+
+
+_dispatcher: Dispatcher | None = None
+
+
+def set_dispatcher(dispatcher: Dispatcher | None) -> None:
+    global _dispatcher
+    _dispatcher = dispatcher
+
+
+def get_dispatcher() -> Dispatcher:
+    global _dispatcher
+    if _dispatcher is None:
+        from orchestrator.settings import get_settings
+
+        _dispatcher = CeleryDispatcher(get_settings().broker_url)
+    return _dispatcher
+
+
+def defer(session: Session, message: PhaseMessage) -> None:
+    session.info.setdefault(_PENDING, []).append(message)
+
+
+@event.listens_for(Session, "after_commit")
+def _send_after_commit(session: Session) -> None:
+    messages: list[PhaseMessage] = session.info.pop(_PENDING, [])
+    for message in messages:
+        try:
+            get_dispatcher().send(message)
+        except Exception:  # the row stays queued; the reaper re-sends it
+            logger.exception("could not send %s for job %s", message.task_name, message.job_id)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_rollback(session: Session, *_: Any) -> None:
+    session.info.pop(_PENDING, None)

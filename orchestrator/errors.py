@@ -1,0 +1,62 @@
+"""One error root for the domain; the API maps `status_code` and `code` to HTTP."""
+
+from __future__ import annotations
+
+
+class RelaytuneError(Exception):
+    """Root of every domain error. `param` names the field, file or row at fault."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"code": self.code, "message": self.message, "param": self.param}
+
+
+class InvalidRequest(RelaytuneError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class InvalidDataset(InvalidRequest):
+    code = "invalid_dataset"
+
+
+class Unauthorized(RelaytuneError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(RelaytuneError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(RelaytuneError):
+    status_code = 409
+    code = "conflict"
+
+
+class IllegalTransition(Conflict):
+    """A lifecycle move that the transition table does not allow."""
+
+    code = "illegal_transition"
+
+
+class PhaseNotClaimable(RelaytuneError):
+    """A delivery for a phase that is not (or no longer) queued under this attempt: ignore it."""
+
+    code = "phase_not_claimable"
+
+
+class LeaseLost(RelaytuneError):
+    """A fenced write found a newer attempt or another state: this run must stop writing."""
+
+    code = "lease_lost"

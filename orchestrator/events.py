@@ -1,0 +1,42 @@
+"""Typed job events: the timeline a user watches."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from orchestrator.models import Event, utcnow
+
+
+class EventType(StrEnum):
+    JOB_SUBMITTED = "job_submitted"
+    PHASE_QUEUED = "phase_queued"
+    PHASE_STARTED = "phase_started"
+    METRICS = "metrics"
+    CHECKPOINT_SAVED = "checkpoint_saved"
+    PHASE_SUCCEEDED = "phase_succeeded"
+    PHASE_FAILED = "phase_failed"
+    PHASE_CANCELLED = "phase_cancelled"
+    PHASE_REQUEUED = "phase_requeued"
+    LEASE_EXPIRED = "lease_expired"
+    CANCEL_REQUESTED = "cancel_requested"
+    JOB_SUCCEEDED = "job_succeeded"
+    JOB_FAILED = "job_failed"
+    JOB_CANCELLED = "job_cancelled"
+
+
+def emit(
+    session: Session,
+    job_id: str,
+    type_: EventType,
+    *,
+    phase: str | None = None,
+    attempt: int | None = None,
+    **data: Any,
+) -> None:
+    session.add(
+        Event(job_id=job_id, phase=phase, attempt=attempt, type=type_.value, data=data,
+              created_at=utcnow())
+    )

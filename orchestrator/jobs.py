@@ -1,0 +1,131 @@
+"""What a user does with jobs: submit, cancel, requeue a phase."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from orchestrator import repository
+from orchestrator.errors import Conflict, InvalidRequest, NotFound
+from orchestrator.events import EventType, emit
+from orchestrator.hyperparameters import Hyperparameters
+from orchestrator.lifecycle import TERMINAL_JOB, PhaseStatus
+from orchestrator.models import Job, Phase, utcnow
+from orchestrator.plan import DEFAULT_POOLS, PHASES, dataset_key
+from orchestrator.relay import move, queue_phase, refresh_job_status
+from orchestrator.storage import ObjectStore
+
+
+def parse_hyperparameters(raw: dict[str, Any] | None) -> Hyperparameters:
+    try:
+        return Hyperparameters.model_validate(raw or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in ("hyperparameters", *first["loc"]))
+        raise InvalidRequest(f"{where}: {first['msg']}", param=where) from exc
+
+
+def resolve_pools(session: Session, requested: dict[str, str] | None) -> dict[str, str]:
+    known = repository.pools_by_name(session)
+    pools = dict(DEFAULT_POOLS)
+    for phase, pool in (requested or {}).items():
+        if phase not in PHASES:
+            raise InvalidRequest(f"unknown phase '{phase}' in pools; phases are {', '.join(PHASES)}",
+                                 param=f"pools.{phase}")
+        if pool not in known:
+            raise InvalidRequest(f"unknown pool '{pool}'; pools are {', '.join(sorted(known))}",
+                                 param=f"pools.{phase}", code="unknown_pool")
+        pools[phase] = pool
+    return pools
+
+
+def submit_job(
+    session: Session,
+    store: ObjectStore,
+    *,
+    tenant_id: str,
+    dataset_id: str,
+    base_model: str,
+    hyperparameters: dict[str, Any] | None,
+    pools: dict[str, str] | None,
+    metadata: dict[str, Any] | None,
+) -> Job:
+    """Create the job and its phases, and queue the first phase after commit."""
+    hp = parse_hyperparameters(hyperparameters)
+    phase_pools = resolve_pools(session, pools)
+    dataset = repository.dataset_for_tenant(session, tenant_id, dataset_id)
+    if not base_model.strip():
+        raise InvalidRequest("base_model must not be empty", param="base_model")
+    now = utcnow()
+    job = Job(tenant_id=tenant_id, dataset_id=dataset.id, base_model=base_model,
+              hyperparameters=hp.model_dump(), job_metadata=metadata or {},
+              status="queued", created_at=now, updated_at=now)
+    job.phases = [
+        Phase(name=name, position=i, pool=phase_pools[name], status="pending", attempt=0)
+        for i, name in enumerate(PHASES)
+    ]
+    session.add(job)
+    session.flush()
+    # The job owns a copy of its data under its own prefix; the upload may be deleted later.
+    store.put_bytes(dataset_key(job.id), store.get_bytes(dataset.storage_key))
+    emit(session, job.id, EventType.JOB_SUBMITTED, dataset_id=dataset.id, base_model=base_model,
+         pools=phase_pools)
+    queue_phase(session, job, job.phases[0], now=now, reason="submitted")
+    refresh_job_status(session, job, now)
+    return job
+
+
+def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """Queued and pending phases stop at once; a running phase stops at its next step."""
+    job = repository.job_for_tenant(session, tenant_id, job_id)
+    if job.status in TERMINAL_JOB:
+        raise Conflict(f"job {job_id} is already {job.status}", param="job_id",
+                       code="job_finished")
+    now = utcnow()
+    job.cancel_requested_at = job.cancel_requested_at or now
+    emit(session, job.id, EventType.CANCEL_REQUESTED)
+    for phase in job.phases:
+        if phase.status in (PhaseStatus.PENDING, PhaseStatus.QUEUED):
+            was_queued = phase.status == PhaseStatus.QUEUED
+            move(phase, "cancelled")
+            phase.finished_at = now
+            if was_queued:
+                emit(session, job.id, EventType.PHASE_CANCELLED, phase=phase.name,
+                     attempt=phase.attempt)
+    refresh_job_status(session, job, now)
+    return job
+
+
+def requeue_phase(session: Session, tenant_id: str, job_id: str, phase_name: str) -> Job:
+    """Run a phase again from its recorded input; the phases after it follow."""
+    job = repository.job_for_tenant(session, tenant_id, job_id)
+    by_name = {p.name: p for p in job.phases}
+    if phase_name not in by_name:
+        raise NotFound(f"job {job_id} has no phase '{phase_name}'; phases are "
+                       f"{', '.join(PHASES)}", param="phase", code="unknown_phase")
+    busy = [p.name for p in job.phases if p.status in ("queued", "running")]
+    if busy:
+        raise Conflict(f"phase '{busy[0]}' of job {job_id} is {by_name[busy[0]].status}; "
+                       "cancel it or wait before requeueing", param=phase_name,
+                       code="phase_in_progress")
+    phase = by_name[phase_name]
+    if phase.status == PhaseStatus.PENDING:
+        raise Conflict(f"phase '{phase_name}' has not run yet", param=phase_name,
+                       code="phase_not_started")
+    earlier = [p for p in job.phases if p.position < phase.position]
+    if any(p.status != PhaseStatus.SUCCEEDED for p in earlier):
+        raise Conflict(f"phase '{phase_name}' needs every earlier phase to have succeeded",
+                       param=phase_name, code="input_missing")
+    now = utcnow()
+    job.cancel_requested_at = None
+    job.error_code = job.error_message = job.error_param = None
+    for later in job.phases:
+        if later.position > phase.position and later.status != PhaseStatus.PENDING:
+            move(later, "pending")
+            later.output_key = None
+    emit(session, job.id, EventType.PHASE_REQUEUED, phase=phase_name, attempt=phase.attempt)
+    queue_phase(session, job, phase, now=now, reason="requeue")
+    refresh_job_status(session, job, now)
+    return job

@@ -1,0 +1,66 @@
+"""Mechanics shared by user actions and worker reports: moving phases, queueing, job status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from orchestrator import dispatch
+from orchestrator.events import EventType, emit
+from orchestrator.lifecycle import (
+    TERMINAL_JOB,
+    JobStatus,
+    check_phase_transition,
+    derive_job_status,
+)
+from orchestrator.models import Job, Phase, utcnow
+
+
+def move(phase: Phase, target: str) -> None:
+    """The only place a phase's status changes; the transition table decides."""
+    check_phase_transition(phase.name, phase.status, target)
+    phase.status = target
+
+
+def queue_phase(session: Session, job: Job, phase: Phase, *, now: datetime, reason: str) -> None:
+    """Queue a new attempt of the phase and send its task once the transaction commits."""
+    move(phase, "queued")
+    phase.attempt += 1
+    phase.queued_at = now
+    phase.started_at = None
+    phase.finished_at = None
+    phase.worker_id = None
+    phase.lease_expires_at = None
+    phase.error_code = phase.error_message = None
+    phase.step = 0
+    phase.total_steps = 0
+    emit(session, job.id, EventType.PHASE_QUEUED, phase=phase.name, attempt=phase.attempt,
+         pool=phase.pool, reason=reason)
+    dispatch.defer(
+        session,
+        dispatch.PhaseMessage(job_id=job.id, phase=phase.name, attempt=phase.attempt,
+                              pool=phase.pool),
+    )
+
+
+def refresh_job_status(session: Session, job: Job, now: datetime | None = None) -> None:
+    """Recompute the stored job status from its phases; emit the job's terminal event once."""
+    now = now or utcnow()
+    before = job.status
+    status = derive_job_status(
+        [p.status for p in job.phases], cancel_requested=job.cancel_requested_at is not None
+    )
+    job.status = status.value
+    job.updated_at = now
+    if status in TERMINAL_JOB:
+        job.finished_at = job.finished_at or now
+    else:
+        job.finished_at = None
+    if status != before and status in TERMINAL_JOB:
+        terminal_event = {
+            JobStatus.SUCCEEDED: EventType.JOB_SUCCEEDED,
+            JobStatus.FAILED: EventType.JOB_FAILED,
+            JobStatus.CANCELLED: EventType.JOB_CANCELLED,
+        }[status]
+        emit(session, job.id, terminal_event)

@@ -1,0 +1,103 @@
+"""Every query of the job store lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from orchestrator.errors import NotFound
+from orchestrator.models import ApiKey, Checkpoint, Dataset, Event, Job, Phase, Pool
+
+
+def pools(session: Session) -> Sequence[Pool]:
+    return session.scalars(select(Pool).order_by(Pool.hourly_price)).all()
+
+
+def pools_by_name(session: Session) -> dict[str, Pool]:
+    return {pool.name: pool for pool in pools(session)}
+
+
+def api_key_by_hash(session: Session, key_hash: str) -> ApiKey | None:
+    return session.scalar(
+        select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+    )
+
+
+def dataset_for_tenant(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None or dataset.tenant_id != tenant_id:
+        raise NotFound(f"dataset {dataset_id} not found", param="dataset_id")
+    return dataset
+
+
+def job_for_tenant(session: Session, tenant_id: str, job_id: str) -> Job:
+    job = session.scalar(
+        select(Job).where(Job.id == job_id).options(selectinload(Job.phases))
+    )
+    if job is None or job.tenant_id != tenant_id:
+        raise NotFound(f"job {job_id} not found", param="job_id")
+    return job
+
+
+def job_by_id(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found", param="job_id")
+    return job
+
+
+def list_jobs(
+    session: Session, tenant_id: str, *, status: str | None, limit: int, offset: int
+) -> tuple[Sequence[Job], int]:
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if status:
+        query = query.where(Job.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    jobs = session.scalars(
+        query.options(selectinload(Job.phases))
+        .order_by(Job.created_at.desc(), Job.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return jobs, total
+
+
+def phase_of(session: Session, job_id: str, name: str, *, lock: bool = False) -> Phase | None:
+    query = select(Phase).where(Phase.job_id == job_id, Phase.name == name)
+    if lock:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def events(session: Session, job_id: str, *, after: int, limit: int) -> Sequence[Event]:
+    return session.scalars(
+        select(Event)
+        .where(Event.job_id == job_id, Event.id > after)
+        .order_by(Event.id)
+        .limit(limit)
+    ).all()
+
+
+def checkpoints(session: Session, job_id: str) -> Sequence[Checkpoint]:
+    return session.scalars(
+        select(Checkpoint)
+        .where(Checkpoint.job_id == job_id)
+        .order_by(Checkpoint.created_at, Checkpoint.step)
+    ).all()
+
+
+def expired_leases(session: Session, now: datetime) -> Sequence[Phase]:
+    return session.scalars(
+        select(Phase)
+        .where(Phase.status == "running", Phase.lease_expires_at < now)
+        .with_for_update(skip_locked=True)
+    ).all()
+
+
+def stale_queued(session: Session, before: datetime) -> Sequence[Phase]:
+    return session.scalars(
+        select(Phase).where(Phase.status == "queued", Phase.queued_at < before)
+    ).all()

@@ -1,0 +1,156 @@
+"""What a worker does through the orchestrator: claim a phase, report, record, finish.
+
+Every write of a run is fenced by its attempt: a stale or duplicate run raises LeaseLost
+instead of overwriting newer state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from orchestrator import repository
+from orchestrator.cost import close_meter
+from orchestrator.errors import LeaseLost, PhaseNotClaimable
+from orchestrator.events import EventType, emit
+from orchestrator.hyperparameters import Hyperparameters
+from orchestrator.models import Checkpoint, Phase, utcnow
+from orchestrator.plan import dataset_key, epoch_range, next_phase, previous_phase, storage_prefix
+from orchestrator.relay import move, queue_phase, refresh_job_status
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Everything a worker needs to run one attempt of a phase."""
+
+    job_id: str
+    phase: str
+    attempt: int
+    pool: str
+    base_model: str
+    hyperparameters: dict[str, Any]
+    input_key: str  # the previous phase's recorded output (or the dataset for preprocess)
+    output_prefix: str
+    start_epoch: int
+    end_epoch: int
+
+
+def claim_phase(session: Session, *, job_id: str, phase: str, attempt: int, worker_id: str,
+                lease_seconds: int) -> Claim:
+    now = utcnow()
+    claimed = session.execute(
+        update(Phase)
+        .where(Phase.job_id == job_id, Phase.name == phase, Phase.attempt == attempt,
+               Phase.status == "queued")
+        .values(status="running", worker_id=worker_id, started_at=now,
+                lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed != 1:
+        raise PhaseNotClaimable(f"phase {phase} of job {job_id} attempt {attempt} is not queued")
+    job = repository.job_by_id(session, job_id)
+    session.refresh(job)
+    for p in job.phases:
+        session.refresh(p)
+    row = next(p for p in job.phases if p.name == phase)
+    prev = previous_phase(phase)
+    input_key = dataset_key(job_id)
+    if prev is not None:
+        prev_row = next(p for p in job.phases if p.name == prev)
+        if prev_row.status != "succeeded" or not prev_row.output_key:
+            raise PhaseNotClaimable(f"phase {prev} of job {job_id} has no recorded output")
+        input_key = prev_row.output_key
+    emit(session, job_id, EventType.PHASE_STARTED, phase=phase, attempt=attempt,
+         worker_id=worker_id, pool=row.pool)
+    refresh_job_status(session, job, now)
+    epochs = epoch_range(phase, Hyperparameters.model_validate(job.hyperparameters))
+    return Claim(job_id=job_id, phase=phase, attempt=attempt, pool=row.pool,
+                 base_model=job.base_model, hyperparameters=dict(job.hyperparameters),
+                 input_key=input_key, output_prefix=storage_prefix(job_id, phase, attempt),
+                 start_epoch=epochs.start, end_epoch=epochs.end)
+
+
+def _fenced_phase(session: Session, claim: Claim) -> Phase:
+    phase = repository.phase_of(session, claim.job_id, claim.phase, lock=True)
+    if phase is None or phase.attempt != claim.attempt or phase.status != "running":
+        raise LeaseLost(f"phase {claim.phase} of job {claim.job_id} attempt {claim.attempt} "
+                        "is no longer this run's")
+    return phase
+
+
+def heartbeat(session: Session, claim: Claim, *, lease_seconds: int) -> bool:
+    """Renew the lease; returns True when the user asked to cancel the job."""
+    phase = _fenced_phase(session, claim)
+    phase.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
+    return phase.job.cancel_requested_at is not None
+
+
+def report_progress(session: Session, claim: Claim, *, step: int, total_steps: int, epoch: int,
+                    metrics: dict[str, float], lease_seconds: int) -> bool:
+    phase = _fenced_phase(session, claim)
+    phase.step, phase.total_steps, phase.epoch = step, total_steps, epoch
+    phase.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
+    emit(session, claim.job_id, EventType.METRICS, phase=claim.phase, attempt=claim.attempt,
+         step=step, total_steps=total_steps, epoch=epoch, **metrics)
+    return phase.job.cancel_requested_at is not None
+
+
+def record_checkpoint(session: Session, claim: Claim, *, kind: str, key: str, step: int,
+                      size: int, manifest: dict[str, Any]) -> None:
+    """Called after every object of the checkpoint is uploaded: only now does it exist."""
+    _fenced_phase(session, claim)
+    session.add(Checkpoint(job_id=claim.job_id, phase=claim.phase, attempt=claim.attempt,
+                           kind=kind, key=key, step=step, bytes=size, manifest=manifest))
+    emit(session, claim.job_id, EventType.CHECKPOINT_SAVED, phase=claim.phase,
+         attempt=claim.attempt, kind=kind, key=key, step=step, bytes=size)
+
+
+def _finish(session: Session, claim: Claim, status: str) -> Phase:
+    phase = _fenced_phase(session, claim)
+    now = utcnow()
+    pool = repository.pools_by_name(session)[phase.pool]
+    close_meter(phase, pool, now)
+    move(phase, status)
+    phase.finished_at = now
+    phase.lease_expires_at = None
+    return phase
+
+
+def complete_phase(session: Session, claim: Claim, *, output_key: str,
+                   summary: dict[str, Any]) -> None:
+    """Record the output; queue the next phase (sent after commit) unless a cancel is pending."""
+    phase = _finish(session, claim, "succeeded")
+    phase.output_key = output_key
+    job = phase.job
+    emit(session, job.id, EventType.PHASE_SUCCEEDED, phase=phase.name, attempt=phase.attempt,
+         output_key=output_key, cost=str(phase.cost_amount), **summary)
+    following = next_phase(phase.name)
+    if following is not None:
+        nxt = next(p for p in job.phases if p.name == following)
+        if job.cancel_requested_at is not None:
+            move(nxt, "cancelled")
+        else:
+            queue_phase(session, job, nxt, now=phase.finished_at or utcnow(), reason="handoff")
+    refresh_job_status(session, job)
+
+
+def fail_phase(session: Session, claim: Claim, *, code: str, message: str) -> None:
+    phase = _finish(session, claim, "failed")
+    phase.error_code, phase.error_message = code, message
+    job = phase.job
+    job.error_code, job.error_message, job.error_param = code, message, phase.name
+    emit(session, job.id, EventType.PHASE_FAILED, phase=phase.name, attempt=phase.attempt,
+         code=code, message=message)
+    refresh_job_status(session, job)
+
+
+def acknowledge_cancel(session: Session, claim: Claim) -> None:
+    """The run saw the cancel request, saved its state and stopped."""
+    phase = _finish(session, claim, "cancelled")
+    emit(session, claim.job_id, EventType.PHASE_CANCELLED, phase=phase.name,
+         attempt=phase.attempt, step=phase.step)
+    refresh_job_status(session, phase.job)

@@ -1,0 +1,56 @@
+"""One settings object for every process; `RELAYTUNE_*` environment variables override it."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RELAYTUNE_", env_file=".env", extra="ignore")
+
+    environment: str = "development"
+    data_dir: Path = Path(".relaytune")
+    # Empty means "derive from data_dir": SQLite, local object store, tiny base model.
+    database_url: str = ""
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    s3_endpoint: str = ""
+    s3_bucket: str = "relaytune"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_region: str = "us-east-1"
+    default_base_model: str = ""
+
+    max_upload_bytes: int = 200 * 1024 * 1024
+    max_images: int = 1000
+    max_image_pixels: int = 4096 * 4096
+    # A running phase renews its lease every heartbeat; the reaper re-queues it after expiry.
+    lease_seconds: int = 120
+    heartbeat_seconds: float = 30.0
+    max_attempts: int = 3
+    reaper_interval_seconds: float = 30.0
+    # Celery's hard limit for one phase; the Redis visibility timeout must exceed it.
+    phase_time_limit_seconds: int = 12 * 3600
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'relaytune.db'}"
+        if not self.default_base_model:
+            self.default_base_model = str(self.data_dir / "models" / "tiny-qwen3-vl")
+        if self.environment == "production" and not self.s3_endpoint:
+            raise ValueError("RELAYTUNE_S3_ENDPOINT is required in production")
+        return self
+
+    @property
+    def object_store_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

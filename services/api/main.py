@@ -1,0 +1,22 @@
+"""The relaytune control plane: HTTP in, orchestrator calls out."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.api.errors import install_error_handlers
+from services.api.lifespan import lifespan
+from services.api.routes import datasets, jobs, system
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="relaytune", version="0.1.0", lifespan=lifespan,
+                  description="Few-shot LoRA fine-tuning of Qwen3-VL as a relay of GPU pools.")
+    install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(datasets.router)
+    app.include_router(jobs.router)
+    return app
+
+
+app = create_app()

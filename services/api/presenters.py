@@ -1,0 +1,46 @@
+"""ORM rows to wire models; cost is computed at read time so a running meter moves."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from orchestrator.cost import phase_cost
+from orchestrator.models import Job, Phase, Pool, utcnow
+from services.api.schemas import ErrorInfo, JobOut, Money, PhaseOut, Progress
+
+
+def phase_out(phase: Phase, pool: Pool) -> PhaseOut:
+    error = (ErrorInfo(code=phase.error_code, message=phase.error_message or "", param=phase.name)
+             if phase.error_code else None)
+    return PhaseOut(
+        name=phase.name,
+        pool=phase.pool,
+        gpu_model=pool.gpu_model,
+        status=phase.status,
+        attempt=phase.attempt,
+        progress=Progress(step=phase.step, total_steps=phase.total_steps, epoch=phase.epoch),
+        cost=Money(amount=phase_cost(phase, pool, utcnow()), currency=pool.currency),
+        started_at=phase.started_at,
+        finished_at=phase.finished_at,
+        error=error,
+    )
+
+
+def job_out(job: Job, pools: dict[str, Pool]) -> JobOut:
+    phases = [phase_out(p, pools[p.pool]) for p in job.phases]
+    currency = phases[0].cost.currency if phases else "CNY"
+    error = (ErrorInfo(code=job.error_code, message=job.error_message or "",
+                       param=job.error_param) if job.error_code else None)
+    return JobOut(
+        id=job.id,
+        status=job.status,
+        dataset_id=job.dataset_id,
+        base_model=job.base_model,
+        hyperparameters=job.hyperparameters,
+        metadata=job.job_metadata or {},
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        phases=phases,
+        cost=Money(amount=sum((p.cost.amount for p in phases), Decimal(0)), currency=currency),
+        error=error,
+    )

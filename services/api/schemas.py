@@ -1,0 +1,108 @@
+"""The wire format of API v1."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Money(BaseModel):
+    amount: Decimal
+    currency: str
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class DatasetOut(BaseModel):
+    id: str
+    format: str
+    num_samples: int
+    num_images: int
+    bytes: int
+    filename: str
+    created_at: datetime
+
+
+class JobCreate(BaseModel):
+    dataset_id: str
+    base_model: str | None = Field(
+        None, description="Local checkpoint directory or a Hugging Face id already in the cache; "
+        "defaults to the server's tiny Qwen3-VL")
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    pools: dict[str, str] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class Progress(BaseModel):
+    step: int
+    total_steps: int
+    epoch: int
+
+
+class PhaseOut(BaseModel):
+    name: str
+    pool: str
+    gpu_model: str
+    status: str
+    attempt: int
+    progress: Progress
+    cost: Money
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: ErrorInfo | None = None
+
+
+class JobOut(BaseModel):
+    id: str
+    status: str
+    dataset_id: str
+    base_model: str
+    hyperparameters: dict[str, Any]
+    metadata: dict[str, Any]
+    created_at: datetime
+    finished_at: datetime | None
+    phases: list[PhaseOut]
+    cost: Money
+    error: ErrorInfo | None = None
+
+
+class JobList(BaseModel):
+    data: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class EventOut(BaseModel):
+    id: int
+    type: str
+    phase: str | None
+    attempt: int | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class CheckpointOut(BaseModel):
+    id: str
+    phase: str
+    attempt: int
+    kind: str
+    step: int
+    key: str
+    bytes: int
+    created_at: datetime
+
+
+class PoolOut(BaseModel):
+    name: str
+    queue: str
+    gpu_model: str
+    gpu_memory_gb: int
+    hourly_price: Money
