@@ -1,0 +1,110 @@
+"""Real services for every test: PostgreSQL (schema from `alembic upgrade head`), Redis, S3.
+
+`make test` starts whichever of them is not reachable and exports their URLs; run bare, pytest
+falls back to the local defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from orchestrator import db, dispatch, storage
+from orchestrator.migrate import upgrade_head
+from orchestrator.settings import get_settings
+
+DATABASE_URL = os.environ.get(
+    "RELAYTUNE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/relaytune_test"
+)
+REDIS_URL = os.environ.get("RELAYTUNE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+S3_ENDPOINT = os.environ.get("RELAYTUNE_TEST_S3_ENDPOINT", "")
+
+DATA_TABLES = ("checkpoints", "events", "phases", "jobs", "datasets", "api_keys", "tenants")
+
+
+def reset_caches() -> None:
+    for cached in (get_settings, db.get_engine, db.get_sessionmaker, storage.get_store):
+        cached.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    if S3_ENDPOINT:
+        yield S3_ENDPOINT
+        return
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """A fresh schema, created the only way schemas are created: alembic upgrade head."""
+    engine = create_engine(DATABASE_URL)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    upgrade_head(DATABASE_URL)
+    return DATABASE_URL
+
+
+@pytest.fixture(scope="session")
+def service_env(database_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory,
+                ) -> Iterator[dict[str, str]]:
+    """Environment that points every relaytune process (this one and its children) at the
+    test services."""
+    data_dir = tmp_path_factory.mktemp("relaytune-data")
+    env = {
+        "RELAYTUNE_DATABASE_URL": database_url,
+        "RELAYTUNE_BROKER_URL": REDIS_URL,
+        "RELAYTUNE_S3_ENDPOINT": s3_endpoint,
+        "RELAYTUNE_S3_BUCKET": "relaytune-test",
+        "RELAYTUNE_S3_ACCESS_KEY": "testing",
+        "RELAYTUNE_S3_SECRET_KEY": "testing",
+        "RELAYTUNE_DATA_DIR": str(data_dir),
+        "RELAYTUNE_REAPER_INTERVAL_SECONDS": "0",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    reset_caches()
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    reset_caches()
+
+
+@pytest.fixture
+def clean_db(service_env: dict[str, str]) -> Iterator[None]:
+    """Empty job store and bucket before the test."""
+    engine = db.get_engine()
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE"))
+    store = storage.get_store()
+    for key in store.list(""):
+        store.delete(key)
+    yield
+
+
+@pytest.fixture
+def recorded_dispatch() -> Iterator[dispatch.RecordingDispatcher]:
+    recorder = dispatch.RecordingDispatcher()
+    dispatch.set_dispatcher(recorder)
+    yield recorder
+    dispatch.set_dispatcher(None)
+
+
+@pytest.fixture(scope="session")
+def example_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "examples" / "circuit-boards"
