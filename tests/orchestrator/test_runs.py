@@ -1,0 +1,179 @@
+"""The worker's side of the relay: fenced claims, hand-off, cancel, reaper, cost."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import update
+
+from orchestrator import dispatch, jobs, runs
+from orchestrator.dataset_uploads import create_dataset
+from orchestrator.db import session_scope
+from orchestrator.errors import IllegalTransition, LeaseLost, PhaseNotClaimable
+from orchestrator.models import Job, Phase, Tenant, utcnow
+from orchestrator.reaper import reap
+from orchestrator.settings import get_settings
+from orchestrator.storage import get_store
+from tests.factories import dataset_zip
+
+LEASE = 60
+
+
+@pytest.fixture
+def job_id(clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher) -> str:
+    with session_scope() as session:
+        tenant = Tenant(name="acme")
+        session.add(tenant)
+        session.flush()
+        dataset = create_dataset(session, get_store(), get_settings(), tenant_id=tenant.id,
+                                 filename="d.zip", data=dataset_zip())
+        job = jobs.submit_job(session, get_store(), tenant_id=tenant.id, dataset_id=dataset.id,
+                              base_model="tiny", hyperparameters={"warmup_epochs": 2,
+                                                                  "total_epochs": 3},
+                              pools=None, metadata=None)
+        return job.id
+
+
+def _claim(job_id: str, phase: str, attempt: int = 1, worker: str = "w1") -> runs.Claim:
+    with session_scope() as session:
+        return runs.claim_phase(session, job_id=job_id, phase=phase, attempt=attempt,
+                                worker_id=worker, lease_seconds=LEASE)
+
+
+def _complete(claim: runs.Claim) -> None:
+    with session_scope() as session:
+        runs.complete_phase(session, claim, output_key=claim.output_prefix, summary={})
+
+
+def _job(job_id: str) -> Job:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        _ = [p.status for p in job.phases]
+        return job
+
+
+def test_relay_hands_off_phase_by_phase(job_id: str,
+                                        recorded_dispatch: dispatch.RecordingDispatcher) -> None:
+    pre = _claim(job_id, "preprocess")
+    assert pre.input_key == f"jobs/{job_id}/dataset/dataset.zip"
+    assert pre.output_prefix == f"jobs/{job_id}/preprocess/a1"
+    assert _job(job_id).status == "running"
+    _complete(pre)
+    assert [(m.phase, m.queue) for m in recorded_dispatch.sent][-1] == ("warmup", "gpu.a10")
+    warm = _claim(job_id, "warmup")
+    assert warm.input_key == pre.output_prefix
+    assert (warm.start_epoch, warm.end_epoch) == (0, 2)
+    _complete(warm)
+    final = _claim(job_id, "final")
+    assert (final.start_epoch, final.end_epoch) == (2, 3)
+    assert final.input_key == warm.output_prefix
+    _complete(final)
+    job = _job(job_id)
+    assert job.status == "succeeded"
+    assert job.finished_at is not None
+    assert [m.phase for m in recorded_dispatch.sent] == ["preprocess", "warmup", "final"]
+
+
+def test_duplicate_and_stale_deliveries_cannot_claim(job_id: str) -> None:
+    _claim(job_id, "preprocess", worker="w1")
+    with pytest.raises(PhaseNotClaimable):
+        _claim(job_id, "preprocess", worker="w2")  # same message delivered twice
+    with pytest.raises(PhaseNotClaimable):
+        _claim(job_id, "preprocess", attempt=0)
+
+
+def test_a_run_that_lost_its_lease_cannot_write(job_id: str) -> None:
+    stale = _claim(job_id, "preprocess")
+    with session_scope() as session:
+        session.execute(update(Phase).where(Phase.job_id == job_id)
+                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    with session_scope() as session:
+        assert reap(session, max_attempts=3, resend_after_seconds=LEASE) == 1
+    fresh = _claim(job_id, "preprocess", attempt=2, worker="w2")
+    for write in (
+        lambda s: runs.report_progress(s, stale, step=1, total_steps=2, epoch=0, metrics={},
+                                       lease_seconds=LEASE),
+        lambda s: runs.complete_phase(s, stale, output_key="x", summary={}),
+        lambda s: runs.fail_phase(s, stale, code="boom", message="boom"),
+    ):
+        with pytest.raises(LeaseLost), session_scope() as session:
+            write(session)
+    _complete(fresh)
+    assert _job(job_id).phases[0].output_key == fresh.output_prefix
+
+
+def test_reaper_gives_up_after_max_attempts(job_id: str) -> None:
+    for attempt in (1, 2):
+        _claim(job_id, "preprocess", attempt=attempt)
+        with session_scope() as session:
+            session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == "preprocess")
+                            .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        with session_scope() as session:
+            reap(session, max_attempts=2, resend_after_seconds=LEASE)
+    job = _job(job_id)
+    assert job.status == "failed"
+    assert job.phases[0].status == "failed"
+    assert job.phases[0].error_code == "lease_expired"
+    assert job.error_param == "preprocess"
+
+
+def test_reaper_resends_a_queued_phase_whose_message_was_lost(
+    job_id: str, recorded_dispatch: dispatch.RecordingDispatcher
+) -> None:
+    with session_scope() as session:
+        session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == "preprocess")
+                        .values(queued_at=utcnow() - timedelta(seconds=LEASE + 1)))
+    with session_scope() as session:
+        reap(session, max_attempts=3, resend_after_seconds=LEASE)
+    assert [(m.phase, m.attempt) for m in recorded_dispatch.sent] == [("preprocess", 1)] * 2
+
+
+def test_dispatch_waits_for_commit(job_id: str,
+                                   recorded_dispatch: dispatch.RecordingDispatcher) -> None:
+    pre = _claim(job_id, "preprocess")
+    sent_before = len(recorded_dispatch.sent)
+    with pytest.raises(RuntimeError), session_scope() as session:
+        runs.complete_phase(session, pre, output_key=pre.output_prefix, summary={})
+        raise RuntimeError("the request failed after the phase completed")
+    assert len(recorded_dispatch.sent) == sent_before
+    assert _job(job_id).phases[1].status == "pending"
+
+
+def test_cancel_while_running_is_cooperative(job_id: str) -> None:
+    pre = _claim(job_id, "preprocess")
+    with session_scope() as session:
+        tenant_id = session.get(Job, job_id).tenant_id  # type: ignore[union-attr]
+        job = jobs.cancel_job(session, tenant_id, job_id)
+        assert job.status == "cancelling"
+        assert [p.status for p in job.phases] == ["running", "cancelled", "cancelled"]
+    with session_scope() as session:
+        assert runs.report_progress(session, pre, step=1, total_steps=4, epoch=0,
+                                    metrics={"loss": 1.0}, lease_seconds=LEASE) is True
+    with session_scope() as session:
+        runs.acknowledge_cancel(session, pre)
+    assert _job(job_id).status == "cancelled"
+
+
+def test_cost_accrues_from_run_time_and_pool_price(job_id: str) -> None:
+    pre = _claim(job_id, "preprocess")
+    with session_scope() as session:
+        session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == "preprocess")
+                        .values(started_at=utcnow() - timedelta(hours=2)))
+    _complete(pre)
+    phase = _job(job_id).phases[0]
+    # two hours on the t4 pool at 1 CNY/h
+    assert abs(Decimal(phase.cost_amount) - Decimal(2)) < Decimal("0.01")
+
+
+def test_illegal_moves_raise(job_id: str) -> None:
+    from orchestrator.relay import move
+
+    with session_scope() as session:
+        phase = session.get(Job, job_id).phases[2]  # type: ignore[union-attr]
+        with pytest.raises(IllegalTransition):
+            move(phase, "running")
+        with pytest.raises(IllegalTransition):
+            move(phase, "succeeded")
