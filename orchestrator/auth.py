@@ -35,6 +35,7 @@ def create_api_key(session: Session, tenant_name: str) -> str:
 def authenticate(session: Session, key: str) -> Tenant:
     api_key = repository.api_key_by_hash(session, hash_key(key)) if key else None
     if api_key is None:
-        raise Unauthorized("missing or unknown API key; send 'Authorization: Bearer <key>'",
-                           param="Authorization")
+        raise Unauthorized(
+            "missing or unknown API key; send 'Authorization: Bearer <key>'", param="Authorization"
+        )
     return api_key.tenant

@@ -13,20 +13,38 @@ from orchestrator.settings import Settings
 from orchestrator.storage import ObjectStore
 
 
-def create_dataset(session: Session, store: ObjectStore, settings: Settings, *, tenant_id: str,
-                   filename: str, data: bytes) -> Dataset:
+def create_dataset(
+    session: Session,
+    store: ObjectStore,
+    settings: Settings,
+    *,
+    tenant_id: str,
+    filename: str,
+    data: bytes,
+) -> Dataset:
     if len(data) > settings.max_upload_bytes:
-        raise InvalidDataset(f"the upload has {len(data)} bytes; the limit is "
-                             f"{settings.max_upload_bytes}", param="file", code="too_large")
-    summary = validate_dataset_zip(data, max_pixels=settings.max_image_pixels,
-                                   max_images=settings.max_images)
+        raise InvalidDataset(
+            f"the upload has {len(data)} bytes; the limit is {settings.max_upload_bytes}",
+            param="file",
+            code="too_large",
+        )
+    summary = validate_dataset_zip(
+        data, max_pixels=settings.max_image_pixels, max_images=settings.max_images
+    )
     dataset_id = new_id()
     key = f"datasets/{dataset_id}/upload.zip"
     store.put_bytes(key, data)
-    dataset = Dataset(id=dataset_id, tenant_id=tenant_id, filename=filename,
-                      format=summary.format, num_samples=summary.num_samples,
-                      num_images=summary.num_images, bytes=len(data),
-                      sha256=hashlib.sha256(data).hexdigest(), storage_key=key)
+    dataset = Dataset(
+        id=dataset_id,
+        tenant_id=tenant_id,
+        filename=filename,
+        format=summary.format,
+        num_samples=summary.num_samples,
+        num_images=summary.num_images,
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        storage_key=key,
+    )
     session.add(dataset)
     try:
         session.flush()

@@ -32,7 +32,8 @@ class DatasetSummary:
 
 def _find_root(names: list[str]) -> str:
     candidates = sorted(
-        n[: -len(ANNOTATIONS)] for n in names
+        n[: -len(ANNOTATIONS)]
+        for n in names
         if n == ANNOTATIONS or (n.endswith("/" + ANNOTATIONS) and n.count("/") == 1)
     )
     if not candidates:

@@ -45,8 +45,9 @@ class CeleryDispatcher:
         from celery import Celery
 
         self.app = Celery("relaytune-orchestrator", broker=broker_url)
-        self.app.conf.update(task_serializer="json", accept_content=["json"],
-                             broker_connection_retry_on_startup=True)
+        self.app.conf.update(
+            task_serializer="json", accept_content=["json"], broker_connection_retry_on_startup=True
+        )
 
     def send(self, message: PhaseMessage) -> None:
         self.app.send_task(

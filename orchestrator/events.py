@@ -37,6 +37,12 @@ def emit(
     **data: Any,
 ) -> None:
     session.add(
-        Event(job_id=job_id, phase=phase, attempt=attempt, type=type_.value, data=data,
-              created_at=utcnow())
+        Event(
+            job_id=job_id,
+            phase=phase,
+            attempt=attempt,
+            type=type_.value,
+            data=data,
+            created_at=utcnow(),
+        )
     )

@@ -32,11 +32,16 @@ def resolve_pools(session: Session, requested: dict[str, str] | None) -> dict[st
     pools = dict(DEFAULT_POOLS)
     for phase, pool in (requested or {}).items():
         if phase not in PHASES:
-            raise InvalidRequest(f"unknown phase '{phase}' in pools; phases are {', '.join(PHASES)}",
-                                 param=f"pools.{phase}")
+            raise InvalidRequest(
+                f"unknown phase '{phase}' in pools; phases are {', '.join(PHASES)}",
+                param=f"pools.{phase}",
+            )
         if pool not in known:
-            raise InvalidRequest(f"unknown pool '{pool}'; pools are {', '.join(sorted(known))}",
-                                 param=f"pools.{phase}", code="unknown_pool")
+            raise InvalidRequest(
+                f"unknown pool '{pool}'; pools are {', '.join(sorted(known))}",
+                param=f"pools.{phase}",
+                code="unknown_pool",
+            )
         pools[phase] = pool
     return pools
 
@@ -59,9 +64,16 @@ def submit_job(
     if not base_model.strip():
         raise InvalidRequest("base_model must not be empty", param="base_model")
     now = utcnow()
-    job = Job(tenant_id=tenant_id, dataset_id=dataset.id, base_model=base_model,
-              hyperparameters=hp.model_dump(), job_metadata=metadata or {},
-              status="queued", created_at=now, updated_at=now)
+    job = Job(
+        tenant_id=tenant_id,
+        dataset_id=dataset.id,
+        base_model=base_model,
+        hyperparameters=hp.model_dump(),
+        job_metadata=metadata or {},
+        status="queued",
+        created_at=now,
+        updated_at=now,
+    )
     job.phases = [
         Phase(name=name, position=i, pool=phase_pools[name], status="pending", attempt=0)
         for i, name in enumerate(PHASES)
@@ -70,8 +82,14 @@ def submit_job(
     session.flush()
     # The job owns a copy of its data under its own prefix; the upload may be deleted later.
     store.put_bytes(dataset_key(job.id), store.get_bytes(dataset.storage_key))
-    emit(session, job.id, EventType.JOB_SUBMITTED, dataset_id=dataset.id, base_model=base_model,
-         pools=phase_pools)
+    emit(
+        session,
+        job.id,
+        EventType.JOB_SUBMITTED,
+        dataset_id=dataset.id,
+        base_model=base_model,
+        pools=phase_pools,
+    )
     queue_phase(session, job, job.phases[0], now=now, reason="submitted")
     refresh_job_status(session, job, now)
     return job
@@ -81,8 +99,7 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     """Queued and pending phases stop at once; a running phase stops at its next step."""
     job = repository.job_for_tenant(session, tenant_id, job_id)
     if job.status in TERMINAL_JOB:
-        raise Conflict(f"job {job_id} is already {job.status}", param="job_id",
-                       code="job_finished")
+        raise Conflict(f"job {job_id} is already {job.status}", param="job_id", code="job_finished")
     now = utcnow()
     job.cancel_requested_at = job.cancel_requested_at or now
     emit(session, job.id, EventType.CANCEL_REQUESTED)
@@ -92,8 +109,13 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
             move(phase, "cancelled")
             phase.finished_at = now
             if was_queued:
-                emit(session, job.id, EventType.PHASE_CANCELLED, phase=phase.name,
-                     attempt=phase.attempt)
+                emit(
+                    session,
+                    job.id,
+                    EventType.PHASE_CANCELLED,
+                    phase=phase.name,
+                    attempt=phase.attempt,
+                )
     refresh_job_status(session, job, now)
     return job
 
@@ -103,21 +125,31 @@ def requeue_phase(session: Session, tenant_id: str, job_id: str, phase_name: str
     job = repository.job_for_tenant(session, tenant_id, job_id)
     by_name = {p.name: p for p in job.phases}
     if phase_name not in by_name:
-        raise NotFound(f"job {job_id} has no phase '{phase_name}'; phases are "
-                       f"{', '.join(PHASES)}", param="phase", code="unknown_phase")
+        raise NotFound(
+            f"job {job_id} has no phase '{phase_name}'; phases are {', '.join(PHASES)}",
+            param="phase",
+            code="unknown_phase",
+        )
     busy = [p.name for p in job.phases if p.status in ("queued", "running")]
     if busy:
-        raise Conflict(f"phase '{busy[0]}' of job {job_id} is {by_name[busy[0]].status}; "
-                       "cancel it or wait before requeueing", param=phase_name,
-                       code="phase_in_progress")
+        raise Conflict(
+            f"phase '{busy[0]}' of job {job_id} is {by_name[busy[0]].status}; "
+            "cancel it or wait before requeueing",
+            param=phase_name,
+            code="phase_in_progress",
+        )
     phase = by_name[phase_name]
     if phase.status == PhaseStatus.PENDING:
-        raise Conflict(f"phase '{phase_name}' has not run yet", param=phase_name,
-                       code="phase_not_started")
+        raise Conflict(
+            f"phase '{phase_name}' has not run yet", param=phase_name, code="phase_not_started"
+        )
     earlier = [p for p in job.phases if p.position < phase.position]
     if any(p.status != PhaseStatus.SUCCEEDED for p in earlier):
-        raise Conflict(f"phase '{phase_name}' needs every earlier phase to have succeeded",
-                       param=phase_name, code="input_missing")
+        raise Conflict(
+            f"phase '{phase_name}' needs every earlier phase to have succeeded",
+            param=phase_name,
+            code="input_missing",
+        )
     now = utcnow()
     job.cancel_requested_at = None
     job.error_code = job.error_message = job.error_param = None

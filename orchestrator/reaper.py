@@ -24,18 +24,33 @@ def reap(session: Session, *, max_attempts: int, resend_after_seconds: int) -> i
     for phase in repository.expired_leases(session, now):
         job = phase.job
         close_meter(phase, pools[phase.pool], now)
-        emit(session, job.id, EventType.LEASE_EXPIRED, phase=phase.name, attempt=phase.attempt,
-             worker_id=phase.worker_id)
+        emit(
+            session,
+            job.id,
+            EventType.LEASE_EXPIRED,
+            phase=phase.name,
+            attempt=phase.attempt,
+            worker_id=phase.worker_id,
+        )
         if phase.attempt >= max_attempts:
             move(phase, "failed")
             phase.finished_at = now
             phase.error_code = "lease_expired"
-            phase.error_message = (f"the worker stopped renewing its lease; {phase.attempt} "
-                                   f"attempts used of {max_attempts}")
+            phase.error_message = (
+                f"the worker stopped renewing its lease; {phase.attempt} "
+                f"attempts used of {max_attempts}"
+            )
             job.error_code, job.error_message = phase.error_code, phase.error_message
             job.error_param = phase.name
-            emit(session, job.id, EventType.PHASE_FAILED, phase=phase.name,
-                 attempt=phase.attempt, code=phase.error_code, message=phase.error_message)
+            emit(
+                session,
+                job.id,
+                EventType.PHASE_FAILED,
+                phase=phase.name,
+                attempt=phase.attempt,
+                code=phase.error_code,
+                message=phase.error_message,
+            )
         else:
             queue_phase(session, job, phase, now=now, reason="lease_expired")
         refresh_job_status(session, job, now)
@@ -43,8 +58,12 @@ def reap(session: Session, *, max_attempts: int, resend_after_seconds: int) -> i
     # A message lost between commit and send (or a broker flush) would leave a phase queued
     # forever; sending it again is safe because only one delivery can claim the attempt.
     for phase in repository.stale_queued(session, now - timedelta(seconds=resend_after_seconds)):
-        dispatch.defer(session, dispatch.PhaseMessage(job_id=phase.job_id, phase=phase.name,
-                                                      attempt=phase.attempt, pool=phase.pool))
+        dispatch.defer(
+            session,
+            dispatch.PhaseMessage(
+                job_id=phase.job_id, phase=phase.name, attempt=phase.attempt, pool=phase.pool
+            ),
+        )
         phase.queued_at = now
         handled += 1
     if handled:

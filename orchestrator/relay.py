@@ -35,12 +35,20 @@ def queue_phase(session: Session, job: Job, phase: Phase, *, now: datetime, reas
     phase.error_code = phase.error_message = None
     phase.step = 0
     phase.total_steps = 0
-    emit(session, job.id, EventType.PHASE_QUEUED, phase=phase.name, attempt=phase.attempt,
-         pool=phase.pool, reason=reason)
+    emit(
+        session,
+        job.id,
+        EventType.PHASE_QUEUED,
+        phase=phase.name,
+        attempt=phase.attempt,
+        pool=phase.pool,
+        reason=reason,
+    )
     dispatch.defer(
         session,
-        dispatch.PhaseMessage(job_id=job.id, phase=phase.name, attempt=phase.attempt,
-                              pool=phase.pool),
+        dispatch.PhaseMessage(
+            job_id=job.id, phase=phase.name, attempt=phase.attempt, pool=phase.pool
+        ),
     )
 
 

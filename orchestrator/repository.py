@@ -34,9 +34,7 @@ def dataset_for_tenant(session: Session, tenant_id: str, dataset_id: str) -> Dat
 
 
 def job_for_tenant(session: Session, tenant_id: str, job_id: str) -> Job:
-    job = session.scalar(
-        select(Job).where(Job.id == job_id).options(selectinload(Job.phases))
-    )
+    job = session.scalar(select(Job).where(Job.id == job_id).options(selectinload(Job.phases)))
     if job is None or job.tenant_id != tenant_id:
         raise NotFound(f"job {job_id} not found", param="job_id")
     return job

@@ -34,20 +34,30 @@ class Claim:
     base_model: str
     hyperparameters: dict[str, Any]
     input_key: str  # the previous phase's recorded output (or the dataset for preprocess)
+    artifact_key: str  # the preprocess phase's recorded output ("" for preprocess itself)
     output_prefix: str
     start_epoch: int
     end_epoch: int
 
 
-def claim_phase(session: Session, *, job_id: str, phase: str, attempt: int, worker_id: str,
-                lease_seconds: int) -> Claim:
+def claim_phase(
+    session: Session, *, job_id: str, phase: str, attempt: int, worker_id: str, lease_seconds: int
+) -> Claim:
     now = utcnow()
     claimed = session.execute(
         update(Phase)
-        .where(Phase.job_id == job_id, Phase.name == phase, Phase.attempt == attempt,
-               Phase.status == "queued")
-        .values(status="running", worker_id=worker_id, started_at=now,
-                lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .where(
+            Phase.job_id == job_id,
+            Phase.name == phase,
+            Phase.attempt == attempt,
+            Phase.status == "queued",
+        )
+        .values(
+            status="running",
+            worker_id=worker_id,
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+        )
         .execution_options(synchronize_session=False)
     ).rowcount
     if claimed != 1:
@@ -64,21 +74,40 @@ def claim_phase(session: Session, *, job_id: str, phase: str, attempt: int, work
         if prev_row.status != "succeeded" or not prev_row.output_key:
             raise PhaseNotClaimable(f"phase {prev} of job {job_id} has no recorded output")
         input_key = prev_row.output_key
-    emit(session, job_id, EventType.PHASE_STARTED, phase=phase, attempt=attempt,
-         worker_id=worker_id, pool=row.pool)
+    artifact_key = "" if phase == "preprocess" else (job.phases[0].output_key or "")
+    emit(
+        session,
+        job_id,
+        EventType.PHASE_STARTED,
+        phase=phase,
+        attempt=attempt,
+        worker_id=worker_id,
+        pool=row.pool,
+    )
     refresh_job_status(session, job, now)
     epochs = epoch_range(phase, Hyperparameters.model_validate(job.hyperparameters))
-    return Claim(job_id=job_id, phase=phase, attempt=attempt, pool=row.pool,
-                 base_model=job.base_model, hyperparameters=dict(job.hyperparameters),
-                 input_key=input_key, output_prefix=storage_prefix(job_id, phase, attempt),
-                 start_epoch=epochs.start, end_epoch=epochs.end)
+    return Claim(
+        job_id=job_id,
+        phase=phase,
+        attempt=attempt,
+        pool=row.pool,
+        base_model=job.base_model,
+        hyperparameters=dict(job.hyperparameters),
+        input_key=input_key,
+        artifact_key=artifact_key,
+        output_prefix=storage_prefix(job_id, phase, attempt),
+        start_epoch=epochs.start,
+        end_epoch=epochs.end,
+    )
 
 
 def _fenced_phase(session: Session, claim: Claim) -> Phase:
     phase = repository.phase_of(session, claim.job_id, claim.phase, lock=True)
     if phase is None or phase.attempt != claim.attempt or phase.status != "running":
-        raise LeaseLost(f"phase {claim.phase} of job {claim.job_id} attempt {claim.attempt} "
-                        "is no longer this run's")
+        raise LeaseLost(
+            f"phase {claim.phase} of job {claim.job_id} attempt {claim.attempt} "
+            "is no longer this run's"
+        )
     return phase
 
 
@@ -89,24 +118,68 @@ def heartbeat(session: Session, claim: Claim, *, lease_seconds: int) -> bool:
     return phase.job.cancel_requested_at is not None
 
 
-def report_progress(session: Session, claim: Claim, *, step: int, total_steps: int, epoch: int,
-                    metrics: dict[str, float], lease_seconds: int) -> bool:
+def report_progress(
+    session: Session,
+    claim: Claim,
+    *,
+    step: int,
+    total_steps: int,
+    epoch: int,
+    metrics: dict[str, float],
+    lease_seconds: int,
+) -> bool:
     phase = _fenced_phase(session, claim)
     phase.step, phase.total_steps, phase.epoch = step, total_steps, epoch
     phase.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
-    emit(session, claim.job_id, EventType.METRICS, phase=claim.phase, attempt=claim.attempt,
-         step=step, total_steps=total_steps, epoch=epoch, **metrics)
+    emit(
+        session,
+        claim.job_id,
+        EventType.METRICS,
+        phase=claim.phase,
+        attempt=claim.attempt,
+        step=step,
+        total_steps=total_steps,
+        epoch=epoch,
+        **metrics,
+    )
     return phase.job.cancel_requested_at is not None
 
 
-def record_checkpoint(session: Session, claim: Claim, *, kind: str, key: str, step: int,
-                      size: int, manifest: dict[str, Any]) -> None:
+def record_checkpoint(
+    session: Session,
+    claim: Claim,
+    *,
+    kind: str,
+    key: str,
+    step: int,
+    size: int,
+    manifest: dict[str, Any],
+) -> None:
     """Called after every object of the checkpoint is uploaded: only now does it exist."""
     _fenced_phase(session, claim)
-    session.add(Checkpoint(job_id=claim.job_id, phase=claim.phase, attempt=claim.attempt,
-                           kind=kind, key=key, step=step, bytes=size, manifest=manifest))
-    emit(session, claim.job_id, EventType.CHECKPOINT_SAVED, phase=claim.phase,
-         attempt=claim.attempt, kind=kind, key=key, step=step, bytes=size)
+    session.add(
+        Checkpoint(
+            job_id=claim.job_id,
+            phase=claim.phase,
+            attempt=claim.attempt,
+            kind=kind,
+            key=key,
+            step=step,
+            bytes=size,
+            manifest=manifest,
+        )
+    )
+    emit(
+        session,
+        claim.job_id,
+        EventType.CHECKPOINT_SAVED,
+        phase=claim.phase,
+        attempt=claim.attempt,
+        kind=kind,
+        key=key,
+        step=step,
+        bytes=size,
+    )
 
 
 def _finish(session: Session, claim: Claim, status: str) -> Phase:
@@ -120,14 +193,23 @@ def _finish(session: Session, claim: Claim, status: str) -> Phase:
     return phase
 
 
-def complete_phase(session: Session, claim: Claim, *, output_key: str,
-                   summary: dict[str, Any]) -> None:
+def complete_phase(
+    session: Session, claim: Claim, *, output_key: str, summary: dict[str, Any]
+) -> None:
     """Record the output; queue the next phase (sent after commit) unless a cancel is pending."""
     phase = _finish(session, claim, "succeeded")
     phase.output_key = output_key
     job = phase.job
-    emit(session, job.id, EventType.PHASE_SUCCEEDED, phase=phase.name, attempt=phase.attempt,
-         output_key=output_key, cost=str(phase.cost_amount), **summary)
+    emit(
+        session,
+        job.id,
+        EventType.PHASE_SUCCEEDED,
+        phase=phase.name,
+        attempt=phase.attempt,
+        output_key=output_key,
+        cost=str(phase.cost_amount),
+        **summary,
+    )
     following = next_phase(phase.name)
     if following is not None:
         nxt = next(p for p in job.phases if p.name == following)
@@ -143,14 +225,27 @@ def fail_phase(session: Session, claim: Claim, *, code: str, message: str) -> No
     phase.error_code, phase.error_message = code, message
     job = phase.job
     job.error_code, job.error_message, job.error_param = code, message, phase.name
-    emit(session, job.id, EventType.PHASE_FAILED, phase=phase.name, attempt=phase.attempt,
-         code=code, message=message)
+    emit(
+        session,
+        job.id,
+        EventType.PHASE_FAILED,
+        phase=phase.name,
+        attempt=phase.attempt,
+        code=code,
+        message=message,
+    )
     refresh_job_status(session, job)
 
 
 def acknowledge_cancel(session: Session, claim: Claim) -> None:
     """The run saw the cancel request, saved its state and stopped."""
     phase = _finish(session, claim, "cancelled")
-    emit(session, claim.job_id, EventType.PHASE_CANCELLED, phase=phase.name,
-         attempt=phase.attempt, step=phase.step)
+    emit(
+        session,
+        claim.job_id,
+        EventType.PHASE_CANCELLED,
+        phase=phase.name,
+        attempt=phase.attempt,
+        step=phase.step,
+    )
     refresh_job_status(session, phase.job)

@@ -23,12 +23,17 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None: ...
 
 
-def upload_dir(store: ObjectStore, local_dir: Path, prefix: str) -> int:
-    """Upload every file under local_dir; returns the bytes written."""
+def publish_dir(store: ObjectStore, local_dir: Path, prefix: str) -> int:
+    """Upload a checkpoint directory with its manifest.json last, so that a reader who finds
+    the manifest finds every file it lists; returns the bytes written."""
+    manifest = local_dir / "manifest.json"
     total = 0
-    for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+    for path in sorted(p for p in local_dir.rglob("*") if p.is_file() and p != manifest):
         store.put_file(f"{prefix.rstrip('/')}/{path.relative_to(local_dir).as_posix()}", path)
         total += path.stat().st_size
+    if manifest.is_file():
+        store.put_file(f"{prefix.rstrip('/')}/manifest.json", manifest)
+        total += manifest.stat().st_size
     return total
 
 
@@ -102,8 +107,9 @@ class LocalStore:
 
 
 class S3Store:
-    def __init__(self, *, endpoint: str, bucket: str, access_key: str, secret_key: str,
-                 region: str):
+    def __init__(
+        self, *, endpoint: str, bucket: str, access_key: str, secret_key: str, region: str
+    ):
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
@@ -115,8 +121,9 @@ class S3Store:
             aws_access_key_id=access_key or None,
             aws_secret_access_key=secret_key or None,
             region_name=region,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"},
-                          s3={"addressing_style": "path"}),
+            config=Config(
+                retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"}
+            ),
         )
         self.transfer = TransferConfig(multipart_threshold=64 * 1024 * 1024)
 

@@ -1,0 +1,43 @@
+"""The Celery app of the GPU workers; settings follow what long GPU tasks need (CELERY.md).
+
+No torch here: this module is imported by the worker's parent process, which must never touch
+CUDA (children are forked from it).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from orchestrator.settings import get_settings
+
+
+def make_celery() -> Celery:
+    settings = get_settings()
+    hard_limit = settings.phase_time_limit_seconds
+    app = Celery("relaytune", include=["worker.tasks"])
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        # At-least-once: ack after the phase ends, and re-deliver if the child dies; the job
+        # store's attempt cap and claim fencing stop a poison phase from looping.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        # A fresh child per phase gives GPU memory back to the driver after every phase.
+        worker_max_tasks_per_child=1,
+        task_time_limit=hard_limit,
+        task_soft_time_limit=hard_limit - 300,
+        # Redis re-delivers unacked messages after this; it must outlast the longest phase.
+        broker_transport_options={"visibility_timeout": hard_limit + 3600},
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        task_ignore_result=True,
+    )
+    return app
+
+
+app = make_celery()

@@ -1,0 +1,72 @@
+"""A run's line back to the job store: lease heartbeats, progress, checkpoints, cancel flag."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from orchestrator import runs
+from orchestrator.db import session_scope
+from orchestrator.errors import LeaseLost
+from orchestrator.settings import Settings
+from orchestrator.storage import ObjectStore, publish_dir
+
+logger = logging.getLogger(__name__)
+
+
+class Reporter:
+    """Fenced writes for one claim; a background thread renews the lease between them."""
+
+    def __init__(self, claim: runs.Claim, store: ObjectStore, settings: Settings):
+        self.claim = claim
+        self.store = store
+        self.settings = settings
+        self.cancel_requested = threading.Event()
+        self.lease_lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+
+    def __enter__(self) -> Reporter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_seconds):
+            try:
+                with session_scope() as session:
+                    if runs.heartbeat(session, self.claim,
+                                      lease_seconds=self.settings.lease_seconds):
+                        self.cancel_requested.set()
+            except LeaseLost:
+                self.lease_lost.set()
+                return
+            except Exception:  # a missed beat is retried; the lease has slack for it
+                logger.exception("lease heartbeat failed")
+
+    def should_stop(self) -> bool:
+        return self.cancel_requested.is_set() or self.lease_lost.is_set()
+
+    def progress(self, step: int, total_steps: int, epoch: int, metrics: dict[str, float]) -> None:
+        with session_scope() as session:
+            if runs.report_progress(session, self.claim, step=step, total_steps=total_steps,
+                                    epoch=epoch, metrics=metrics,
+                                    lease_seconds=self.settings.lease_seconds):
+                self.cancel_requested.set()
+
+    def checkpoint(self, local_dir: Path, key: str, *, kind: str, step: int) -> None:
+        """Upload the directory, manifest last, then record it: only then does it exist."""
+        size = publish_dir(self.store, local_dir, key)
+        manifest: dict[str, Any] = {}
+        manifest_path = local_dir / "manifest.json"
+        if manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text())
+        with session_scope() as session:
+            runs.record_checkpoint(session, self.claim, kind=kind, key=key, step=step,
+                                   size=size, manifest=manifest)

@@ -1,0 +1,61 @@
+"""Runs one delivery of a phase: claim, work in a scratch directory, report the outcome."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from orchestrator import runs
+from orchestrator.db import session_scope
+from orchestrator.dispatch import PhaseMessage
+from orchestrator.errors import LeaseLost, RelaytuneError
+from orchestrator.settings import get_settings
+from orchestrator.storage import get_store
+from worker.phases import PHASE_RUNNERS, PhaseStopped
+from worker.reporting import Reporter
+
+logger = logging.getLogger(__name__)
+
+
+def _error_code(exc: BaseException) -> str:
+    if isinstance(exc, RelaytuneError):
+        return exc.code
+    if type(exc).__name__ == "OutOfMemoryError":
+        return "out_of_memory"
+    return "phase_error"
+
+
+def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
+    """Raises PhaseNotClaimable for a delivery that does not own the phase."""
+    message = PhaseMessage(**payload)
+    settings = get_settings()
+    store = get_store()
+    with session_scope() as session:
+        claim = runs.claim_phase(session, job_id=message.job_id, phase=message.phase,
+                                 attempt=message.attempt, worker_id=worker_id,
+                                 lease_seconds=settings.lease_seconds)
+    logger.info("claimed %s of job %s (attempt %d)", claim.phase, claim.job_id, claim.attempt)
+    with tempfile.TemporaryDirectory(prefix=f"relaytune-{claim.phase}-") as tmp, \
+            Reporter(claim, store, settings) as reporter:
+        try:
+            output_key, summary = PHASE_RUNNERS[claim.phase](claim, store, Path(tmp), reporter)
+        except PhaseStopped:
+            if reporter.lease_lost.is_set():
+                logger.warning("lost the lease of %s; stopping without writing", claim.phase)
+                return
+            with session_scope() as session:
+                runs.acknowledge_cancel(session, claim)
+            return
+        except LeaseLost:
+            logger.warning("lost the lease of %s; a newer attempt owns it", claim.phase)
+            return
+        except Exception as exc:
+            logger.exception("phase %s of job %s failed", claim.phase, claim.job_id)
+            with session_scope() as session:
+                runs.fail_phase(session, claim, code=_error_code(exc),
+                                message=f"{type(exc).__name__}: {exc}"[:2000])
+            return
+        with session_scope() as session:
+            runs.complete_phase(session, claim, output_key=output_key, summary=summary)
