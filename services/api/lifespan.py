@@ -19,8 +19,9 @@ logger = logging.getLogger(__name__)
 def _reap_once() -> None:
     settings = get_settings()
     with session_scope() as session:
-        reap(session, max_attempts=settings.max_attempts,
-             resend_after_seconds=settings.lease_seconds)
+        reap(
+            session, max_attempts=settings.max_attempts, resend_after_seconds=settings.lease_seconds
+        )
 
 
 async def _reaper_loop(interval: float) -> None:

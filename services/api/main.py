@@ -10,8 +10,12 @@ from services.api.routes import datasets, jobs, system
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="relaytune", version="0.1.0", lifespan=lifespan,
-                  description="Few-shot LoRA fine-tuning of Qwen3-VL as a relay of GPU pools.")
+    app = FastAPI(
+        title="relaytune",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Few-shot LoRA fine-tuning of Qwen3-VL as a relay of GPU pools.",
+    )
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(datasets.router)

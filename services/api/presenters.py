@@ -10,8 +10,11 @@ from services.api.schemas import ErrorInfo, JobOut, Money, PhaseOut, Progress
 
 
 def phase_out(phase: Phase, pool: Pool) -> PhaseOut:
-    error = (ErrorInfo(code=phase.error_code, message=phase.error_message or "", param=phase.name)
-             if phase.error_code else None)
+    error = (
+        ErrorInfo(code=phase.error_code, message=phase.error_message or "", param=phase.name)
+        if phase.error_code
+        else None
+    )
     return PhaseOut(
         name=phase.name,
         pool=phase.pool,
@@ -29,8 +32,11 @@ def phase_out(phase: Phase, pool: Pool) -> PhaseOut:
 def job_out(job: Job, pools: dict[str, Pool]) -> JobOut:
     phases = [phase_out(p, pools[p.pool]) for p in job.phases]
     currency = phases[0].cost.currency if phases else "CNY"
-    error = (ErrorInfo(code=job.error_code, message=job.error_message or "",
-                       param=job.error_param) if job.error_code else None)
+    error = (
+        ErrorInfo(code=job.error_code, message=job.error_message or "", param=job.error_param)
+        if job.error_code
+        else None
+    )
     return JobOut(
         id=job.id,
         status=job.status,

@@ -33,8 +33,10 @@ class DatasetOut(BaseModel):
 class JobCreate(BaseModel):
     dataset_id: str
     base_model: str | None = Field(
-        None, description="Local checkpoint directory or a Hugging Face id already in the cache; "
-        "defaults to the server's tiny Qwen3-VL")
+        None,
+        description="Local checkpoint directory or a Hugging Face id already in the cache; "
+        "defaults to the server's tiny Qwen3-VL",
+    )
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     pools: dict[str, str] | None = None
     metadata: dict[str, Any] | None = None

@@ -18,28 +18,41 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.post("", status_code=201, response_model=JobOut)
-def create_job(body: JobCreate, session: SessionDep, tenant: CurrentTenant,
-               settings: SettingsDep, store: StoreDep) -> JobOut:
+def create_job(
+    body: JobCreate,
+    session: SessionDep,
+    tenant: CurrentTenant,
+    settings: SettingsDep,
+    store: StoreDep,
+) -> JobOut:
     """Submit a fine-tuning job; its first phase is queued when the request commits."""
     job = jobs.submit_job(
-        session, store, tenant_id=tenant.id, dataset_id=body.dataset_id,
+        session,
+        store,
+        tenant_id=tenant.id,
+        dataset_id=body.dataset_id,
         base_model=body.base_model or settings.default_base_model,
-        hyperparameters=body.hyperparameters, pools=body.pools, metadata=body.metadata,
+        hyperparameters=body.hyperparameters,
+        pools=body.pools,
+        metadata=body.metadata,
     )
     return job_out(job, repository.pools_by_name(session))
 
 
 @router.get("", response_model=JobList)
-def list_jobs(session: SessionDep, tenant: CurrentTenant,
-              status: JobStatus | None = None,
-              limit: Annotated[int, Query(ge=1, le=100)] = 20,
-              offset: Annotated[int, Query(ge=0)] = 0) -> JobList:
+def list_jobs(
+    session: SessionDep,
+    tenant: CurrentTenant,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
     """List this tenant's jobs, newest first."""
-    rows, total = repository.list_jobs(session, tenant.id, status=status, limit=limit,
-                                       offset=offset)
+    rows, total = repository.list_jobs(
+        session, tenant.id, status=status, limit=limit, offset=offset
+    )
     pools = repository.pools_by_name(session)
-    return JobList(data=[job_out(j, pools) for j in rows], total=total, limit=limit,
-                   offset=offset)
+    return JobList(data=[job_out(j, pools) for j in rows], total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobOut)
@@ -50,9 +63,13 @@ def read_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobOut:
 
 
 @router.get("/{job_id}/events", response_model=list[EventOut])
-def read_events(job_id: str, session: SessionDep, tenant: CurrentTenant,
-                after: Annotated[int, Query(ge=0)] = 0,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[EventOut]:
+def read_events(
+    job_id: str,
+    session: SessionDep,
+    tenant: CurrentTenant,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[EventOut]:
     """The job's timeline; pass the last id seen as `after` to follow it."""
     repository.job_for_tenant(session, tenant.id, job_id)
     rows = repository.events(session, job_id, after=after, limit=limit)
@@ -60,8 +77,9 @@ def read_events(job_id: str, session: SessionDep, tenant: CurrentTenant,
 
 
 @router.get("/{job_id}/checkpoints", response_model=list[CheckpointOut])
-def read_checkpoints(job_id: str, session: SessionDep,
-                     tenant: CurrentTenant) -> list[CheckpointOut]:
+def read_checkpoints(
+    job_id: str, session: SessionDep, tenant: CurrentTenant
+) -> list[CheckpointOut]:
     """Checkpoints recorded by the job's phases (only complete ones are recorded)."""
     repository.job_for_tenant(session, tenant.id, job_id)
     rows = repository.checkpoints(session, job_id)
@@ -76,27 +94,36 @@ def cancel_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobOu
 
 
 @router.post("/{job_id}/phases/{phase}/requeue", response_model=JobOut)
-def requeue_phase(job_id: str, phase: str, session: SessionDep,
-                  tenant: CurrentTenant) -> JobOut:
+def requeue_phase(job_id: str, phase: str, session: SessionDep, tenant: CurrentTenant) -> JobOut:
     """Run a phase again from its input checkpoint; the later phases follow."""
     job = jobs.requeue_phase(session, tenant.id, job_id, phase)
     return job_out(job, repository.pools_by_name(session))
 
 
-@router.get("/{job_id}/adapter", response_class=Response,
-            responses={200: {"content": {"application/zip": {}}}})
-def download_adapter(job_id: str, session: SessionDep, tenant: CurrentTenant,
-                     store: StoreDep, settings: SettingsDep) -> Response:
+@router.get(
+    "/{job_id}/adapter",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+def download_adapter(
+    job_id: str, session: SessionDep, tenant: CurrentTenant, store: StoreDep, settings: SettingsDep
+) -> Response:
     """The final LoRA adapter in PEFT format, as a zip."""
     job = repository.job_for_tenant(session, tenant.id, job_id)
     final = next(p for p in job.phases if p.name == "final")
     if final.status != "succeeded" or not final.output_key:
-        raise Conflict(f"job {job_id} has no adapter yet (final phase is {final.status})",
-                       param="job_id", code="adapter_not_ready")
+        raise Conflict(
+            f"job {job_id} has no adapter yet (final phase is {final.status})",
+            param="job_id",
+            code="adapter_not_ready",
+        )
     prefix = final.output_key.rstrip("/") + "/adapter/"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for key in store.list(prefix):
-            archive.writestr(key[len(prefix):], store.get_bytes(key))
-    return Response(buffer.getvalue(), media_type="application/zip", headers={
-        "Content-Disposition": f'attachment; filename="relaytune-{job_id}-adapter.zip"'})
+            archive.writestr(key[len(prefix) :], store.get_bytes(key))
+    return Response(
+        buffer.getvalue(),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="relaytune-{job_id}-adapter.zip"'},
+    )

@@ -28,8 +28,12 @@ def readyz(session: SessionDep, store: StoreDep) -> dict[str, str]:
 def list_pools(session: SessionDep, _: CurrentTenant) -> list[PoolOut]:
     """GPU pools with their queue and hourly price."""
     return [
-        PoolOut(name=p.name, queue=f"gpu.{p.name}", gpu_model=p.gpu_model,
-                gpu_memory_gb=p.gpu_memory_gb,
-                hourly_price=Money(amount=p.hourly_price, currency=p.currency))
+        PoolOut(
+            name=p.name,
+            queue=f"gpu.{p.name}",
+            gpu_model=p.gpu_model,
+            gpu_memory_gb=p.gpu_memory_gb,
+            hourly_price=Money(amount=p.hourly_price, currency=p.currency),
+        )
         for p in repository.pools(session)
     ]

@@ -1,0 +1,208 @@
+"""The `relaytune` command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+
+from orchestrator.settings import get_settings
+
+console = Console()
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def _use_data_dir(data_dir: Path | None) -> None:
+    if data_dir is not None:
+        os.environ["RELAYTUNE_DATA_DIR"] = str(data_dir.resolve())
+        get_settings.cache_clear()
+
+
+@click.group()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the standalone stores live (RELAYTUNE_DATA_DIR).")
+def app(data_dir: Path | None) -> None:
+    """relaytune: few-shot LoRA fine-tuning of Qwen3-VL on a relay of GPU pools."""
+    _use_data_dir(data_dir)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the job store schema (alembic upgrade head)."""
+    from orchestrator.migrate import upgrade_head
+
+    upgrade_head(get_settings().database_url)
+    console.print("schema is at head")
+
+
+@app.group("api-key")
+def api_key() -> None:
+    """Manage API keys."""
+
+
+@api_key.command("create")
+@click.option("--tenant", required=True, help="Tenant name; created if new.")
+def api_key_create(tenant: str) -> None:
+    """Print a new API key for TENANT (stored hashed; shown only now)."""
+    from orchestrator.auth import create_api_key
+    from orchestrator.db import session_scope
+
+    with session_scope() as session:
+        click.echo(create_api_key(session, tenant))
+
+
+@app.command("make-tiny-model")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--seed", default=0, show_default=True)
+def make_tiny_model(directory: Path, seed: int) -> None:
+    """Write a tiny random Qwen3-VL checkpoint (real architecture, tokenizer, processor)."""
+    from worker.tiny_model import write_tiny_model
+
+    console.print(f"tiny Qwen3-VL at {write_tiny_model(directory, seed=seed)}")
+
+
+@app.command()
+@click.option("--pool", required=True, help="The pool this worker serves (t4, a10, a100).")
+@click.option("--loglevel", default="INFO")
+def worker(pool: str, loglevel: str) -> None:
+    """Run a Celery worker on queue gpu.POOL: one process, a fresh child per phase."""
+    from worker.celery_app import app as celery_app
+
+    celery_app.worker_main([
+        "worker", "--queues", f"gpu.{pool}", "--concurrency", "1", "--pool", "prefork",
+        "--max-tasks-per-child", "1", "--hostname", f"{pool}@%h", "--task-events",
+        "--loglevel", loglevel,
+    ])
+
+
+@app.command()
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=7860, show_default=True)
+def api(host: str, port: int) -> None:
+    """Serve the REST API."""
+    import uvicorn
+
+    uvicorn.run("services.api.main:app", host=host, port=port)
+
+
+@app.command()
+@click.option("--port", default=7860, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+def up(port: int, data_dir: Path | None) -> None:
+    """Start API, one worker per pool, SQLite, an embedded Redis and local storage."""
+    from services.cli import standalone
+
+    _use_data_dir(data_dir)
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "RELAYTUNE_DATA_DIR": str(settings.data_dir)}
+    tree = standalone.ProcessTree()
+    stop = {"requested": False}
+
+    def request_stop(*_: Any) -> None:
+        stop["requested"] = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        if "RELAYTUNE_BROKER_URL" not in os.environ:
+            env["RELAYTUNE_BROKER_URL"], redis = standalone.start_embedded_redis(settings.data_dir)
+            tree.add("redis", redis)
+        ctx = click.get_current_context()
+        ctx.invoke(migrate)
+        if not Path(settings.default_base_model).exists():
+            ctx.invoke(make_tiny_model, directory=Path(settings.default_base_model), seed=0)
+        key_file = settings.data_dir / "api-key"
+        if not key_file.exists():
+            from orchestrator.auth import create_api_key
+            from orchestrator.db import session_scope
+
+            with session_scope() as session:
+                key_file.write_text(create_api_key(session, "local"))
+            key_file.chmod(0o600)
+        standalone.launch(tree, port=port, env=env, logs=settings.data_dir / "logs")
+        url = f"http://127.0.0.1:{port}"
+        standalone.wait_ready(url)
+        console.print(f"relaytune is up at {url} (docs at {url}/docs); API key in {key_file}; "
+                      f"logs in {settings.data_dir / 'logs'}. Ctrl-C stops everything.")
+        while not stop["requested"]:
+            exited = tree.first_exited()
+            if exited:
+                raise click.ClickException(f"{exited} exited; see {settings.data_dir / 'logs'}")
+            time.sleep(0.5)
+    finally:
+        console.print("stopping relaytune …")
+        tree.stop()
+
+
+def _api_key(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    key_file = get_settings().data_dir / "api-key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    raise click.UsageError("no API key: pass --api-key, set RELAYTUNE_API_KEY, or run `up` first")
+
+
+@app.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--api-url", envvar="RELAYTUNE_API_URL", default="http://127.0.0.1:7860")
+@click.option("--api-key", "key", envvar="RELAYTUNE_API_KEY", default=None)
+@click.option("--base-model", default=None, help="Defaults to the server's tiny Qwen3-VL.")
+@click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
+              help="A hyperparameter, e.g. --set total_epochs=8 (JSON values).")
+@click.option("--wait/--no-wait", default=False, help="Follow the job until it ends.")
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Where to write the adapter zip (with --wait).")
+def submit(folder: Path, api_url: str, key: str | None, base_model: str | None,
+           overrides: tuple[str, ...], wait: bool, output: Path | None) -> None:
+    """Zip and upload FOLDER (images/ + annotations.json), then submit a job."""
+    import json
+
+    from services.cli.client import ApiError, Client
+    from services.cli.render import phase_table
+
+    client = Client(api_url, _api_key(key))
+    hyperparameters = {}
+    for item in overrides:
+        name, _, value = item.partition("=")
+        try:
+            hyperparameters[name] = json.loads(value)
+        except json.JSONDecodeError:
+            hyperparameters[name] = value
+    try:
+        dataset = client.upload_dataset(folder)
+        console.print(f"dataset {dataset['id']}: {dataset['num_samples']} samples, "
+                      f"{dataset['num_images']} images, {dataset['bytes']} bytes")
+        body: dict[str, Any] = {"dataset_id": dataset["id"], "hyperparameters": hyperparameters}
+        if base_model:
+            body["base_model"] = base_model
+        job = client.submit(body)
+        console.print(f"job {job['id']} submitted")
+        if not wait:
+            return
+        with Live(phase_table(job), console=console, refresh_per_second=2) as live:
+            while job["status"] not in TERMINAL:
+                time.sleep(1.0)
+                job = client.job(job["id"])
+                live.update(phase_table(job))
+        if job["status"] != "succeeded":
+            error = job.get("error") or {}
+            raise click.ClickException(f"job {job['status']}: {error.get('message', '')}")
+        target = output or get_settings().data_dir / "adapters" / f"{job['id']}.zip"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(client.adapter(job["id"]))
+        console.print(f"adapter (PEFT format): {target.resolve()}")
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+if __name__ == "__main__":
+    sys.exit(app())
