@@ -108,3 +108,11 @@ def recorded_dispatch() -> Iterator[dispatch.RecordingDispatcher]:
 @pytest.fixture(scope="session")
 def example_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "examples" / "circuit-boards"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny random Qwen3-VL that relaytune writes for itself (nothing is downloaded)."""
+    from worker.tiny_model import write_tiny_model
+
+    return str(write_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-vl"), seed=0))

@@ -35,6 +35,7 @@ def start_embedded_redis(data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
          "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
          "--dir", str(data_dir / "redis"), "--logfile", str(data_dir / "redis" / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C goes to `up`, which stops the broker last
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 15
@@ -70,16 +71,15 @@ class ProcessTree:
         return next((name for name, p in self.children if p.poll() is not None), None)
 
     def stop(self, timeout: float = 20.0) -> None:
+        """Stop in reverse start order, one at a time: workers finish before their broker."""
         for _, process in reversed(self.children):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for _, process in reversed(self.children):
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                try:
+                    process.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
 
 
 def wait_ready(url: str, timeout: float = 60.0) -> None:

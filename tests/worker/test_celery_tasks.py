@@ -1,0 +1,127 @@
+"""Phase tasks on a real Celery worker (celery.contrib.testing) with a real Redis broker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from sqlalchemy import select
+
+from orchestrator import dispatch, jobs
+from orchestrator.dataset_uploads import create_dataset
+from orchestrator.db import session_scope
+from orchestrator.models import Event, Job, Tenant
+from orchestrator.settings import get_settings
+from orchestrator.storage import get_store
+from tests.factories import zip_folder
+
+# A Redis database of its own, so stale messages of other runs never reach this worker.
+TEST_DB = 14
+
+
+def _redis_url(base: str) -> str:
+    return base.rsplit("/", 1)[0] + f"/{TEST_DB}"
+
+
+@pytest.fixture
+def celery_worker_on_t4(service_env: dict[str, str]) -> Iterator[dispatch.CeleryDispatcher]:
+    import redis
+
+    from worker.celery_app import app
+
+    url = _redis_url(service_env["RELAYTUNE_BROKER_URL"])
+    redis.Redis.from_url(url).flushdb()
+    app.conf.broker_url = url
+    sender = dispatch.CeleryDispatcher(url)
+    dispatch.set_dispatcher(sender)
+    # The solo pool runs tasks in the worker thread; the production flags (prefork, one child
+    # per task) are exercised by the end-to-end test's worker processes.
+    with start_worker(
+        app,
+        pool="solo",
+        concurrency=1,
+        queues=["gpu.t4"],
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=30,
+    ):
+        yield sender
+    dispatch.set_dispatcher(None)
+
+
+def _submit(tiny_model_dir: str, example_dir: Any) -> str:
+    with session_scope() as session:
+        tenant = Tenant(name="acme")
+        session.add(tenant)
+        session.flush()
+        dataset = create_dataset(
+            session,
+            get_store(),
+            get_settings(),
+            tenant_id=tenant.id,
+            filename="example.zip",
+            data=zip_folder(example_dir),
+        )
+        job = jobs.submit_job(
+            session,
+            get_store(),
+            tenant_id=tenant.id,
+            dataset_id=dataset.id,
+            base_model=tiny_model_dir,
+            hyperparameters={},
+            pools=None,
+            metadata=None,
+        )
+        return job.id
+
+
+def _wait_for(predicate: Any, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def _events(job_id: str) -> list[Event]:
+    with session_scope() as session:
+        return list(
+            session.scalars(select(Event).where(Event.job_id == job_id).order_by(Event.id)).all()
+        )
+
+
+def test_preprocess_runs_on_the_t4_queue_once_despite_a_duplicate_delivery(
+    clean_db: None,
+    celery_worker_on_t4: dispatch.CeleryDispatcher,
+    tiny_model_dir: str,
+    example_dir: Any,
+) -> None:
+    job_id = _submit(tiny_model_dir, example_dir)
+    # Deliver the same message again, as a broker re-delivery would.
+    celery_worker_on_t4.send(dispatch.PhaseMessage(job_id, "preprocess", 1, "t4"))
+
+    def warmup_queued() -> bool:
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            return job is not None and job.phases[1].status == "queued"
+
+    _wait_for(warmup_queued)
+    import redis
+
+    broker = redis.Redis.from_url(str(celery_worker_on_t4.app.conf.broker_url))
+    _wait_for(lambda: broker.llen("gpu.t4") == 0)  # the duplicate was taken off the queue
+    time.sleep(0.5)
+    types = [e.type for e in _events(job_id) if e.phase == "preprocess"]
+    assert types.count("phase_started") == 1
+    assert types.count("phase_succeeded") == 1
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        pre = job.phases[0]
+        assert pre.worker_id
+        assert pre.output_key == f"jobs/{job_id}/preprocess/a1"
+    assert get_store().exists(f"jobs/{job_id}/preprocess/a1/manifest.json")
