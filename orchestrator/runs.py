@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session
 
 from orchestrator import repository
@@ -44,7 +44,8 @@ def claim_phase(
     session: Session, *, job_id: str, phase: str, attempt: int, worker_id: str, lease_seconds: int
 ) -> Claim:
     now = utcnow()
-    claimed = session.execute(
+    # The conditional update is the claim: of two deliveries, exactly one sees rowcount 1.
+    result = session.execute(
         update(Phase)
         .where(
             Phase.job_id == job_id,
@@ -59,8 +60,8 @@ def claim_phase(
             lease_expires_at=now + timedelta(seconds=lease_seconds),
         )
         .execution_options(synchronize_session=False)
-    ).rowcount
-    if claimed != 1:
+    )
+    if cast(CursorResult[Any], result).rowcount != 1:
         raise PhaseNotClaimable(f"phase {phase} of job {job_id} attempt {attempt} is not queued")
     job = repository.job_by_id(session, job_id)
     session.refresh(job)

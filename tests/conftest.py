@@ -7,11 +7,11 @@ falls back to the local defaults below.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from orchestrator import db, dispatch, storage
 from orchestrator.migrate import upgrade_head
@@ -45,16 +45,30 @@ def s3_endpoint() -> Iterator[str]:
     server.stop()
 
 
+def _private_database(base_url: str) -> tuple[str, Callable[[], None]]:
+    """A database of this test session's own, so concurrent runs never share a schema."""
+    url = make_url(base_url)
+    name = f"{url.database}_{os.getpid()}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url.set(database=name).render_as_string(hide_password=False), drop
+
+
 @pytest.fixture(scope="session")
-def database_url() -> str:
-    """A fresh schema, created the only way schemas are created: alembic upgrade head."""
-    engine = create_engine(DATABASE_URL)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    upgrade_head(DATABASE_URL)
-    return DATABASE_URL
+def database_url() -> Iterator[str]:
+    """A fresh database whose schema comes the only way schemas come: alembic upgrade head."""
+    url, drop = _private_database(DATABASE_URL)
+    upgrade_head(url)
+    yield url
+    drop()  # WITH (FORCE) closes what the session's engines still hold
 
 
 @pytest.fixture(scope="session")

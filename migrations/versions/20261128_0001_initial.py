@@ -19,12 +19,27 @@ TZ = sa.DateTime(timezone=True)
 
 # The seed document's price list (CNY per GPU hour).
 SEED_POOLS = [
-    {"name": "t4", "gpu_model": "NVIDIA T4", "gpu_memory_gb": 16, "hourly_price": 1,
-     "currency": "CNY"},
-    {"name": "a10", "gpu_model": "NVIDIA A10", "gpu_memory_gb": 24, "hourly_price": 3,
-     "currency": "CNY"},
-    {"name": "a100", "gpu_model": "NVIDIA A100", "gpu_memory_gb": 80, "hourly_price": 8,
-     "currency": "CNY"},
+    {
+        "name": "t4",
+        "gpu_model": "NVIDIA T4",
+        "gpu_memory_gb": 16,
+        "hourly_price": 1,
+        "currency": "CNY",
+    },
+    {
+        "name": "a10",
+        "gpu_model": "NVIDIA A10",
+        "gpu_memory_gb": 24,
+        "hourly_price": 3,
+        "currency": "CNY",
+    },
+    {
+        "name": "a100",
+        "gpu_model": "NVIDIA A100",
+        "gpu_memory_gb": 80,
+        "hourly_price": 8,
+        "currency": "CNY",
+    },
 ]
 
 
@@ -38,8 +53,12 @@ def upgrade() -> None:
     op.create_table(
         "api_keys",
         sa.Column("id", sa.String(36), primary_key=True),
-        sa.Column("tenant_id", sa.String(36),
-                  sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "tenant_id",
+            sa.String(36),
+            sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("prefix", sa.String(16), nullable=False),
         sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
         sa.Column("created_at", TZ, nullable=False),
@@ -56,8 +75,13 @@ def upgrade() -> None:
     op.create_table(
         "datasets",
         sa.Column("id", sa.String(36), primary_key=True),
-        sa.Column("tenant_id", sa.String(36),
-                  sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False, index=True),
+        sa.Column(
+            "tenant_id",
+            sa.String(36),
+            sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
         sa.Column("filename", sa.String(255), nullable=False),
         sa.Column("format", sa.String(32), nullable=False),
         sa.Column("num_samples", sa.Integer, nullable=False),
@@ -70,8 +94,13 @@ def upgrade() -> None:
     op.create_table(
         "jobs",
         sa.Column("id", sa.String(36), primary_key=True),
-        sa.Column("tenant_id", sa.String(36),
-                  sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False, index=True),
+        sa.Column(
+            "tenant_id",
+            sa.String(36),
+            sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
         sa.Column("dataset_id", sa.String(36), sa.ForeignKey("datasets.id"), nullable=False),
         sa.Column("base_model", sa.String(512), nullable=False),
         sa.Column("hyperparameters", sa.JSON, nullable=False),
@@ -88,8 +117,13 @@ def upgrade() -> None:
     op.create_table(
         "phases",
         sa.Column("id", sa.String(36), primary_key=True),
-        sa.Column("job_id", sa.String(36),
-                  sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+        sa.Column(
+            "job_id",
+            sa.String(36),
+            sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
         sa.Column("name", sa.String(32), nullable=False),
         sa.Column("position", sa.Integer, nullable=False),
         sa.Column("pool", sa.String(32), sa.ForeignKey("pools.name"), nullable=False),
@@ -113,8 +147,13 @@ def upgrade() -> None:
     op.create_table(
         "events",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("job_id", sa.String(36),
-                  sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+        sa.Column(
+            "job_id",
+            sa.String(36),
+            sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
         sa.Column("phase", sa.String(32)),
         sa.Column("attempt", sa.Integer),
         sa.Column("type", sa.String(32), nullable=False),
@@ -124,8 +163,13 @@ def upgrade() -> None:
     op.create_table(
         "checkpoints",
         sa.Column("id", sa.String(36), primary_key=True),
-        sa.Column("job_id", sa.String(36),
-                  sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+        sa.Column(
+            "job_id",
+            sa.String(36),
+            sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
         sa.Column("phase", sa.String(32), nullable=False),
         sa.Column("attempt", sa.Integer, nullable=False),
         sa.Column("kind", sa.String(32), nullable=False),
@@ -140,6 +184,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("checkpoints", "events", "phases", "jobs", "datasets", "pools", "api_keys",
-                  "tenants"):
+    for table in (
+        "checkpoints",
+        "events",
+        "phases",
+        "jobs",
+        "datasets",
+        "pools",
+        "api_keys",
+        "tenants",
+    ):
         op.drop_table(table)

@@ -1,0 +1,60 @@
+# relaytune: build, test and demo targets. Everything runs from the virtual environment in .venv.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?= -q
+
+# The interpreter that creates the venv: python3.11 where there is one, else python3 (>= 3.11).
+BOOTSTRAP_PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
+
+# Install a known torch first, so that resolving the worker extra never pulls another (CUDA)
+# build from PyPI. On x86_64 these are the releases this machine keeps on local disk.
+PLATFORM := $(shell uname -s)-$(shell uname -m)
+ifeq ($(PLATFORM),Linux-x86_64)
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+else ifeq ($(PLATFORM),Linux-aarch64)
+TORCH_PINS := torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PINS :=
+endif
+
+.PHONY: venv test lint demo clean distclean
+
+venv: $(STAMP)
+
+$(PY):
+	@test -n "$(BOOTSTRAP_PYTHON)" || { echo "python3.11 or python3 is required" >&2; exit 1; }
+	@$(BOOTSTRAP_PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and \
+		"relaytune needs Python >= 3.11, not " + sys.version.split()[0])'
+	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --upgrade pip
+ifneq ($(TORCH_PINS),)
+	$(PY) -m pip install $(TORCH_PINS)
+endif
+	$(PY) -m pip install -e '.[worker,dev]' $(TORCH_PINS)
+	touch $@
+
+# Real PostgreSQL, Redis and S3 for the tests: see tests/services.py.
+test: venv
+	$(PY) -m tests.services run -- $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+demo: venv
+	$(PY) scripts/demo.py
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d \
+		-prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

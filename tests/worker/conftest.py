@@ -1,0 +1,57 @@
+"""Fixtures for the recipe tests: one tiny Qwen3-VL per session and a small corner dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+CORNERS = {
+    "top left": (0, 0),
+    "top right": (40, 0),
+    "bottom left": (0, 40),
+    "bottom right": (40, 40),
+}
+QUESTION = "Which corner is the defect in?"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from worker.tiny_model import write_tiny_model
+
+    return str(write_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-vl"), seed=0))
+
+
+def write_corner_dataset(root: Path, n: int = 6) -> Path:
+    """n 64x64 white images, each with a red square in one corner, and the seed's annotations."""
+    from PIL import Image, ImageDraw
+
+    (root / "images").mkdir(parents=True)
+    annotations = {}
+    for i in range(n):
+        answer = list(CORNERS)[i % len(CORNERS)]
+        x, y = CORNERS[answer]
+        image = Image.new("RGB", (64, 64), "white")
+        ImageDraw.Draw(image).rectangle([x, y, x + 23, y + 23], fill="red")
+        name = f"case{i}.png"
+        image.save(root / "images" / name)
+        annotations[name] = {"question": QUESTION, "answer": answer}
+    (root / "annotations.json").write_text(json.dumps(annotations))
+    return root
+
+
+@pytest.fixture(scope="session")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_corner_dataset(tmp_path_factory.mktemp("dataset"))
+
+
+@pytest.fixture(scope="session")
+def artifact_dir(
+    tmp_path_factory: pytest.TempPathFactory, dataset_dir: Path, tiny_model_dir: str
+) -> Path:
+    from worker.recipe.preprocess import build_artifact
+
+    out = tmp_path_factory.mktemp("artifact")
+    build_artifact(dataset_dir, tiny_model_dir, out, seed=1)
+    return out
