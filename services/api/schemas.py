@@ -43,9 +43,9 @@ class JobCreate(BaseModel):
 
 
 class Progress(BaseModel):
-    step: int
-    total_steps: int
-    epoch: int
+    step: int = Field(description="Optimizer steps done, counted over the whole job")
+    total_steps: int = Field(description="Optimizer steps of the whole job (0 before training)")
+    epoch: int = Field(description="0-based index of the epoch in progress")
 
 
 class PhaseOut(BaseModel):

@@ -15,7 +15,8 @@ from rich.live import Live
 
 from orchestrator.settings import get_settings
 
-console = Console()
+# Off a terminal (CI logs, `make demo | tee`) rich would wrap tables at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 120)
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -142,6 +143,32 @@ def up(port: int, data_dir: Path | None) -> None:
         tree.stop()
 
 
+def _follow(client: Any, job: dict[str, Any]) -> dict[str, Any]:
+    """Poll the job until it ends: a live table on a terminal, a line per change elsewhere."""
+    from services.cli.render import phase_table, progress_line
+
+    if console.is_terminal:
+        with Live(phase_table(job), console=console, refresh_per_second=2) as live:
+            while job["status"] not in TERMINAL:
+                time.sleep(1.0)
+                job = client.job(job["id"])
+                live.update(phase_table(job))
+        return job
+    last: tuple[Any, ...] = ()
+    while True:
+        # The cost meter moves every second; print only when a status or a step changes.
+        signature = (job["status"], *((p["status"], p["progress"]["step"]) for p in job["phases"]))
+        if signature != last:
+            console.print(progress_line(job), soft_wrap=True, markup=False)
+        last = signature
+        if job["status"] in TERMINAL:
+            break
+        time.sleep(1.0)
+        job = client.job(job["id"])
+    console.print(phase_table(job))
+    return job
+
+
 def _api_key(explicit: str | None) -> str:
     if explicit:
         return explicit
@@ -167,7 +194,6 @@ def submit(folder: Path, api_url: str, key: str | None, base_model: str | None,
     import json
 
     from services.cli.client import ApiError, Client
-    from services.cli.render import phase_table
 
     client = Client(api_url, _api_key(key))
     hyperparameters = {}
@@ -188,11 +214,7 @@ def submit(folder: Path, api_url: str, key: str | None, base_model: str | None,
         console.print(f"job {job['id']} submitted")
         if not wait:
             return
-        with Live(phase_table(job), console=console, refresh_per_second=2) as live:
-            while job["status"] not in TERMINAL:
-                time.sleep(1.0)
-                job = client.job(job["id"])
-                live.update(phase_table(job))
+        job = _follow(client, job)
         if job["status"] != "succeeded":
             error = job.get("error") or {}
             raise click.ClickException(f"job {job['status']}: {error.get('message', '')}")

@@ -20,16 +20,27 @@ def _duration(phase: dict[str, Any]) -> str:
 
 def phase_table(job: dict[str, Any]) -> Table:
     table = Table(title=f"job {job['id']} — {job['status']}")
-    for column in ("phase", "pool", "gpu", "status", "attempt", "progress", "epoch", "duration",
-                   "cost"):
+    for column in ("phase", "pool", "status", "attempt", "steps", "epoch", "duration", "cost"):
         table.add_column(column, justify="right" if column in ("attempt", "cost") else "left")
     for phase in job["phases"]:
         progress = phase["progress"]
         steps = (f"{progress['step']}/{progress['total_steps']}" if progress["total_steps"]
                  else "-")
-        table.add_row(phase["name"], phase["pool"], phase["gpu_model"], phase["status"],
-                      str(phase["attempt"]), steps, str(progress["epoch"]), _duration(phase),
+        epoch = str(progress["epoch"] + 1) if progress["total_steps"] else "-"
+        table.add_row(phase["name"], f"{phase['pool']} ({phase['gpu_model']})", phase["status"],
+                      str(phase["attempt"]), steps, epoch, _duration(phase),
                       f"{float(phase['cost']['amount']):.6f} {phase['cost']['currency']}")
     cost = job["cost"]
     table.caption = f"total cost {float(cost['amount']):.6f} {cost['currency']}"
     return table
+
+
+def progress_line(job: dict[str, Any]) -> str:
+    """One line per change, for logs and terminals without live redraw."""
+    parts = []
+    for phase in job["phases"]:
+        progress = phase["progress"]
+        steps = f" {progress['step']}/{progress['total_steps']}" if progress["total_steps"] else ""
+        parts.append(f"{phase['name']}@{phase['pool']}: {phase['status']}{steps} "
+                     f"{float(phase['cost']['amount']):.6f} {phase['cost']['currency']}")
+    return f"[{job['status']}] " + " | ".join(parts)

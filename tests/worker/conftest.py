@@ -16,13 +16,6 @@ CORNERS = {
 QUESTION = "Which corner is the defect in?"
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from worker.tiny_model import write_tiny_model
-
-    return str(write_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-vl"), seed=0))
-
-
 def write_corner_dataset(root: Path, n: int = 6) -> Path:
     """n 64x64 white images, each with a red square in one corner, and the seed's annotations."""
     from PIL import Image, ImageDraw
