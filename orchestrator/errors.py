@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RelaytuneError(Exception):
     """Root of every domain error. `param` names the field, file or row at fault."""
@@ -9,15 +11,21 @@ class RelaytuneError(Exception):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 details: list[dict[str, Any]] | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
+        # Every problem found, when there is more than one (e.g. each bad row of a data set).
+        self.details = details
         if code is not None:
             self.code = code
 
-    def to_dict(self) -> dict[str, str | None]:
-        return {"code": self.code, "message": self.message, "param": self.param}
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message, "param": self.param}
+        if self.details:
+            body["details"] = self.details
+        return body
 
 
 class InvalidRequest(RelaytuneError):

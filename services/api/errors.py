@@ -16,7 +16,7 @@ def _body(code: str, message: str, param: str | None) -> dict[str, dict[str, str
 
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RelaytuneError)
-    return JSONResponse(_body(exc.code, exc.message, exc.param), status_code=exc.status_code)
+    return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
