@@ -16,6 +16,8 @@ class EventType(StrEnum):
     PHASE_STARTED = "phase_started"
     METRICS = "metrics"
     CHECKPOINT_SAVED = "checkpoint_saved"
+    OOM_RECOVERED = "oom_recovered"
+    EVALUATION = "evaluation"
     PHASE_SUCCEEDED = "phase_succeeded"
     PHASE_FAILED = "phase_failed"
     PHASE_CANCELLED = "phase_cancelled"

@@ -157,6 +157,8 @@ def requeue_phase(session: Session, tenant_id: str, job_id: str, phase_name: str
         if later.position > phase.position and later.status != PhaseStatus.PENDING:
             move(later, "pending")
             later.output_key = None
+        if later.position >= phase.position:
+            later.resume_key = None  # a requeue starts over from the phase's input
     emit(session, job.id, EventType.PHASE_REQUEUED, phase=phase_name, attempt=phase.attempt)
     queue_phase(session, job, phase, now=now, reason="requeue")
     refresh_job_status(session, job, now)

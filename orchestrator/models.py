@@ -123,6 +123,9 @@ class Phase(Base):
     billed_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     cost_amount: Mapped[Decimal] = mapped_column(Numeric(14, 6), default=Decimal(0))
     output_key: Mapped[str | None] = mapped_column(String(512))
+    # Latest checkpoint a re-run of this phase continues from (after a lost lease, say);
+    # cleared when the user requeues the phase, which starts it over from its input.
+    resume_key: Mapped[str | None] = mapped_column(String(512))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

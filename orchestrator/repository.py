@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -84,6 +84,17 @@ def checkpoints(session: Session, job_id: str) -> Sequence[Checkpoint]:
         select(Checkpoint)
         .where(Checkpoint.job_id == job_id)
         .order_by(Checkpoint.created_at, Checkpoint.step)
+    ).all()
+
+
+def resumable_checkpoints(
+    session: Session, job_id: str, phase: str, kinds: Collection[str]
+) -> Sequence[Checkpoint]:
+    """Newest first."""
+    return session.scalars(
+        select(Checkpoint)
+        .where(Checkpoint.job_id == job_id, Checkpoint.phase == phase, Checkpoint.kind.in_(kinds))
+        .order_by(Checkpoint.created_at.desc(), Checkpoint.step.desc())
     ).all()
 
 

@@ -35,6 +35,7 @@ class Claim:
     hyperparameters: dict[str, Any]
     input_key: str  # the previous phase's recorded output (or the dataset for preprocess)
     artifact_key: str  # the preprocess phase's recorded output ("" for preprocess itself)
+    resume_key: str  # a checkpoint of an earlier run of this phase to continue from, or ""
     output_prefix: str
     start_epoch: int
     end_epoch: int
@@ -96,6 +97,7 @@ def claim_phase(
         hyperparameters=dict(job.hyperparameters),
         input_key=input_key,
         artifact_key=artifact_key,
+        resume_key=row.resume_key or "",
         output_prefix=storage_prefix(job_id, phase, attempt),
         start_epoch=epochs.start,
         end_epoch=epochs.end,
@@ -146,6 +148,10 @@ def report_progress(
     return phase.job.cancel_requested_at is not None
 
 
+# Checkpoints a re-run can continue from; "best", "artifact" and "adapter" are outputs instead.
+RESUMABLE_KINDS = frozenset({"step", "time", "epoch", "stop", "final"})
+
+
 def record_checkpoint(
     session: Session,
     claim: Claim,
@@ -157,7 +163,9 @@ def record_checkpoint(
     manifest: dict[str, Any],
 ) -> None:
     """Called after every object of the checkpoint is uploaded: only now does it exist."""
-    _fenced_phase(session, claim)
+    phase = _fenced_phase(session, claim)
+    if kind in RESUMABLE_KINDS:
+        phase.resume_key = key
     session.add(
         Checkpoint(
             job_id=claim.job_id,
@@ -181,6 +189,26 @@ def record_checkpoint(
         step=step,
         bytes=size,
     )
+
+
+def prune_checkpoints(session: Session, claim: Claim, *, keep: int) -> list[str]:
+    """Forget all but the newest `keep` resumable checkpoints of the phase (every attempt);
+    returns their keys so the caller deletes the objects once this commits."""
+    _fenced_phase(session, claim)
+    # A phase's final checkpoint is its output, not a candidate for pruning.
+    rows = repository.resumable_checkpoints(
+        session, claim.job_id, claim.phase, RESUMABLE_KINDS - {"final"}
+    )
+    stale = rows[keep:]
+    for row in stale:
+        session.delete(row)
+    return [row.key for row in stale]
+
+
+def record_event(session: Session, claim: Claim, type_: EventType, data: dict[str, Any]) -> None:
+    """An event from inside a run (e.g. an out-of-memory recovery), fenced like every write."""
+    _fenced_phase(session, claim)
+    emit(session, claim.job_id, type_, phase=claim.phase, attempt=claim.attempt, **data)
 
 
 def _finish(session: Session, claim: Claim, status: str) -> Phase:

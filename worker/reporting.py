@@ -11,8 +11,9 @@ from typing import Any
 from orchestrator import runs
 from orchestrator.db import session_scope
 from orchestrator.errors import LeaseLost
+from orchestrator.events import EventType
 from orchestrator.settings import Settings
-from orchestrator.storage import ObjectStore, publish_dir
+from orchestrator.storage import ObjectStore, delete_prefix, publish_dir
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +62,21 @@ class Reporter:
                 self.cancel_requested.set()
 
     def checkpoint(self, local_dir: Path, key: str, *, kind: str, step: int) -> None:
-        """Upload the directory, manifest last, then record it: only then does it exist."""
+        """Upload the directory, manifest last, then record it: only then does it exist.
+        Older resumable checkpoints beyond the job's keep-last are forgotten, then deleted."""
         size = publish_dir(self.store, local_dir, key)
         manifest: dict[str, Any] = {}
         manifest_path = local_dir / "manifest.json"
         if manifest_path.is_file():
             manifest = json.loads(manifest_path.read_text())
+        keep = int(self.claim.hyperparameters.get("keep_last_checkpoints", 2))
         with session_scope() as session:
             runs.record_checkpoint(session, self.claim, kind=kind, key=key, step=step,
                                    size=size, manifest=manifest)
+            pruned = runs.prune_checkpoints(session, self.claim, keep=keep)
+        for prefix in pruned:  # the rows are gone: nobody can be pointed at these any more
+            delete_prefix(self.store, prefix)
+
+    def event(self, type_: str, data: dict[str, Any]) -> None:
+        with session_scope() as session:
+            runs.record_event(session, self.claim, EventType(type_), data)

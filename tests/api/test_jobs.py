@@ -135,12 +135,13 @@ def test_requeue_rules(client: TestClient, dataset_id: str,
     assert [m.attempt for m in recorded_dispatch.sent] == [1, 2]
 
 
-def test_adapter_before_the_final_phase_is_a_conflict(client: TestClient,
+def test_outputs_before_the_final_phase_are_a_conflict(client: TestClient,
                                                       dataset_id: str) -> None:
     job_id = _submit(client, dataset_id).json()["id"]
-    response = client.get(f"/v1/jobs/{job_id}/adapter")
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "adapter_not_ready"
+    for what in ("adapter", "evaluation"):
+        response = client.get(f"/v1/jobs/{job_id}/{what}")
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == f"{what}_not_ready"
 
 
 def test_pools_and_health(client: TestClient) -> None:

@@ -177,3 +177,55 @@ def test_illegal_moves_raise(job_id: str) -> None:
             move(phase, "running")
         with pytest.raises(IllegalTransition):
             move(phase, "succeeded")
+
+
+def _checkpoint(claim: runs.Claim, kind: str, step: int) -> str:
+    key = f"{claim.output_prefix}/step-{step}"
+    with session_scope() as session:
+        runs.record_checkpoint(session, claim, kind=kind, key=key, step=step, size=1, manifest={})
+    return key
+
+
+def test_a_rerun_after_a_lost_lease_resumes_from_the_latest_checkpoint(job_id: str) -> None:
+    _complete(_claim(job_id, "preprocess"))
+    first = _claim(job_id, "warmup")
+    assert first.resume_key == ""
+    _checkpoint(first, "epoch", 3)
+    latest = _checkpoint(first, "time", 5)
+    _checkpoint(first, "best", 4)  # an output, not a place to resume from
+    with session_scope() as session:
+        session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == "warmup")
+                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    with session_scope() as session:
+        reap(session, max_attempts=3, resend_after_seconds=LEASE)
+    second = _claim(job_id, "warmup", attempt=2)
+    assert second.resume_key == latest
+    assert second.output_prefix.endswith("/warmup/a2")
+
+
+def test_requeue_starts_over_from_the_input(job_id: str) -> None:
+    _complete(_claim(job_id, "preprocess"))
+    warm = _claim(job_id, "warmup")
+    _checkpoint(warm, "step", 2)
+    with session_scope() as session:
+        runs.fail_phase(session, warm, code="phase_error", message="boom")
+    with session_scope() as session:
+        tenant_id = session.get(Job, job_id).tenant_id  # type: ignore[union-attr]
+        jobs.requeue_phase(session, tenant_id, job_id, "warmup")
+    assert _claim(job_id, "warmup", attempt=2).resume_key == ""
+
+
+def test_pruning_keeps_the_newest_resumable_checkpoints(job_id: str) -> None:
+    pre = _claim(job_id, "preprocess")
+    _complete(pre)
+    warm = _claim(job_id, "warmup")
+    keys = [_checkpoint(warm, "step", step) for step in (1, 2, 3)]
+    best = _checkpoint(warm, "best", 9)
+    with session_scope() as session:
+        pruned = runs.prune_checkpoints(session, warm, keep=2)
+    assert pruned == [keys[0]]
+    with session_scope() as session:
+        from orchestrator import repository
+
+        left = {c.key for c in repository.checkpoints(session, job_id)}
+    assert left == {keys[1], keys[2], best}

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
@@ -10,6 +11,7 @@ from fastapi.responses import Response
 from orchestrator import jobs, repository
 from orchestrator.errors import Conflict
 from orchestrator.lifecycle import JobStatus
+from orchestrator.models import Job
 from services.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
 from services.api.presenters import job_out
 from services.api.schemas import CheckpointOut, EventOut, JobCreate, JobList, JobOut
@@ -100,24 +102,40 @@ def requeue_phase(job_id: str, phase: str, session: SessionDep, tenant: CurrentT
     return job_out(job, repository.pools_by_name(session))
 
 
+def _final_output(job: Job, what: str) -> str:
+    final = next(p for p in job.phases if p.name == "final")
+    if final.status != "succeeded" or not final.output_key:
+        raise Conflict(
+            f"job {job.id} has no {what} yet (final phase is {final.status})",
+            param="job_id",
+            code=f"{what}_not_ready",
+        )
+    return final.output_key.rstrip("/")
+
+
+@router.get("/{job_id}/evaluation")
+def read_evaluation(
+    job_id: str, session: SessionDep, tenant: CurrentTenant, store: StoreDep
+) -> dict[str, Any]:
+    """Held-out evaluation of the base model and of the adapter (evaluation.json)."""
+    job = repository.job_for_tenant(session, tenant.id, job_id)
+    report: dict[str, Any] = json.loads(
+        store.get_bytes(f"{_final_output(job, 'evaluation')}/evaluation.json")
+    )
+    return report
+
+
 @router.get(
     "/{job_id}/adapter",
     response_class=Response,
     responses={200: {"content": {"application/zip": {}}}},
 )
 def download_adapter(
-    job_id: str, session: SessionDep, tenant: CurrentTenant, store: StoreDep, settings: SettingsDep
+    job_id: str, session: SessionDep, tenant: CurrentTenant, store: StoreDep
 ) -> Response:
     """The final LoRA adapter in PEFT format, as a zip."""
     job = repository.job_for_tenant(session, tenant.id, job_id)
-    final = next(p for p in job.phases if p.name == "final")
-    if final.status != "succeeded" or not final.output_key:
-        raise Conflict(
-            f"job {job_id} has no adapter yet (final phase is {final.status})",
-            param="job_id",
-            code="adapter_not_ready",
-        )
-    prefix = final.output_key.rstrip("/") + "/adapter/"
+    prefix = f"{_final_output(job, 'adapter')}/adapter/"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for key in store.list(prefix):
