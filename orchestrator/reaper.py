@@ -11,7 +11,7 @@ from orchestrator import dispatch, repository
 from orchestrator.cost import close_meter
 from orchestrator.events import EventType, emit
 from orchestrator.models import utcnow
-from orchestrator.relay import move, queue_phase, refresh_job_status
+from orchestrator.relay import mark_failed, queue_phase, refresh_job_status
 
 logger = logging.getLogger(__name__)
 
@@ -33,24 +33,9 @@ def reap(session: Session, *, max_attempts: int, resend_after_seconds: int) -> i
             worker_id=phase.worker_id,
         )
         if phase.attempt >= max_attempts:
-            move(phase, "failed")
-            phase.finished_at = now
-            phase.error_code = "lease_expired"
-            phase.error_message = (
-                f"the worker stopped renewing its lease; {phase.attempt} "
-                f"attempts used of {max_attempts}"
-            )
-            job.error_code, job.error_message = phase.error_code, phase.error_message
-            job.error_param = phase.name
-            emit(
-                session,
-                job.id,
-                EventType.PHASE_FAILED,
-                phase=phase.name,
-                attempt=phase.attempt,
-                code=phase.error_code,
-                message=phase.error_message,
-            )
+            message = (f"the worker stopped renewing its lease; {phase.attempt} attempts used "
+                       f"of {max_attempts}")
+            mark_failed(session, phase, code="lease_expired", message=message, now=now)
         else:
             queue_phase(session, job, phase, now=now, reason="lease_expired")
         refresh_job_status(session, job, now)

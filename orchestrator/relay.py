@@ -52,6 +52,19 @@ def queue_phase(session: Session, job: Job, phase: Phase, *, now: datetime, reas
     )
 
 
+def mark_failed(session: Session, phase: Phase, *, code: str, message: str,
+                now: datetime) -> None:
+    """Fail the phase for good and make its error the job's error."""
+    move(phase, "failed")
+    phase.finished_at = now
+    phase.lease_expires_at = None
+    phase.error_code, phase.error_message = code, message
+    job = phase.job
+    job.error_code, job.error_message, job.error_param = code, message, phase.name
+    emit(session, job.id, EventType.PHASE_FAILED, phase=phase.name, attempt=phase.attempt,
+         code=code, message=message)
+
+
 def refresh_job_status(session: Session, job: Job, now: datetime | None = None) -> None:
     """Recompute the stored job status from its phases; emit the job's terminal event once."""
     now = now or utcnow()

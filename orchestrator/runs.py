@@ -20,7 +20,7 @@ from orchestrator.events import EventType, emit
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.models import Checkpoint, Phase, utcnow
 from orchestrator.plan import dataset_key, epoch_range, next_phase, previous_phase, storage_prefix
-from orchestrator.relay import move, queue_phase, refresh_job_status
+from orchestrator.relay import mark_failed, move, queue_phase, refresh_job_status
 
 
 @dataclass(frozen=True)
@@ -250,20 +250,11 @@ def complete_phase(
 
 
 def fail_phase(session: Session, claim: Claim, *, code: str, message: str) -> None:
-    phase = _finish(session, claim, "failed")
-    phase.error_code, phase.error_message = code, message
-    job = phase.job
-    job.error_code, job.error_message, job.error_param = code, message, phase.name
-    emit(
-        session,
-        job.id,
-        EventType.PHASE_FAILED,
-        phase=phase.name,
-        attempt=phase.attempt,
-        code=code,
-        message=message,
-    )
-    refresh_job_status(session, job)
+    phase = _fenced_phase(session, claim)
+    now = utcnow()
+    close_meter(phase, repository.pools_by_name(session)[phase.pool], now)
+    mark_failed(session, phase, code=code, message=message, now=now)
+    refresh_job_status(session, phase.job, now)
 
 
 def acknowledge_cancel(session: Session, claim: Claim) -> None:

@@ -16,27 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
-from services.cli.standalone import free_port
+from services.cli.standalone import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / ".relaytune" / "demo"
 EXAMPLE = ROOT / "examples" / "circuit-boards"
-
-
-def wait_until_up(url: str, stack: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if stack.poll() is not None:
-            sys.exit(f"relaytune up exited with {stack.returncode}; see {DATA_DIR / 'logs'}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    sys.exit(f"relaytune up was not ready after {timeout:.0f}s; see {DATA_DIR / 'logs'}")
 
 
 def main() -> int:
@@ -48,7 +32,10 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYTUNE_")}
     stack = subprocess.Popen([*cli, "up", "--port", str(port)], env=env, start_new_session=True)
     try:
-        wait_until_up(url, stack)
+        try:
+            wait_ready(url, timeout=180, alive=lambda: stack.poll() is None)
+        except RuntimeError as exc:
+            sys.exit(f"{exc}; see {DATA_DIR / 'logs'}")
         submit = subprocess.run([*cli, "submit", str(EXAMPLE), "--api-url", url, "--wait"],
                                 env=env, check=False)
     finally:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,11 +83,15 @@ class ProcessTree:
                     process.wait()
 
 
-def wait_ready(url: str, timeout: float = 60.0) -> None:
+def wait_ready(url: str, timeout: float = 60.0,
+               alive: Callable[[], bool] = lambda: True) -> None:
+    """Poll /readyz until it answers 200; give up early when `alive` says the server died."""
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"the server for {url} exited before it was ready")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
