@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import base64
+import io
 import json
+import zipfile
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,7 +19,7 @@ from tests.factories import dataset_zip, png_bytes, zip_folder
 QA = {"question": "Which part is abnormal?", "answer": "the capacitor, top right"}
 
 
-def _upload(client: TestClient, data: bytes):  # type: ignore[no-untyped-def]
+def _upload(client: TestClient, data: bytes) -> Any:
     return client.post("/v1/datasets", files={"file": ("data.zip", data, "application/zip")})
 
 
@@ -24,7 +29,7 @@ def _nothing_stored() -> None:
     assert get_store().list("datasets/") == []
 
 
-def test_upload_of_the_example_is_summarised(client: TestClient, example_dir) -> None:  # type: ignore[no-untyped-def]
+def test_upload_of_the_example_is_summarised(client: TestClient, example_dir: Path) -> None:
     response = _upload(client, zip_folder(example_dir))
     assert response.status_code == 201, response.text
     body = response.json()
@@ -69,6 +74,70 @@ def test_bad_upload_is_rejected_and_leaves_nothing(client: TestClient, data: byt
     assert error["code"] == code
     assert error["param"] == param
     assert error["message"]
+    if "details" in error:  # row-level problems: the one found is also listed
+        assert [(d["param"], d["code"]) for d in error["details"]] == [(param, code)]
+    _nothing_stored()
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "\n".join(json.dumps(r) for r in rows).encode()
+
+
+def _messages_row(question: str, answer: str, images: list[str]) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": question},
+                         {"role": "assistant", "content": answer}], "images": images}
+
+
+def test_messages_format_upload(client: TestClient) -> None:
+    rows = [_messages_row("<image>Which part?", "the chip", ["images/a.png"]),
+            _messages_row("<image><image>Same board?", "no", ["images/a.png", "images/b.png"])]
+    data = _zip({"set/train.jsonl": _jsonl(rows), "set/images/a.png": png_bytes(),
+                 "set/images/b.png": png_bytes((200, 0, 0))})
+    response = _upload(client, data)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["format"], body["num_samples"], body["num_images"]) == ("messages", 2, 2)
+    assert body["bytes"] == len(data)
+
+
+def test_openai_chat_format_upload(client: TestClient) -> None:
+    url = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    row = {"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Which part?"},
+                                     {"type": "image_url", "image_url": {"url": url}}]},
+        {"role": "assistant", "content": "the chip"}]}
+    response = _upload(client, _zip({"ft.jsonl": _jsonl([row, row, row])}))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["format"], body["num_samples"], body["num_images"]) == ("openai_chat", 3, 3)
+
+
+def test_every_bad_row_is_named_and_nothing_is_stored(client: TestClient) -> None:
+    rows = [_messages_row("<image>Q", "A", ["a.png"]),
+            _messages_row("<image>Q", "", ["a.png"]),
+            _messages_row("<image>Q", "A", ["gone.png"]),
+            _messages_row("Q", "A", ["a.png"])]
+    data = _zip({"d.jsonl": _jsonl(rows) + b"\n{oops", "a.png": png_bytes()})
+    response = _upload(client, data)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("empty_answer", "d.jsonl:2")
+    assert [(d["param"], d["code"]) for d in error["details"]] == [
+        ("d.jsonl:2", "empty_answer"),
+        ("d.jsonl:3", "missing_image"),
+        ("d.jsonl:4", "image_tag_mismatch"),
+        ("d.jsonl:5", "invalid_json"),
+    ]
+    assert error["details"][3]["line"] == 5
+    assert all(d["message"] for d in error["details"])
     _nothing_stored()
 
 

@@ -1,23 +1,33 @@
-"""Turn a dataset directory (images/ + annotations.json) into a tokenized training artifact.
+"""Turn an extracted data set into the tokenized training artifact of the preprocess phase.
+
+The data set is read by `orchestrator.dataformats` (the code that checked the upload), split
+into train and validation by seed, the training samples get augmented copies, and every sample
+is tokenized once with the model's processor and chat template.
 
 Artifact layout (out_dir):
-    samples.pt     torch.save of a list of dicts of tensors, sorted by image file name:
-                   input_ids, attention_mask, labels, mm_token_type_ids  (1-D, same length)
-                   pixel_values (patches x patch_dim), image_grid_thw (1 x 3)
-    manifest.json  format, num_samples, files, train/val indices, seed, model, pad_token_id,
+    samples.pt     torch.save of a list of dicts of tensors: input_ids, attention_mask, labels,
+                   mm_token_type_ids (1-D, same length), pixel_values (patches x patch_dim),
+                   image_grid_thw (images x 3). Originals first (data set order), then the
+                   augmented copies.
+    manifest.json  see `_manifest`: train/val indices, validation, augmentation, image size,
                    token counts
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import InvalidDataset
+from orchestrator.dataformats import DirectorySource, ImagePart, Problems, Sample, read_dataset
+from orchestrator.errors import InvalidDataset, InvalidRequest
+from orchestrator.hyperparameters import Hyperparameters
 from worker.recipe import ARTIFACT_FORMAT
+from worker.recipe.augment import AugmentationPlan, augment_image, copy_seed
 
 logger = logging.getLogger(__name__)
 
@@ -25,194 +35,259 @@ IGNORE_INDEX = -100
 SAMPLES_FILE = "samples.pt"
 MANIFEST_FILE = "manifest.json"
 DEFAULT_MAX_LENGTH = 4096
-# Qwen's processors default to up to 16k tokens per image; uncapped pixels are the most common
-# cause of running out of GPU memory, so images are scaled down to at most this many tokens.
-DEFAULT_MAX_IMAGE_TOKENS = 1280
-END_TOKEN = "<|im_end|>"
+END_TOKEN = "<|im_end|>"  # Qwen's end of a turn: the last trained token of every answer
+SMALL_DATASET = 20  # up to this many samples, a default validation split holds out only a few
+MAX_SMALL_VALIDATION = 3
 
 
-def _read_annotations(dataset_dir: Path) -> dict[str, dict[str, str]]:
-    path = dataset_dir / "annotations.json"
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InvalidDataset("annotations.json is missing", param="annotations.json") from exc
-    except json.JSONDecodeError as exc:
-        raise InvalidDataset(f"annotations.json is not JSON: {exc}", param=path.name) from exc
-    if not isinstance(raw, dict) or not raw:
-        raise InvalidDataset("annotations.json must map image names to rows", param=path.name)
-    for name, row in raw.items():
-        ok = isinstance(row, dict) and all(
-            isinstance(row.get(k), str) and row[k].strip() for k in ("question", "answer")
-        )
-        if not ok:
-            raise InvalidDataset(f"{name}: needs non-empty 'question' and 'answer'", param=name)
-        if Path(name).name != name or not (dataset_dir / "images" / name).is_file():
-            raise InvalidDataset(f"{name}: no such file under images/", param=name)
-    return raw
+class ChatEncoder:
+    """Tokenizes a conversation with the model's processor and chat template, labels on the
+    assistant turns only.
+
+    The rendered conversation is cut where each trained answer starts and ends, and every piece
+    is tokenized on its own: the label boundary is then exact, and the prompt ids are the very
+    ids generation sees. Images expand inside the pieces that hold them; nothing is truncated.
+    """
+
+    def __init__(self, processor: Any, min_pixels: int, max_pixels: int, max_length: int):
+        self.processor = processor
+        self.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+        self.max_length = max_length
+        tokenizer = processor.tokenizer
+        self.image_token = processor.image_token
+        self.image_token_id = int(tokenizer.convert_tokens_to_ids(self.image_token))
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = int(pad if pad is not None else tokenizer.eos_token_id)
+
+    def _render(self, messages: list[dict[str, Any]], prompt: bool = False) -> str:
+        text: str = self.processor.apply_chat_template(
+            messages, add_generation_prompt=prompt, tokenize=False)
+        return text
+
+    @staticmethod
+    def _messages(sample: Sample) -> list[dict[str, Any]]:
+        messages = []
+        for turn in sample.turns:
+            if all(isinstance(p, str) for p in turn.parts):
+                content: Any = turn.text
+            else:
+                content = [{"type": "image"} if isinstance(p, ImagePart)
+                           else {"type": "text", "text": p} for p in turn.parts]
+            messages.append({"role": turn.role, "content": content})
+        return messages
+
+    def segments(self, sample: Sample) -> list[tuple[str, bool]]:
+        """(text, trained) pieces of the rendered conversation, in order."""
+        messages = self._messages(sample)
+        full = self._render(messages)
+        pieces, done = [], 0
+        for index, turn in enumerate(sample.turns):
+            if turn.role != "assistant" or not turn.train:
+                continue
+            before = self._render(messages[:index], prompt=True)
+            through = self._render(messages[: index + 1])
+            if not (full.startswith(through) and through.startswith(before)):
+                raise ValueError(
+                    "the model's chat template renders earlier turns differently once later "
+                    "ones follow, so assistant turns cannot be located for the loss mask")
+            # The newline after the end-of-turn token is the template's, not the answer's.
+            answer = through[len(before):].rstrip()
+            pieces += [(full[done: len(before)], False), (answer, True)]
+            done = len(before) + len(answer)
+        pieces.append((full[done:], False))
+        return [(text, trained) for text, trained in pieces if text]
+
+    def encode(self, sample: Sample, images: list[Any], problems: Problems
+               ) -> dict[str, Any] | None:
+        import torch
+
+        pieces = self.segments(sample)
+        if sum(text.count(self.image_token) for text, _ in pieces) != len(images):
+            problems.add(sample.id, "invalid_row",
+                         f"{sample.id}: its text holds the model's image token {self.image_token}")
+            return None
+        ids, types, labels, pixels, grids = [], [], [], [], []
+        used = 0
+        for text, trained in pieces:
+            count = text.count(self.image_token)
+            kwargs = {"images": images[used: used + count], "size": self.size} if count else {}
+            enc = self.processor(text=[text], return_tensors="pt", **kwargs)
+            used += count
+            piece_ids, piece_types = enc["input_ids"][0], enc["mm_token_type_ids"][0]
+            piece_labels = piece_ids.clone() if trained else torch.full_like(piece_ids,
+                                                                             IGNORE_INDEX)
+            piece_labels[piece_types != 0] = IGNORE_INDEX  # never train on image tokens
+            ids.append(piece_ids)
+            types.append(piece_types)
+            labels.append(piece_labels)
+            if count:
+                pixels.append(enc["pixel_values"])
+                grids.append(enc["image_grid_thw"])
+        input_ids = torch.cat(ids)
+        if input_ids.numel() > self.max_length:
+            image_tokens = int((input_ids == self.image_token_id).sum())
+            problems.add(sample.id, "sample_too_long",
+                         f"{sample.id}: {input_ids.numel()} tokens ({image_tokens} for images), "
+                         f"over max_length {self.max_length}; lower max_pixels or shorten it "
+                         "(samples are never cut, so image tokens stay whole)")
+            return None
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+                "labels": torch.cat(labels), "mm_token_type_ids": torch.cat(types),
+                "pixel_values": torch.cat(pixels), "image_grid_thw": torch.cat(grids)}
 
 
-def _load_image(path: Path) -> Any:
+def split_validation(num_samples: int, requested: int | None, seed: int
+                     ) -> tuple[list[int], list[int], dict[str, Any]]:
+    """(train, val, the manifest's `validation` record): a seeded choice, made before
+    augmentation so no augmented copy of a validation sample is ever trained on."""
+    if requested and requested >= num_samples:
+        raise InvalidRequest(
+            f"validation_samples ({requested}) must leave at least one of the "
+            f"{num_samples} samples to train on", param="validation_samples")
+    if requested == 0 or num_samples < 2:
+        why = "validation_samples is 0" if requested == 0 else "one sample cannot be split"
+        return list(range(num_samples)), [], {
+            "count": 0, "strategy": "none",
+            "note": f"no validation: {why}; val_loss and evaluation are unavailable"}
+    if requested is not None:
+        count, note = requested, f"{requested} samples held out as requested"
+    elif num_samples <= SMALL_DATASET:
+        count = min(MAX_SMALL_VALIDATION, max(1, round(0.15 * num_samples)))
+        note = (f"only {num_samples} samples: {count} held out for validation by default, too "
+                "few for a reliable score; set validation_samples to choose (0 for none)")
+    else:
+        count = max(1, round(0.1 * num_samples))
+        note = f"10% of {num_samples} samples held out for validation by default"
+    val = sorted(random.Random(seed).sample(range(num_samples), count))
+    held = set(val)
+    train = [i for i in range(num_samples) if i not in held]
+    return train, val, {"count": count, "strategy": "seeded_random", "seed": seed, "note": note}
+
+
+def image_size_bounds(image_processor: Any, min_pixels: int | None, max_pixels: int | None
+                      ) -> dict[str, Any]:
+    """Pixel bounds for the processor (None: its own); the upper one bounds tokens per image."""
+    size = image_processor.size
+    upper = max_pixels or int(size["longest_edge"])
+    lower = min_pixels or min(int(size["shortest_edge"]), upper)
+    if lower > upper:
+        raise InvalidRequest(f"min_pixels ({lower}) exceeds the model's max_pixels ({upper})",
+                             param="min_pixels")
+    tile = image_processor.patch_size * image_processor.merge_size  # pixels per token side
+    return {"min_pixels": lower, "max_pixels": upper, "max_image_tokens": upper // (tile * tile),
+            "source": {"min_pixels": "hyperparameters" if min_pixels else "processor",
+                       "max_pixels": "hyperparameters" if max_pixels else "processor"}}
+
+
+def _decode_images(sample: Sample, problems: Problems) -> list[Any] | None:
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InvalidDataset(f"{path.name}: not a readable image ({exc})", param=path.name) from exc
+    images = []
+    for image in sample.images:
+        try:
+            with Image.open(io.BytesIO(image.data)) as opened:
+                images.append(opened.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as exc:
+            problems.add(image.name, "invalid_image", f"{image.name}: not readable ({exc})")
+            return None
+    return images
 
 
-def _image_size_bounds(image_processor: Any, max_image_tokens: int) -> dict[str, int]:
-    """The processor's pixel bounds, with the upper one lowered to max_image_tokens tokens."""
-    tile = image_processor.patch_size * image_processor.merge_size  # pixels per token side
-    longest = min(int(image_processor.size["longest_edge"]), max_image_tokens * tile * tile)
-    shortest = min(int(image_processor.size["shortest_edge"]), longest)
-    return {"shortest_edge": shortest, "longest_edge": longest}
+def _token_record(sample_id: str, encoded: dict[str, Any], image_token_id: int,
+                  source: int, copy: int) -> dict[str, Any]:
+    return {"id": sample_id, "source": source, "copy": copy,
+            "images": int(encoded["image_grid_thw"].shape[0]),
+            "tokens": int(encoded["input_ids"].numel()),
+            "label_tokens": int((encoded["labels"] != IGNORE_INDEX).sum()),
+            "image_tokens": int((encoded["input_ids"] == image_token_id).sum())}
 
 
-def _encode_sample(
-    processor: Any,
-    name: str,
-    image: Any,
-    question: str,
-    answer: str,
-    max_length: int,
-    image_size: dict[str, int],
-) -> dict[str, Any]:
-    """Tokenize one QA pair: prompt (with image) masked, answer + end token trained on."""
-    import torch
-
-    user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
-    prompt = processor.apply_chat_template([user], add_generation_prompt=True, tokenize=False)
-    enc = processor(text=[prompt], images=[image], size=image_size, return_tensors="pt")
-    prompt_ids = enc["input_ids"][0]
-    # The answer is tokenized on its own so that the label boundary is exact and the prompt ids
-    # are the very ids that generation will see; "\n" closes the turn as the chat template does.
-    tokenizer = processor.tokenizer
-    answer_ids = tokenizer(answer + END_TOKEN, add_special_tokens=False, return_tensors="pt")[
-        "input_ids"
-    ][0]
-    tail_ids = tokenizer("\n", add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-
-    # Never truncate through image tokens: a prompt that does not fit is an error, and only the
-    # end of the answer may be cut.
-    room = max_length - len(prompt_ids)
-    if room < 1:
-        raise InvalidDataset(
-            f"{name}: prompt with image is {len(prompt_ids)} tokens, over max_length {max_length}",
-            param=name,
-        )
-    if len(answer_ids) > room:
-        logger.warning("%s: answer truncated from %d to %d tokens", name, len(answer_ids), room)
-        answer_ids = answer_ids[:room]
-    tail_ids = tail_ids[: room - len(answer_ids)]
-
-    input_ids = torch.cat([prompt_ids, answer_ids, tail_ids])
-    labels = torch.full_like(input_ids, IGNORE_INDEX)
-    labels[len(prompt_ids) : len(prompt_ids) + len(answer_ids)] = answer_ids
-    mm_types = torch.zeros_like(input_ids)
-    mm_types[: len(prompt_ids)] = enc["mm_token_type_ids"][0]
+def _manifest(*, dataset_format: str, records: list[dict[str, Any]], train: list[int],
+              val: list[int], validation: dict[str, Any], augmentation: dict[str, Any],
+              image_size: dict[str, Any], hp: Hyperparameters, model_dir: str, max_length: int,
+              pad_token_id: int) -> dict[str, Any]:
     return {
-        "input_ids": input_ids,
-        "attention_mask": torch.ones_like(input_ids),
-        "labels": labels,
-        "mm_token_type_ids": mm_types,
-        "pixel_values": enc["pixel_values"],
-        "image_grid_thw": enc["image_grid_thw"],
-    }
-
-
-def split_val(num_samples: int, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded choice of max(1, N // 5) validation indices; train on the rest.
-
-    With a single sample there is no rest, so that sample is both trained on and validated.
-    """
-    k = max(1, num_samples // 5)
-    val = sorted(random.Random(seed).sample(range(num_samples), k))
-    train = [i for i in range(num_samples) if i not in val] or list(range(num_samples))
-    return train, val
-
-
-def build_artifact(
-    dataset_dir: Path,
-    model_dir: str,
-    out_dir: Path,
-    *,
-    seed: int,
-    max_length: int = DEFAULT_MAX_LENGTH,
-    max_image_tokens: int = DEFAULT_MAX_IMAGE_TOKENS,
-) -> dict[str, Any]:
-    """Tokenize dataset_dir with model_dir's processor into out_dir; return the manifest."""
-    import torch
-    from transformers import AutoProcessor
-
-    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
-    annotations = _read_annotations(dataset_dir)
-    processor = AutoProcessor.from_pretrained(model_dir)
-    tokenizer = processor.tokenizer
-    image_token_id = tokenizer.convert_tokens_to_ids(processor.image_token)
-    pad_token_id = tokenizer.pad_token_id
-    if pad_token_id is None:
-        pad_token_id = tokenizer.eos_token_id
-
-    image_size = _image_size_bounds(processor.image_processor, max_image_tokens)
-    files = sorted(annotations)
-    samples = []
-    for name in files:
-        row = annotations[name]
-        image = _load_image(dataset_dir / "images" / name)
-        sample = _encode_sample(
-            processor,
-            name,
-            image,
-            row["question"].strip(),
-            row["answer"].strip(),
-            max_length,
-            image_size,
-        )
-        samples.append(sample)
-
-    train, val = split_val(len(samples), seed)
-    per_sample: list[dict[str, Any]] = [
-        {
-            "file": name,
-            "tokens": int(s["input_ids"].numel()),
-            "label_tokens": int((s["labels"] != IGNORE_INDEX).sum()),
-            "image_tokens": int((s["input_ids"] == image_token_id).sum()),
-        }
-        for name, s in zip(files, samples, strict=True)
-    ]
-    manifest: dict[str, Any] = {
         "format": ARTIFACT_FORMAT,
-        "num_samples": len(samples),
-        "files": files,
+        "dataset_format": dataset_format,
+        "num_samples": len(records),
+        "files": [r["id"] for r in records],  # per sample, for evaluation's answers
         "train": train,
         "val": val,
-        "seed": seed,
+        "seed": hp.seed,
+        "validation": validation,
+        "augmentation": augmentation,
         "model": Path(str(model_dir).rstrip("/")).name,
         "max_length": max_length,
         "image_size": image_size,
-        "pad_token_id": int(pad_token_id),
+        "pad_token_id": pad_token_id,
         "samples_file": SAMPLES_FILE,
         "token_counts": {
-            "total": sum(p["tokens"] for p in per_sample),
-            "label": sum(p["label_tokens"] for p in per_sample),
-            "image": sum(p["image_tokens"] for p in per_sample),
-            "max_sample": max(p["tokens"] for p in per_sample),
-            "per_sample": per_sample,
+            "total": sum(r["tokens"] for r in records),
+            "label": sum(r["label_tokens"] for r in records),
+            "image": sum(r["image_tokens"] for r in records),
+            "max_sample": max(r["tokens"] for r in records),
+            "per_sample": records,
         },
     }
+
+
+def build_artifact(dataset_dir: Path, model_dir: str, out_dir: Path, *,
+                   hyperparameters: Mapping[str, Any], max_length: int = DEFAULT_MAX_LENGTH
+                   ) -> dict[str, Any]:
+    """Check, split, augment and tokenize dataset_dir with model_dir's processor into out_dir;
+    return the manifest. Bad rows and over-long samples raise one InvalidDataset naming all."""
+    import torch
+    from transformers import AutoProcessor
+
+    hp = Hyperparameters.model_validate(dict(hyperparameters))
+    dataset = read_dataset(DirectorySource(Path(dataset_dir)))
+    processor = AutoProcessor.from_pretrained(model_dir)
+    image_size = image_size_bounds(processor.image_processor, hp.min_pixels, hp.max_pixels)
+    encoder = ChatEncoder(processor, image_size["min_pixels"], image_size["max_pixels"],
+                          max_length)
+    train, val, validation = split_validation(len(dataset.samples), hp.validation_samples,
+                                              hp.seed)
+    plan = AugmentationPlan.from_hyperparameters(hp.augmentation)
+
+    trained = set(train)
+    problems = Problems()
+    originals, records, augmented, copies_made = [], [], [], []
+    for index, sample in enumerate(dataset.samples):
+        images = _decode_images(sample, problems)
+        encoded = encoder.encode(sample, images, problems) if images is not None else None
+        originals.append(encoded)
+        if encoded is not None:
+            records.append(_token_record(sample.id, encoded, encoder.image_token_id, index, 0))
+        # A sample that failed is reported once, not once more for each of its copies.
+        if encoded is None or index not in trained:
+            continue
+        for copy in range(1, plan.copies + 1):
+            seed = copy_seed(hp.seed, sample.id, copy)
+            varied = [augment_image(image, plan, seed) for image in images or []]
+            encoded = encoder.encode(sample, varied, problems)
+            if encoded is not None:
+                augmented.append(encoded)
+                record = _token_record(f"{sample.id}~aug{copy}", encoded,
+                                       encoder.image_token_id, index, copy)
+                copies_made.append({**record, "seed": seed})
+    problems.raise_if_any()
+
+    samples = [s for s in originals if s is not None] + augmented
+    first_copy = len(originals)
+    manifest = _manifest(
+        dataset_format=dataset.format, records=records + copies_made,
+        train=train + list(range(first_copy, len(samples))), val=val, validation=validation,
+        augmentation=plan.describe() | {"augmented_samples": len(augmented)},
+        image_size=image_size, hp=hp, model_dir=model_dir, max_length=max_length,
+        pad_token_id=encoder.pad_token_id)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(samples, out_dir / SAMPLES_FILE)
     # The manifest goes last: a directory with a manifest holds a complete artifact.
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    logger.info(
-        "artifact: %d samples (%d val), %d tokens -> %s",
-        len(samples),
-        len(val),
-        manifest["token_counts"]["total"],
-        out_dir,
-    )
+    logger.info("artifact: %s, %d samples (%d augmented, %d val), %d tokens -> %s",
+                dataset.format, len(samples), len(augmented), len(val),
+                manifest["token_counts"]["total"], out_dir)
     return manifest
 
 
