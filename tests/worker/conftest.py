@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,5 +47,35 @@ def artifact_dir(
     from worker.recipe.preprocess import build_artifact
 
     out = tmp_path_factory.mktemp("artifact")
-    build_artifact(dataset_dir, tiny_model_dir, out, seed=1)
+    build_artifact(dataset_dir, tiny_model_dir, out,
+                   hyperparameters={"seed": 1, "augmentation": {"enabled": False}})
+    return out
+
+
+@pytest.fixture(scope="session")
+def full_run(
+    tmp_path_factory: pytest.TempPathFactory, train_artifact_dir: Path, tiny_model_dir: str
+) -> tuple[Any, Any]:
+    """(TrainResult, Recorder) of one uninterrupted run over all epochs of
+    tests.worker.recipe_helpers.HP: the reference for the resume tests."""
+    from tests.worker.recipe_helpers import HP, Recorder, train
+
+    recorder = Recorder()
+    out = tmp_path_factory.mktemp("full")
+    result = train(train_artifact_dir, tiny_model_dir, out, 0, HP["total_epochs"],
+                   recorder=recorder)
+    return result, recorder
+
+
+@pytest.fixture(scope="session")
+def train_artifact_dir(
+    tmp_path_factory: pytest.TempPathFactory, dataset_dir: Path, tiny_model_dir: str
+) -> Path:
+    """The training tests' artifact: 5 train samples and 1 validation sample, no augmented
+    copies, so that their step counts stay fixed whatever the augmentation defaults are."""
+    from worker.recipe.preprocess import build_artifact
+
+    out = tmp_path_factory.mktemp("train-artifact")
+    hp = {"seed": 1, "validation_samples": 1, "augmentation": {"enabled": False}}
+    build_artifact(dataset_dir, tiny_model_dir, out, hyperparameters=hp)
     return out

@@ -2,15 +2,22 @@
 
 Layout of a checkpoint directory:
     adapter/             PEFT save_pretrained: adapter_config.json + adapter_model.safetensors
-    training_state.pt    optimizer, scheduler, torch/CUDA/python/numpy RNG, global_step, epoch,
-                         steps done in that epoch, total_steps
-    manifest.json        format, kind, step, epoch, loss, val_loss, hyperparameters (written last)
+    training_state.pt    optimizer, scheduler, GradScaler (fp16 only, else None),
+                         torch/CUDA/python/numpy RNG, position (global_step, epoch, steps done
+                         in that epoch, total_steps), best validation value so far
+    manifest.json        format, kind, position, metrics, best, memory plan, precision,
+                         hyperparameters (written last)
+
+Kinds: "step", "time" and "epoch" are the rolling checkpoints (keep the last k), "stop" is
+written on a stop request, "best" whenever the validation metric improves, "final" at the end
+of a train_epochs call.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -40,7 +47,24 @@ class Position:
     total_steps: int
 
 
-def _rng_state() -> dict[str, Any]:
+ROLLING_KINDS = ("step", "time", "epoch", "stop")
+
+
+@dataclass
+class Best:
+    """The best validation value seen so far in the whole job (it travels in checkpoints)."""
+
+    metric: str  # "val_loss" (lower is better) or "token_accuracy" (higher is better)
+    value: float | None = None
+    step: int | None = None
+
+    def improved_by(self, value: float) -> bool:
+        if self.value is None:
+            return True
+        return value < self.value if self.metric == "val_loss" else value > self.value
+
+
+def rng_state() -> dict[str, Any]:
     import numpy as np
     import torch
 
@@ -62,7 +86,7 @@ def _rng_state() -> dict[str, Any]:
     }
 
 
-def _restore_rng(state: dict[str, Any]) -> None:
+def restore_rng(state: dict[str, Any]) -> None:
     import numpy as np
     import torch
 
@@ -88,22 +112,28 @@ def save_checkpoint(
     model: Any,
     optimizer: Any,
     scheduler: Any,
+    scaler: Any,
     position: Position,
+    best: Best,
     kind: str,
-    loss: float | None,
-    val_loss: float | None,
+    info: dict[str, Any],
     hyperparameters: dict[str, Any],
 ) -> Path:
+    """Write a checkpoint; `info` (metrics, memory plan, precision) goes into the manifest."""
     import torch
 
     ckpt_dir = Path(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if ckpt_dir.exists():  # a best checkpoint replaces the previous one in place
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True)
     model.save_pretrained(ckpt_dir / ADAPTER_DIR, safe_serialization=True)
     state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": _rng_state(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": rng_state(),
         "position": asdict(position),
+        "best": asdict(best),
     }
     torch.save(state, ckpt_dir / STATE_FILE)
     manifest = {
@@ -113,14 +143,21 @@ def save_checkpoint(
         "epoch": position.epoch,
         "steps_in_epoch": position.steps_in_epoch,
         "total_steps": position.total_steps,
-        "loss": loss,
-        "val_loss": val_loss,
+        **info,
+        "best": asdict(best),
         "hyperparameters": hyperparameters,
         "files": [ADAPTER_DIR, STATE_FILE],
     }
     # Written last: a directory with a manifest holds a checkpoint that can load.
     (ckpt_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return ckpt_dir
+
+
+def prune_rolling(written: list[Path], keep: int) -> list[Path]:
+    """Delete all but the newest `keep` of the rolling checkpoint dirs; return those kept."""
+    for old in written[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return written[-keep:]
 
 
 def read_manifest(ckpt_dir: Path) -> dict[str, Any]:
@@ -136,8 +173,27 @@ def read_manifest(ckpt_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_checkpoint(ckpt_dir: Path, *, model: Any, optimizer: Any, scheduler: Any) -> Position:
-    """Restore adapter, optimizer, scheduler and RNG in place; return the saved position.
+def _load_extras(state: dict[str, Any], *, optimizer: Any, scheduler: Any, scaler: Any,
+                 best_metric: str) -> tuple[Position, Best]:
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    # A checkpoint from a bf16 or fp32 run has no scaler state; an fp16 run then starts a
+    # fresh scaler, and a run without one ignores the saved state.
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    restore_rng(state["rng"])
+    saved_best = state.get("best") or {}
+    best = Best(best_metric)
+    if saved_best.get("metric") == best_metric:
+        best = Best(best_metric, saved_best.get("value"), saved_best.get("step"))
+    return Position(**state["position"]), best
+
+
+def load_checkpoint(
+    ckpt_dir: Path, *, model: Any, optimizer: Any, scheduler: Any, scaler: Any, best_metric: str
+) -> tuple[Position, Best]:
+    """Restore adapter, optimizer, scheduler, scaler and RNG in place; return the saved
+    position and the best validation value so far.
 
     Call it after the model and optimizer are built, since building them draws from the RNG.
     """
@@ -150,7 +206,46 @@ def load_checkpoint(ckpt_dir: Path, *, model: Any, optimizer: Any, scheduler: An
     load_adapter_weights(model, ckpt_dir / ADAPTER_DIR)
     # weights_only: tensors, numbers, strings and tuples only, so no pickled code runs.
     state = torch.load(ckpt_dir / STATE_FILE, weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    _restore_rng(state["rng"])
-    return Position(**state["position"])
+    return _load_extras(state, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                        best_metric=best_metric)
+
+
+def _to_cpu(value: Any) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+def snapshot(*, model: Any, optimizer: Any, scheduler: Any, scaler: Any, position: Position,
+             best: Best) -> dict[str, Any]:
+    """A checkpoint in host memory (trainable weights + training state), to roll back to when
+    an optimizer step fails half-way. For LoRA it is small; it is taken only when a checkpoint
+    is written, not at every step."""
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    return _to_cpu({
+        "trainable": trainable,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": rng_state(),
+        "position": asdict(position),
+        "best": asdict(best),
+    })
+
+
+def restore_snapshot(state: dict[str, Any], *, model: Any, optimizer: Any, scheduler: Any,
+                     scaler: Any, best_metric: str) -> tuple[Position, Best]:
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state["trainable"].items():
+            params[name].copy_(value)
+    return _load_extras(state, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                        best_metric=best_metric)

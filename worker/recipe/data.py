@@ -1,4 +1,4 @@
-"""Batching for the recipe: padding collate, seeded per-epoch order, accumulation windows."""
+"""Batching for the recipe: padding collate, seeded per-epoch order, optimizer-step windows."""
 
 from __future__ import annotations
 
@@ -38,33 +38,31 @@ def collate(samples: list[dict[str, Any]], pad_token_id: int) -> Batch:
     return batch
 
 
-def epoch_micro_batches(
-    indices: list[int], batch_size: int, seed: int, epoch: int
+def epoch_windows(
+    indices: list[int], effective_batch: int, seed: int, epoch: int
 ) -> list[list[int]]:
-    """Sample indices for each micro-batch of one epoch.
+    """Sample indices of each optimizer step of one epoch; the last may be shorter.
 
     The order depends only on (seed, epoch), never on global RNG state, so a run resumed in
-    another process at any epoch sees exactly the batches an uninterrupted run would.
+    another process at any epoch sees exactly the batches an uninterrupted run would. A window
+    holds effective_batch = batch_size x gradient_accumulation samples whatever the micro-batch
+    size, so an OOM recovery that halves the micro-batch keeps every optimizer step's samples.
     """
     import torch
 
     generator = torch.Generator().manual_seed(seed + epoch)
     order = torch.randperm(len(indices), generator=generator).tolist()
     shuffled = [indices[i] for i in order]
-    return [shuffled[i : i + batch_size] for i in range(0, len(shuffled), batch_size)]
+    return [shuffled[i : i + effective_batch] for i in range(0, len(shuffled), effective_batch)]
 
 
-def accumulation_windows(
-    micro_batches: list[list[int]], gradient_accumulation: int
-) -> list[list[list[int]]]:
-    """Group micro-batches into optimizer steps; the last window of an epoch may be shorter."""
-    step = gradient_accumulation
-    return [micro_batches[i : i + step] for i in range(0, len(micro_batches), step)]
+def split_window(window: list[int], micro_batch_size: int) -> list[list[int]]:
+    """The micro-batches (one forward/backward each) of an optimizer step."""
+    return [window[i : i + micro_batch_size] for i in range(0, len(window), micro_batch_size)]
 
 
-def steps_per_epoch(num_train: int, batch_size: int, gradient_accumulation: int) -> int:
-    micro = -(-num_train // batch_size)
-    return -(-micro // gradient_accumulation)
+def steps_per_epoch(num_train: int, effective_batch: int) -> int:
+    return -(-num_train // effective_batch)
 
 
 def to_device(batch: Batch, device: torch.device, dtype: torch.dtype) -> Batch:

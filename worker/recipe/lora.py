@@ -1,4 +1,5 @@
-"""Loading the base model and wrapping it with LoRA on the language model only."""
+"""Loading the base model and wrapping it with LoRA: the language model by default, the vision
+tower and the mergers on request."""
 
 from __future__ import annotations
 
@@ -30,18 +31,59 @@ def load_base(model_dir: str, device: torch.device, dtype: torch.dtype) -> Any:
     return model.to(device)
 
 
+# Where LoRA may go, as module-path scopes. In Qwen-VL the vision tower reuses names such as
+# `qkv`, `proj` and (in Qwen2.5-VL) `gate_proj`, so targets are always matched inside a scope:
+# a bare suffix list would put LoRA into the vision tower too. lm_head lies outside them all.
+LANGUAGE_MODEL_SCOPE = r"language_model"
+VISION_BLOCKS_SCOPE = r"visual\.blocks\.\d+"
+# Qwen3-VL has a merger after the last block and one per deepstack layer; Qwen2.5-VL only one.
+MERGER_SCOPE = r"visual\.(?:merger|deepstack_merger_list\.\d+)"
+
+
+def scoped_targets(scope: str, names: list[str]) -> str:
+    """A regex that full-matches module paths inside `scope` whose last part is one of names
+    (peft full-matches a string target against each module path)."""
+    alternatives = "|".join(re.escape(name) for name in sorted(set(names)))
+    return rf"^(?:.*\.)?{scope}\.(?:.*\.)?(?:{alternatives})$"
+
+
 def language_model_targets(target_modules: list[str]) -> str:
-    """A regex over module paths that matches the named projections inside the language model.
-
-    Qwen-VL's vision tower reuses names such as `qkv`, `proj` and (in Qwen2.5-VL) `gate_proj`,
-    so a bare suffix list would put LoRA into the vision tower too. peft full-matches a string
-    target against each module path.
-    """
-    names = "|".join(re.escape(name) for name in target_modules)
-    return rf"^(?:.*\.)?language_model\.(?:.*\.)?(?:{names})$"
+    """A regex that matches the named projections inside the language model only."""
+    return scoped_targets(LANGUAGE_MODEL_SCOPE, target_modules)
 
 
-def lora_config(hyperparameters: dict[str, Any]) -> Any:
+def linear_names(model: Any, scope: str) -> list[str]:
+    """Last path parts of every nn.Linear inside `scope`."""
+    import torch
+
+    inside = re.compile(rf"^(?:.*\.)?{scope}\.")
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and inside.match(name)
+        }
+    )
+
+
+def target_regex(model: Any, hyperparameters: dict[str, Any]) -> str:
+    """The module paths that get LoRA: the language model's named projections (or all its
+    linear layers), plus the vision blocks and the mergers on request."""
+    requested = hyperparameters["target_modules"]
+    names = (
+        linear_names(model, LANGUAGE_MODEL_SCOPE) if requested == "all-linear" else list(requested)
+    )
+    patterns = [language_model_targets(names)]
+    for flag, scope in (("tune_vision", VISION_BLOCKS_SCOPE), ("tune_merger", MERGER_SCOPE)):
+        if hyperparameters.get(flag):
+            found = linear_names(model, scope)
+            if not found:
+                raise ValueError(f"{flag}: this model has no linear layers in {scope!r}")
+            patterns.append(scoped_targets(scope, found))
+    return "|".join(f"(?:{p})" for p in patterns)
+
+
+def lora_config(hyperparameters: dict[str, Any], model: Any) -> Any:
     from peft import LoraConfig, TaskType
 
     # peft annotates lora_alpha as int but only computes alpha / r, so a float alpha is kept.
@@ -49,7 +91,8 @@ def lora_config(hyperparameters: dict[str, Any]) -> Any:
         "r": int(hyperparameters["lora_rank"]),
         "lora_alpha": float(hyperparameters["lora_alpha"]),
         "lora_dropout": float(hyperparameters["lora_dropout"]),
-        "target_modules": language_model_targets(list(hyperparameters["target_modules"])),
+        "target_modules": target_regex(model, hyperparameters),
+        "modules_to_save": list(hyperparameters.get("modules_to_save") or []) or None,
         "bias": "none",
         "task_type": TaskType.CAUSAL_LM,
     }
@@ -57,24 +100,55 @@ def lora_config(hyperparameters: dict[str, Any]) -> Any:
 
 
 def wrap_with_lora(base: Any, hyperparameters: dict[str, Any], seed: int) -> Any:
-    """Add fresh LoRA layers; the seed fixes their initial values (A is random, B is zero)."""
+    """Add fresh LoRA layers; the seed fixes their initial values (A is random, B is zero).
+
+    Trainable parameters are kept in fp32 whatever the base's dtype: they are the optimizer's
+    master copy, and fp16 gradients could not be unscaled by a GradScaler.
+    """
     import torch
     from peft import get_peft_model
 
     # fork_rng: the init is seeded without disturbing the RNG stream that dropout will use.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = get_peft_model(base, lora_config(hyperparameters))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        model = get_peft_model(base, lora_config(hyperparameters, base))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for param in trainable:
+        if param.dtype != torch.float32:
+            param.data = param.data.float()
     total = sum(p.numel() for p in model.parameters())
-    if trainable == 0:
+    if not trainable:
         raise ValueError(
             f"target_modules {hyperparameters['target_modules']} match no language-model layer"
         )
-    logger.info(
-        "LoRA: %d of %d parameters trainable (%.3f%%)", trainable, total, 100.0 * trainable / total
-    )
+    count = sum(p.numel() for p in trainable)
+    logger.info("LoRA: %d of %d parameters trainable (%.3f%%)", count, total, 100.0 * count / total)
     return model
+
+
+def lora_module_names(model: Any) -> list[str]:
+    """Paths (as in the base model) of the modules that carry LoRA layers."""
+    from peft.tuners.lora import LoraLayer
+
+    prefix = "base_model.model."
+    return sorted(
+        name.removeprefix(prefix)
+        for name, module in model.named_modules()
+        if isinstance(module, LoraLayer)
+    )
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute activations in backward instead of keeping them.
+
+    Non-reentrant checkpointing works although the frozen inputs need no grad; the input-grad
+    hook is still set for models whose checkpointing is reentrant. use_cache must be off: a KV
+    cache is incompatible with recomputation.
+    """
+    base = model.get_base_model()
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    base.config.use_cache = False
 
 
 def load_adapter_weights(model: Any, adapter_dir: Path) -> None:

@@ -2,54 +2,50 @@
 
 The schedule spans hyperparameters['total_epochs'], so a warmup call (epochs 0..w) and a final
 call resumed from its checkpoint (epochs w..total) on another machine make one continuous run.
-Checkpoints go under out_dir: `step-<k>/` at the end of each epoch but the last (kind "step")
-and on a stop request (kind "stop"); the final one into out_dir itself (kind "final"). Each is
-handed to hooks.on_checkpoint as soon as it is written; once the final checkpoint is due, the
-`step-<k>/` directories are removed, so that out_dir then holds exactly one checkpoint.
+
+Checkpoints (each handed to hooks.on_checkpoint as soon as it is written):
+- rolling, in `out_dir/step-<k>/`: kind "epoch" at each epoch end but the call's last, "step"
+  every `checkpoint_every_steps` optimizer steps, "time" when `checkpoint_interval_seconds`
+  passed since the last one, "stop" on a stop request. Only the newest `keep_last_checkpoints`
+  stay on disk; a stop returns the one at its position.
+- "best" in `out_dir/best/` (replaced) whenever the epoch-end validation metric beats the best
+  of the whole job so far; that value travels in every checkpoint, so a final phase writes a
+  best only when it beats the warmup's.
+- "final" in `out_dir/final/` when the call has trained all its epochs.
+
+A checkpoint holds the position, so a call stopped or killed at any step and run again from its
+latest checkpoint gives the same numbers as one that never stopped.
+
+On a CUDA out-of-memory error the step is retried with half the micro-batch (and as many more
+micro-batches per optimizer step), then with gradient checkpointing; see oom.py.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
-import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
-from worker.recipe.checkpoint import CheckpointMismatch, Position, load_checkpoint, save_checkpoint
-from worker.recipe.data import (
-    accumulation_windows,
-    collate,
-    epoch_micro_batches,
-    steps_per_epoch,
-    to_device,
+from orchestrator.hyperparameters import Hyperparameters
+from worker.recipe.checkpoint import (
+    Best,
+    CheckpointMismatch,
+    Position,
+    prune_rolling,
+    read_manifest,
+    restore_rng,
+    rng_state,
 )
-from worker.recipe.lora import load_base, pick_device, wrap_with_lora
-from worker.recipe.metrics import evaluate_samples, forward_logits, label_token_count, token_stats
-from worker.recipe.preprocess import load_artifact
+from worker.recipe.oom import is_out_of_memory
+from worker.recipe.run import TrainingRun, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
-# Share of all optimizer steps spent ramping the learning rate up. `warmup_epochs` is not this:
-# it is where the run moves from the cheap GPU pool to the fast one.
-LR_WARMUP_FRACTION = 0.1
-MAX_GRAD_NORM = 1.0
-HYPERPARAMETER_KEYS = (
-    "lora_rank",
-    "lora_alpha",
-    "lora_dropout",
-    "target_modules",
-    "batch_size",
-    "gradient_accumulation",
-    "learning_rate",
-    "warmup_epochs",
-    "total_epochs",
-    "seed",
-)
+__all__ = ["TrainHooks", "TrainResult", "train_epochs", "warmup_cosine"]
 
 
 def _no_progress(step: int, total_steps: int, epoch: int, metrics: dict[str, float]) -> None:
@@ -64,13 +60,27 @@ def _no_checkpoint(ckpt_dir: Path, step: int, kind: str) -> None:
     return None
 
 
+def _no_event(type_: str, data: dict[str, Any]) -> None:
+    return None
+
+
+def _nothing_before(step: int) -> None:
+    return None
+
+
 @dataclass
 class TrainHooks:
-    """Callbacks into the caller (the Celery glue); the defaults do nothing."""
+    """Callbacks into the caller (the Celery glue); the defaults do nothing.
+
+    before_step(global_step) runs before each optimizer step (0-based index of the step about to
+    run); an error it raises counts as raised by the step, which lets tests inject faults.
+    """
 
     on_progress: Callable[[int, int, int, dict[str, float]], None] = _no_progress
     should_stop: Callable[[], bool] = _never_stop
     on_checkpoint: Callable[[Path, int, str], None] = _no_checkpoint
+    on_event: Callable[[str, dict[str, Any]], None] = _no_event
+    before_step: Callable[[int], None] = _nothing_before
 
 
 @dataclass(frozen=True)
@@ -80,18 +90,18 @@ class TrainResult:
     last_loss: float | None
     checkpoint_dir: Path
     val_loss: float | None
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LR factor for optimizer step s (0-based): linear ramp, then cosine to zero."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
+    token_accuracy: float | None = None
+    best_metric: str = "val_loss"
+    best_value: float | None = None
+    best_step: int | None = None
+    # The best checkpoint written by this call; None when the best stands from an earlier call
+    # (its step is best_step) or there is no validation set.
+    best_checkpoint_dir: Path | None = None
+    micro_batch_size: int = 0
+    gradient_accumulation: int = 0
+    gradient_checkpointing: bool = False
+    precision: str = "fp32"
+    oom_recoveries: int = 0
 
 
 def _seed_everything(seed: int) -> None:
@@ -103,10 +113,7 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def _check_hyperparameters(hp: dict[str, Any], start_epoch: int, end_epoch: int) -> None:
-    missing = [k for k in HYPERPARAMETER_KEYS if k not in hp]
-    if missing:
-        raise ValueError(f"hyperparameters lack {missing}")
+def _check_range(hp: dict[str, Any], start_epoch: int, end_epoch: int) -> None:
     if not 0 <= start_epoch < end_epoch <= hp["total_epochs"]:
         raise ValueError(
             f"need 0 <= start_epoch < end_epoch <= total_epochs ({hp['total_epochs']}), "
@@ -114,117 +121,171 @@ def _check_hyperparameters(hp: dict[str, Any], start_epoch: int, end_epoch: int)
         )
 
 
-class _Run:
-    """The state of one train_epochs call: model, optimizer, schedule, data, position."""
+class _Loop:
+    """Drives a TrainingRun from a position to end_epoch, writing checkpoints on the way."""
 
-    def __init__(self, artifact_dir: Path, model_dir: str, hp: dict[str, Any]) -> None:
-        import torch
+    def __init__(self, run: TrainingRun, hooks: TrainHooks, out_dir: Path, end_epoch: int,
+                 position: Position, best: Best, metrics: dict[str, float | None]) -> None:
+        self.run, self.hooks, self.out_dir, self.end_epoch = run, hooks, out_dir, end_epoch
+        self.position, self.best = position, best
+        self.metrics = metrics  # loss, val_loss, token_accuracy as last seen
+        self.best_dir: Path | None = None
+        self.rolling: list[Path] = []
+        self.oom_recoveries = 0
+        hp = run.hp
+        self.every_steps = int(hp["checkpoint_every_steps"])
+        self.interval = float(hp["checkpoint_interval_seconds"])
+        self.keep = int(hp["keep_last_checkpoints"])
+        # Where an OOM inside an optimizer update rolls back to: the last checkpoint written,
+        # or this call's starting state.
+        self.restore_point = run.snapshot(position, best)
+        self.last_save = monotonic()
 
-        self.hp = hp
-        self.manifest, self.samples = load_artifact(artifact_dir)
-        self.train_idx: list[int] = list(self.manifest["train"])
-        self.val_idx: list[int] = list(self.manifest["val"])
-        self.pad_id = int(self.manifest["pad_token_id"])
-        self.device, self.dtype = pick_device()
-        self.model = wrap_with_lora(load_base(model_dir, self.device, self.dtype), hp, hp["seed"])
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        # No weight decay: LoRA's B starts at zero and decay would only pull it back there.
-        self.optimizer = torch.optim.AdamW(self.params, lr=hp["learning_rate"], weight_decay=0.0)
-        self.steps_per_epoch = steps_per_epoch(
-            len(self.train_idx), hp["batch_size"], hp["gradient_accumulation"]
-        )
-        self.total_steps = hp["total_epochs"] * self.steps_per_epoch
-        warmup = max(1, round(LR_WARMUP_FRACTION * self.total_steps))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(warmup, self.total_steps)
-        )
+    def train(self) -> TrainResult:
+        windows: dict[int, list[list[int]]] = {}
+        while self.position.epoch < self.end_epoch:
+            epoch, index = self.position.epoch, self.position.steps_in_epoch
+            if epoch not in windows:
+                windows[epoch] = self.run.windows(epoch)
+            epoch_windows = windows[epoch]
+            metrics = self._step(epoch_windows[index])
+            if metrics is None:  # rolled back to the restore point: carry on from there
+                continue
+            self.metrics["loss"] = metrics["loss"]
+            end_of_epoch = index + 1 == len(epoch_windows)
+            step = self.position.global_step + 1
+            self.position = Position(step, epoch, index + 1, self.run.total_steps)
+            if end_of_epoch:
+                self.position = Position(step, epoch + 1, 0, self.run.total_steps)
+                metrics.update(self._evaluate(step))
+            self.hooks.on_progress(step, self.run.total_steps, epoch, metrics)
+            if self.position.epoch == self.end_epoch:
+                break  # a stop request now is moot: the final checkpoint is due
+            kind = self._due(end_of_epoch)
+            ckpt = self._save_rolling(kind) if kind else None
+            if self.hooks.should_stop():
+                return self._result(ckpt or self._save_rolling("stop"), stopped=True)
+        ckpt = self.run.save(self.out_dir / "final", self.position, self.best, "final",
+                             self.metrics)
+        self.hooks.on_checkpoint(ckpt, self.position.global_step, "final")
+        logger.info("trained to step %d/%d: %s", self.position.global_step,
+                    self.run.total_steps, self.metrics)
+        return self._result(ckpt, stopped=False)
 
-    def windows(self, epoch: int) -> list[list[list[int]]]:
-        micro = epoch_micro_batches(self.train_idx, self.hp["batch_size"], self.hp["seed"], epoch)
-        return accumulation_windows(micro, self.hp["gradient_accumulation"])
+    def _step(self, window: list[int]) -> dict[str, float] | None:
+        """One optimizer step; on OOM, shrink the memory plan and return None to retry."""
+        rng = rng_state()
+        try:
+            self.hooks.before_step(self.position.global_step)
+            return self.run.optimizer_step(window)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            updating = self.run.updating
+        # Out of the except block, the traceback no longer pins the failed step's tensors.
+        self._recover(rng, updating)
+        return None
 
-    def optimizer_step(self, window: list[list[int]]) -> dict[str, float]:
-        """Forward/backward each micro-batch of the window, then one clipped AdamW step."""
-        import torch
-
-        started = time.perf_counter()
-        batches = [collate([self.samples[i] for i in mb], self.pad_id) for mb in window]
-        # Normalise by the label tokens of the whole window, so every token weighs the same
-        # whatever micro-batch it falls in.
-        window_tokens = sum(label_token_count(b) for b in batches)
-        loss_value = 0.0
-        for cpu_batch in batches:
-            batch = to_device(cpu_batch, self.device, self.dtype)
-            loss_sum, _, _ = token_stats(forward_logits(self.model, batch), batch["labels"])
-            loss = loss_sum / window_tokens
-            loss.backward()
-            loss_value += float(loss.detach())
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
-        lr = float(self.scheduler.get_last_lr()[0])
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        n_samples = sum(len(mb) for mb in window)
-        return {
-            "loss": loss_value,
-            "lr": lr,
-            "grad_norm": float(grad_norm),
-            "tokens": float(window_tokens),
-            "samples_per_s": n_samples / max(time.perf_counter() - started, 1e-9),
+    def _recover(self, rng: dict[str, Any], updating: bool) -> None:
+        old = self.run.plan
+        failed_step = self.position.global_step
+        self.run.release_memory()
+        new = old.after_oom()  # raises OutOfMemory when nothing smaller is left
+        self.run.apply_plan(new)
+        if updating:
+            # Weights or optimizer state may be half-updated: roll back to the last checkpoint.
+            self.position, self.best = self.run.restore(self.restore_point)
+        else:
+            # Nothing but gradients changed; replay the step's dropout masks from the start.
+            restore_rng(rng)
+        self.oom_recoveries += 1
+        data = {
+            "step": failed_step,
+            "resumed_from_step": self.position.global_step,
+            "old_micro_batch_size": old.micro_batch_size,
+            "old_gradient_accumulation": old.accumulation,
+            "new_micro_batch_size": new.micro_batch_size,
+            "new_gradient_accumulation": new.accumulation,
+            "gradient_checkpointing": new.gradient_checkpointing,
         }
+        logger.warning("out of memory at step %d; retrying with %s", failed_step, data)
+        self.hooks.on_event("oom_recovered", data)
 
-    def val_loss(self) -> float:
-        loss, _ = evaluate_samples(
-            self.model,
-            self.samples,
-            self.val_idx,
-            pad_token_id=self.pad_id,
-            device=self.device,
-            dtype=self.dtype,
+    def _evaluate(self, step: int) -> dict[str, float]:
+        scores = self.run.evaluate()
+        self.metrics.update(scores)
+        metric = self.best.metric
+        if metric in scores and self.best.improved_by(scores[metric]):
+            self.best = Best(metric, scores[metric], step)
+            self.best_dir = self.run.save(self.out_dir / "best", self.position, self.best,
+                                          "best", self.metrics)
+            self.hooks.on_checkpoint(self.best_dir, step, "best")
+        return scores
+
+    def _due(self, end_of_epoch: bool) -> str | None:
+        if end_of_epoch:
+            return "epoch"
+        if self.every_steps and self.position.global_step % self.every_steps == 0:
+            return "step"
+        if monotonic() - self.last_save >= self.interval:
+            return "time"
+        return None
+
+    def _save_rolling(self, kind: str) -> Path:
+        step = self.position.global_step
+        path = self.out_dir / f"step-{step}"
+        ckpt = self.run.save(path, self.position, self.best, kind, self.metrics)
+        self.hooks.on_checkpoint(ckpt, step, kind)
+        # The same step is written again after an OOM rollback; keep one entry per directory.
+        self.rolling = prune_rolling([p for p in self.rolling if p != path] + [path], self.keep)
+        self.restore_point = self.run.snapshot(self.position, self.best)
+        self.last_save = monotonic()
+        return ckpt
+
+    def _result(self, ckpt: Path, *, stopped: bool) -> TrainResult:
+        plan = self.run.plan
+        return TrainResult(
+            stopped=stopped,
+            global_step=self.position.global_step,
+            last_loss=self.metrics.get("loss"),
+            checkpoint_dir=ckpt,
+            val_loss=self.metrics.get("val_loss"),
+            token_accuracy=self.metrics.get("token_accuracy"),
+            best_metric=self.best.metric,
+            best_value=self.best.value,
+            best_step=self.best.step,
+            best_checkpoint_dir=self.best_dir,
+            micro_batch_size=plan.micro_batch_size,
+            gradient_accumulation=plan.accumulation,
+            gradient_checkpointing=plan.gradient_checkpointing,
+            precision=self.run.precision.name,
+            oom_recoveries=self.oom_recoveries,
         )
-        return loss
-
-    def save(
-        self,
-        ckpt_dir: Path,
-        position: Position,
-        kind: str,
-        loss: float | None,
-        val_loss: float | None,
-    ) -> Path:
-        return save_checkpoint(
-            ckpt_dir,
-            model=self.model,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            position=position,
-            kind=kind,
-            loss=loss,
-            val_loss=val_loss,
-            hyperparameters=self.hp,
-        )
 
 
-def _start_position(run: _Run, resume_dir: Path | None, start_epoch: int) -> Position:
-    if resume_dir is None:
-        if start_epoch != 0:
-            raise CheckpointMismatch(f"start_epoch {start_epoch} needs a checkpoint to resume")
-        return Position(0, 0, 0, run.total_steps)
-    position = load_checkpoint(
-        resume_dir, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler
-    )
+def _resume(run: TrainingRun, resume_dir: Path, start_epoch: int, end_epoch: int
+            ) -> tuple[Position, Best, dict[str, float | None]]:
+    manifest = read_manifest(resume_dir)
+    position, best = run.load(resume_dir)
     if position.total_steps != run.total_steps:
         raise CheckpointMismatch(
             f"checkpoint schedule has {position.total_steps} steps, this run "
             f"{run.total_steps}: artifact or hyperparameters differ",
             param=str(resume_dir),
         )
-    if position.epoch != start_epoch:
+    # Anywhere in this call's range: the warmup's end for a final phase, or a mid-phase
+    # checkpoint when a phase whose worker died runs again.
+    inside = start_epoch <= position.epoch < end_epoch or (
+        position.epoch == end_epoch and position.steps_in_epoch == 0
+    )
+    if not inside:
         raise CheckpointMismatch(
-            f"checkpoint stands at epoch {position.epoch}, not start_epoch {start_epoch}",
+            f"checkpoint stands at epoch {position.epoch} step {position.steps_in_epoch}, "
+            f"outside epochs [{start_epoch}, {end_epoch}]",
             param=str(resume_dir),
         )
-    return position
+    metrics = {k: manifest.get(k) for k in ("loss", "val_loss", "token_accuracy")}
+    return position, best, metrics
 
 
 def train_epochs(
@@ -240,64 +301,24 @@ def train_epochs(
 ) -> TrainResult:
     """Train epochs [start_epoch, end_epoch), resuming from resume_dir if given.
 
-    Without resume_dir, start_epoch must be 0. A resumed run continues from the checkpoint's
-    position, including mid-epoch after a stop. A stop request at the last step of the call is
-    moot: the run has finished, and the final checkpoint is written. on_checkpoint must be
-    done with a `step` directory when it returns: it is deleted before the final one is written.
+    Without resume_dir, start_epoch must be 0. With it, training continues from the
+    checkpoint's position, which must lie within [start_epoch, end_epoch]. Hyperparameters the
+    dict lacks take their defaults (a job submitted before they existed).
     """
-    hp = dict(hyperparameters)
-    _check_hyperparameters(hp, start_epoch, end_epoch)
+    hp = Hyperparameters.model_validate(hyperparameters).model_dump()
+    _check_range(hp, start_epoch, end_epoch)
     out_dir = Path(out_dir)
     logger.info("train epochs [%d, %d) hyperparameters=%s", start_epoch, end_epoch, hp)
 
-    run = _Run(Path(artifact_dir), model_dir, hp)
+    run = TrainingRun(Path(artifact_dir), model_dir, hp)
+    metrics: dict[str, float | None] = {"loss": None, "val_loss": None, "token_accuracy": None}
     if resume_dir is None:
+        if start_epoch != 0:
+            raise CheckpointMismatch(f"start_epoch {start_epoch} needs a checkpoint to resume")
         _seed_everything(hp["seed"])
-    position = _start_position(run, resume_dir, start_epoch)
+        position = Position(0, 0, 0, run.total_steps)
+        best = Best(hp["best_metric"])
+    else:
+        position, best, metrics = _resume(run, Path(resume_dir), start_epoch, end_epoch)
     run.model.train()
-
-    last_loss: float | None = None
-    val_loss: float | None = None
-    handed_over: list[Path] = []
-    for epoch in range(start_epoch, end_epoch):
-        windows = run.windows(epoch)
-        first = position.steps_in_epoch if epoch == position.epoch else 0
-        for i in range(first, len(windows)):
-            metrics = run.optimizer_step(windows[i])
-            last_loss = metrics["loss"]
-            position = Position(position.global_step + 1, epoch, i + 1, run.total_steps)
-            end_of_epoch = i == len(windows) - 1
-            if end_of_epoch:
-                val_loss = run.val_loss()
-                metrics["val_loss"] = val_loss
-            hooks.on_progress(position.global_step, run.total_steps, epoch, metrics)
-            # At an epoch's end the stop check waits for the epoch checkpoint below.
-            if not end_of_epoch and hooks.should_stop():
-                ckpt = run.save(
-                    out_dir / f"step-{position.global_step}", position, "stop", last_loss, val_loss
-                )
-                hooks.on_checkpoint(ckpt, position.global_step, "stop")
-                return TrainResult(True, position.global_step, last_loss, ckpt, val_loss)
-        position = Position(position.global_step, epoch + 1, 0, run.total_steps)
-        if epoch + 1 < end_epoch:
-            ckpt = run.save(
-                out_dir / f"step-{position.global_step}", position, "step", last_loss, val_loss
-            )
-            hooks.on_checkpoint(ckpt, position.global_step, "step")
-            if hooks.should_stop():
-                return TrainResult(True, position.global_step, last_loss, ckpt, val_loss)
-            handed_over.append(ckpt)
-
-    # Nested step directories would otherwise travel with every upload of out_dir.
-    for path in handed_over:
-        shutil.rmtree(path)
-    ckpt = run.save(out_dir, position, "final", last_loss, val_loss)
-    hooks.on_checkpoint(ckpt, position.global_step, "final")
-    logger.info(
-        "trained to step %d/%d: loss %s, val_loss %s",
-        position.global_step,
-        run.total_steps,
-        last_loss,
-        val_loss,
-    )
-    return TrainResult(False, position.global_step, last_loss, ckpt, val_loss)
+    return _Loop(run, hooks, out_dir, end_epoch, position, best, metrics).train()
