@@ -1,63 +1,166 @@
-"""The final phase's tail: evaluate a checkpoint against the base model and export its adapter.
+"""The final phase's tail: evaluate a checkpoint against the base model and export it.
+
+The held-out (val) samples of the artifact are scored twice, by the bare base and by base +
+adapter, with the same computation: val loss and token accuracy teacher-forced on the answer
+tokens, and exact match and ROUGE-L of greedy answers generated from the prompt alone.
 
 Output layout (out_dir):
-    adapter/          PEFT format (adapter_config.json + adapter_model.safetensors), loadable by
-                      PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base))
-    evaluation.json   val loss and token accuracy (adapter and base), greedy answers, adapter size
+    adapter/          PEFT format (see worker.recipe.export)
+    merged/           only with hyperparameters["export_merged"]
+    evaluation.json   the report (schema EVALUATION_SCHEMA), also returned; report["summary"]
+                      holds the same figures as flat numbers for an event
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.hyperparameters import Hyperparameters
 from worker.recipe.checkpoint import ADAPTER_DIR, read_manifest
 from worker.recipe.data import collate, to_device
+from worker.recipe.export import save_adapter, save_merged
 from worker.recipe.lora import load_base, pick_device
-from worker.recipe.metrics import MODEL_INPUTS, evaluate_samples
+from worker.recipe.metrics import MODEL_INPUTS, answer_scores, evaluate_samples
 from worker.recipe.preprocess import IGNORE_INDEX, load_artifact
 
 logger = logging.getLogger(__name__)
 
+EVALUATION_SCHEMA = "relaytune.evaluation.v1"
 EVALUATION_FILE = "evaluation.json"
-MAX_GENERATIONS = 8
-MAX_NEW_TOKENS = 16
+MERGED_DIR = "merged"
+METRICS = ("exact_match", "token_accuracy", "rouge_l", "val_loss")
+# Qwen's chat template closes every turn with this token; the answers are trained to end on it.
+TURN_END = "<|im_end|>"
 
 
-def _prompt_and_reference(sample: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
-    """Cut a training sample back to the prompt that generation starts from."""
-    labels = sample["labels"]
-    answer = labels != IGNORE_INDEX
-    start = int(answer.nonzero()[0])
+@dataclass(frozen=True)
+class EvalOptions:
+    best_metric: str
+    export_merged: bool
+    max_new_tokens: int
+
+    @classmethod
+    def from_hyperparameters(cls, hp: dict[str, Any]) -> EvalOptions:
+        # The job's hyperparameters were validated at submit; a missing key (an older job, a
+        # direct call) takes the same default a new job would get.
+        defaults = Hyperparameters()
+        return cls(
+            best_metric=str(hp.get("best_metric", defaults.best_metric)),
+            export_merged=bool(hp.get("export_merged", defaults.export_merged)),
+            max_new_tokens=int(hp.get("eval_max_new_tokens", defaults.eval_max_new_tokens)),
+        )
+
+
+def prompt_and_reference(sample: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+    """Cut a training sample back to the prompt generation starts from (everything before the
+    first answer token); return it with that answer's token ids.
+
+    Only the first answer is the reference: in a multi-turn conversation the later answers
+    follow turns the prompt does not contain.
+    """
+    labels = sample["labels"].tolist()
+    start = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
+    end = next((i for i in range(start, len(labels)) if labels[i] == IGNORE_INDEX), len(labels))
     per_token = ("input_ids", "attention_mask", "labels", "mm_token_type_ids")
     prompt = {k: sample[k][:start] if k in per_token else sample[k] for k in sample}
-    return prompt, labels[answer].tolist()
+    return prompt, labels[start:end]
 
 
-def _generate(
-    model: Any, prompt: dict[str, Any], pad_id: int, device: Any, dtype: Any
+def generate_answer(
+    model: Any,
+    prompt: dict[str, Any],
+    *,
+    pad_token_id: int,
+    stop_ids: set[int],
+    max_new_tokens: int,
+    device: Any,
+    dtype: Any,
 ) -> list[int]:
+    """Greedy continuation of the prompt, cut before the first stop token."""
     import torch
 
-    batch = to_device(collate([prompt], pad_id), device, dtype)
+    batch = to_device(collate([prompt], pad_token_id), device, dtype)
     with torch.no_grad():
         out = model.generate(
             **{k: batch[k] for k in MODEL_INPUTS},
-            max_new_tokens=MAX_NEW_TOKENS,
+            max_new_tokens=max_new_tokens,
             do_sample=False,
+            eos_token_id=sorted(stop_ids),
+            pad_token_id=pad_token_id,
         )
     generated: list[int] = out[0, batch["input_ids"].shape[1] :].tolist()
+    for i, token in enumerate(generated):
+        if token in stop_ids:
+            return generated[:i]
     return generated
 
 
-def _adapter_bytes(adapter_dir: Path) -> int:
-    return sum(f.stat().st_size for f in adapter_dir.rglob("*") if f.is_file())
+def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    # The generation config's eos may name another token than the turn end (<|endoftext|>);
+    # either ends the answer.
+    ids = {int(tokenizer.convert_tokens_to_ids(TURN_END))}
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is not None:
+        ids.update(int(e) for e in (eos if isinstance(eos, list) else [eos]))
+    return ids
 
 
-def _normalise(text: str) -> str:
-    return " ".join(text.lower().split())
+def _best_checkpoint(ckpt: dict[str, Any], metric: str, measured: dict[str, float]
+                     ) -> dict[str, Any]:
+    """Which checkpoint is exported and its value of the metric best checkpoints are chosen by.
+
+    The trainer records {"metric", "value", "step"} of the best checkpoint so far under "best"
+    in every manifest; that value describes this checkpoint only when its step is this one's.
+    Otherwise the checkpoint's own figure (top level or under "metrics") is used, and failing
+    that this evaluation's, which is the same computation on the same samples.
+    """
+    step = ckpt.get("step")
+    best = ckpt.get("best")
+    best = best if isinstance(best, dict) else {}
+    name = str(best.get("metric") or metric)
+    recorded = ckpt.get("metrics")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    if best.get("value") is not None and best.get("step") == step:
+        value, source = best["value"], "checkpoint"
+    else:
+        value, source = recorded.get(name, ckpt.get(name)), "checkpoint"
+    if value is None and name in measured:
+        value, source = measured[name], "evaluation"
+    return {"step": step, "epoch": ckpt.get("epoch"), "kind": ckpt.get("kind"), "metric": name,
+            "value": value, "source": source}
+
+
+def summarise(report: dict[str, Any]) -> dict[str, float | int | None]:
+    """The report's figures as one flat dict of numbers (for a phase_succeeded event)."""
+    summary: dict[str, float | int | None] = {"num_samples": report["num_samples"]}
+    for side in ("base", "adapter", "delta"):
+        for metric in METRICS:
+            summary[f"{side}_{metric}"] = report[side][metric]
+    best = report["best_checkpoint"]
+    summary["best_step"] = best["step"]
+    summary[f"best_{best['metric']}"] = best["value"]
+    summary["adapter_bytes"] = report["adapter_export"]["bytes"]
+    summary["merged_bytes"] = report["merged"]["bytes"] if report["merged"] else None
+    return summary
+
+
+def _score(model: Any, samples: list[dict[str, Any]], val_idx: list[int], pad_id: int,
+           answers: list[str], references: list[str], device: Any, dtype: Any
+           ) -> dict[str, float]:
+    val_loss, token_accuracy = evaluate_samples(
+        model, samples, val_idx, pad_token_id=pad_id, device=device, dtype=dtype
+    )
+    scores = answer_scores(answers, references)
+    return {
+        "exact_match": scores["exact_match"],
+        "token_accuracy": token_accuracy,
+        "rouge_l": scores["rouge_l"],
+        "val_loss": val_loss,
+    }
 
 
 def evaluate_and_export(
@@ -67,17 +170,21 @@ def evaluate_and_export(
     checkpoint_dir: Path,
     out_dir: Path,
     base_model_name: str | None = None,
+    hyperparameters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Score the checkpoint's adapter and the bare base on the artifact's val samples; export.
+    """Score base and base + checkpoint adapter on the artifact's val samples; export; report.
 
-    base_model_name, if given, is recorded in adapter_config.json in place of model_dir (which
-    is often a temporary download path).
+    hyperparameters default to those the checkpoint was trained with. base_model_name, if
+    given, is recorded in adapter_config.json in place of model_dir (often a download path).
+    Returns the report written to out_dir/evaluation.json.
     """
     from peft import PeftModel
     from transformers import AutoProcessor
 
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     ckpt = read_manifest(checkpoint_dir)
+    hp = hyperparameters if hyperparameters is not None else ckpt.get("hyperparameters", {})
+    options = EvalOptions.from_hyperparameters(hp)
     manifest, samples = load_artifact(Path(artifact_dir))
     val_idx: list[int] = list(manifest["val"])
     pad_id = int(manifest["pad_token_id"])
@@ -87,63 +194,56 @@ def evaluate_and_export(
         load_base(model_dir, device, dtype), str(checkpoint_dir / ADAPTER_DIR)
     )
     model.eval()
+    stop_ids = _stop_ids(model, tokenizer)
 
-    def score() -> tuple[float, float]:
-        return evaluate_samples(
-            model, samples, val_idx, pad_token_id=pad_id, device=device, dtype=dtype
-        )
+    def answer(prompt: dict[str, Any]) -> str:
+        ids = generate_answer(model, prompt, pad_token_id=pad_id, stop_ids=stop_ids,
+                              max_new_tokens=options.max_new_tokens, device=device, dtype=dtype)
+        return str(tokenizer.decode(ids, skip_special_tokens=True)).strip()
 
-    val_loss, accuracy = score()
-    with model.disable_adapter():
-        base_loss, base_accuracy = score()
-
-    answers = []
-    for index in val_idx[:MAX_GENERATIONS]:
-        prompt, reference = _prompt_and_reference(samples[index])
-        tuned = _generate(model, prompt, pad_id, device, dtype)
+    rows = []
+    for index in val_idx:
+        prompt, reference = prompt_and_reference(samples[index])
+        adapter_answer = answer(prompt)
         with model.disable_adapter():
-            base = _generate(model, prompt, pad_id, device, dtype)
-        answers.append(
-            {
-                "file": manifest["files"][index],
-                "reference": tokenizer.decode(reference, skip_special_tokens=True),
-                "adapter": tokenizer.decode(tuned, skip_special_tokens=True),
-                "base": tokenizer.decode(base, skip_special_tokens=True),
-            }
-        )
+            base_answer = answer(prompt)
+        rows.append({
+            "file": manifest["files"][index],
+            "reference": str(tokenizer.decode(reference, skip_special_tokens=True)).strip(),
+            "base_answer": base_answer,
+            "adapter_answer": adapter_answer,
+        })
+    references = [r["reference"] for r in rows]
+    adapter_metrics = _score(model, samples, val_idx, pad_id,
+                             [r["adapter_answer"] for r in rows], references, device, dtype)
+    with model.disable_adapter():
+        base_metrics = _score(model, samples, val_idx, pad_id,
+                              [r["base_answer"] for r in rows], references, device, dtype)
 
-    def exact_match(key: str) -> float:
-        hits = [_normalise(a[key]) == _normalise(a["reference"]) for a in answers]
-        return sum(hits) / max(len(hits), 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    adapter_export = save_adapter(model, out_dir / ADAPTER_DIR, base_model_name)
+    merged = save_merged(model, model_dir, out_dir / MERGED_DIR) if options.export_merged else None
 
-    adapter_dir = out_dir / ADAPTER_DIR
-    if base_model_name is not None:
-        model.peft_config["default"].base_model_name_or_path = base_model_name
-    model.save_pretrained(str(adapter_dir), safe_serialization=True)
-
-    evaluation: dict[str, Any] = {
-        "checkpoint": {"step": ckpt["step"], "epoch": ckpt["epoch"]},
-        "num_val": len(val_idx),
-        "val_loss": val_loss,
-        "token_accuracy": accuracy,
-        "exact_match": exact_match("adapter"),
-        "base": {
-            "val_loss": base_loss,
-            "token_accuracy": base_accuracy,
-            "exact_match": exact_match("base"),
-        },
-        "answers": answers,
-        "adapter_bytes": _adapter_bytes(adapter_dir),
-        "max_new_tokens": MAX_NEW_TOKENS,
+    report: dict[str, Any] = {
+        "schema": EVALUATION_SCHEMA,
+        "num_samples": len(val_idx),
+        "base": base_metrics,
+        "adapter": adapter_metrics,
+        "delta": {m: adapter_metrics[m] - base_metrics[m] for m in METRICS},
+        "samples": rows,
+        "best_checkpoint": _best_checkpoint(ckpt, options.best_metric, adapter_metrics),
+        "generation": {"greedy": True, "max_new_tokens": options.max_new_tokens},
+        "adapter_export": adapter_export,
+        "merged": merged,
     }
+    report["summary"] = summarise(report)
     (out_dir / EVALUATION_FILE).write_text(
-        json.dumps(evaluation, indent=2, ensure_ascii=False) + "\n"
+        json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     logger.info(
-        "evaluation: val_loss %.4f (base %.4f), token accuracy %.3f (base %.3f)",
-        val_loss,
-        base_loss,
-        accuracy,
-        base_accuracy,
+        "evaluation on %d samples: exact match %.3f (base %.3f), token accuracy %.3f (base "
+        "%.3f), ROUGE-L %.3f (base %.3f), val loss %.4f (base %.4f)",
+        len(val_idx),
+        *(v for m in METRICS for v in (adapter_metrics[m], base_metrics[m])),
     )
-    return evaluation
+    return report
