@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -53,7 +54,7 @@ def queue_phase(session: Session, job: Job, phase: Phase, *, now: datetime, reas
 
 
 def mark_failed(session: Session, phase: Phase, *, code: str, message: str,
-                now: datetime) -> None:
+                now: datetime, details: list[dict[str, Any]] | None = None) -> None:
     """Fail the phase for good and make its error the job's error."""
     move(phase, "failed")
     phase.finished_at = now
@@ -62,7 +63,7 @@ def mark_failed(session: Session, phase: Phase, *, code: str, message: str,
     job = phase.job
     job.error_code, job.error_message, job.error_param = code, message, phase.name
     emit(session, job.id, EventType.PHASE_FAILED, phase=phase.name, attempt=phase.attempt,
-         code=code, message=message)
+         code=code, message=message, **({"details": details} if details else {}))
 
 
 def refresh_job_status(session: Session, job: Job, now: datetime | None = None) -> None:

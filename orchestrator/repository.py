@@ -87,6 +87,21 @@ def checkpoints(session: Session, job_id: str) -> Sequence[Checkpoint]:
     ).all()
 
 
+def checkpoint_by_key(session: Session, job_id: str, key: str) -> Checkpoint | None:
+    return session.scalar(
+        select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.key == key)
+    )
+
+
+def best_checkpoint(session: Session, job_id: str, step: int) -> Checkpoint | None:
+    return session.scalar(
+        select(Checkpoint)
+        .where(Checkpoint.job_id == job_id, Checkpoint.kind == "best", Checkpoint.step == step)
+        .order_by(Checkpoint.created_at.desc())
+        .limit(1)
+    )
+
+
 def resumable_checkpoints(
     session: Session, job_id: str, phase: str, kinds: Collection[str]
 ) -> Sequence[Checkpoint]:

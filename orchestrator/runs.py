@@ -166,18 +166,13 @@ def record_checkpoint(
     phase = _fenced_phase(session, claim)
     if kind in RESUMABLE_KINDS:
         phase.resume_key = key
-    session.add(
-        Checkpoint(
-            job_id=claim.job_id,
-            phase=claim.phase,
-            attempt=claim.attempt,
-            kind=kind,
-            key=key,
-            step=step,
-            bytes=size,
-            manifest=manifest,
-        )
+    # A step redone after an out-of-memory rollback writes its checkpoint again: same key.
+    row = repository.checkpoint_by_key(session, claim.job_id, key) or Checkpoint(
+        job_id=claim.job_id, key=key
     )
+    row.phase, row.attempt, row.kind = claim.phase, claim.attempt, kind
+    row.step, row.bytes, row.manifest = step, size, manifest
+    session.add(row)
     emit(
         session,
         claim.job_id,
@@ -189,6 +184,12 @@ def record_checkpoint(
         step=step,
         bytes=size,
     )
+
+
+def best_checkpoint_key(session: Session, claim: Claim, *, step: int) -> str | None:
+    """Where the job's best checkpoint of that step lives (it may be an earlier phase's)."""
+    row = repository.best_checkpoint(session, claim.job_id, step)
+    return row.key if row else None
 
 
 def prune_checkpoints(session: Session, claim: Claim, *, keep: int) -> list[str]:
@@ -249,11 +250,12 @@ def complete_phase(
     refresh_job_status(session, job)
 
 
-def fail_phase(session: Session, claim: Claim, *, code: str, message: str) -> None:
+def fail_phase(session: Session, claim: Claim, *, code: str, message: str,
+               details: list[dict[str, Any]] | None = None) -> None:
     phase = _fenced_phase(session, claim)
     now = utcnow()
     close_meter(phase, repository.pools_by_name(session)[phase.pool], now)
-    mark_failed(session, phase, code=code, message=message, now=now)
+    mark_failed(session, phase, code=code, message=message, now=now, details=details)
     refresh_job_status(session, phase.job, now)
 
 

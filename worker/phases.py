@@ -23,68 +23,132 @@ class PhaseStopped(Exception):
 PhaseOutput = tuple[str, dict[str, Any]]  # (output key, summary for the phase_succeeded event)
 
 
-def run_preprocess(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter
-                   ) -> PhaseOutput:
+def checkpoint_key(claim: Claim, kind: str, step: int) -> str:
+    """Every checkpoint of a run under the run's own prefix; the kind keeps a best and an
+    epoch checkpoint of the same step apart."""
+    if kind == "final":
+        return f"{claim.output_prefix}/final"
+    return f"{claim.output_prefix}/{kind}-{step}"
+
+
+def run_preprocess(
+    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter
+) -> PhaseOutput:
     from worker.recipe.preprocess import build_artifact
 
     zip_path = work / "dataset.zip"
     store.get_file(claim.input_key, zip_path)
     dataset_dir = extract_dataset(zip_path, work / "dataset")
     artifact_dir = work / "artifact"
-    manifest = build_artifact(dataset_dir, claim.base_model, artifact_dir,
-                              seed=int(claim.hyperparameters["seed"]))
+    manifest = build_artifact(
+        dataset_dir, claim.base_model, artifact_dir, hyperparameters=claim.hyperparameters
+    )
     reporter.checkpoint(artifact_dir, claim.output_prefix, kind="artifact", step=0)
-    return claim.output_prefix, {"num_samples": manifest.get("num_samples")}
+    return claim.output_prefix, {
+        "num_samples": manifest.get("num_samples"),
+        "validation": manifest.get("validation"),
+        "augmented_samples": (manifest.get("augmentation") or {}).get("augmented_samples"),
+    }
 
 
-def _train(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter,
-           resume_prefix: str | None) -> tuple[Any, Path]:
+def _train(
+    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, start_from: str | None
+) -> tuple[Any, Path]:
+    """Train the claim's epochs. A re-run (lost lease, OOM'd worker) continues from this
+    phase's own latest checkpoint; otherwise from `start_from` (the previous phase's output)."""
     from worker.recipe.train import TrainHooks, train_epochs
 
     artifact_dir = work / "artifact"
     download_dir(store, claim.artifact_key, artifact_dir)
     resume_dir = None
-    if resume_prefix:
+    if resume_key := (claim.resume_key or start_from):
         resume_dir = work / "resume"
-        download_dir(store, resume_prefix, resume_dir)
+        download_dir(store, resume_key, resume_dir)
 
     def on_checkpoint(ckpt_dir: Path, step: int, kind: str) -> None:
-        reporter.checkpoint(ckpt_dir, f"{claim.output_prefix}/step-{step}", kind=kind, step=step)
+        reporter.checkpoint(ckpt_dir, checkpoint_key(claim, kind, step), kind=kind, step=step)
 
-    hooks = TrainHooks(on_progress=reporter.progress, should_stop=reporter.should_stop,
-                       on_checkpoint=on_checkpoint)
-    result = train_epochs(artifact_dir=artifact_dir, model_dir=claim.base_model,
-                          hyperparameters=claim.hyperparameters, start_epoch=claim.start_epoch,
-                          end_epoch=claim.end_epoch, resume_dir=resume_dir,
-                          out_dir=work / "out", hooks=hooks)
+    hooks = TrainHooks(
+        on_progress=reporter.progress,
+        should_stop=reporter.should_stop,
+        on_checkpoint=on_checkpoint,
+        on_event=reporter.event,
+    )
+    result = train_epochs(
+        artifact_dir=artifact_dir,
+        model_dir=claim.base_model,
+        hyperparameters=claim.hyperparameters,
+        start_epoch=claim.start_epoch,
+        end_epoch=claim.end_epoch,
+        resume_dir=resume_dir,
+        out_dir=work / "out",
+        hooks=hooks,
+    )
     if result.stopped:
         raise PhaseStopped(f"stopped at step {result.global_step}")
     return result, artifact_dir
 
 
 def _summary(result: Any) -> dict[str, Any]:
-    return {"global_step": result.global_step, "loss": result.last_loss,
-            "val_loss": result.val_loss}
+    return {
+        "global_step": result.global_step,
+        "loss": result.last_loss,
+        "val_loss": result.val_loss,
+        "best_metric": result.best_metric,
+        "best_value": result.best_value,
+        "best_step": result.best_step,
+        "micro_batch_size": result.micro_batch_size,
+        "gradient_accumulation": result.gradient_accumulation,
+        "precision": result.precision,
+        "oom_recoveries": result.oom_recoveries,
+    }
+
+
+def _publish_final(claim: Claim, store: ObjectStore, reporter: Reporter, result: Any) -> str:
+    key = checkpoint_key(claim, "final", result.global_step)
+    if not store.exists(f"{key}/manifest.json"):
+        reporter.checkpoint(result.checkpoint_dir, key, kind="final", step=result.global_step)
+    return key
 
 
 def run_warmup(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter) -> PhaseOutput:
-    result, _ = _train(claim, store, work, reporter, resume_prefix=None)
-    key = f"{claim.output_prefix}/step-{result.global_step}"
-    if not store.exists(f"{key}/manifest.json"):
-        reporter.checkpoint(result.checkpoint_dir, key, kind="final", step=result.global_step)
-    return key, _summary(result)
+    result, _ = _train(claim, store, work, reporter, start_from=None)
+    return _publish_final(claim, store, reporter, result), _summary(result)
+
+
+def _best_checkpoint_dir(
+    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, result: Any
+) -> Path:
+    """The checkpoint to export: this run's best, an earlier phase's best (the warmup's, when
+    the final epochs never beat it), or the last one when there is no validation set."""
+    if result.best_checkpoint_dir is not None:
+        return Path(result.best_checkpoint_dir)
+    if result.best_step is not None:
+        key = reporter.best_checkpoint_key(result.best_step)
+        if key:
+            target = work / "best"
+            download_dir(store, key, target)
+            return target
+    return Path(result.checkpoint_dir)
 
 
 def run_final(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter) -> PhaseOutput:
     from worker.recipe.evaluate import evaluate_and_export
 
-    result, artifact_dir = _train(claim, store, work, reporter, resume_prefix=claim.input_key)
+    result, artifact_dir = _train(claim, store, work, reporter, start_from=claim.input_key)
+    _publish_final(claim, store, reporter, result)
     export_dir = work / "export"
-    evaluation = evaluate_and_export(artifact_dir=artifact_dir, model_dir=claim.base_model,
-                                     checkpoint_dir=result.checkpoint_dir, out_dir=export_dir)
-    reporter.checkpoint(export_dir, claim.output_prefix, kind="adapter",
-                        step=result.global_step)
-    return claim.output_prefix, {**_summary(result), "evaluation": evaluation}
+    report = evaluate_and_export(
+        artifact_dir=artifact_dir,
+        model_dir=claim.base_model,
+        checkpoint_dir=_best_checkpoint_dir(claim, store, work, reporter, result),
+        out_dir=export_dir,
+        base_model_name=claim.base_model,
+        hyperparameters=claim.hyperparameters,
+    )
+    reporter.checkpoint(export_dir, claim.output_prefix, kind="adapter", step=result.global_step)
+    reporter.event("evaluation", report["summary"])
+    return claim.output_prefix, _summary(result)
 
 
 PHASE_RUNNERS: dict[str, Callable[[Claim, ObjectStore, Path, Reporter], PhaseOutput]] = {

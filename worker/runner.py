@@ -54,8 +54,12 @@ def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
         except Exception as exc:
             logger.exception("phase %s of job %s failed", claim.phase, claim.job_id)
             with session_scope() as session:
-                runs.fail_phase(session, claim, code=_error_code(exc),
-                                message=f"{type(exc).__name__}: {exc}"[:2000])
+                runs.fail_phase(
+                    session, claim, code=_error_code(exc),
+                    message=(exc.message if isinstance(exc, RelaytuneError)
+                             else f"{type(exc).__name__}: {exc}")[:2000],
+                    details=exc.details if isinstance(exc, RelaytuneError) else None,
+                )
             return
         with session_scope() as session:
             runs.complete_phase(session, claim, output_key=output_key, summary=summary)

@@ -1,0 +1,99 @@
+"""A worker dies mid-phase; the reaper re-queues it; the next run resumes from the latest
+checkpoint in object storage and ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from orchestrator import dispatch, jobs
+from orchestrator.dataset_uploads import create_dataset
+from orchestrator.db import session_scope
+from orchestrator.models import Event, Job, Phase, Tenant, utcnow
+from orchestrator.reaper import reap
+from orchestrator.settings import get_settings
+from orchestrator.storage import get_store
+from tests.factories import zip_folder
+from worker.reporting import Reporter
+from worker.runner import run_phase
+
+HP = {"warmup_epochs": 2, "total_epochs": 3, "checkpoint_every_steps": 1,
+      "augmentation": {"enabled": False}, "keep_last_checkpoints": 2}
+
+
+class WorkerKilled(BaseException):
+    """Stands in for SIGKILL: nothing in the run gets to handle it."""
+
+
+def _submit(tenant: str, tiny_model_dir: str, example_dir: Path) -> str:
+    with session_scope() as session:
+        row = Tenant(name=tenant)
+        session.add(row)
+        session.flush()
+        dataset = create_dataset(session, get_store(), get_settings(), tenant_id=row.id,
+                                 filename="example.zip", data=zip_folder(example_dir))
+        return jobs.submit_job(session, get_store(), tenant_id=row.id, dataset_id=dataset.id,
+                               base_model=tiny_model_dir, hyperparameters=HP, pools=None,
+                               metadata=None).id
+
+
+def _run(job_id: str, phase: str, attempt: int = 1) -> None:
+    run_phase({"job_id": job_id, "phase": phase, "attempt": attempt, "pool": "x"},
+              worker_id=f"test/{phase}/{attempt}")
+
+
+def _adapter(job_id: str, attempt: int) -> dict[str, Any]:
+    from safetensors.torch import load
+
+    key = f"jobs/{job_id}/warmup/a{attempt}/final/adapter/adapter_model.safetensors"
+    return dict(load(get_store().get_bytes(key)))
+
+
+def test_a_killed_warmup_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(
+    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher, tiny_model_dir: str,
+    example_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    reference = _submit("reference", tiny_model_dir, example_dir)
+    _run(reference, "preprocess")
+    _run(reference, "warmup")
+
+    job_id = _submit("acme", tiny_model_dir, example_dir)
+    _run(job_id, "preprocess")
+    report = Reporter.progress
+
+    def die_at_step_3(self: Reporter, step: int, *args: Any) -> None:
+        report(self, step, *args)
+        if step == 3:
+            raise WorkerKilled()
+
+    monkeypatch.setattr(Reporter, "progress", die_at_step_3)
+    with pytest.raises(WorkerKilled):
+        _run(job_id, "warmup")
+    monkeypatch.setattr(Reporter, "progress", report)
+
+    with session_scope() as session:  # the dead worker's lease runs out
+        session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == "warmup")
+                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    with session_scope() as session:
+        reap(session, max_attempts=3, resend_after_seconds=3600)
+        warmup = session.get(Job, job_id).phases[1]  # type: ignore[union-attr]
+        assert (warmup.status, warmup.attempt) == ("queued", 2)
+        assert warmup.resume_key and "/warmup/a1/" in warmup.resume_key
+    _run(job_id, "warmup", attempt=2)
+
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.phases[1].status == "succeeded"
+        steps = [e.data["step"] for e in session.query(Event).filter(
+            Event.job_id == job_id, Event.type == "metrics", Event.attempt == 2)]
+    assert steps and min(steps) > 1  # attempt 2 did not start over
+    resumed, uninterrupted = _adapter(job_id, 2), _adapter(reference, 1)
+    assert resumed.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=0)
