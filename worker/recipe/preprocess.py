@@ -164,19 +164,28 @@ def split_validation(num_samples: int, requested: int | None, seed: int
     return train, val, {"count": count, "strategy": "seeded_random", "seed": seed, "note": note}
 
 
+DEFAULT_MAX_IMAGE_TOKENS = 1024
+
+
 def image_size_bounds(image_processor: Any, min_pixels: int | None, max_pixels: int | None
                       ) -> dict[str, Any]:
-    """Pixel bounds for the processor (None: its own); the upper one bounds tokens per image."""
+    """Pixel bounds for the processor; the upper one bounds tokens per image. Without a
+    max_pixels the processor's own cap applies, but never above DEFAULT_MAX_IMAGE_TOKENS:
+    Qwen3-VL's processor allows ~16k tokens per image, which overflows max_length (and GPU
+    memory) with ordinary photos."""
     size = image_processor.size
-    upper = max_pixels or int(size["longest_edge"])
+    tile = image_processor.patch_size * image_processor.merge_size  # pixels per token side
+    default_upper = min(int(size["longest_edge"]), DEFAULT_MAX_IMAGE_TOKENS * tile * tile)
+    upper = max_pixels or default_upper
     lower = min_pixels or min(int(size["shortest_edge"]), upper)
     if lower > upper:
         raise InvalidRequest(f"min_pixels ({lower}) exceeds the model's max_pixels ({upper})",
                              param="min_pixels")
-    tile = image_processor.patch_size * image_processor.merge_size  # pixels per token side
     return {"min_pixels": lower, "max_pixels": upper, "max_image_tokens": upper // (tile * tile),
             "source": {"min_pixels": "hyperparameters" if min_pixels else "processor",
-                       "max_pixels": "hyperparameters" if max_pixels else "processor"}}
+                       "max_pixels": "hyperparameters" if max_pixels else (
+                           "processor" if default_upper == int(size["longest_edge"])
+                           else "relaytune_default")}}
 
 
 def _decode_images(sample: Sample, problems: Problems) -> list[Any] | None:
