@@ -112,6 +112,13 @@ def test_example_runs_through_three_pools_and_the_adapter_loads(
         kinds = {(c["phase"], c["kind"]) for c in
                  client.get(f"/v1/jobs/{job['id']}/checkpoints").json()}
         assert {("preprocess", "artifact"), ("final", "adapter")} <= kinds
+        evaluation = client.get(f"/v1/jobs/{job['id']}/evaluation").json()
+        assert evaluation["schema"] == "relaytune.evaluation.v1"
+        assert evaluation["num_samples"] >= 1
+        assert {"exact_match", "token_accuracy", "rouge_l", "val_loss"} <= set(
+            evaluation["adapter"])
+        events = client.get(f"/v1/jobs/{job['id']}/events", params={"limit": 1000}).json()
+        assert any(e["type"] == "evaluation" for e in events)
         adapter = client.get(f"/v1/jobs/{job['id']}/adapter")
         assert adapter.status_code == 200
     adapter_dir = tmp_path / "adapter"
