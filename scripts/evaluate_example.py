@@ -4,7 +4,7 @@ Runs the recipe functions the three phases run (no API, broker or object store) 
 examples/circuit-boards with the tiny random Qwen3-VL, on the CPU, with the seed's
 hyperparameters (total_epochs 8, warmup_epochs 5), and prints the evaluation as markdown:
 
-    .venv/bin/python scripts/evaluate_example.py [--out-dir DIR] [--export-merged]
+    .venv/bin/python scripts/evaluate_example.py [--out-dir DIR] [--set NAME=VALUE ...]
 
 A tiny random base learns little in 8 epochs: the numbers show what the pipeline measures, not
 what Qwen3-VL-8B would reach.
@@ -13,14 +13,12 @@ what Qwen3-VL-8B would reach.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +37,6 @@ from worker.tiny_model import write_tiny_model  # noqa: E402
 EXAMPLE = ROOT / "examples" / "circuit-boards"
 COLUMNS = (("exact_match", "exact match"), ("token_accuracy", "token accuracy"),
            ("rouge_l", "ROUGE-L"), ("val_loss", "val loss"))
-
-
-def _preprocess(model_dir: str, out: Path, hp: dict[str, Any]) -> dict[str, Any]:
-    # build_artifact took `seed=` and now takes `hyperparameters=` (augmentation, pixel bounds);
-    # either signature is served, hence the untyped handle.
-    build: Callable[..., dict[str, Any]] = build_artifact
-    if "hyperparameters" in inspect.signature(build).parameters:
-        return build(EXAMPLE, model_dir, out, hyperparameters=hp)
-    return build(EXAMPLE, model_dir, out, seed=int(hp["seed"]))
 
 
 def _train(artifact: Path, model_dir: str, hp: dict[str, Any], start: int, end: int,
@@ -95,12 +84,12 @@ def samples_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(work: Path, export_merged: bool) -> dict[str, Any]:
-    hp = Hyperparameters(total_epochs=8, warmup_epochs=5, export_merged=export_merged)
+def run(work: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    hp = Hyperparameters.model_validate(overrides)
     hyperparameters = hp.model_dump()
     model_dir = str(write_tiny_model(work / "tiny-qwen3-vl", seed=0))
     artifact = work / "artifact"
-    _preprocess(model_dir, artifact, hyperparameters)
+    build_artifact(EXAMPLE, model_dir, artifact, hyperparameters=hyperparameters)
     # Two calls, as the relay runs them: warmup epochs, then the rest resumed from its checkpoint.
     warmup = _train(artifact, model_dir, hyperparameters, 0, hp.warmup_epochs, None,
                     work / "warmup")
@@ -115,14 +104,20 @@ def run(work: Path, export_merged: bool) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, help="keep everything here (default: a temp dir)")
-    parser.add_argument("--export-merged", action="store_true", help="also write merged/")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="NAME=VALUE", help="a hyperparameter (JSON value), e.g. "
+                        "--set learning_rate=0.005; the defaults are the job defaults")
     args = parser.parse_args()
+    overrides = {}
+    for item in args.overrides:
+        name, _, value = item.partition("=")
+        overrides[name] = json.loads(value)
     logging.basicConfig(level=logging.WARNING)
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="relaytune-bench-") as tmp:
         work = args.out_dir or Path(tmp)
-        report = run(work, args.export_merged)
+        report = run(work, overrides)
     elapsed = time.perf_counter() - started
 
     best = report["best_checkpoint"]
