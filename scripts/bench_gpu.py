@@ -33,6 +33,11 @@ from typing import Any
 
 import torch
 
+# Runs from a checkout that need not be installed (the GPU machine gets a bare copy).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from worker.tiny_model import TEXT_SHAPES, VISION_SHAPES
+
 # Token ids of the published Qwen3-VL checkpoints (vocab 151936).
 QWEN_IDS = {
     "vision_start_token_id": 151652,
@@ -113,34 +118,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Same architecture, tiny shapes: the CPU smoke test runs the same code path in seconds.
     "tiny": {
         "source": "tiny shapes of the same architecture (worker/tiny_model.py's)",
-        "text": {
-            "vocab_size": 512,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "head_dim": 16,
-            "max_position_embeddings": 4096,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 10000.0,
-                "mrope_section": [2, 3, 3],
-                "mrope_interleaved": True,
-            },
-        },
-        "vision": {
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 64,
-            "deepstack_visual_indexes": [0, 1],
-            "num_position_embeddings": 256,
-            "patch_size": 16,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
+        "text": {**TEXT_SHAPES, "vocab_size": 512},
+        "vision": VISION_SHAPES,
         "tie_word_embeddings": False,
         "ids": {
             "vision_start_token_id": 500,

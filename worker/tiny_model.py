@@ -124,41 +124,48 @@ def _build_processor(vocab_size: int) -> Any:
     )
 
 
+# The tiny shapes of the real architecture (also the GPU bench's CPU smoke preset).
+TEXT_SHAPES: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "max_position_embeddings": 4096,
+    # mrope_section sums to head_dim / 2 (temporal, height, width rotary halves).
+    "rope_parameters": {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        "mrope_section": [2, 3, 3],
+        "mrope_interleaved": True,
+    },
+}
+VISION_SHAPES: dict[str, Any] = {
+    "depth": 2,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 2,
+    "patch_size": 16,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "out_hidden_size": 64,  # must equal the text hidden size
+    "num_position_embeddings": 256,  # a perfect square: positions are interpolated on a grid
+    "deepstack_visual_indexes": [0, 1],
+}
+
+
 def _build_config(tokenizer: Any) -> Any:
     from transformers import Qwen3VLConfig
 
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     text_config = {
+        **TEXT_SHAPES,
         "vocab_size": len(tokenizer),
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 16,
-        "max_position_embeddings": 4096,
-        # mrope_section sums to head_dim / 2 (temporal, height, width rotary halves).
-        "rope_parameters": {
-            "rope_type": "default",
-            "rope_theta": 10000.0,
-            "mrope_section": [2, 3, 3],
-            "mrope_interleaved": True,
-        },
         "pad_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
     }
-    vision_config = {
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 2,
-        "patch_size": 16,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "out_hidden_size": 64,  # must equal the text hidden size
-        "num_position_embeddings": 256,  # a perfect square: positions are interpolated on a grid
-        "deepstack_visual_indexes": [0, 1],
-    }
+    vision_config = dict(VISION_SHAPES)
     return Qwen3VLConfig(
         text_config=text_config,
         vision_config=vision_config,
