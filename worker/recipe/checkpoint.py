@@ -127,14 +127,8 @@ def save_checkpoint(
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True)
     model.save_pretrained(ckpt_dir / ADAPTER_DIR, safe_serialization=True)
-    state = {
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": rng_state(),
-        "position": asdict(position),
-        "best": asdict(best),
-    }
+    state = training_state(optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                           position=position, best=best)
     torch.save(state, ckpt_dir / STATE_FILE)
     manifest = {
         "format": CHECKPOINT_FORMAT,
@@ -222,21 +216,28 @@ def _to_cpu(value: Any) -> Any:
     return value
 
 
-def snapshot(*, model: Any, optimizer: Any, scheduler: Any, scaler: Any, position: Position,
-             best: Best) -> dict[str, Any]:
-    """A checkpoint in host memory (trainable weights + training state), to roll back to when
-    an optimizer step fails half-way. For LoRA it is small; it is taken only when a checkpoint
-    is written, not at every step."""
-    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    return _to_cpu({
-        "trainable": trainable,
+def training_state(*, optimizer: Any, scheduler: Any, scaler: Any, position: Position,
+                   best: Best) -> dict[str, Any]:
+    """Everything besides the weights that an exact resume needs."""
+    return {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng_state(),
         "position": asdict(position),
         "best": asdict(best),
-    })
+    }
+
+
+def snapshot(*, model: Any, optimizer: Any, scheduler: Any, scaler: Any, position: Position,
+             best: Best) -> dict[str, Any]:
+    """A checkpoint in host memory (trainable weights + training state), to roll back to when
+    an optimizer step fails half-way. For LoRA it is small; it is taken only when a checkpoint
+    is written, not at every step."""
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    state = training_state(optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                           position=position, best=best)
+    return _to_cpu({"trainable": trainable, **state})
 
 
 def restore_snapshot(state: dict[str, Any], *, model: Any, optimizer: Any, scheduler: Any,
