@@ -130,3 +130,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     from worker.tiny_model import write_tiny_model
 
     return str(write_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-vl"), seed=0))
+
+
+@pytest.fixture
+def private_broker_url(service_env: dict[str, str]) -> str:
+    """An empty Redis database for one test's Celery traffic. Chosen by process id, so two test
+    runs on one machine (a developer's and CI's) do not consume each other's messages."""
+    import redis
+
+    database = 1 + os.getpid() % 14  # 0 is the developer's, 15 the suite's default
+    url = service_env["RELAYTUNE_BROKER_URL"].rsplit("/", 1)[0] + f"/{database}"
+    redis.Redis.from_url(url).flushdb()
+    return url

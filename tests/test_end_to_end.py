@@ -21,7 +21,6 @@ from orchestrator import dispatch
 from services.api.main import create_app
 from tests.factories import new_api_key, zip_folder
 
-TEST_DB = 13
 POOLS = ("t4", "a10", "a100")
 
 LOAD_AND_GENERATE = textwrap.dedent("""
@@ -44,12 +43,10 @@ LOAD_AND_GENERATE = textwrap.dedent("""
 
 
 @pytest.fixture
-def workers(service_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
+def workers(service_env: dict[str, str], private_broker_url: str,
+            tmp_path: Path) -> Iterator[dict[str, str]]:
     """One `relaytune worker --pool P` process per pool, as a deployment runs them."""
-    import redis
-
-    broker = service_env["RELAYTUNE_BROKER_URL"].rsplit("/", 1)[0] + f"/{TEST_DB}"
-    redis.Redis.from_url(broker).flushdb()
+    broker = private_broker_url
     env = {**os.environ, **service_env, "RELAYTUNE_BROKER_URL": broker,
            "RELAYTUNE_HEARTBEAT_SECONDS": "2"}
     procs = []

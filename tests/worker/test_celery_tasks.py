@@ -18,22 +18,12 @@ from orchestrator.settings import get_settings
 from orchestrator.storage import get_store
 from tests.factories import zip_folder
 
-# A Redis database of its own, so stale messages of other runs never reach this worker.
-TEST_DB = 14
-
-
-def _redis_url(base: str) -> str:
-    return base.rsplit("/", 1)[0] + f"/{TEST_DB}"
-
 
 @pytest.fixture
-def celery_worker_on_t4(service_env: dict[str, str]) -> Iterator[dispatch.CeleryDispatcher]:
-    import redis
-
+def celery_worker_on_t4(private_broker_url: str) -> Iterator[dispatch.CeleryDispatcher]:
     from worker.celery_app import app
 
-    url = _redis_url(service_env["RELAYTUNE_BROKER_URL"])
-    redis.Redis.from_url(url).flushdb()
+    url = private_broker_url
     app.conf.broker_url = url
     sender = dispatch.CeleryDispatcher(url)
     dispatch.set_dispatcher(sender)
