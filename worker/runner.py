@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from orchestrator import runs
 from orchestrator.db import session_scope
 from orchestrator.dispatch import PhaseMessage
@@ -22,6 +24,8 @@ logger = logging.getLogger(__name__)
 def _error_code(exc: BaseException) -> str:
     if isinstance(exc, RelaytuneError):
         return exc.code
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return "time_limit_exceeded"
     if type(exc).__name__ == "OutOfMemoryError":
         return "out_of_memory"
     return "phase_error"
