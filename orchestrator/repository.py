@@ -20,6 +20,28 @@ def pools_by_name(session: Session) -> dict[str, Pool]:
     return {pool.name: pool for pool in pools(session)}
 
 
+def job_counts(session: Session) -> list[tuple[str, int]]:
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    return [(status, count) for status, count in rows]
+
+
+def phase_counts(session: Session) -> list[tuple[str, str, int]]:
+    rows = session.execute(
+        select(Phase.pool, Phase.status, func.count()).group_by(Phase.pool, Phase.status)
+    ).all()
+    return [(pool, status, count) for pool, status, count in rows]
+
+
+def billed_cost(session: Session) -> list[tuple[str, str, float]]:
+    """Cost of finished runs per pool (the meters of running phases are not closed yet)."""
+    rows = session.execute(
+        select(Phase.pool, Pool.currency, func.coalesce(func.sum(Phase.cost_amount), 0))
+        .join(Pool, Pool.name == Phase.pool)
+        .group_by(Phase.pool, Pool.currency)
+    ).all()
+    return [(pool, currency, float(amount)) for pool, currency, amount in rows]
+
+
 def api_key_by_hash(session: Session, key_hash: str) -> ApiKey | None:
     return session.scalar(
         select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))

@@ -161,3 +161,15 @@ def test_upload_then_submit_keeps_a_copy_under_the_job_prefix(client: TestClient
     dataset = client.post("/v1/datasets", files={"file": ("d.zip", upload)}).json()
     job_id = _submit(client, dataset["id"]).json()["id"]
     assert get_store().get_bytes(f"jobs/{job_id}/dataset/dataset.zip") == upload
+
+
+def test_metrics_count_jobs_and_phases_from_the_store(client: TestClient, dataset_id: str) -> None:
+    _submit(client, dataset_id)
+    cancelled = _submit(client, dataset_id).json()["id"]
+    client.post(f"/v1/jobs/{cancelled}/cancel")
+    text = client.get("/metrics").text
+    assert 'relaytune_jobs{status="queued"} 1.0' in text
+    assert 'relaytune_jobs{status="cancelled"} 1.0' in text
+    assert 'relaytune_phases{pool="t4",status="queued"} 1.0' in text
+    assert 'relaytune_phases{pool="a100",status="pending"} 1.0' in text
+    assert 'relaytune_billed_cost{currency="CNY",pool="t4"} 0.0' in text
