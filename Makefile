@@ -40,7 +40,7 @@ endif
 	$(PY) -m pip install -e '.[worker,dev]' $(TORCH_PINS)
 	touch $@
 
-# Real PostgreSQL, Redis and S3 for the tests: see tests/services.py.
+# Real PostgreSQL, Redis and S3 for the tests: see tests/services/.
 test: venv
 	$(PY) -m tests.services run -- $(PY) -m pytest $(PYTEST_ARGS)
 
