@@ -51,6 +51,7 @@ def validate_dataset_zip(data: bytes, *, max_pixels: int, max_images: int) -> Da
         try:
             dataset = read_dataset(ZipSource(archive), max_pixels=max_pixels,
                                    max_images=max_images)
+        # zipfile signals a compression method it cannot read with NotImplementedError.
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
             raise InvalidDataset(f"the zip is damaged: {exc}", param="file") from exc
     return DatasetSummary(dataset.format, len(dataset.samples), dataset.num_images, dataset.root)
