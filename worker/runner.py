@@ -31,6 +31,15 @@ def _error_code(exc: BaseException) -> str:
     return "phase_error"
 
 
+def ensure_default_base_model(base_model: str, default: str) -> None:
+    """The default base is the tiny Qwen3-VL, which every worker can write for itself (the same
+    bytes everywhere: it is seeded), so pools on other machines need no shared volume for it."""
+    if base_model == default:
+        from worker.tiny_model import write_tiny_model
+
+        write_tiny_model(Path(default), seed=0)  # returns at once when it is already there
+
+
 def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
     """Raises PhaseNotClaimable for a delivery that does not own the phase."""
     message = PhaseMessage(**payload)
@@ -44,6 +53,7 @@ def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
     with tempfile.TemporaryDirectory(prefix=f"relaytune-{claim.phase}-") as tmp, \
             Reporter(claim, store, settings) as reporter:
         try:
+            ensure_default_base_model(claim.base_model, settings.default_base_model)
             output_key, summary = PHASE_RUNNERS[claim.phase](claim, store, Path(tmp), reporter)
         except PhaseStopped:
             if reporter.lease_lost.is_set():

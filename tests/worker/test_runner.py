@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from orchestrator import dispatch, jobs
+from orchestrator import dispatch, jobs, repository
 from orchestrator.dataset_uploads import create_dataset
 from orchestrator.db import session_scope
 from orchestrator.models import Event, Job, Phase, Tenant, utcnow
@@ -97,3 +97,45 @@ def test_a_killed_warmup_resumes_from_its_checkpoint_and_matches_an_uninterrupte
     assert resumed.keys() == uninterrupted.keys()
     for name, tensor in uninterrupted.items():
         torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=0)
+
+
+def test_cancel_stops_a_running_warmup_at_its_next_step_with_a_checkpoint(
+    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher, tiny_model_dir: str,
+    example_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job_id = _submit("acme", tiny_model_dir, example_dir)
+    _run(job_id, "preprocess")
+    report = Reporter.progress
+
+    def cancel_at_step_2(self: Reporter, step: int, *args: Any) -> None:
+        if step == 2:  # the user presses cancel while the warmup runs
+            with session_scope() as session:
+                tenant_id = session.get(Job, job_id).tenant_id  # type: ignore[union-attr]
+                assert jobs.cancel_job(session, tenant_id, job_id).status == "cancelling"
+        report(self, step, *args)
+
+    monkeypatch.setattr(Reporter, "progress", cancel_at_step_2)
+    _run(job_id, "warmup")
+
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert job.status == "cancelled"
+        assert [p.status for p in job.phases] == ["succeeded", "cancelled", "cancelled"]
+        assert job.phases[1].step == 2  # it stopped at the next step, not at the end
+        saved = {(c.kind, c.step) for c in repository.checkpoints(session, job_id)
+                 if c.phase == "warmup"}
+    # its state at the step where it stopped was saved before it stopped
+    assert saved & {("stop", 2), ("step", 2), ("epoch", 2)}
+    assert recorded_dispatch.sent[-1].phase == "warmup"  # nothing was sent after it
+
+
+def test_a_worker_writes_the_default_tiny_base_for_itself(tmp_path: Path) -> None:
+    from worker.runner import ensure_default_base_model
+    from worker.tiny_model import is_complete
+
+    default = str(tmp_path / "models" / "tiny-qwen3-vl")
+    ensure_default_base_model("Qwen/Qwen3-VL-8B-Instruct", default)
+    assert not (tmp_path / "models").exists()  # another base is never touched
+    ensure_default_base_model(default, default)
+    assert is_complete(Path(default))
