@@ -29,16 +29,17 @@ class WorkerKilled(BaseException):
     """Stands in for SIGKILL: nothing in the run gets to handle it."""
 
 
-def _submit(tenant: str, tiny_model_dir: str, example_dir: Path) -> str:
+def _submit(tenant: str, tiny_model_dir: str, example_dir: Path, *,
+            data: bytes | None = None, hyperparameters: dict[str, Any] | None = None) -> str:
     with session_scope() as session:
         row = Tenant(name=tenant)
         session.add(row)
         session.flush()
         dataset = create_dataset(session, get_store(), get_settings(), tenant_id=row.id,
-                                 filename="example.zip", data=zip_folder(example_dir))
+                                 filename="example.zip", data=data or zip_folder(example_dir))
         return jobs.submit_job(session, get_store(), tenant_id=row.id, dataset_id=dataset.id,
-                               base_model=tiny_model_dir, hyperparameters=HP, pools=None,
-                               metadata=None).id
+                               base_model=tiny_model_dir, hyperparameters=hyperparameters or HP,
+                               pools=None, metadata=None).id
 
 
 def _run(job_id: str, phase: str, attempt: int = 1) -> None:
@@ -139,3 +140,28 @@ def test_a_worker_writes_the_default_tiny_base_for_itself(tmp_path: Path) -> Non
     assert not (tmp_path / "models").exists()  # another base is never touched
     ensure_default_base_model(default, default)
     assert is_complete(Path(default))
+
+
+def test_one_image_and_no_epochs_left_for_the_final_phase(
+    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher, tiny_model_dir: str,
+    example_dir: Path,
+) -> None:
+    """The edges: no validation set (one sample), and warmup_epochs == total_epochs, so the
+    final phase trains nothing and only evaluates and exports the warmup's adapter."""
+    import json
+
+    from tests.factories import dataset_zip
+
+    one_image = dataset_zip({"a.png": {"question": "Which part?", "answer": "top left"}})
+    job_id = _submit("acme", tiny_model_dir, example_dir, data=one_image,
+                     hyperparameters={"warmup_epochs": 2, "total_epochs": 2})
+    for phase in ("preprocess", "warmup", "final"):
+        _run(job_id, phase)
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == "succeeded", job.error_message
+        output = job.phases[2].output_key
+    report = json.loads(get_store().get_bytes(f"{output}/evaluation.json"))
+    assert report["num_samples"] == 0
+    assert report["adapter"]["val_loss"] is None  # nothing measured is not a score of 0
+    assert get_store().exists(f"{output}/adapter/adapter_model.safetensors")

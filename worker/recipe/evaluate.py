@@ -109,7 +109,7 @@ def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def _best_checkpoint(ckpt: dict[str, Any], metric: str, measured: dict[str, float]
+def _best_checkpoint(ckpt: dict[str, Any], metric: str, measured: dict[str, float | None]
                      ) -> dict[str, Any]:
     """Which checkpoint is exported and its value of the metric best checkpoints are chosen by.
 
@@ -128,7 +128,7 @@ def _best_checkpoint(ckpt: dict[str, Any], metric: str, measured: dict[str, floa
         value, source = best["value"], "checkpoint"
     else:
         value, source = recorded.get(name, ckpt.get(name)), "checkpoint"
-    if value is None and name in measured:
+    if value is None and measured.get(name) is not None:
         value, source = measured[name], "evaluation"
     return {"step": step, "epoch": ckpt.get("epoch"), "kind": ckpt.get("kind"), "metric": name,
             "value": value, "source": source}
@@ -150,7 +150,9 @@ def summarise(report: dict[str, Any]) -> dict[str, float | int | None]:
 
 def _score(model: Any, samples: list[dict[str, Any]], val_idx: list[int], pad_id: int,
            answers: list[str], references: list[str], device: Any, dtype: Any
-           ) -> dict[str, float]:
+           ) -> dict[str, float | None]:
+    if not val_idx:  # no held-out samples (e.g. a one-image data set): nothing was measured
+        return dict.fromkeys(METRICS)
     val_loss, token_accuracy = evaluate_samples(
         model, samples, val_idx, pad_token_id=pad_id, device=device, dtype=dtype
     )
@@ -161,6 +163,10 @@ def _score(model: Any, samples: list[dict[str, Any]], val_idx: list[int], pad_id
         "rouge_l": scores["rouge_l"],
         "val_loss": val_loss,
     }
+
+
+def _difference(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
 
 
 def evaluate_and_export(
@@ -229,7 +235,7 @@ def evaluate_and_export(
         "num_samples": len(val_idx),
         "base": base_metrics,
         "adapter": adapter_metrics,
-        "delta": {m: adapter_metrics[m] - base_metrics[m] for m in METRICS},
+        "delta": {m: _difference(adapter_metrics[m], base_metrics[m]) for m in METRICS},
         "samples": rows,
         "best_checkpoint": _best_checkpoint(ckpt, options.best_metric, adapter_metrics),
         "generation": {"greedy": True, "max_new_tokens": options.max_new_tokens},
@@ -240,10 +246,6 @@ def evaluate_and_export(
     (out_dir / EVALUATION_FILE).write_text(
         json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
-    logger.info(
-        "evaluation on %d samples: exact match %.3f (base %.3f), token accuracy %.3f (base "
-        "%.3f), ROUGE-L %.3f (base %.3f), val loss %.4f (base %.4f)",
-        len(val_idx),
-        *(v for m in METRICS for v in (adapter_metrics[m], base_metrics[m])),
-    )
+    logger.info("evaluation on %d samples: adapter %s, base %s", len(val_idx), adapter_metrics,
+                base_metrics)
     return report

@@ -113,11 +113,15 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def _check_range(hp: dict[str, Any], start_epoch: int, end_epoch: int) -> None:
-    if not 0 <= start_epoch < end_epoch <= hp["total_epochs"]:
+def _check_range(hp: dict[str, Any], start_epoch: int, end_epoch: int, resuming: bool) -> None:
+    # An empty range is fine for a resumed run: a final phase with no epochs left
+    # (warmup_epochs == total_epochs) only republishes the warmup's state and evaluates it.
+    if not 0 <= start_epoch <= end_epoch <= hp["total_epochs"] or (
+        start_epoch == end_epoch and not resuming
+    ):
         raise ValueError(
-            f"need 0 <= start_epoch < end_epoch <= total_epochs ({hp['total_epochs']}), "
-            f"got [{start_epoch}, {end_epoch})"
+            f"need 0 <= start_epoch < end_epoch <= total_epochs ({hp['total_epochs']}) "
+            f"(or start_epoch == end_epoch when resuming), got [{start_epoch}, {end_epoch})"
         )
 
 
@@ -306,7 +310,7 @@ def train_epochs(
     dict lacks take their defaults (a job submitted before they existed).
     """
     hp = Hyperparameters.model_validate(hyperparameters).model_dump()
-    _check_range(hp, start_epoch, end_epoch)
+    _check_range(hp, start_epoch, end_epoch, resuming=resume_dir is not None)
     out_dir = Path(out_dir)
     logger.info("train epochs [%d, %d) hyperparameters=%s", start_epoch, end_epoch, hp)
 
