@@ -124,10 +124,10 @@ def best_checkpoint(session: Session, job_id: str, step: int) -> Checkpoint | No
     )
 
 
-def resumable_checkpoints(
+def checkpoints_of_kinds(
     session: Session, job_id: str, phase: str, kinds: Collection[str]
 ) -> Sequence[Checkpoint]:
-    """Newest first."""
+    """The phase's checkpoints of these kinds, newest first."""
     return session.scalars(
         select(Checkpoint)
         .where(Checkpoint.job_id == job_id, Checkpoint.phase == phase, Checkpoint.kind.in_(kinds))

@@ -193,14 +193,16 @@ def best_checkpoint_key(session: Session, claim: Claim, *, step: int) -> str | N
 
 
 def prune_checkpoints(session: Session, claim: Claim, *, keep: int) -> list[str]:
-    """Forget all but the newest `keep` resumable checkpoints of the phase (every attempt);
+    """Forget all but the newest `keep` resumable checkpoints of the phase (every attempt) and
+    all but its newest best (a best is written only on improvement, so the newest is the best);
     returns their keys so the caller deletes the objects once this commits."""
     _fenced_phase(session, claim)
     # A phase's final checkpoint is its output, not a candidate for pruning.
-    rows = repository.resumable_checkpoints(
+    rolling = repository.checkpoints_of_kinds(
         session, claim.job_id, claim.phase, RESUMABLE_KINDS - {"final"}
     )
-    stale = rows[keep:]
+    bests = repository.checkpoints_of_kinds(session, claim.job_id, claim.phase, {"best"})
+    stale = [*rolling[keep:], *bests[1:]]
     for row in stale:
         session.delete(row)
     return [row.key for row in stale]

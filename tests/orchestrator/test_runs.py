@@ -180,7 +180,7 @@ def test_illegal_moves_raise(job_id: str) -> None:
 
 
 def _checkpoint(claim: runs.Claim, kind: str, step: int) -> str:
-    key = f"{claim.output_prefix}/step-{step}"
+    key = f"{claim.output_prefix}/{kind}-{step}"
     with session_scope() as session:
         runs.record_checkpoint(session, claim, kind=kind, key=key, step=step, size=1, manifest={})
     return key
@@ -215,15 +215,16 @@ def test_requeue_starts_over_from_the_input(job_id: str) -> None:
     assert _claim(job_id, "warmup", attempt=2).resume_key == ""
 
 
-def test_pruning_keeps_the_newest_resumable_checkpoints(job_id: str) -> None:
+def test_pruning_keeps_the_newest_resumable_checkpoints_and_the_best(job_id: str) -> None:
     pre = _claim(job_id, "preprocess")
     _complete(pre)
     warm = _claim(job_id, "warmup")
     keys = [_checkpoint(warm, "step", step) for step in (1, 2, 3)]
-    best = _checkpoint(warm, "best", 9)
+    older_best = _checkpoint(warm, "best", 2)
+    best = _checkpoint(warm, "best", 3)
     with session_scope() as session:
         pruned = runs.prune_checkpoints(session, warm, keep=2)
-    assert pruned == [keys[0]]
+    assert pruned == [keys[0], older_best]
     with session_scope() as session:
         from orchestrator import repository
 
