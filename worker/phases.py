@@ -104,16 +104,10 @@ def _summary(result: Any) -> dict[str, Any]:
     }
 
 
-def _publish_final(claim: Claim, store: ObjectStore, reporter: Reporter, result: Any) -> str:
-    key = checkpoint_key(claim, "final", result.global_step)
-    if not store.exists(f"{key}/manifest.json"):
-        reporter.checkpoint(result.checkpoint_dir, key, kind="final", step=result.global_step)
-    return key
-
-
 def run_warmup(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter) -> PhaseOutput:
     result, _ = _train(claim, store, work, reporter, start_from=None)
-    return _publish_final(claim, store, reporter, result), _summary(result)
+    # The loop handed its final checkpoint to on_checkpoint, which published it under this key.
+    return checkpoint_key(claim, "final", result.global_step), _summary(result)
 
 
 def _best_checkpoint_dir(
@@ -136,7 +130,6 @@ def run_final(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter) 
     from worker.recipe.evaluate import evaluate_and_export
 
     result, artifact_dir = _train(claim, store, work, reporter, start_from=claim.input_key)
-    _publish_final(claim, store, reporter, result)
     export_dir = work / "export"
     report = evaluate_and_export(
         artifact_dir=artifact_dir,
