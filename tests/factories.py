@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from orchestrator.auth import create_api_key
 from orchestrator.db import session_scope
+from services.cli.client import zip_folder
+
+__all__ = ["dataset_zip", "new_api_key", "png_bytes", "zip_folder"]
 
 
 def png_bytes(color: tuple[int, int, int] = (20, 120, 40), size: int = 64) -> bytes:
@@ -41,15 +43,6 @@ def dataset_zip(
             archive.writestr(f"{folder}annotations.json", json.dumps(annotations))
         for name, data in images.items():
             archive.writestr(f"{folder}images/{name}", data)
-    return buffer.getvalue()
-
-
-def zip_folder(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(folder).as_posix())
     return buffer.getvalue()
 
 
