@@ -12,6 +12,7 @@ from orchestrator import runs
 from orchestrator.db import session_scope
 from orchestrator.errors import LeaseLost
 from orchestrator.events import EventType
+from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.settings import Settings
 from orchestrator.storage import ObjectStore, delete_prefix, publish_dir
 
@@ -69,7 +70,8 @@ class Reporter:
         manifest_path = local_dir / "manifest.json"
         if manifest_path.is_file():
             manifest = json.loads(manifest_path.read_text())
-        keep = int(self.claim.hyperparameters.get("keep_last_checkpoints", 2))
+        # Validated, so a job stored before the field existed gets the same default.
+        keep = Hyperparameters.model_validate(self.claim.hyperparameters).keep_last_checkpoints
         with session_scope() as session:
             runs.record_checkpoint(session, self.claim, kind=kind, key=key, step=step,
                                    size=size, manifest=manifest)
