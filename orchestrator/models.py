@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -38,6 +39,9 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Optional cap on what the tenant's jobs may cost over a rolling period.
+    spending_limit: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+    spending_period_days: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):
@@ -50,6 +54,8 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Admin keys may change pool prices and manage keys; ordinary keys see their tenant only.
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
 
     tenant: Mapped[Tenant] = relationship()
 
@@ -62,6 +68,12 @@ class Pool(Base):
     gpu_memory_gb: Mapped[int] = mapped_column(Integer)
     hourly_price: Mapped[Decimal] = mapped_column(Numeric(12, 4))
     currency: Mapped[str] = mapped_column(String(3))
+    queue: Mapped[str] = mapped_column(String(64), default="")
+    supports_bf16: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Datasheet dense 16-bit tensor TFLOP/s and memory bandwidth (GB/s): they scale a profile
+    # measured on one GPU to another ("derived" profiles).
+    peak_tflops: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_bandwidth_gbs: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class Dataset(Base):
@@ -96,6 +108,10 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Spending cap for the whole job, in the pools' currency; None means no cap.
+    max_cost: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+    # Which plan ran the job and why (the planner's choice for pools "auto", else "requested").
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     phases: Mapped[list[Phase]] = relationship(
         back_populates="job", order_by="Phase.position", cascade="all, delete-orphan"
@@ -131,6 +147,8 @@ class Phase(Base):
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the estimator predicted for this phase at submit (seconds by component, cost).
+    estimate: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     job: Mapped[Job] = relationship(back_populates="phases")
     pool_ref: Mapped[Pool] = relationship()
@@ -161,4 +179,44 @@ class Checkpoint(Base):
     key: Mapped[str] = mapped_column(String(512))
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PhaseTiming(Base):
+    """Where one run (attempt) of a phase spent its time; the learned profiles read these.
+
+    The components run from claim to release and add up to the billed seconds: `other_s` is
+    what no named component covers (job-store writes, scratch clean-up)."""
+
+    __tablename__ = "phase_timings"
+    __table_args__ = (UniqueConstraint("job_id", "phase", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    phase: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer)
+    pool: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(16))  # the phase status the run ended in
+    worker_id: Mapped[str | None] = mapped_column(String(255))
+    device: Mapped[str | None] = mapped_column(String(128))
+    precision: Mapped[str | None] = mapped_column(String(8))
+    model_key: Mapped[str | None] = mapped_column(String(128))
+    lora_targets: Mapped[str | None] = mapped_column(String(64))
+    micro_batch: Mapped[int | None] = mapped_column(Integer)
+    queue_wait_s: Mapped[float] = mapped_column(Float, default=0.0)
+    startup_s: Mapped[float] = mapped_column(Float, default=0.0)
+    input_download_s: Mapped[float] = mapped_column(Float, default=0.0)
+    train_s: Mapped[float] = mapped_column(Float, default=0.0)
+    evaluate_s: Mapped[float] = mapped_column(Float, default=0.0)
+    export_s: Mapped[float] = mapped_column(Float, default=0.0)
+    checkpoint_upload_s: Mapped[float] = mapped_column(Float, default=0.0)
+    other_s: Mapped[float] = mapped_column(Float, default=0.0)
+    billed_s: Mapped[float] = mapped_column(Float, default=0.0)
+    samples: Mapped[int] = mapped_column(Integer, default=0)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    validation_samples: Mapped[int] = mapped_column(Integer, default=0)
+    checkpoints: Mapped[int] = mapped_column(Integer, default=0)
+    input_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    fused: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
