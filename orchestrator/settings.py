@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     s3_secret_key: str = ""
     s3_region: str = "us-east-1"
     default_base_model: str = ""
+    # A YAML or JSON list of pools, upserted into the store when the API or `up` starts.
+    pools_file: Path | None = None
 
     max_upload_bytes: int = 200 * 1024 * 1024
     max_images: int = 1000

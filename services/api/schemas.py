@@ -107,4 +107,7 @@ class PoolOut(BaseModel):
     queue: str
     gpu_model: str
     gpu_memory_gb: int
+    supports_bf16: bool
+    peak_tflops: float
+    memory_bandwidth_gbs: float
     hourly_price: Money

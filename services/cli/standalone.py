@@ -101,10 +101,11 @@ def wait_ready(url: str, timeout: float = 60.0,
     raise RuntimeError(f"the API at {url} did not become ready in {timeout:.0f}s")
 
 
-def launch(tree: ProcessTree, *, port: int, env: dict[str, str], logs: Path) -> None:
+def launch(tree: ProcessTree, *, port: int, env: dict[str, str], logs: Path,
+           pools: list[str] | None = None) -> None:
     python = sys.executable
     tree.spawn("api", [python, "-m", "uvicorn", "services.api.main:app", "--host", "127.0.0.1",
                        "--port", str(port)], env, logs / "api.log")
-    for pool in sorted(set(DEFAULT_POOLS.values())):
+    for pool in sorted(set(pools or DEFAULT_POOLS.values())):
         tree.spawn(f"worker-{pool}", [python, "-m", "services.cli.main", "worker", "--pool", pool],
                    env, logs / f"worker-{pool}.log")
