@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from orchestrator.errors import NotFound
-from orchestrator.models import ApiKey, Checkpoint, Dataset, Event, Job, Phase, Pool
+from orchestrator.models import ApiKey, Checkpoint, Dataset, Event, Job, Phase, Pool, Tenant
 
 
 def pools(session: Session) -> Sequence[Pool]:
@@ -146,4 +147,30 @@ def expired_leases(session: Session, now: datetime) -> Sequence[Phase]:
 def stale_queued(session: Session, before: datetime) -> Sequence[Phase]:
     return session.scalars(
         select(Phase).where(Phase.status == "queued", Phase.queued_at < before)
+    ).all()
+
+
+def tenants(session: Session) -> Sequence[Tenant]:
+    return session.scalars(select(Tenant).order_by(Tenant.name)).all()
+
+
+def tenant_by_name(session: Session, name: str) -> Tenant | None:
+    return session.scalar(select(Tenant).where(Tenant.name == name))
+
+
+def tenant_billed_cost(session: Session, tenant_id: str, since: datetime) -> Decimal:
+    """Cost already billed to phases of the tenant's jobs submitted since `since`."""
+    amount = session.scalar(
+        select(func.coalesce(func.sum(Phase.cost_amount), 0))
+        .join(Job, Job.id == Phase.job_id)
+        .where(Job.tenant_id == tenant_id, Job.created_at >= since)
+    )
+    return Decimal(amount or 0)
+
+
+def tenant_running_phases(session: Session, tenant_id: str, since: datetime) -> Sequence[Phase]:
+    return session.scalars(
+        select(Phase)
+        .join(Job, Job.id == Phase.job_id)
+        .where(Job.tenant_id == tenant_id, Job.created_at >= since, Phase.status == "running")
     ).all()

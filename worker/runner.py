@@ -9,7 +9,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from orchestrator import runs
+from orchestrator import budgets, runs
 from orchestrator.db import session_scope
 from orchestrator.dispatch import PhaseMessage
 from orchestrator.errors import LeaseLost, RelaytuneError
@@ -40,6 +40,16 @@ def ensure_default_base_model(base_model: str, default: str) -> None:
         write_tiny_model(Path(default), seed=0)  # returns at once when it is already there
 
 
+def _refused_for_budget(claim: runs.Claim) -> bool:
+    """A job that has spent its budget fails the phase now, before any download or load."""
+    with session_scope() as session:
+        stop = budgets.stop_for_budget(session, claim.job_id, claim.phase, at_claim=True)
+        if stop is not None:
+            logger.warning("%s of job %s refused: %s", claim.phase, claim.job_id, stop.message)
+            runs.fail_phase(session, claim, code=stop.code, message=stop.message)
+    return stop is not None
+
+
 def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
     """Raises PhaseNotClaimable for a delivery that does not own the phase."""
     message = PhaseMessage(**payload)
@@ -50,6 +60,8 @@ def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
                                  attempt=message.attempt, worker_id=worker_id,
                                  lease_seconds=settings.lease_seconds)
     logger.info("claimed %s of job %s (attempt %d)", claim.phase, claim.job_id, claim.attempt)
+    if _refused_for_budget(claim):
+        return
     with tempfile.TemporaryDirectory(prefix=f"relaytune-{claim.phase}-") as tmp, \
             Reporter(claim, store, settings) as reporter:
         try:
@@ -59,8 +71,12 @@ def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
             if reporter.lease_lost.is_set():
                 logger.warning("lost the lease of %s; stopping without writing", claim.phase)
                 return
+            stop = None if reporter.cancel_requested.is_set() else reporter.budget_stop
             with session_scope() as session:
-                runs.acknowledge_cancel(session, claim)
+                if stop is not None:  # failed, with its stop checkpoint as the resume point
+                    runs.fail_phase(session, claim, code=stop.code, message=stop.message)
+                else:
+                    runs.acknowledge_cancel(session, claim)
             return
         except LeaseLost:
             logger.warning("lost the lease of %s; a newer attempt owns it", claim.phase)

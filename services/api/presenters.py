@@ -48,5 +48,6 @@ def job_out(job: Job, pools: dict[str, Pool]) -> JobOut:
         finished_at=job.finished_at,
         phases=phases,
         cost=Money(amount=sum((p.cost.amount for p in phases), Decimal(0)), currency=currency),
+        max_cost=None if job.max_cost is None else Money(amount=job.max_cost, currency=currency),
         error=error,
     )

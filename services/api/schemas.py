@@ -72,6 +72,7 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     phases: list[PhaseOut]
     cost: Money
+    max_cost: Money | None = Field(None, description="The job's budget; none when uncapped")
     error: ErrorInfo | None = None
 
 

@@ -1,5 +1,5 @@
-"""Operator commands that talk to the job store directly (like `api-key create`). Prices and
-pools change here, not in code."""
+"""Operator commands that talk to the job store directly (like `api-key create`): pools and
+tenants' spending limits. Prices and limits change here, not in code."""
 
 from __future__ import annotations
 
@@ -137,3 +137,55 @@ def pools_apply(path: Path) -> None:
     with _store() as session:
         apply_pools_file(session, path)
         _print_pools(session)
+
+
+@click.group()
+def tenants() -> None:
+    """Tenants and their spending limits."""
+
+
+def _print_tenants(session: Session) -> None:
+    from orchestrator import budgets, repository
+
+    table = Table(title="tenants")
+    for column in ("name", "spending limit", "period", "spent in period"):
+        table.add_column(column)
+    currency = budgets.currency(session)
+    for tenant in repository.tenants(session):
+        spent = budgets.tenant_spent(session, tenant)
+        limit = (f"{tenant.spending_limit} {currency}" if tenant.spending_limit is not None
+                 else "none")
+        period = f"{tenant.spending_period_days} days" if tenant.spending_period_days else "-"
+        table.add_row(tenant.name, limit, period, f"{spent} {currency}")
+    console.print(table)
+
+
+@tenants.command("list")
+def tenants_list() -> None:
+    """Every tenant with its spending limit and what it spent in the period."""
+    with _store() as session:
+        _print_tenants(session)
+
+
+@tenants.command("set-limit")
+@click.argument("name")
+@click.option("--amount", type=Decimal, required=True, help="Most the tenant may spend per period.")
+@click.option("--days", type=int, default=30, show_default=True, help="Length of the period.")
+def tenants_set_limit(name: str, amount: Decimal, days: int) -> None:
+    """Cap what tenant NAME's jobs may cost over the last DAYS days."""
+    from orchestrator import budgets
+
+    with _store() as session:
+        budgets.set_spending_limit(session, name, amount=amount, period_days=days)
+        _print_tenants(session)
+
+
+@tenants.command("clear-limit")
+@click.argument("name")
+def tenants_clear_limit(name: str) -> None:
+    """Remove tenant NAME's spending limit."""
+    from orchestrator import budgets
+
+    with _store() as session:
+        budgets.set_spending_limit(session, name, amount=None, period_days=None)
+        _print_tenants(session)

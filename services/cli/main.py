@@ -62,6 +62,7 @@ def api_key_create(tenant: str, admin: bool) -> None:
 
 
 app.add_command(admin.pools)
+app.add_command(admin.tenants)
 
 
 @app.command("make-tiny-model")

@@ -60,3 +60,23 @@ def test_pools_errors_name_the_option_and_change_nothing(clean_db: None) -> None
         a10 = session.get(Pool, "a10")
         assert a10 is not None and a10.currency == "CNY"
         assert session.get(Pool, "a100").hourly_price == Decimal(8)  # type: ignore[union-attr]
+
+
+def test_tenants_set_and_clear_a_spending_limit(clean_db: None) -> None:
+    from orchestrator.models import Tenant
+
+    _invoke("api-key", "create", "--tenant", "acme")
+    code, output = _invoke("tenants", "set-limit", "acme", "--amount", "50", "--days", "7")
+    assert code == 0, output
+    assert "50.000000 CNY" in output and "7 days" in output
+    with session_scope() as session:
+        tenant = session.query(Tenant).filter_by(name="acme").one()
+        assert (tenant.spending_limit, tenant.spending_period_days) == (Decimal(50), 7)
+    code, output = _invoke("tenants", "set-limit", "nobody", "--amount", "1")
+    assert code == 1 and "tenant 'nobody' not found" in output
+    code, output = _invoke("tenants", "set-limit", "acme", "--amount", "5", "--days", "0")
+    assert code == 1 and "period_days" in output
+    code, output = _invoke("tenants", "clear-limit", "acme")
+    assert code == 0 and "none" in output
+    with session_scope() as session:
+        assert session.query(Tenant).filter_by(name="acme").one().spending_limit is None
