@@ -36,8 +36,10 @@ def phase_cost(phase: Phase, pool: Pool, now: datetime) -> Decimal:
     return Decimal(phase.cost_amount or 0) + price_of(running_seconds(phase, now), pool)
 
 
-def close_meter(phase: Phase, pool: Pool, now: datetime) -> None:
-    """Call while the phase is still running: bills the current run at today's price."""
+def close_meter(phase: Phase, pool: Pool, now: datetime) -> float:
+    """Call while the phase is still running: bills the current run at today's price and adds
+    it to the phase's cost; returns the seconds billed for this run (claim to now)."""
     seconds = running_seconds(phase, now)
     phase.billed_seconds = float(phase.billed_seconds or 0.0) + seconds
     phase.cost_amount = Decimal(phase.cost_amount or 0) + price_of(seconds, pool)
+    return seconds

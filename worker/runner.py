@@ -13,10 +13,13 @@ from orchestrator import budgets, runs
 from orchestrator.db import session_scope
 from orchestrator.dispatch import PhaseMessage
 from orchestrator.errors import LeaseLost, RelaytuneError
+from orchestrator.hyperparameters import Hyperparameters
+from orchestrator.model_shapes import model_key_for
 from orchestrator.settings import get_settings
 from orchestrator.storage import get_store
 from worker.phases import PHASE_RUNNERS, PhaseStopped
 from worker.reporting import Reporter
+from worker.timing import PhaseClock, lora_targets_label
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +43,25 @@ def ensure_default_base_model(base_model: str, default: str) -> None:
         write_tiny_model(Path(default), seed=0)  # returns at once when it is already there
 
 
-def _refused_for_budget(claim: runs.Claim) -> bool:
+def _refused_for_budget(claim: runs.Claim, clock: PhaseClock) -> bool:
     """A job that has spent its budget fails the phase now, before any download or load."""
     with session_scope() as session:
         stop = budgets.stop_for_budget(session, claim.job_id, claim.phase, at_claim=True)
         if stop is not None:
             logger.warning("%s of job %s refused: %s", claim.phase, claim.job_id, stop.message)
-            runs.fail_phase(session, claim, code=stop.code, message=stop.message)
+            runs.fail_phase(session, claim, code=stop.code, message=stop.message,
+                            timing=clock.timing())
     return stop is not None
+
+
+def start_clock(claim: runs.Claim) -> PhaseClock:
+    """The run's clock, started at claim, with what the claim alone tells about the run."""
+    clock = PhaseClock()
+    clock.note(model_key=model_key_for(claim.base_model))
+    if claim.phase != "preprocess":  # training settings would only split preprocess profiles
+        hp = Hyperparameters.model_validate(claim.hyperparameters)
+        clock.note(lora_targets=lora_targets_label(hp.target_modules), micro_batch=hp.batch_size)
+    return clock
 
 
 def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
@@ -59,13 +73,15 @@ def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
         claim = runs.claim_phase(session, job_id=message.job_id, phase=message.phase,
                                  attempt=message.attempt, worker_id=worker_id,
                                  lease_seconds=settings.lease_seconds)
+    clock = start_clock(claim)
     logger.info("claimed %s of job %s (attempt %d)", claim.phase, claim.job_id, claim.attempt)
-    if _refused_for_budget(claim):
+    if _refused_for_budget(claim, clock):
         return
     with tempfile.TemporaryDirectory(prefix=f"relaytune-{claim.phase}-") as tmp, \
-            Reporter(claim, store, settings) as reporter:
+            Reporter(claim, store, settings, clock) as reporter:
         try:
-            ensure_default_base_model(claim.base_model, settings.default_base_model)
+            with clock.measure("startup"):
+                ensure_default_base_model(claim.base_model, settings.default_base_model)
             output_key, summary = PHASE_RUNNERS[claim.phase](claim, store, Path(tmp), reporter)
         except PhaseStopped:
             if reporter.lease_lost.is_set():
@@ -74,9 +90,10 @@ def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
             stop = None if reporter.cancel_requested.is_set() else reporter.budget_stop
             with session_scope() as session:
                 if stop is not None:  # failed, with its stop checkpoint as the resume point
-                    runs.fail_phase(session, claim, code=stop.code, message=stop.message)
+                    runs.fail_phase(session, claim, code=stop.code, message=stop.message,
+                                    timing=clock.timing())
                 else:
-                    runs.acknowledge_cancel(session, claim)
+                    runs.acknowledge_cancel(session, claim, timing=clock.timing())
             return
         except LeaseLost:
             logger.warning("lost the lease of %s; a newer attempt owns it", claim.phase)
@@ -89,7 +106,9 @@ def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
                     message=(exc.message if isinstance(exc, RelaytuneError)
                              else f"{type(exc).__name__}: {exc}")[:2000],
                     details=exc.details if isinstance(exc, RelaytuneError) else None,
+                    timing=clock.timing(),
                 )
             return
         with session_scope() as session:
-            runs.complete_phase(session, claim, output_key=output_key, summary=summary)
+            runs.complete_phase(session, claim, output_key=output_key, summary=summary,
+                                timing=clock.timing())
