@@ -45,7 +45,7 @@ from worker.recipe.run import TrainingRun, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainHooks", "TrainResult", "train_epochs", "warmup_cosine"]
+__all__ = ["Carry", "TrainHooks", "TrainResult", "train_epochs", "warmup_cosine"]
 
 
 def _no_progress(step: int, total_steps: int, epoch: int, metrics: dict[str, float]) -> None:
@@ -83,6 +83,17 @@ class TrainHooks:
     before_step: Callable[[int], None] = _nothing_before
 
 
+@dataclass
+class Carry:
+    """A finished call's live state, so the next phase on the same worker continues in memory
+    (same model, optimizer, schedule, RNG) instead of reloading its checkpoint."""
+
+    run: TrainingRun
+    position: Position
+    best: Best
+    metrics: dict[str, float | None]
+
+
 @dataclass(frozen=True)
 class TrainResult:
     stopped: bool
@@ -102,6 +113,7 @@ class TrainResult:
     gradient_checkpointing: bool = False
     precision: str = "fp32"
     oom_recoveries: int = 0
+    carry: Carry | None = None
 
 
 def _seed_everything(seed: int) -> None:
@@ -264,6 +276,8 @@ class _Loop:
             gradient_checkpointing=plan.gradient_checkpointing,
             precision=self.run.precision.name,
             oom_recoveries=self.oom_recoveries,
+            carry=None if stopped else Carry(self.run, self.position, self.best,
+                                             dict(self.metrics)),
         )
 
 
@@ -302,17 +316,29 @@ def train_epochs(
     resume_dir: Path | None,
     out_dir: Path,
     hooks: TrainHooks,
+    carry: Carry | None = None,
 ) -> TrainResult:
     """Train epochs [start_epoch, end_epoch), resuming from resume_dir if given.
 
     Without resume_dir, start_epoch must be 0. With it, training continues from the
-    checkpoint's position, which must lie within [start_epoch, end_epoch]. Hyperparameters the
+    checkpoint's position, which must lie within [start_epoch, end_epoch]. With `carry` (the
+    previous call's result in this process), training continues from that live state exactly
+    as it would from its final checkpoint, without loading anything. Hyperparameters the
     dict lacks take their defaults (a job submitted before they existed).
     """
     hp = Hyperparameters.model_validate(hyperparameters).model_dump()
-    _check_range(hp, start_epoch, end_epoch, resuming=resume_dir is not None)
+    _check_range(hp, start_epoch, end_epoch,
+                 resuming=resume_dir is not None or carry is not None)
     out_dir = Path(out_dir)
     logger.info("train epochs [%d, %d) hyperparameters=%s", start_epoch, end_epoch, hp)
+    if carry is not None:
+        if carry.position.epoch != start_epoch or carry.position.steps_in_epoch != 0:
+            raise CheckpointMismatch(
+                f"the carried state stands at epoch {carry.position.epoch} step "
+                f"{carry.position.steps_in_epoch}, not at the start of epoch {start_epoch}")
+        carry.run.model.train()
+        return _Loop(carry.run, hooks, out_dir, end_epoch, carry.position, carry.best,
+                     dict(carry.metrics)).train()
 
     run = TrainingRun(Path(artifact_dir), model_dir, hp)
     metrics: dict[str, float | None] = {"loss": None, "val_loss": None, "token_accuracy": None}
