@@ -49,7 +49,7 @@ def test_fused_warmup_and_final_load_the_model_once_and_match_the_relay(
         upload = client.post("/v1/datasets", files={"file": ("ex.zip", zip_folder(example_dir))})
         assert upload.status_code == 201, upload.text
         dataset_id = upload.json()["id"]
-        relay, relay_events, relay_adapter = _run(
+        _, relay_events, relay_adapter = _run(
             client, dataset_id, tiny_model_dir, {"warmup": "a10", "final": "a100"}, logs)
         fused, fused_events, fused_adapter = _run(
             client, dataset_id, tiny_model_dir, {"warmup": "a10", "final": "a10"}, logs)
