@@ -24,7 +24,8 @@ DATABASE_URL = os.environ.get(
 REDIS_URL = os.environ.get("RELAYTUNE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 S3_ENDPOINT = os.environ.get("RELAYTUNE_TEST_S3_ENDPOINT", "")
 
-DATA_TABLES = ("phase_timings", "checkpoints", "events", "phases", "jobs", "datasets", "api_keys", "tenants")
+DATA_TABLES = ("phase_timings", "checkpoints", "events", "phases", "jobs", "datasets",
+               "api_keys", "tenants")
 
 
 def reset_caches() -> None:
