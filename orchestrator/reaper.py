@@ -1,56 +1,74 @@
-"""Finds runs whose lease expired (worker died) and queued phases whose message was lost."""
+"""Finds runs whose lease expired (worker died) and queued phases whose message was lost.
+
+Every action is logged with its job, phase and attempt, besides the job event a user sees.
+"""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from orchestrator import dispatch, repository
 from orchestrator.cost import close_meter
 from orchestrator.events import EventType, emit
-from orchestrator.models import utcnow
-from orchestrator.relay import mark_failed, phase_message, queue_phase, refresh_job_status
+from orchestrator.models import Phase, Pool, utcnow
+from orchestrator.relay import mark_failed, move, phase_message, queue_phase, refresh_job_status
 from orchestrator.timings import record_run_timing
 
 logger = logging.getLogger(__name__)
 
 
 def reap(session: Session, *, max_attempts: int, resend_after_seconds: int) -> int:
-    """Re-queue (bounded by max_attempts) or fail expired runs; re-send stale queued phases."""
+    """Close (cancel pending), re-queue (bounded by max_attempts) or fail expired runs;
+    re-send stale queued phases."""
     now = utcnow()
     pools = repository.pools_by_name(session)
     handled = 0
     for phase in repository.expired_leases(session, now):
-        job = phase.job
-        billed = close_meter(phase, pools[phase.pool], now)
-        retry = phase.attempt < max_attempts
-        # The dead worker's measurements died with it; the billed seconds must not.
-        record_run_timing(session, phase, outcome="queued" if retry else "failed",
-                          billed_s=billed, timing=None, now=now)
-        emit(
-            session,
-            job.id,
-            EventType.LEASE_EXPIRED,
-            phase=phase.name,
-            attempt=phase.attempt,
-            worker_id=phase.worker_id,
-        )
-        if not retry:
-            message = (f"the worker stopped renewing its lease; {phase.attempt} attempts used "
-                       f"of {max_attempts}")
-            mark_failed(session, phase, code="lease_expired", message=message, now=now)
-        else:
-            queue_phase(session, job, phase, now=now, reason="lease_expired")
-        refresh_job_status(session, job, now)
+        _reap_expired(session, phase, pools[phase.pool], now=now, max_attempts=max_attempts)
         handled += 1
     # A message lost between commit and send (or a broker flush) would leave a phase queued
     # forever; sending it again is safe because only one delivery can claim the attempt.
     for phase in repository.stale_queued(session, now - timedelta(seconds=resend_after_seconds)):
         dispatch.defer(session, phase_message(session, phase))
         phase.queued_at = now
+        logger.info("reaper: re-sent job %s phase %s attempt %d to %s", phase.job_id,
+                    phase.name, phase.attempt, phase.pool)
         handled += 1
-    if handled:
-        logger.info("reaper handled %d phases", handled)
     return handled
+
+
+def _reap_expired(session: Session, phase: Phase, pool: Pool, *, now: datetime,
+                  max_attempts: int) -> None:
+    job = phase.job
+    billed = close_meter(phase, pool, now)
+    if job.cancel_requested_at is not None:
+        outcome = "cancelled"  # the user asked to stop: never run it again
+    elif phase.attempt < max_attempts:
+        outcome = "queued"
+    else:
+        outcome = "failed"
+    # The dead worker's measurements died with it; the billed seconds must not.
+    record_run_timing(session, phase, outcome=outcome, billed_s=billed, timing=None, now=now)
+    emit(session, job.id, EventType.LEASE_EXPIRED, phase=phase.name, attempt=phase.attempt,
+         worker_id=phase.worker_id)
+    if outcome == "cancelled":
+        move(phase, "cancelled")
+        phase.finished_at = now
+        phase.lease_expires_at = None
+        emit(session, job.id, EventType.PHASE_CANCELLED, phase=phase.name,
+             attempt=phase.attempt, step=phase.step, reason="lease_expired")
+    elif outcome == "failed":
+        message = (f"the worker stopped renewing its lease; {phase.attempt} attempts used "
+                   f"of {max_attempts}")
+        mark_failed(session, phase, code="lease_expired", message=message, now=now)
+    logger.warning("reaper: lease of job %s phase %s attempt %d (worker %s) expired; %s",
+                   job.id, phase.name, phase.attempt, phase.worker_id,
+                   {"cancelled": "closed as cancelled, the job has a cancel request",
+                    "failed": f"failed, {max_attempts} attempts used",
+                    "queued": "re-queued"}[outcome])
+    if outcome == "queued":
+        queue_phase(session, job, phase, now=now, reason="lease_expired")
+    refresh_job_status(session, job, now)

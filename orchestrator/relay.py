@@ -55,6 +55,18 @@ def phase_message(session: Session, phase: Phase) -> dispatch.PhaseMessage:
                                  pool=phase.pool, queue=queue_of(session, phase.pool))
 
 
+def cancel_waiting(session: Session, job: Job, phase: Phase, *, now: datetime) -> None:
+    """A pending or queued phase of a job being cancelled stops before it runs; a phase
+    already closed is left as it is, so a cancel and a finishing run never collide."""
+    if phase.status not in ("pending", "queued"):
+        return
+    was_queued = phase.status == "queued"
+    move(phase, "cancelled")
+    phase.finished_at = now
+    if was_queued:
+        emit(session, job.id, EventType.PHASE_CANCELLED, phase=phase.name, attempt=phase.attempt)
+
+
 def mark_failed(session: Session, phase: Phase, *, code: str, message: str,
                 now: datetime, details: list[dict[str, Any]] | None = None) -> None:
     """Fail the phase for good and make its error the job's error."""

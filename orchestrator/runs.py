@@ -20,7 +20,13 @@ from orchestrator.events import EventType, emit
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.models import Checkpoint, Phase, utcnow
 from orchestrator.plan import dataset_key, epoch_range, next_phase, previous_phase, storage_prefix
-from orchestrator.relay import mark_failed, move, queue_phase, refresh_job_status
+from orchestrator.relay import (
+    cancel_waiting,
+    mark_failed,
+    move,
+    queue_phase,
+    refresh_job_status,
+)
 from orchestrator.timings import RunTiming, record_run_timing
 
 
@@ -259,7 +265,8 @@ def complete_phase(
     if following is not None:
         nxt = next(p for p in job.phases if p.name == following)
         if job.cancel_requested_at is not None:
-            move(nxt, "cancelled")
+            # cancel_job has usually closed it already; only a phase still waiting moves.
+            cancel_waiting(session, job, nxt, now=phase.finished_at or utcnow())
         else:
             queue_phase(session, job, nxt, now=phase.finished_at or utcnow(), reason="handoff")
     refresh_job_status(session, job)
