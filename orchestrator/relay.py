@@ -34,9 +34,11 @@ def queue_phase(session: Session, job: Job, phase: Phase, *, now: datetime, reas
     phase.finished_at = None
     phase.worker_id = None
     phase.lease_expires_at = None
+    phase.heartbeat_at = None
     phase.error_code = phase.error_message = None
     phase.step = 0
     phase.total_steps = 0
+    phase.sent_at, phase.sends = now, 1
     emit(
         session,
         job.id,

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from orchestrator.errors import NotFound
@@ -21,6 +21,7 @@ from orchestrator.models import (
     PhaseTiming,
     Pool,
     Tenant,
+    Worker,
 )
 from orchestrator.timings import COMPONENTS
 
@@ -183,8 +184,10 @@ def expired_leases(session: Session, now: datetime) -> Sequence[Phase]:
 
 
 def stale_queued(session: Session, before: datetime) -> Sequence[Phase]:
+    """Queued phases whose message was last sent before `before`."""
     return session.scalars(
-        select(Phase).where(Phase.status == "queued", Phase.queued_at < before)
+        select(Phase).where(Phase.status == "queued",
+                            func.coalesce(Phase.sent_at, Phase.queued_at) < before)
     ).all()
 
 
@@ -212,3 +215,11 @@ def tenant_running_phases(session: Session, tenant_id: str, since: datetime) -> 
         .join(Job, Job.id == Phase.job_id)
         .where(Job.tenant_id == tenant_id, Job.created_at >= since, Phase.status == "running")
     ).all()
+
+
+def workers_seen_since(session: Session, since: datetime) -> Sequence[Worker]:
+    return session.scalars(select(Worker).where(Worker.last_seen_at >= since)).all()
+
+
+def forget_workers_seen_before(session: Session, before: datetime) -> None:
+    session.execute(delete(Worker).where(Worker.last_seen_at < before))

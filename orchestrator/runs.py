@@ -65,6 +65,7 @@ def claim_phase(
             status="running",
             worker_id=worker_id,
             started_at=now,
+            heartbeat_at=now,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
         )
         .execution_options(synchronize_session=False)
@@ -124,8 +125,14 @@ def _fenced_phase(session: Session, claim: Claim) -> Phase:
 def heartbeat(session: Session, claim: Claim, *, lease_seconds: int) -> bool:
     """Renew the lease; returns True when the user asked to cancel the job."""
     phase = _fenced_phase(session, claim)
-    phase.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
+    _renew(phase, lease_seconds)
     return phase.job.cancel_requested_at is not None
+
+
+def _renew(phase: Phase, lease_seconds: int) -> None:
+    now = utcnow()
+    phase.heartbeat_at = now
+    phase.lease_expires_at = now + timedelta(seconds=lease_seconds)
 
 
 def report_progress(
@@ -140,7 +147,7 @@ def report_progress(
 ) -> bool:
     phase = _fenced_phase(session, claim)
     phase.step, phase.total_steps, phase.epoch = step, total_steps, epoch
-    phase.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
+    _renew(phase, lease_seconds)
     emit(
         session,
         claim.job_id,
