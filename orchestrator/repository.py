@@ -223,3 +223,12 @@ def workers_seen_since(session: Session, since: datetime) -> Sequence[Worker]:
 
 def forget_workers_seen_before(session: Session, before: datetime) -> None:
     session.execute(delete(Worker).where(Worker.last_seen_at < before))
+
+
+def attempt_is_queued(session: Session, job_id: str, phase: str, attempt: int) -> bool:
+    """Whether a delivery of this attempt could still claim the phase."""
+    return session.scalar(
+        select(func.count()).select_from(Phase).where(
+            Phase.job_id == job_id, Phase.name == phase, Phase.attempt == attempt,
+            Phase.status == "queued")
+    ) == 1
