@@ -40,6 +40,10 @@ VALIDATION_FORWARD_SHARE = 1 / 3  # a validation forward costs about a third of 
 ProfileLookup = Callable[[str, Pool, MemoryPlan], Profile | None]
 
 
+def money(amount: Decimal, currency: str) -> dict[str, str]:
+    return {"amount": str(amount), "currency": currency}
+
+
 @dataclass(frozen=True)
 class DatasetSize:
     num_samples: int
@@ -102,7 +106,7 @@ class PhaseEstimate:
             "gradient_checkpointing": self.gradient_checkpointing,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "total_seconds": round(self.total_seconds, 3),
-            "cost": str(self.cost), "currency": self.currency,
+            "cost": money(self.cost, self.currency),
             "peak_memory_bytes": self.peak_memory_bytes, "feasible": self.feasible,
             "reason": self.reason, "samples": self.samples, "checkpoints": self.checkpoints,
             "sources": self.sources,
@@ -137,8 +141,9 @@ class PlanEstimate:
         return "; ".join(blocked) if blocked else "every phase fits its GPU"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "pools": self.pools, "cost": str(self.cost),
-                "currency": self.currency, "total_seconds": round(self.total_seconds, 3),
+        return {"name": self.name, "pools": self.pools,
+                "cost": money(self.cost, self.currency),
+                "total_seconds": round(self.total_seconds, 3),
                 "feasible": self.feasible, "reason": self.reason,
                 "phases": [p.to_dict() for p in self.phases]}
 

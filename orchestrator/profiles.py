@@ -19,10 +19,9 @@ from dataclasses import dataclass, field, replace
 from statistics import median
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from orchestrator import bench_h200
+from orchestrator import bench_h200, repository
 from orchestrator.memory import weights_bytes
 from orchestrator.model_shapes import TINY, ModelShape, lora_targets_key
 from orchestrator.models import PhaseTiming, Pool
@@ -166,20 +165,6 @@ _COMPONENTS = ("startup", "input_download", "train", "preprocess", "evaluate", "
                "checkpoint_upload")
 
 
-def _recent_runs(session: Session, phases: Sequence[str], pool: str, model_key: str,
-                 lora_targets: str | None, micro_batch: int | None) -> Sequence[PhaseTiming]:
-    query = select(PhaseTiming).where(
-        PhaseTiming.phase.in_(phases), PhaseTiming.pool == pool,
-        PhaseTiming.model_key == model_key, PhaseTiming.outcome == "succeeded")
-    if lora_targets is not None:
-        query = query.where(PhaseTiming.lora_targets == lora_targets)
-    if micro_batch is not None:
-        query = query.where(PhaseTiming.micro_batch == micro_batch)
-    return session.scalars(
-        query.order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(LEARNED_RUNS)
-    ).all()
-
-
 def _median_rate(rows: Sequence[PhaseTiming], seconds: str, work: str) -> float | None:
     rates = [getattr(r, seconds) / getattr(r, work) for r in rows if getattr(r, work) > 0]
     return median(rates) if rates else None
@@ -189,9 +174,11 @@ def learned_rates(session: Session, phase: str, pool: str, model_key: str,
                   lora_targets: str, micro_batch: int) -> tuple[dict[str, float], int]:
     """Measured rates for a phase, by profile field, and how many runs they come from."""
     if phase == "preprocess":
-        rows = _recent_runs(session, ["preprocess"], pool, model_key, None, None)
+        rows = repository.recent_timings(session, ["preprocess"], pool, model_key, None, None,
+                                         limit=LEARNED_RUNS)
     else:
-        rows = _recent_runs(session, TRAINING_PHASES, pool, model_key, lora_targets, micro_batch)
+        rows = repository.recent_timings(session, TRAINING_PHASES, pool, model_key, lora_targets,
+                                         micro_batch, limit=LEARNED_RUNS)
     if not rows:
         return {}, 0
     rates: dict[str, float | None] = {

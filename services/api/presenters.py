@@ -26,6 +26,7 @@ def phase_out(phase: Phase, pool: Pool) -> PhaseOut:
         started_at=phase.started_at,
         finished_at=phase.finished_at,
         error=error,
+        estimate=phase.estimate,
     )
 
 
@@ -49,4 +50,5 @@ def job_out(job: Job, pools: dict[str, Pool]) -> JobOut:
         phases=phases,
         cost=Money(amount=sum((p.cost.amount for p in phases), Decimal(0)), currency=currency),
         error=error,
+        plan=job.plan,
     )

@@ -38,8 +38,12 @@ class JobCreate(BaseModel):
         "defaults to the server's tiny Qwen3-VL",
     )
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    pools: dict[str, str] | None = None
+    pools: dict[str, str] | str | None = Field(
+        None, description='Phase -> pool, or "auto" for the cheapest plan that fits')
     metadata: dict[str, Any] | None = None
+    max_cost: Decimal | None = Field(
+        None, ge=0, description="Budget for the whole job in the pools' currency; refused at "
+        "submit when even the cheapest plan's estimate exceeds it")
 
 
 class Progress(BaseModel):
@@ -59,6 +63,8 @@ class PhaseOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: ErrorInfo | None = None
+    estimate: dict[str, Any] | None = Field(
+        None, description="Seconds by component and cost predicted at submit")
 
 
 class JobOut(BaseModel):
@@ -73,6 +79,8 @@ class JobOut(BaseModel):
     phases: list[PhaseOut]
     cost: Money
     error: ErrorInfo | None = None
+    plan: dict[str, Any] | None = Field(
+        None, description="Which plan runs the job and why, with its estimated cost")
 
 
 class JobList(BaseModel):
