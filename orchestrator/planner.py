@@ -9,7 +9,7 @@ all). "auto" takes the cheapest feasible; ties go to the shorter, then to the na
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from statistics import median
 from typing import Any
@@ -21,12 +21,13 @@ from orchestrator.errors import InvalidRequest
 from orchestrator.estimate import (
     DatasetSize,
     PlanEstimate,
+    ProfileLookup,
     estimate_plan,
     money,
     session_lookup,
 )
 from orchestrator.hyperparameters import Hyperparameters
-from orchestrator.model_shapes import model_key_for, shape_for
+from orchestrator.model_shapes import ModelShape, model_key_for, shape_for
 from orchestrator.models import Dataset, Pool
 from orchestrator.plan import DEFAULT_POOLS, PHASES
 
@@ -56,7 +57,7 @@ class Comparison:
     plans: list[PlanEstimate]
     cheapest: PlanEstimate | None  # None when no assignment of pools fits
     top_tier: PlanEstimate | None  # every training phase on the priciest pool
-    queues: list[PoolQueue]
+    queues: list[PoolQueue] = field(default_factory=list)
 
     def saving_vs_top_tier(self) -> dict[str, Any] | None:
         """What the chosen plan saves (negative: costs more) against the top tier."""
@@ -107,8 +108,18 @@ def compare_plans(session: Session, *, base_model: str, hp: Hyperparameters,
     shape nor any measured run of it is known."""
     pools = repository.pools_by_name(session)
     shape, model_key = shape_for(base_model), model_key_for(base_model)
-    lookup = session_lookup(session, shape, model_key, hp)
+    comparison = build_comparison(model_key, shape, hp, dataset, pools, requested,
+                                  session_lookup(session, shape, model_key, hp))
+    if comparison is not None:
+        comparison.queues = _queues(session, pools, comparison.plans)
+    return comparison
 
+
+def build_comparison(model_key: str, shape: ModelShape | None, hp: Hyperparameters,
+                     dataset: DatasetSize, pools: dict[str, Pool],
+                     requested: dict[str, str] | str, lookup: ProfileLookup
+                     ) -> Comparison | None:
+    """The plans side by side, from given pools and profiles (no job store)."""
     def plan(name: str, assignment: dict[str, str]) -> PlanEstimate:
         estimate = estimate_plan(name, shape, hp, dataset,
                                  {p: pools[assignment[p]] for p in PHASES}, lookup)
@@ -122,26 +133,24 @@ def compare_plans(session: Session, *, base_model: str, hp: Hyperparameters,
     except _NothingKnown:
         return None
     best = cheapest_feasible(candidates)
-    if requested == AUTO:
+    if isinstance(requested, dict):
+        chosen = plan("requested", requested)
+        preprocess_pool = requested["preprocess"]
+    else:
         base = best or min(candidates, key=_order)
         chosen = PlanEstimate(AUTO, base.pools, base.phases)
         preprocess_pool = chosen.pools["preprocess"]
-    else:
-        assert isinstance(requested, dict)
-        chosen = plan("requested", requested)
-        preprocess_pool = requested["preprocess"]
     named = [chosen]
     if all(p in pools for p in DEFAULT_POOLS.values()):
         named.append(plan("relay", DEFAULT_POOLS))
     singles = {name: plan(f"all-{name}",
-                            {"preprocess": preprocess_pool, "warmup": name, "final": name})
+                          {"preprocess": preprocess_pool, "warmup": name, "final": name})
                for name in pools}
     named += singles.values()
     if best is not None:
         named.append(PlanEstimate("cheapest", best.pools, best.phases))
     top = max(pools.values(), key=lambda p: (p.hourly_price, p.name)) if pools else None
-    return Comparison(model_key, chosen, named, best, singles.get(top.name) if top else None,
-                      _queues(session, pools, named))
+    return Comparison(model_key, chosen, named, best, singles.get(top.name) if top else None)
 
 
 @dataclass
