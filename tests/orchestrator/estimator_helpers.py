@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 from orchestrator import profiles
-from orchestrator.estimate import ProfileLookup, profile_key
+from orchestrator.estimate import profile_key
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.memory import MemoryPlan
 from orchestrator.model_shapes import ModelShape
@@ -31,7 +32,8 @@ def seed_pools() -> dict[str, Pool]:
     return {name: pool(name, price) for name, price in SEED_PRICES.items()}
 
 
-def seed_lookup(shape: ModelShape, hp: Hyperparameters) -> ProfileLookup:
+def seed_lookup(shape: ModelShape, hp: Hyperparameters
+                ) -> Callable[[str, Pool, MemoryPlan], profiles.Profile]:
     """The bench/derived/default profiles, as the estimator uses them with no measured runs."""
     def lookup(phase: str, on: Pool, plan: MemoryPlan) -> profiles.Profile:
         precision, _, micro_batch = profile_key(hp, plan)

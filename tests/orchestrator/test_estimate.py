@@ -10,6 +10,7 @@ from orchestrator import profiles
 from orchestrator.cost import price
 from orchestrator.estimate import (
     DatasetSize,
+    PlanEstimate,
     estimate_plan,
     validation_count,
     work_for,
@@ -25,7 +26,7 @@ SHAPE_8B = SHAPES[QWEN3_VL_8B]
 TWENTY = DatasetSize(num_samples=20, num_images=20, bytes=6_000_000)
 
 
-def _relay(hp: Hyperparameters, dataset: DatasetSize = TWENTY):  # type: ignore[no-untyped-def]
+def _relay(hp: Hyperparameters, dataset: DatasetSize = TWENTY) -> PlanEstimate:
     pools = seed_pools()
     plan = estimate_plan("relay", SHAPE_8B, hp, dataset,
                          {"preprocess": pools["t4"], "warmup": pools["a10"],
@@ -78,7 +79,8 @@ def test_training_phases_split_the_epochs_and_count_checkpoints() -> None:
 
 def test_more_data_costs_more_training_but_the_same_startup() -> None:
     small = {p.phase: p for p in _relay(Hyperparameters()).phases}
-    large = {p.phase: p for p in _relay(Hyperparameters(), DatasetSize(2000, 2000, 6e8)).phases}
+    thousands = DatasetSize(2000, 2000, 600_000_000)
+    large = {p.phase: p for p in _relay(Hyperparameters(), thousands).phases}
     for phase in ("warmup", "final"):
         assert large[phase].seconds["train"] > 50 * small[phase].seconds["train"]
         assert large[phase].seconds["startup"] == small[phase].seconds["startup"]

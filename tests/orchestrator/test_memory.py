@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,18 +13,18 @@ from orchestrator.model_shapes import QWEN3_VL_2B, QWEN3_VL_8B, SHAPES
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "results" / "nvidia-h200-2026-11-28.json"
 PRESETS = {"2b": QWEN3_VL_2B, "8b": QWEN3_VL_8B}
-TARGETS = {"qv": ["q_proj", "v_proj"], "all-linear": "all-linear"}
+TARGETS: dict[str, Any] = {"qv": ["q_proj", "v_proj"], "all-linear": "all-linear"}
 
 
-def _bench_runs() -> list[dict[str, object]]:
-    runs: list[dict[str, object]] = json.loads(BENCH.read_text())["runs"]
+def _bench_runs() -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = json.loads(BENCH.read_text())["runs"]
     return runs
 
 
 @pytest.mark.parametrize("run", _bench_runs(),
                          ids=lambda r: f"{r['preset']}-{r['lora_targets']}-mb{r['micro_batch']}"
                          f"-ckpt{r['gradient_checkpointing']}")
-def test_every_bench_peak_is_predicted_within_15_percent(run: dict) -> None:  # type: ignore[type-arg]
+def test_every_bench_peak_is_predicted_within_15_percent(run: dict[str, Any]) -> None:
     predicted = training_peak_bytes(
         SHAPES[PRESETS[run["preset"]]], precision="bf16",
         target_modules=TARGETS[run["lora_targets"]], lora_rank=8,
