@@ -265,10 +265,25 @@ def profile_key(hp: Hyperparameters, plan: MemoryPlan) -> tuple[str, str, int]:
     return plan.precision, lora_targets_key(hp.target_modules), plan.micro_batch
 
 
+def seeded_lookup(shape: ModelShape, hp: Hyperparameters
+                  ) -> Callable[[str, Pool, MemoryPlan], Profile]:
+    """Bench, derived or default profiles only: what is known before any run is measured."""
+    def lookup(phase: str, pool: Pool, plan: MemoryPlan) -> Profile:
+        precision, _, micro_batch = profile_key(hp, plan)
+        return profiles.seed_profile(
+            shape, pool, phase=phase, precision=precision, target_modules=hp.target_modules,
+            lora_rank=hp.lora_rank, micro_batch=micro_batch,
+            gradient_checkpointing=plan.gradient_checkpointing,
+            eval_max_new_tokens=hp.eval_max_new_tokens, peak_memory_bytes=plan.peak_bytes or None)
+
+    return lookup
+
+
 def session_lookup(session: Session, shape: ModelShape | None, model_key: str,
                    hp: Hyperparameters) -> ProfileLookup:
     """Profiles from the job store's measured runs over the bench, derived or default seeds."""
     learned: dict[tuple[str, str, int], tuple[dict[str, float], int]] = {}
+    seeded = seeded_lookup(shape, hp) if shape is not None else None
 
     def lookup(phase: str, pool: Pool, plan: MemoryPlan) -> Profile | None:
         precision, targets, micro_batch = profile_key(hp, plan)
@@ -279,16 +294,10 @@ def session_lookup(session: Session, shape: ModelShape | None, model_key: str,
         rates, runs = learned[kind, pool.name, micro_batch]
         if phase == "preprocess":
             rates = {k: v for k, v in rates.items() if k != "peak_memory_bytes"}
-        if shape is None:
+        if seeded is None:
             return profiles.measured_only(model_key, pool, rates, runs, precision=precision,
                                           lora_targets=targets, micro_batch=micro_batch)
-        seed = profiles.seed_profile(
-            shape, pool, phase=phase, precision=precision, target_modules=hp.target_modules,
-            lora_rank=hp.lora_rank, micro_batch=micro_batch,
-            gradient_checkpointing=plan.gradient_checkpointing,
-            eval_max_new_tokens=hp.eval_max_new_tokens,
-            peak_memory_bytes=plan.peak_bytes or None)
-        return profiles.with_measurements(seed, rates, runs)
+        return profiles.with_measurements(seeded(phase, pool, plan), rates, runs)
 
     return lookup
 

@@ -1,15 +1,9 @@
-"""Pools and a profile lookup without a job store, for the estimator's unit tests."""
+"""Pools built in memory (no job store), for the estimator's unit tests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import Decimal
 
-from orchestrator import profiles
-from orchestrator.estimate import profile_key
-from orchestrator.hyperparameters import Hyperparameters
-from orchestrator.memory import MemoryPlan
-from orchestrator.model_shapes import ModelShape
 from orchestrator.models import Pool
 
 GPUS = {
@@ -30,16 +24,3 @@ def pool(name: str, price: str | Decimal, gpu: str | None = None) -> Pool:
 
 def seed_pools() -> dict[str, Pool]:
     return {name: pool(name, price) for name, price in SEED_PRICES.items()}
-
-
-def seed_lookup(shape: ModelShape, hp: Hyperparameters
-                ) -> Callable[[str, Pool, MemoryPlan], profiles.Profile]:
-    """The bench/derived/default profiles, as the estimator uses them with no measured runs."""
-    def lookup(phase: str, on: Pool, plan: MemoryPlan) -> profiles.Profile:
-        precision, _, micro_batch = profile_key(hp, plan)
-        return profiles.seed_profile(
-            shape, on, phase=phase, precision=precision, target_modules=hp.target_modules,
-            lora_rank=hp.lora_rank, micro_batch=micro_batch,
-            gradient_checkpointing=plan.gradient_checkpointing,
-            eval_max_new_tokens=hp.eval_max_new_tokens, peak_memory_bytes=plan.peak_bytes)
-    return lookup

@@ -12,6 +12,7 @@ from orchestrator.estimate import (
     DatasetSize,
     PlanEstimate,
     estimate_plan,
+    seeded_lookup,
     validation_count,
     work_for,
 )
@@ -20,7 +21,7 @@ from orchestrator.memory import MemoryPlan
 from orchestrator.model_shapes import QWEN3_VL_8B, SHAPES, TINY
 from orchestrator.models import Pool
 from orchestrator.planner import build_comparison
-from tests.orchestrator.estimator_helpers import pool, seed_lookup, seed_pools
+from tests.orchestrator.estimator_helpers import pool, seed_pools
 
 SHAPE_8B = SHAPES[QWEN3_VL_8B]
 TWENTY = DatasetSize(num_samples=20, num_images=20, bytes=6_000_000)
@@ -30,7 +31,7 @@ def _relay(hp: Hyperparameters, dataset: DatasetSize = TWENTY) -> PlanEstimate:
     pools = seed_pools()
     plan = estimate_plan("relay", SHAPE_8B, hp, dataset,
                          {"preprocess": pools["t4"], "warmup": pools["a10"],
-                          "final": pools["a100"]}, seed_lookup(SHAPE_8B, hp))
+                          "final": pools["a100"]}, seeded_lookup(SHAPE_8B, hp))
     assert plan is not None
     return plan
 
@@ -90,7 +91,7 @@ def test_8b_on_a_t4_is_an_infeasible_plan_with_the_reason() -> None:
     hp = Hyperparameters()
     comparison = build_comparison(QWEN3_VL_8B, SHAPE_8B, hp, TWENTY, seed_pools(),
                                   {"preprocess": "t4", "warmup": "t4", "final": "a100"},
-                                  seed_lookup(SHAPE_8B, hp))
+                                  seeded_lookup(SHAPE_8B, hp))
     assert comparison is not None
     chosen = comparison.chosen
     assert not chosen.feasible
@@ -102,7 +103,7 @@ def test_8b_on_a_t4_is_an_infeasible_plan_with_the_reason() -> None:
 def test_comparison_names_relay_single_pool_and_cheapest_plans() -> None:
     hp = Hyperparameters()
     comparison = build_comparison(QWEN3_VL_8B, SHAPE_8B, hp, TWENTY, seed_pools(), "auto",
-                                  seed_lookup(SHAPE_8B, hp))
+                                  seeded_lookup(SHAPE_8B, hp))
     assert comparison is not None
     names = [p.name for p in comparison.plans]
     assert names == ["auto", "relay", "all-t4", "all-a10", "all-a100", "cheapest"]
@@ -121,7 +122,7 @@ def test_the_tiny_model_uses_cpu_defaults() -> None:
     shape = SHAPES[TINY]
     plan = estimate_plan("relay", shape, hp, TWENTY,
                          {p: pool("a10", "3") for p in ("preprocess", "warmup", "final")},
-                         seed_lookup(shape, hp))
+                         seeded_lookup(shape, hp))
     assert plan is not None and plan.feasible
     assert {s for p in plan.phases for s in p.sources} == {"default"}
 
@@ -143,7 +144,7 @@ def test_auto_never_costs_more_than_the_cheapest_feasible_single_pool_plan(
     pools = {n: pool(n, p) for n, p in zip(names, prices, strict=True)}
     factors = {n: (s, u) for n, s, u in zip(names, speed, startup, strict=True)}
     shape, hp = SHAPES[model], Hyperparameters()
-    seeded = seed_lookup(shape, hp)
+    seeded = seeded_lookup(shape, hp)
 
     def lookup(phase: str, on: Pool, plan: MemoryPlan) -> profiles.Profile:
         base = seeded(phase, on, plan)
