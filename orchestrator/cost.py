@@ -36,7 +36,10 @@ def phase_cost(phase: Phase, pool: Pool, now: datetime) -> Decimal:
     return _price(float(phase.billed_seconds or 0.0) + running_seconds(phase, now), pool)
 
 
-def close_meter(phase: Phase, pool: Pool, now: datetime) -> None:
-    """Call while the phase is still running: bills the current run and stores the total."""
-    phase.billed_seconds = float(phase.billed_seconds or 0.0) + running_seconds(phase, now)
+def close_meter(phase: Phase, pool: Pool, now: datetime) -> float:
+    """Call while the phase is still running: bills the current run and stores the total;
+    returns the seconds billed for this run (claim to now)."""
+    seconds = running_seconds(phase, now)
+    phase.billed_seconds = float(phase.billed_seconds or 0.0) + seconds
     phase.cost_amount = _price(phase.billed_seconds, pool)
+    return seconds

@@ -12,6 +12,7 @@ from orchestrator.cost import close_meter
 from orchestrator.events import EventType, emit
 from orchestrator.models import utcnow
 from orchestrator.relay import mark_failed, queue_phase, refresh_job_status
+from orchestrator.timings import record_run_timing
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,11 @@ def reap(session: Session, *, max_attempts: int, resend_after_seconds: int) -> i
     handled = 0
     for phase in repository.expired_leases(session, now):
         job = phase.job
-        close_meter(phase, pools[phase.pool], now)
+        billed = close_meter(phase, pools[phase.pool], now)
+        retry = phase.attempt < max_attempts
+        # The dead worker's measurements died with it; the billed seconds must not.
+        record_run_timing(session, phase, outcome="queued" if retry else "failed",
+                          billed_s=billed, timing=None, now=now)
         emit(
             session,
             job.id,
@@ -32,7 +37,7 @@ def reap(session: Session, *, max_attempts: int, resend_after_seconds: int) -> i
             attempt=phase.attempt,
             worker_id=phase.worker_id,
         )
-        if phase.attempt >= max_attempts:
+        if not retry:
             message = (f"the worker stopped renewing its lease; {phase.attempt} attempts used "
                        f"of {max_attempts}")
             mark_failed(session, phase, code="lease_expired", message=message, now=now)

@@ -31,18 +31,32 @@ def checkpoint_key(claim: Claim, kind: str, step: int) -> str:
     return f"{claim.output_prefix}/{kind}-{step}"
 
 
+def _download(reporter: Reporter, store: ObjectStore, key: str, local_dir: Path) -> None:
+    with reporter.clock.measure("input_download"):
+        paths = download_dir(store, key, local_dir)
+    reporter.clock.count(input_bytes=sum(p.stat().st_size for p in paths))
+
+
 def run_preprocess(
     claim: Claim, store: ObjectStore, work: Path, reporter: Reporter
 ) -> PhaseOutput:
-    from worker.recipe.preprocess import build_artifact
+    clock = reporter.clock
+    with clock.measure("startup"):
+        from worker.recipe.preprocess import build_artifact
 
     zip_path = work / "dataset.zip"
-    store.get_file(claim.input_key, zip_path)
-    dataset_dir = extract_dataset(zip_path, work / "dataset")
-    artifact_dir = work / "artifact"
-    manifest = build_artifact(
-        dataset_dir, claim.base_model, artifact_dir, hyperparameters=claim.hyperparameters
-    )
+    with clock.measure("input_download"):
+        store.get_file(claim.input_key, zip_path)
+    clock.count(input_bytes=zip_path.stat().st_size)
+    # Building the artifact is this phase's work, as the loop is a training phase's.
+    with clock.measure("train"):
+        dataset_dir = extract_dataset(zip_path, work / "dataset")
+        artifact_dir = work / "artifact"
+        manifest = build_artifact(
+            dataset_dir, claim.base_model, artifact_dir, hyperparameters=claim.hyperparameters
+        )
+    clock.count(samples=int(manifest.get("num_samples") or 0),
+                tokens=int((manifest.get("token_counts") or {}).get("total") or 0))
     reporter.checkpoint(artifact_dir, claim.output_prefix, kind="artifact", step=0)
     return claim.output_prefix, {
         "num_samples": manifest.get("num_samples"),
@@ -56,14 +70,16 @@ def _train(
 ) -> tuple[Any, Path]:
     """Train the claim's epochs. A re-run (lost lease, OOM'd worker) continues from this
     phase's own latest checkpoint; otherwise from `start_from` (the previous phase's output)."""
-    from worker.recipe.train import TrainHooks, train_epochs
+    clock = reporter.clock
+    with clock.measure("startup"):
+        from worker.recipe.train import TrainHooks, train_epochs
 
     artifact_dir = work / "artifact"
-    download_dir(store, claim.artifact_key, artifact_dir)
+    _download(reporter, store, claim.artifact_key, artifact_dir)
     resume_dir = None
     if resume_key := (claim.resume_key or start_from):
         resume_dir = work / "resume"
-        download_dir(store, resume_key, resume_dir)
+        _download(reporter, store, resume_key, resume_dir)
 
     def on_checkpoint(ckpt_dir: Path, step: int, kind: str) -> None:
         reporter.checkpoint(ckpt_dir, checkpoint_key(claim, kind, step), kind=kind, step=step)
@@ -73,17 +89,23 @@ def _train(
         should_stop=reporter.should_stop,
         on_checkpoint=on_checkpoint,
         on_event=reporter.event,
+        on_ready=lambda: clock.switch("train"),
     )
-    result = train_epochs(
-        artifact_dir=artifact_dir,
-        model_dir=claim.base_model,
-        hyperparameters=claim.hyperparameters,
-        start_epoch=claim.start_epoch,
-        end_epoch=claim.end_epoch,
-        resume_dir=resume_dir,
-        out_dir=work / "out",
-        hooks=hooks,
-    )
+    # The base model loads inside train_epochs: startup until on_ready, then the loop.
+    with clock.measure("startup"):
+        result = train_epochs(
+            artifact_dir=artifact_dir,
+            model_dir=claim.base_model,
+            hyperparameters=claim.hyperparameters,
+            start_epoch=claim.start_epoch,
+            end_epoch=claim.end_epoch,
+            resume_dir=resume_dir,
+            out_dir=work / "out",
+            hooks=hooks,
+        )
+    clock.count(samples=result.samples, tokens=result.tokens,
+                validation_samples=result.validation_samples)
+    clock.note(precision=result.precision, micro_batch=result.micro_batch_size)
     if result.stopped:
         raise PhaseStopped(f"stopped at step {result.global_step}")
     return result, artifact_dir
@@ -121,7 +143,7 @@ def _best_checkpoint_dir(
         key = reporter.best_checkpoint_key(result.best_step)
         if key:
             target = work / "best"
-            download_dir(store, key, target)
+            _download(reporter, store, key, target)
             return target
     return Path(result.checkpoint_dir)
 
@@ -131,14 +153,19 @@ def run_final(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter) 
 
     result, artifact_dir = _train(claim, store, work, reporter, start_from=claim.input_key)
     export_dir = work / "export"
-    report = evaluate_and_export(
-        artifact_dir=artifact_dir,
-        model_dir=claim.base_model,
-        checkpoint_dir=_best_checkpoint_dir(claim, store, work, reporter, result),
-        out_dir=export_dir,
-        base_model_name=claim.base_model,
-        hyperparameters=claim.hyperparameters,
-    )
+    best_dir = _best_checkpoint_dir(claim, store, work, reporter, result)
+    clock = reporter.clock
+    with clock.measure("evaluate"):
+        report = evaluate_and_export(
+            artifact_dir=artifact_dir,
+            model_dir=claim.base_model,
+            checkpoint_dir=best_dir,
+            out_dir=export_dir,
+            base_model_name=claim.base_model,
+            hyperparameters=claim.hyperparameters,
+            on_export=lambda: clock.switch("export"),
+        )
+    clock.count(validation_samples=int(report["num_samples"]))
     reporter.checkpoint(export_dir, claim.output_prefix, kind="adapter", step=result.global_step)
     reporter.event("evaluation", report["summary"])
     return claim.output_prefix, _summary(result)

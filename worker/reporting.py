@@ -15,6 +15,7 @@ from orchestrator.events import EventType
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.settings import Settings
 from orchestrator.storage import ObjectStore, delete_prefix, publish_dir
+from worker.timing import PhaseClock
 
 logger = logging.getLogger(__name__)
 
@@ -22,10 +23,12 @@ logger = logging.getLogger(__name__)
 class Reporter:
     """Fenced writes for one claim; a background thread renews the lease between them."""
 
-    def __init__(self, claim: runs.Claim, store: ObjectStore, settings: Settings):
+    def __init__(self, claim: runs.Claim, store: ObjectStore, settings: Settings,
+                 clock: PhaseClock | None = None):
         self.claim = claim
         self.store = store
         self.settings = settings
+        self.clock = clock or PhaseClock()
         self.cancel_requested = threading.Event()
         self.lease_lost = threading.Event()
         self._stop = threading.Event()
@@ -65,6 +68,11 @@ class Reporter:
     def checkpoint(self, local_dir: Path, key: str, *, kind: str, step: int) -> None:
         """Upload the directory, manifest last, then record it: only then does it exist.
         Older resumable checkpoints beyond the job's keep-last are forgotten, then deleted."""
+        with self.clock.measure("checkpoint_upload"):
+            self._publish(local_dir, key, kind=kind, step=step)
+        self.clock.count(checkpoints=1)
+
+    def _publish(self, local_dir: Path, key: str, *, kind: str, step: int) -> None:
         size = publish_dir(self.store, local_dir, key)
         manifest: dict[str, Any] = {}
         manifest_path = local_dir / "manifest.json"

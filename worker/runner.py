@@ -13,10 +13,13 @@ from orchestrator import runs
 from orchestrator.db import session_scope
 from orchestrator.dispatch import PhaseMessage
 from orchestrator.errors import LeaseLost, RelaytuneError
+from orchestrator.hyperparameters import Hyperparameters
+from orchestrator.model_shapes import model_key_for
 from orchestrator.settings import get_settings
 from orchestrator.storage import get_store
 from worker.phases import PHASE_RUNNERS, PhaseStopped
 from worker.reporting import Reporter
+from worker.timing import PhaseClock, lora_targets_label
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,16 @@ def ensure_default_base_model(base_model: str, default: str) -> None:
         write_tiny_model(Path(default), seed=0)  # returns at once when it is already there
 
 
+def start_clock(claim: runs.Claim) -> PhaseClock:
+    """The run's clock, started at claim, with what the claim alone tells about the run."""
+    clock = PhaseClock()
+    clock.note(model_key=model_key_for(claim.base_model))
+    if claim.phase != "preprocess":  # training settings would only split preprocess profiles
+        hp = Hyperparameters.model_validate(claim.hyperparameters)
+        clock.note(lora_targets=lora_targets_label(hp.target_modules), micro_batch=hp.batch_size)
+    return clock
+
+
 def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
     """Raises PhaseNotClaimable for a delivery that does not own the phase."""
     message = PhaseMessage(**payload)
@@ -49,18 +62,20 @@ def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
         claim = runs.claim_phase(session, job_id=message.job_id, phase=message.phase,
                                  attempt=message.attempt, worker_id=worker_id,
                                  lease_seconds=settings.lease_seconds)
+    clock = start_clock(claim)
     logger.info("claimed %s of job %s (attempt %d)", claim.phase, claim.job_id, claim.attempt)
     with tempfile.TemporaryDirectory(prefix=f"relaytune-{claim.phase}-") as tmp, \
-            Reporter(claim, store, settings) as reporter:
+            Reporter(claim, store, settings, clock) as reporter:
         try:
-            ensure_default_base_model(claim.base_model, settings.default_base_model)
+            with clock.measure("startup"):
+                ensure_default_base_model(claim.base_model, settings.default_base_model)
             output_key, summary = PHASE_RUNNERS[claim.phase](claim, store, Path(tmp), reporter)
         except PhaseStopped:
             if reporter.lease_lost.is_set():
                 logger.warning("lost the lease of %s; stopping without writing", claim.phase)
                 return
             with session_scope() as session:
-                runs.acknowledge_cancel(session, claim)
+                runs.acknowledge_cancel(session, claim, timing=clock.timing())
             return
         except LeaseLost:
             logger.warning("lost the lease of %s; a newer attempt owns it", claim.phase)
@@ -73,7 +88,9 @@ def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
                     message=(exc.message if isinstance(exc, RelaytuneError)
                              else f"{type(exc).__name__}: {exc}")[:2000],
                     details=exc.details if isinstance(exc, RelaytuneError) else None,
+                    timing=clock.timing(),
                 )
             return
         with session_scope() as session:
-            runs.complete_phase(session, claim, output_key=output_key, summary=summary)
+            runs.complete_phase(session, claim, output_key=output_key, summary=summary,
+                                timing=clock.timing())
