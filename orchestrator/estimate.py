@@ -206,7 +206,9 @@ def _training(phase: str, pool: Pool, profile: Profile, plan: MemoryPlan,
     # The final phase resumes from the warmup's last checkpoint.
     download = artifact_bytes + (checkpoint_bytes if phase == "final" else 0)
     seconds["input_download"] = _transfer_s(profile, download)
-    validation = epochs * work.validation * VALIDATION_FORWARD_SHARE
+    # Measured training seconds already hold the epoch-end validation passes.
+    measured = profile.sources.get("train") == "measured"
+    validation = 0.0 if measured else epochs * work.validation * VALIDATION_FORWARD_SHARE
     seconds["train"] = (samples + validation) * profile.train_s_per_sample
     checkpoints = _checkpoint_count(hp, work, epochs, seconds["train"])
     uploads = checkpoints * profile.checkpoint_upload_s
@@ -282,16 +284,17 @@ def seeded_lookup(shape: ModelShape, hp: Hyperparameters
 def session_lookup(session: Session, shape: ModelShape | None, model_key: str,
                    hp: Hyperparameters) -> ProfileLookup:
     """Profiles from the job store's measured runs over the bench, derived or default seeds."""
-    learned: dict[tuple[str, str, int], tuple[dict[str, float], int]] = {}
+    learned: dict[tuple[str, str], tuple[dict[str, float], int]] = {}
     seeded = seeded_lookup(shape, hp) if shape is not None else None
 
     def lookup(phase: str, pool: Pool, plan: MemoryPlan) -> Profile | None:
         precision, targets, micro_batch = profile_key(hp, plan)
         kind = "preprocess" if phase == "preprocess" else "final"
-        if (kind, pool.name, micro_batch) not in learned:
-            learned[kind, pool.name, micro_batch] = profiles.learned_rates(
-                session, kind, pool.name, model_key, targets, micro_batch)
-        rates, runs = learned[kind, pool.name, micro_batch]
+        # Runs are filed under the job's batch_size, whatever micro-batch they ended with.
+        if (kind, pool.name) not in learned:
+            learned[kind, pool.name] = profiles.learned_rates(
+                session, kind, pool.name, model_key, targets, hp.batch_size)
+        rates, runs = learned[kind, pool.name]
         if phase == "preprocess":
             rates = {k: v for k, v in rates.items() if k != "peak_memory_bytes"}
         if seeded is None:

@@ -170,6 +170,14 @@ def _median_rate(rows: Sequence[PhaseTiming], seconds: str, work: str) -> float 
     return median(rates) if rates else None
 
 
+def _evaluated_samples(session: Session, row: PhaseTiming) -> int:
+    """Samples the final evaluation scored: a final run's validation_samples also counts the
+    validation pass at each of its epochs' ends, over the same held-out set."""
+    hp = repository.job_by_id(session, row.job_id).hyperparameters
+    epochs = int(hp.get("total_epochs", 0)) - int(hp.get("warmup_epochs", 0))
+    return row.validation_samples // (max(epochs, 0) + 1)
+
+
 def learned_rates(session: Session, phase: str, pool: str, model_key: str,
                   lora_targets: str, micro_batch: int) -> tuple[dict[str, float], int]:
     """Measured rates for a phase, by profile field, and how many runs they come from."""
@@ -193,7 +201,9 @@ def learned_rates(session: Session, phase: str, pool: str, model_key: str,
     else:
         rates["train_s_per_sample"] = _median_rate(rows, "train_s", "samples")
         finals = [r for r in rows if r.phase == "final"]
-        rates["evaluate_s_per_sample"] = _median_rate(finals, "evaluate_s", "validation_samples")
+        evaluated = [(r.evaluate_s, _evaluated_samples(session, r)) for r in finals]
+        per_sample = [s / n for s, n in evaluated if n > 0]
+        rates["evaluate_s_per_sample"] = median(per_sample) if per_sample else None
         rates["export_s"] = median(r.export_s for r in finals) if finals else None
         peaks = [r.peak_memory_bytes for r in rows if r.peak_memory_bytes]
         rates["peak_memory_bytes"] = max(peaks) if peaks else None
