@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator import profiles
 from orchestrator.cost import price
+from orchestrator.errors import InvalidRequest
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.memory import MemoryPlan, precision_for, training_plan, weights_bytes
 from orchestrator.model_shapes import ModelShape, lora_targets_key, model_key_for, shape_for
@@ -68,6 +69,15 @@ def validation_count(num_samples: int, requested: int | None) -> int:
     if num_samples <= SMALL_DATASET:
         return min(MAX_SMALL_VALIDATION, max(1, round(0.15 * num_samples)))
     return max(1, round(0.1 * num_samples))
+
+
+def check_validation_split(hp: Hyperparameters, num_samples: int) -> None:
+    """Refuse at submit what preprocessing would refuse later: nothing left to train on."""
+    if hp.validation_samples and hp.validation_samples >= num_samples:
+        raise InvalidRequest(
+            f"validation_samples ({hp.validation_samples}) must leave at least one of the "
+            f"data set's {num_samples} samples to train on",
+            param="hyperparameters.validation_samples")
 
 
 def work_for(hp: Hyperparameters, dataset: DatasetSize) -> Work:

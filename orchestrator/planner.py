@@ -22,6 +22,7 @@ from orchestrator.estimate import (
     DatasetSize,
     PlanEstimate,
     ProfileLookup,
+    check_validation_split,
     estimate_plan,
     money,
     session_lookup,
@@ -206,6 +207,7 @@ def plan_job(session: Session, *, base_model: str, hp: Hyperparameters, dataset:
              requested: dict[str, str] | str, max_cost: Decimal | None) -> PlannedJob:
     """Pools, plan record and per-phase estimates of a job about to be submitted; refuses a
     plan that cannot fit its GPUs and a budget below the cheapest plan's estimate."""
+    check_validation_split(hp, dataset.num_samples)
     size = DatasetSize(dataset.num_samples, dataset.num_images, dataset.bytes)
     comparison = compare_plans(session, base_model=base_model, hp=hp, dataset=size,
                                requested=requested)

@@ -10,7 +10,13 @@ from sqlalchemy.orm import Session
 
 from orchestrator import repository
 from orchestrator.errors import InvalidRequest
-from orchestrator.estimate import DatasetSize, memory_plan, money, session_lookup
+from orchestrator.estimate import (
+    DatasetSize,
+    check_validation_split,
+    memory_plan,
+    money,
+    session_lookup,
+)
 from orchestrator.jobs import parse_hyperparameters, resolve_pools
 from orchestrator.memory import MemoryPlan
 from orchestrator.model_shapes import SHAPES, model_key_for, shape_for
@@ -28,6 +34,7 @@ def quote_job(session: Session, *, tenant_id: str, dataset_id: str, base_model: 
     dataset = repository.dataset_for_tenant(session, tenant_id, dataset_id)
     if not base_model.strip():
         raise InvalidRequest("base_model must not be empty", param="base_model")
+    check_validation_split(hp, dataset.num_samples)
     size = DatasetSize(dataset.num_samples, dataset.num_images, dataset.bytes)
     comparison = compare_plans(session, base_model=base_model, hp=hp, dataset=size,
                                requested=requested)

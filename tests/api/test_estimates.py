@@ -68,6 +68,8 @@ def test_queue_depth_counts_phases_waiting_on_a_pool(client: TestClient, dataset
     [
         ({"hyperparameters": {"total_epochs": 0}}, "invalid_request",
          "hyperparameters.total_epochs"),
+        ({"hyperparameters": {"validation_samples": 3}}, "invalid_request",
+         "hyperparameters.validation_samples"),
         ({"pools": {"warmup": "h100"}}, "unknown_pool", "pools.warmup"),
         ({"pools": "fastest"}, "invalid_request", "pools"),
         ({"max_cost": "-1"}, "invalid_request", "max_cost"),
@@ -124,6 +126,16 @@ def test_a_model_without_a_shape_still_submits_without_an_estimate(
     assert [p["pool"] for p in job["phases"]] == ["t4", "a10", "a100"]
     assert job["plan"]["name"] == "relay"
     assert all(p["estimate"] is None for p in job["phases"])
+
+
+def test_a_job_without_samples_left_to_train_is_refused_at_submit(
+    client: TestClient, dataset_id: str
+) -> None:
+    response = client.post("/v1/jobs", json={"dataset_id": dataset_id, "base_model": "tiny",
+                                             "hyperparameters": {"validation_samples": 3}})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == "hyperparameters.validation_samples"
+    assert _job_count() == 0
 
 
 def test_a_phase_that_cannot_fit_its_pool_is_refused(client: TestClient, dataset_id: str) -> None:
