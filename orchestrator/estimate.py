@@ -172,7 +172,9 @@ def memory_plan(shape: ModelShape | None, hp: Hyperparameters, pool: Pool) -> Me
 
 
 def _transfer_s(profile: Profile, nbytes: float) -> float:
-    return profiles.TRANSFER_LATENCY_S + nbytes * profile.download_s_per_byte
+    # A measured rate (seconds over bytes of whole runs) already holds the per-transfer latency.
+    measured = profile.sources.get("input_download") == "measured"
+    return (0.0 if measured else profiles.TRANSFER_LATENCY_S) + nbytes * profile.download_s_per_byte
 
 
 def _preprocess(phase: str, pool: Pool, profile: Profile, dataset: DatasetSize, work: Work,

@@ -2,7 +2,7 @@
 
 Sources, best first:
 - measured: medians over the last runs of the same phase on the same pool with the same model,
-  LoRA targets and micro-batch (`phase_timings`), normalised by work: training seconds per
+  LoRA targets and batch size (`phase_timings`), normalised by work: training seconds per
   sample, evaluation seconds per validation sample, upload seconds per checkpoint,
   preprocessing seconds per sample, download seconds per byte.
 - bench: the H200 bench (bench_h200.py), on a pool whose GPU is an H200.
@@ -131,6 +131,7 @@ def seed_profile(shape: ModelShape, pool: Pool, *, phase: str, precision: str,
     checkpoint_bytes = CHECKPOINT_BYTES_PER_LORA_PARAM * shape.lora_params(target_modules,
                                                                            lora_rank)
     upload_s = TRANSFER_LATENCY_S + checkpoint_bytes / UPLOAD_BYTES_PER_S
+
     def made(startup: float, train: float, preprocess: float, evaluate: float, export: float,
              source: str, sources: dict[str, str]) -> Profile:
         return Profile(shape.key, pool.name, pool.gpu_model, precision, targets, micro_batch,
