@@ -86,6 +86,15 @@ def defer(session: Session, message: PhaseMessage) -> None:
     session.info.setdefault(_PENDING, []).append(message)
 
 
+def withdraw(session: Session, *, job_id: str, phase: str, attempt: int) -> bool:
+    """Take back a message deferred in this transaction (its phase is being run in-process)."""
+    pending: list[PhaseMessage] = session.info.get(_PENDING, [])
+    kept = [m for m in pending
+            if (m.job_id, m.phase, m.attempt) != (job_id, phase, attempt)]
+    session.info[_PENDING] = kept
+    return len(kept) != len(pending)
+
+
 @event.listens_for(Session, "after_commit")
 def _send_after_commit(session: Session) -> None:
     messages: list[PhaseMessage] = session.info.pop(_PENDING, [])

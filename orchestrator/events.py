@@ -14,6 +14,8 @@ class EventType(StrEnum):
     JOB_SUBMITTED = "job_submitted"
     PHASE_QUEUED = "phase_queued"
     PHASE_STARTED = "phase_started"
+    PHASE_FUSED = "phase_fused"
+    MODEL_LOADED = "model_loaded"
     METRICS = "metrics"
     CHECKPOINT_SAVED = "checkpoint_saved"
     OOM_RECOVERED = "oom_recovered"

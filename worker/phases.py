@@ -7,6 +7,7 @@ must stay free of CUDA.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,16 @@ class PhaseStopped(Exception):
 
 
 PhaseOutput = tuple[str, dict[str, Any]]  # (output key, summary for the phase_succeeded event)
+
+
+@dataclass
+class Handover:
+    """What this process already holds when it runs the next phase itself (same-pool fusion):
+    the artifact on local disk and the training run's live state, neither fetched again."""
+
+    artifact_dir: Path | None = None
+    carry: Any = None  # worker.recipe.train.Carry of the last finished training call
+    carry_key: str = ""  # the checkpoint key that state was published under
 
 
 def checkpoint_key(claim: Claim, kind: str, step: int) -> str:
@@ -38,7 +49,7 @@ def _download(reporter: Reporter, store: ObjectStore, key: str, local_dir: Path)
 
 
 def run_preprocess(
-    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter
+    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, handover: Handover
 ) -> PhaseOutput:
     clock = reporter.clock
     with clock.measure("startup"):
@@ -58,6 +69,7 @@ def run_preprocess(
     clock.count(samples=int(manifest.get("num_samples") or 0),
                 tokens=int((manifest.get("token_counts") or {}).get("total") or 0))
     reporter.checkpoint(artifact_dir, claim.output_prefix, kind="artifact", step=0)
+    handover.artifact_dir = artifact_dir
     return claim.output_prefix, {
         "num_samples": manifest.get("num_samples"),
         "validation": manifest.get("validation"),
@@ -66,30 +78,42 @@ def run_preprocess(
 
 
 def _train(
-    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, start_from: str | None
+    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, handover: Handover,
+    start_from: str | None,
 ) -> tuple[Any, Path]:
     """Train the claim's epochs. A re-run (lost lease, OOM'd worker) continues from this
-    phase's own latest checkpoint; otherwise from `start_from` (the previous phase's output)."""
+    phase's own latest checkpoint; otherwise from `start_from` (the previous phase's output),
+    which this process may still hold live when it ran the previous phase itself."""
     clock = reporter.clock
     with clock.measure("startup"):
         from worker.recipe.train import TrainHooks, train_epochs
 
-    artifact_dir = work / "artifact"
-    _download(reporter, store, claim.artifact_key, artifact_dir)
+    artifact_dir = handover.artifact_dir
+    if artifact_dir is None:
+        artifact_dir = work / "artifact"
+        _download(reporter, store, claim.artifact_key, artifact_dir)
+    resume_key = claim.resume_key or start_from
+    carry = handover.carry if resume_key and resume_key == handover.carry_key else None
+    handover.carry = None  # the state moves on into this call; nothing else may reuse it
     resume_dir = None
-    if resume_key := (claim.resume_key or start_from):
+    if resume_key and carry is None:
         resume_dir = work / "resume"
         _download(reporter, store, resume_key, resume_dir)
 
     def on_checkpoint(ckpt_dir: Path, step: int, kind: str) -> None:
         reporter.checkpoint(ckpt_dir, checkpoint_key(claim, kind, step), kind=kind, step=step)
 
+    def on_ready() -> None:
+        clock.switch("train")
+        if carry is None:  # a fused phase goes on with the model already in memory
+            reporter.event("model_loaded", {"model": claim.base_model})
+
     hooks = TrainHooks(
         on_progress=reporter.progress,
         should_stop=reporter.should_stop,
         on_checkpoint=on_checkpoint,
         on_event=reporter.event,
-        on_ready=lambda: clock.switch("train"),
+        on_ready=on_ready,
     )
     # The base model loads inside train_epochs: startup until on_ready, then the loop.
     with clock.measure("startup"):
@@ -102,12 +126,14 @@ def _train(
             resume_dir=resume_dir,
             out_dir=work / "out",
             hooks=hooks,
+            carry=carry,
         )
     clock.count(samples=result.samples, tokens=result.tokens,
                 validation_samples=result.validation_samples)
     clock.note(precision=result.precision, micro_batch=result.micro_batch_size)
     if result.stopped:
         raise PhaseStopped(f"stopped at step {result.global_step}")
+    handover.artifact_dir = artifact_dir
     return result, artifact_dir
 
 
@@ -126,10 +152,13 @@ def _summary(result: Any) -> dict[str, Any]:
     }
 
 
-def run_warmup(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter) -> PhaseOutput:
-    result, _ = _train(claim, store, work, reporter, start_from=None)
+def run_warmup(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter,
+               handover: Handover) -> PhaseOutput:
+    result, _ = _train(claim, store, work, reporter, handover, start_from=None)
     # The loop handed its final checkpoint to on_checkpoint, which published it under this key.
-    return checkpoint_key(claim, "final", result.global_step), _summary(result)
+    output_key = checkpoint_key(claim, "final", result.global_step)
+    handover.carry, handover.carry_key = result.carry, output_key
+    return output_key, _summary(result)
 
 
 def _best_checkpoint_dir(
@@ -148,10 +177,12 @@ def _best_checkpoint_dir(
     return Path(result.checkpoint_dir)
 
 
-def run_final(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter) -> PhaseOutput:
+def run_final(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter,
+              handover: Handover) -> PhaseOutput:
     from worker.recipe.evaluate import evaluate_and_export
 
-    result, artifact_dir = _train(claim, store, work, reporter, start_from=claim.input_key)
+    result, artifact_dir = _train(claim, store, work, reporter, handover,
+                                  start_from=claim.input_key)
     export_dir = work / "export"
     best_dir = _best_checkpoint_dir(claim, store, work, reporter, result)
     clock = reporter.clock
@@ -171,7 +202,9 @@ def run_final(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter) 
     return claim.output_prefix, _summary(result)
 
 
-PHASE_RUNNERS: dict[str, Callable[[Claim, ObjectStore, Path, Reporter], PhaseOutput]] = {
+PHASE_RUNNERS: dict[
+    str, Callable[[Claim, ObjectStore, Path, Reporter, Handover], PhaseOutput]
+] = {
     "preprocess": run_preprocess,
     "warmup": run_warmup,
     "final": run_final,

@@ -1,4 +1,7 @@
-"""Runs one delivery of a phase: claim, work in a scratch directory, report the outcome."""
+"""Runs one delivery of a phase: claim, work in a scratch directory, report the outcome.
+
+When the next phase is queued on this worker's pool, the same process claims and runs it
+right away (same-pool fusion, see orchestrator/fusion.py), reusing what it holds."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from orchestrator import runs
+from orchestrator import fusion, runs
 from orchestrator.db import session_scope
 from orchestrator.dispatch import PhaseMessage
 from orchestrator.errors import LeaseLost, RelaytuneError
@@ -17,7 +20,7 @@ from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.model_shapes import model_key_for
 from orchestrator.settings import get_settings
 from orchestrator.storage import get_store
-from worker.phases import PHASE_RUNNERS, PhaseStopped
+from worker.phases import PHASE_RUNNERS, Handover, PhaseStopped
 from worker.reporting import Reporter
 from worker.timing import PhaseClock, lora_targets_label
 
@@ -57,29 +60,46 @@ def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
     """Raises PhaseNotClaimable for a delivery that does not own the phase."""
     message = PhaseMessage(**payload)
     settings = get_settings()
-    store = get_store()
     with session_scope() as session:
-        claim = runs.claim_phase(session, job_id=message.job_id, phase=message.phase,
-                                 attempt=message.attempt, worker_id=worker_id,
-                                 lease_seconds=settings.lease_seconds)
+        claim: runs.Claim | None = runs.claim_phase(
+            session, job_id=message.job_id, phase=message.phase, attempt=message.attempt,
+            worker_id=worker_id, lease_seconds=settings.lease_seconds)
+    handover = Handover()
+    fused = False
+    with tempfile.TemporaryDirectory(prefix=f"relaytune-{message.phase}-") as tmp:
+        while claim is not None:
+            claim = _run_claim(claim, Path(tmp) / claim.phase, handover, worker_id=worker_id,
+                               fused=fused)
+            fused = True
+
+
+def _run_claim(claim: runs.Claim, work: Path, handover: Handover, *, worker_id: str,
+               fused: bool) -> runs.Claim | None:
+    """Run one claimed phase to its outcome; returns the next phase's claim when this process
+    is to run it too."""
+    settings = get_settings()
+    store = get_store()
     clock = start_clock(claim)
-    logger.info("claimed %s of job %s (attempt %d)", claim.phase, claim.job_id, claim.attempt)
-    with tempfile.TemporaryDirectory(prefix=f"relaytune-{claim.phase}-") as tmp, \
-            Reporter(claim, store, settings, clock) as reporter:
+    clock.facts.fused = fused
+    logger.info("claimed %s of job %s (attempt %d%s)", claim.phase, claim.job_id, claim.attempt,
+                ", fused with the previous phase" if fused else "")
+    work.mkdir(parents=True, exist_ok=True)
+    with Reporter(claim, store, settings, clock) as reporter:
         try:
             with clock.measure("startup"):
                 ensure_default_base_model(claim.base_model, settings.default_base_model)
-            output_key, summary = PHASE_RUNNERS[claim.phase](claim, store, Path(tmp), reporter)
+            output_key, summary = PHASE_RUNNERS[claim.phase](claim, store, work, reporter,
+                                                             handover)
         except PhaseStopped:
             if reporter.lease_lost.is_set():
                 logger.warning("lost the lease of %s; stopping without writing", claim.phase)
-                return
+                return None
             with session_scope() as session:
                 runs.acknowledge_cancel(session, claim, timing=clock.timing())
-            return
+            return None
         except LeaseLost:
             logger.warning("lost the lease of %s; a newer attempt owns it", claim.phase)
-            return
+            return None
         except Exception as exc:
             logger.exception("phase %s of job %s failed", claim.phase, claim.job_id)
             with session_scope() as session:
@@ -90,7 +110,11 @@ def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
                     details=exc.details if isinstance(exc, RelaytuneError) else None,
                     timing=clock.timing(),
                 )
-            return
+            return None
         with session_scope() as session:
             runs.complete_phase(session, claim, output_key=output_key, summary=summary,
                                 timing=clock.timing())
+            if not settings.fuse_same_pool_phases:
+                return None
+            return fusion.continue_on_same_pool(session, claim, worker_id=worker_id,
+                                                lease_seconds=settings.lease_seconds)

@@ -91,6 +91,8 @@ class PhaseTimingOut(BaseModel):
     micro_batch: int | None
     lora_targets: str | None
     model_key: str | None
+    fused: bool = Field(False, description="Run by the worker that ran the previous phase, in "
+                        "the same process (same pool): no start-up, no download")
 
 
 class PhaseOut(BaseModel):

@@ -45,7 +45,7 @@ from worker.recipe.run import TrainingRun, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainHooks", "TrainResult", "train_epochs", "warmup_cosine"]
+__all__ = ["Carry", "TrainHooks", "TrainResult", "train_epochs", "warmup_cosine"]
 
 
 def _no_progress(step: int, total_steps: int, epoch: int, metrics: dict[str, float]) -> None:
@@ -90,6 +90,17 @@ class TrainHooks:
     on_ready: Callable[[], None] = _nothing_when_ready
 
 
+@dataclass
+class Carry:
+    """A finished call's live state, so the next phase on the same worker continues in memory
+    (same model, optimizer, schedule, RNG) instead of reloading its checkpoint."""
+
+    run: TrainingRun
+    position: Position
+    best: Best
+    metrics: dict[str, float | None]
+
+
 @dataclass(frozen=True)
 class TrainResult:
     stopped: bool
@@ -114,6 +125,7 @@ class TrainResult:
     samples: int = 0
     tokens: int = 0
     validation_samples: int = 0
+    carry: Carry | None = None
 
 
 def _seed_everything(seed: int) -> None:
@@ -288,6 +300,8 @@ class _Loop:
             samples=self.samples,
             tokens=self.tokens,
             validation_samples=self.validation_samples,
+            carry=None if stopped else Carry(self.run, self.position, self.best,
+                                             dict(self.metrics)),
         )
 
 
@@ -326,17 +340,29 @@ def train_epochs(
     resume_dir: Path | None,
     out_dir: Path,
     hooks: TrainHooks,
+    carry: Carry | None = None,
 ) -> TrainResult:
     """Train epochs [start_epoch, end_epoch), resuming from resume_dir if given.
 
     Without resume_dir, start_epoch must be 0. With it, training continues from the
-    checkpoint's position, which must lie within [start_epoch, end_epoch]. Hyperparameters the
+    checkpoint's position, which must lie within [start_epoch, end_epoch]. With `carry` (the
+    previous call's result in this process), training continues from that live state exactly
+    as it would from its final checkpoint, without loading anything. Hyperparameters the
     dict lacks take their defaults (a job submitted before they existed).
     """
     hp = Hyperparameters.model_validate(hyperparameters).model_dump()
-    _check_range(hp, start_epoch, end_epoch, resuming=resume_dir is not None)
+    _check_range(hp, start_epoch, end_epoch,
+                 resuming=resume_dir is not None or carry is not None)
     out_dir = Path(out_dir)
     logger.info("train epochs [%d, %d) hyperparameters=%s", start_epoch, end_epoch, hp)
+    if carry is not None:
+        if carry.position.epoch != start_epoch or carry.position.steps_in_epoch != 0:
+            raise CheckpointMismatch(
+                f"the carried state stands at epoch {carry.position.epoch} step "
+                f"{carry.position.steps_in_epoch}, not at the start of epoch {start_epoch}")
+        carry.run.model.train()
+        return _Loop(carry.run, hooks, out_dir, end_epoch, carry.position, carry.best,
+                     dict(carry.metrics)).train()
 
     run = TrainingRun(Path(artifact_dir), model_dir, hp)
     metrics: dict[str, float | None] = {"loss": None, "val_loss": None, "token_accuracy": None}
