@@ -2,7 +2,9 @@
 
 A phase's billed seconds = startup (imports, base model load) + input download + its work
 (preprocessing, or training with in-loop validation) + evaluation + export + checkpoint
-uploads; cost = seconds x the pool's hourly price. The work counts mirror the recipe:
+uploads; cost = seconds x the pool's hourly price. A phase on the pool of the phase before it
+runs in that phase's process (orchestrator/fusion.py): no imports and no downloads again, and
+after a training phase no model load either. The work counts mirror the recipe:
 - validation: validation_samples, else by default 1-3 samples of a data set of at most 20
   (15%), 10% of a larger one (worker/recipe/preprocess.py split_validation);
 - training samples per epoch = (samples - validation) x (1 + augmentation copies, if on);
@@ -104,6 +106,7 @@ class PhaseEstimate:
     samples: int = 0
     checkpoints: int = 0
     sources: list[str] = field(default_factory=list)
+    fused: bool = False  # runs in the process of the previous phase (same pool)
 
     @property
     def total_seconds(self) -> float:
@@ -119,7 +122,7 @@ class PhaseEstimate:
             "cost": money(self.cost, self.currency),
             "peak_memory_bytes": self.peak_memory_bytes, "feasible": self.feasible,
             "reason": self.reason, "samples": self.samples, "checkpoints": self.checkpoints,
-            "sources": self.sources,
+            "sources": self.sources, "fused": self.fused,
         }
 
 
@@ -208,16 +211,21 @@ def _checkpoint_count(hp: Hyperparameters, work: Work, epochs: int, train_s: flo
 
 def _training(phase: str, pool: Pool, profile: Profile, plan: MemoryPlan,
               shape: ModelShape | None, hp: Hyperparameters, work: Work,
-              artifact_bytes: int) -> PhaseEstimate:
+              artifact_bytes: int, fused_after: str | None) -> PhaseEstimate:
     epochs = epoch_range(phase, hp).end - epoch_range(phase, hp).start
     samples = epochs * work.train_per_epoch
     seconds = dict.fromkeys(COMPONENTS, 0.0)
-    seconds["startup"] = profile.startup_s
     checkpoint_bytes = (shape.lora_params(hp.target_modules, hp.lora_rank)
                         * profiles.CHECKPOINT_BYTES_PER_LORA_PARAM if shape else 0)
-    # The final phase resumes from the warmup's last checkpoint.
-    download = artifact_bytes + (checkpoint_bytes if phase == "final" else 0)
-    seconds["input_download"] = _transfer_s(profile, download)
+    if fused_after is None:
+        seconds["startup"] = profile.startup_s
+        # The final phase resumes from the warmup's last checkpoint.
+        download = artifact_bytes + (checkpoint_bytes if phase == "final" else 0)
+        seconds["input_download"] = _transfer_s(profile, download)
+    elif fused_after == "preprocess":
+        # Same process as preprocessing: imports done and the artifact on disk; the model loads.
+        seconds["startup"] = max(0.0, profile.startup_s - profiles.IMPORT_S)
+    # After a training phase on the same pool, the model and the run's state stay in memory.
     # Measured training seconds already hold the epoch-end validation passes.
     measured = profile.sources.get("train") == "measured"
     validation = 0.0 if measured else epochs * work.validation * VALIDATION_FORWARD_SHARE
@@ -241,7 +249,8 @@ def _training(phase: str, pool: Pool, profile: Profile, plan: MemoryPlan,
         plan.gradient_checkpointing, seconds, price(sum(seconds.values()), pool.hourly_price),
         pool.currency, profile.peak_memory_bytes or plan.peak_bytes or None, plan.feasible,
         plan.reason, samples=samples, checkpoints=checkpoints,
-        sources=sorted({profile.sources.get(c, profile.source) for c in used}))
+        sources=sorted({profile.sources.get(c, profile.source) for c in used}),
+        fused=fused_after is not None)
 
 
 def _blocked(phase: str, pool: Pool, plan: MemoryPlan, reason: str) -> PhaseEstimate:
@@ -256,9 +265,12 @@ def estimate_plan(name: str, shape: ModelShape | None, hp: Hyperparameters,
     """Every phase of the job on its pool; None when some phase has no profile at all."""
     work = work_for(hp, dataset)
     artifact_bytes = work.artifact_samples * profiles.artifact_bytes_per_sample(shape)
-    estimates = []
+    estimates: list[PhaseEstimate] = []
     for phase in PHASES:
         pool = pools[phase]
+        previous = estimates[-1] if estimates else None
+        fused_after = (previous.phase if previous is not None and previous.feasible
+                       and previous.pool == pool.name else None)
         plan = memory_plan(shape, hp, pool) if phase != "preprocess" else _unchecked_plan(hp, pool)
         if not plan.feasible:
             estimates.append(_blocked(phase, pool, plan, plan.reason))
@@ -270,7 +282,7 @@ def estimate_plan(name: str, shape: ModelShape | None, hp: Hyperparameters,
             estimates.append(_preprocess(phase, pool, profile, dataset, work, artifact_bytes))
         else:
             estimates.append(_training(phase, pool, profile, plan, shape, hp, work,
-                                       artifact_bytes))
+                                       artifact_bytes, fused_after))
     return PlanEstimate(name, {p: pools[p].name for p in PHASES}, estimates)
 
 

@@ -190,9 +190,11 @@ def learned_rates(session: Session, phase: str, pool: str, model_key: str,
                                          micro_batch, limit=LEARNED_RUNS)
     if not rows:
         return {}, 0
+    # A fused run started nothing and downloaded nothing: it says nothing of either.
+    unfused = [r for r in rows if not r.fused]
     rates: dict[str, float | None] = {
-        "startup_s": median(r.startup_s for r in rows),
-        "download_s_per_byte": _median_rate(rows, "input_download_s", "input_bytes"),
+        "startup_s": median(r.startup_s for r in unfused) if unfused else None,
+        "download_s_per_byte": _median_rate(unfused, "input_download_s", "input_bytes"),
         "checkpoint_upload_s": _median_rate(rows, "checkpoint_upload_s", "checkpoints"),
     }
     if phase == "preprocess":

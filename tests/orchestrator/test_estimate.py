@@ -160,3 +160,21 @@ def test_auto_never_costs_more_than_the_cheapest_feasible_single_pool_plan(
     assert singles, "an H200 fits every catalog model"
     assert comparison.chosen.feasible
     assert comparison.chosen.cost <= min(p.cost for p in singles)
+
+
+def test_a_phase_on_the_previous_phases_pool_starts_nothing_and_downloads_nothing() -> None:
+    hp = Hyperparameters()
+    pools = seed_pools()
+    relay = {p.phase: p for p in _relay(hp).phases}
+    plan = estimate_plan("all-a100", SHAPE_8B, hp, TWENTY,
+                         {"preprocess": pools["a100"], "warmup": pools["a100"],
+                          "final": pools["a100"]}, seeded_lookup(SHAPE_8B, hp))
+    assert plan is not None
+    pre, warmup, final = plan.phases
+    assert not pre.fused and warmup.fused and final.fused
+    # After preprocessing the model still loads, without the imports or the artifact download.
+    assert warmup.seconds["startup"] == pytest.approx(relay["warmup"].seconds["startup"] - 15.0)
+    assert warmup.seconds["input_download"] == 0
+    # After the warmup, the model and the run's state are still in memory.
+    assert final.seconds["startup"] == final.seconds["input_download"] == 0
+    assert final.seconds["train"] == pytest.approx(relay["final"].seconds["train"])
