@@ -20,9 +20,14 @@ def as_utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def price_of(seconds: float, pool: Pool) -> Decimal:
-    amount = Decimal(str(seconds)) * Decimal(pool.hourly_price) / Decimal(3600)
+def price(seconds: float, hourly_price: Decimal) -> Decimal:
+    """What `seconds` of a GPU cost at `hourly_price`, to the micro-unit."""
+    amount = Decimal(str(seconds)) * Decimal(hourly_price) / Decimal(3600)
     return amount.quantize(MICRO, rounding=ROUND_HALF_UP)
+
+
+def price_of(seconds: float, pool: Pool) -> Decimal:
+    return price(seconds, pool.hourly_price)
 
 
 def meter_end(phase: Phase, now: datetime) -> datetime:

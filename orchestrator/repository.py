@@ -232,3 +232,41 @@ def attempt_is_queued(session: Session, job_id: str, phase: str, attempt: int) -
             Phase.job_id == job_id, Phase.name == phase, Phase.attempt == attempt,
             Phase.status == "queued")
     ) == 1
+
+
+def recent_timings(session: Session, phases: Collection[str], pool: str, model_key: str,
+                   lora_targets: str | None, micro_batch: int | None, *, limit: int
+                   ) -> Sequence[PhaseTiming]:
+    """The newest successful runs of these phases on a pool for a model (and, when given, the
+    same LoRA targets and micro-batch): what learned profiles are made of."""
+    query = select(PhaseTiming).where(
+        PhaseTiming.phase.in_(phases), PhaseTiming.pool == pool,
+        PhaseTiming.model_key == model_key, PhaseTiming.outcome == "succeeded")
+    if lora_targets is not None:
+        query = query.where(PhaseTiming.lora_targets == lora_targets)
+    if micro_batch is not None:
+        query = query.where(PhaseTiming.micro_batch == micro_batch)
+    return session.scalars(
+        query.order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(limit)
+    ).all()
+
+
+def measured_model_keys(session: Session) -> list[str]:
+    rows = session.scalars(select(PhaseTiming.model_key).where(
+        PhaseTiming.model_key.is_not(None), PhaseTiming.outcome == "succeeded").distinct())
+    return sorted(k for k in rows if k)
+
+
+def queued_phases_by_pool(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(Phase.pool, func.count()).where(Phase.status == "queued").group_by(Phase.pool)
+    ).all()
+    return {pool: count for pool, count in rows}
+
+
+def recent_billed_seconds(session: Session, pool: str, *, limit: int) -> list[float]:
+    """Billed seconds of the pool's newest finished runs, for queue-wait estimates."""
+    return list(session.scalars(
+        select(PhaseTiming.billed_s).where(PhaseTiming.pool == pool, PhaseTiming.billed_s > 0)
+        .order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(limit)
+    ).all())

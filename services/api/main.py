@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from services.api.errors import install_error_handlers
 from services.api.lifespan import lifespan
-from services.api.routes import datasets, jobs, metrics, pools, system, tenants
+from services.api.routes import datasets, estimates, jobs, metrics, pools, system, tenants
 
 
 def create_app() -> FastAPI:
@@ -22,6 +22,7 @@ def create_app() -> FastAPI:
     app.include_router(tenants.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(estimates.router)
     app.include_router(metrics.router)
     return app
 

@@ -38,8 +38,12 @@ class JobCreate(BaseModel):
         "defaults to the server's tiny Qwen3-VL",
     )
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    pools: dict[str, str] | None = None
+    pools: dict[str, str] | str | None = Field(
+        None, description='Phase -> pool, or "auto" for the cheapest plan that fits')
     metadata: dict[str, Any] | None = None
+    max_cost: Decimal | None = Field(
+        None, ge=0, description="Budget for the whole job in the pools' currency; refused at "
+        "submit when even the cheapest plan's estimate exceeds it")
 
 
 class Progress(BaseModel):
@@ -109,6 +113,8 @@ class PhaseOut(BaseModel):
     error: ErrorInfo | None = None
     timing: PhaseTimingOut | None = Field(
         None, description="The latest run's time by component; null before a run ends")
+    estimate: dict[str, Any] | None = Field(
+        None, description="Seconds by component and cost predicted at submit")
 
 
 class JobOut(BaseModel):
@@ -124,6 +130,8 @@ class JobOut(BaseModel):
     cost: Money
     max_cost: Money | None = Field(None, description="The job's budget; none when uncapped")
     error: ErrorInfo | None = None
+    plan: dict[str, Any] | None = Field(
+        None, description="Which plan runs the job and why, with its estimated cost")
 
 
 class JobList(BaseModel):

@@ -38,6 +38,7 @@ def create_job(
         hyperparameters=body.hyperparameters,
         pools=body.pools,
         metadata=body.metadata,
+        max_cost=body.max_cost,
     )
     return job_out(job, repository.pools_by_name(session))
 
