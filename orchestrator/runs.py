@@ -269,7 +269,9 @@ def complete_phase(
         **summary,
     )
     following = next_phase(phase.name)
-    if following is not None:
+    if following is None:  # the relay's last phase: its output is the adapter served now
+        job.adapter_key = output_key
+    else:
         nxt = next(p for p in job.phases if p.name == following)
         if job.cancel_requested_at is not None:
             # cancel_job has usually closed it already; only a phase still waiting moves.
