@@ -270,3 +270,16 @@ def recent_billed_seconds(session: Session, pool: str, *, limit: int) -> list[fl
         select(PhaseTiming.billed_s).where(PhaseTiming.pool == pool, PhaseTiming.billed_s > 0)
         .order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(limit)
     ).all())
+
+
+def stored_object_refs(session: Session) -> tuple[list[str | None], list[tuple[str, str, int]]]:
+    """Every object key or prefix a row points to (checkpoints, phase outputs and resume
+    points, served adapters), and (job, phase, attempt) of every run queued or in progress."""
+    refs: list[str | None] = list(session.scalars(select(Checkpoint.key)))
+    for output, resume in session.execute(select(Phase.output_key, Phase.resume_key)):
+        refs += [output, resume]
+    refs += list(session.scalars(select(Job.adapter_key)))
+    refs += [f"jobs/{job_id}/dataset/dataset.zip" for job_id in session.scalars(select(Job.id))]
+    live = session.execute(select(Phase.job_id, Phase.name, Phase.attempt)
+                           .where(Phase.status.in_(("queued", "running")))).all()
+    return refs, [(job_id, name, attempt) for job_id, name, attempt in live]
