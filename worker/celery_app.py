@@ -53,4 +53,13 @@ def _preload_before_forking(**_: Any) -> None:
         preload()
 
 
+@signals.worker_process_init.connect
+def _share_cpus_among_workers(**_: Any) -> None:
+    # In the child, before its phase runs a torch op: thread pools are per process.
+    from worker.threads import use_threads
+
+    settings = get_settings()
+    use_threads(settings.worker_threads, settings.workers_per_machine)
+
+
 app = make_celery()
