@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # workers_per_machine workers (`relaytune up` runs three on one machine).
     worker_threads: int = Field(default=0, ge=0)
     workers_per_machine: int = Field(default=1, ge=1)
+    # The preprocess artifact stores resized 8-bit images that rebuild the exact fp32 patches;
+    # false stores the fp32 patches themselves (the older, far larger layout).
+    artifact_compact_images: bool = True
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:

@@ -12,6 +12,7 @@ from typing import Any
 
 from orchestrator.datasets import extract_dataset
 from orchestrator.runs import Claim
+from orchestrator.settings import get_settings
 from orchestrator.storage import ObjectStore, download_dir
 from worker.reporting import Reporter
 
@@ -41,7 +42,8 @@ def run_preprocess(
     dataset_dir = extract_dataset(zip_path, work / "dataset")
     artifact_dir = work / "artifact"
     manifest = build_artifact(
-        dataset_dir, claim.base_model, artifact_dir, hyperparameters=claim.hyperparameters
+        dataset_dir, claim.base_model, artifact_dir, hyperparameters=claim.hyperparameters,
+        compact_images=get_settings().artifact_compact_images,
     )
     reporter.checkpoint(artifact_dir, claim.output_prefix, kind="artifact", step=0)
     return claim.output_prefix, {
