@@ -111,3 +111,26 @@ def test_a_worker_child_sets_torch_threads_before_its_phase(env: dict[str, str],
                           text=True, timeout=120, env={**clean, **env})
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [threads, threads]
     assert f"using {threads} threads" in proc.stderr
+
+
+CHILD_START_WITHOUT_PRELOAD = """
+import json, sys
+from celery import signals
+from worker.celery_app import app
+
+signals.worker_process_init.send(sender="test@host")
+preloaded = "torch" in sys.modules
+import torch
+print(json.dumps([preloaded, torch.get_num_threads()]))
+"""
+
+
+def test_a_child_without_preloaded_torch_sizes_it_without_importing_it() -> None:
+    # Importing torch in the child's start-up could outlast Celery's wait for the child.
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("RELAYTUNE_WORKER") and k not in ("OMP_NUM_THREADS",
+                                                                  "MKL_NUM_THREADS")}
+    proc = subprocess.run([sys.executable, "-c", CHILD_START_WITHOUT_PRELOAD], check=True,
+                          capture_output=True, text=True, timeout=120,
+                          env={**clean, "RELAYTUNE_WORKER_THREADS": "1"})
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [False, 1]
