@@ -24,14 +24,16 @@ class PhaseMessage:
     phase: str
     attempt: int
     pool: str
+    # The pool's queue column at the time of sending; empty in messages from before it existed.
+    queue: str = ""
 
     @property
     def task_name(self) -> str:
         return f"relaytune.phase.{self.phase}"
 
     @property
-    def queue(self) -> str:
-        return f"gpu.{self.pool}"
+    def route(self) -> str:
+        return self.queue or f"gpu.{self.pool}"
 
 
 class Dispatcher(Protocol):
@@ -51,7 +53,7 @@ class CeleryDispatcher:
 
     def send(self, message: PhaseMessage) -> None:
         self.app.send_task(
-            message.task_name, kwargs={"payload": asdict(message)}, queue=message.queue
+            message.task_name, kwargs={"payload": asdict(message)}, queue=message.route
         )
 
 
@@ -84,6 +86,15 @@ def get_dispatcher() -> Dispatcher:
 
 def defer(session: Session, message: PhaseMessage) -> None:
     session.info.setdefault(_PENDING, []).append(message)
+
+
+def withdraw(session: Session, *, job_id: str, phase: str, attempt: int) -> bool:
+    """Take back a message deferred in this transaction (its phase is being run in-process)."""
+    pending: list[PhaseMessage] = session.info.get(_PENDING, [])
+    kept = [m for m in pending
+            if (m.job_id, m.phase, m.attempt) != (job_id, phase, attempt)]
+    session.info[_PENDING] = kept
+    return len(kept) != len(pending)
 
 
 @event.listens_for(Session, "after_commit")

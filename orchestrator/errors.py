@@ -68,3 +68,10 @@ class LeaseLost(RelaytuneError):
     """A fenced write found a newer attempt or another state: this run must stop writing."""
 
     code = "lease_lost"
+
+
+class Forbidden(RelaytuneError):
+    """The key is valid but may not do this (an operator action needs an admin key)."""
+
+    status_code = 403
+    code = "forbidden"

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from orchestrator import repository
+from orchestrator.budgets import check_spending_limit
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.events import EventType, emit
 from orchestrator.hyperparameters import Hyperparameters
@@ -60,6 +61,7 @@ def submit_job(
     """Create the job and its phases, and queue the first phase after commit."""
     hp = parse_hyperparameters(hyperparameters)
     phase_pools = resolve_pools(session, pools)
+    check_spending_limit(session, tenant_id)  # with the job's max_cost, once it has one
     dataset = repository.dataset_for_tenant(session, tenant_id, dataset_id)
     if not base_model.strip():
         raise InvalidRequest("base_model must not be empty", param="base_model")
@@ -120,8 +122,18 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     return job
 
 
-def requeue_phase(session: Session, tenant_id: str, job_id: str, phase_name: str) -> Job:
-    """Run a phase again from its recorded input; the phases after it follow."""
+REQUEUE_FROM = ("checkpoint", "input")
+
+
+def requeue_phase(session: Session, tenant_id: str, job_id: str, phase_name: str,
+                  start_from: str | None = None) -> Job:
+    """Run a phase again; the phases after it follow. A failed or cancelled phase (stopped by
+    its budget, say) continues from its latest resumable checkpoint unless `start_from` is
+    "input"; a succeeded phase starts over from its input unless it is "checkpoint"."""
+    if start_from is not None and start_from not in REQUEUE_FROM:
+        raise InvalidRequest(
+            f"from must be one of {', '.join(REQUEUE_FROM)}, got '{start_from}'", param="from"
+        )
     job = repository.job_for_tenant(session, tenant_id, job_id)
     by_name = {p.name: p for p in job.phases}
     if phase_name not in by_name:
@@ -153,13 +165,18 @@ def requeue_phase(session: Session, tenant_id: str, job_id: str, phase_name: str
     now = utcnow()
     job.cancel_requested_at = None
     job.error_code = job.error_message = job.error_param = None
+    if start_from is None:
+        start_from = "input" if phase.status == PhaseStatus.SUCCEEDED else "checkpoint"
     for later in job.phases:
-        if later.position > phase.position and later.status != PhaseStatus.PENDING:
-            move(later, "pending")
+        if later.position > phase.position:
+            if later.status != PhaseStatus.PENDING:
+                move(later, "pending")
             later.output_key = None
-        if later.position >= phase.position:
-            later.resume_key = None  # a requeue starts over from the phase's input
-    emit(session, job.id, EventType.PHASE_REQUEUED, phase=phase_name, attempt=phase.attempt)
+            later.resume_key = None  # its checkpoints grew from an input that is replaced
+    if start_from == "input":
+        phase.resume_key = None
+    emit(session, job.id, EventType.PHASE_REQUEUED, phase=phase_name, attempt=phase.attempt,
+         start_from=start_from, resume_key=phase.resume_key)
     queue_phase(session, job, phase, now=now, reason="requeue")
     refresh_job_status(session, job, now)
     return job

@@ -116,6 +116,8 @@ class Job(Base):
     phases: Mapped[list[Phase]] = relationship(
         back_populates="job", order_by="Phase.position", cascade="all, delete-orphan"
     )
+    # Every run's timing row, oldest first; written only through orchestrator.timings.
+    timings: Mapped[list[PhaseTiming]] = relationship(order_by="PhaseTiming.id", viewonly=True)
 
 
 class Phase(Base):

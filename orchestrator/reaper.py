@@ -11,7 +11,8 @@ from orchestrator import dispatch, repository
 from orchestrator.cost import close_meter
 from orchestrator.events import EventType, emit
 from orchestrator.models import utcnow
-from orchestrator.relay import mark_failed, queue_phase, refresh_job_status
+from orchestrator.relay import mark_failed, phase_message, queue_phase, refresh_job_status
+from orchestrator.timings import record_run_timing
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,11 @@ def reap(session: Session, *, max_attempts: int, resend_after_seconds: int) -> i
     handled = 0
     for phase in repository.expired_leases(session, now):
         job = phase.job
-        close_meter(phase, pools[phase.pool], now)
+        billed = close_meter(phase, pools[phase.pool], now)
+        retry = phase.attempt < max_attempts
+        # The dead worker's measurements died with it; the billed seconds must not.
+        record_run_timing(session, phase, outcome="queued" if retry else "failed",
+                          billed_s=billed, timing=None, now=now)
         emit(
             session,
             job.id,
@@ -32,7 +37,7 @@ def reap(session: Session, *, max_attempts: int, resend_after_seconds: int) -> i
             attempt=phase.attempt,
             worker_id=phase.worker_id,
         )
-        if phase.attempt >= max_attempts:
+        if not retry:
             message = (f"the worker stopped renewing its lease; {phase.attempt} attempts used "
                        f"of {max_attempts}")
             mark_failed(session, phase, code="lease_expired", message=message, now=now)
@@ -43,12 +48,7 @@ def reap(session: Session, *, max_attempts: int, resend_after_seconds: int) -> i
     # A message lost between commit and send (or a broker flush) would leave a phase queued
     # forever; sending it again is safe because only one delivery can claim the attempt.
     for phase in repository.stale_queued(session, now - timedelta(seconds=resend_after_seconds)):
-        dispatch.defer(
-            session,
-            dispatch.PhaseMessage(
-                job_id=phase.job_id, phase=phase.name, attempt=phase.attempt, pool=phase.pool
-            ),
-        )
+        dispatch.defer(session, phase_message(session, phase))
         phase.queued_at = now
         handled += 1
     if handled:

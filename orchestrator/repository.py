@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from orchestrator.errors import NotFound
-from orchestrator.models import ApiKey, Checkpoint, Dataset, Event, Job, Phase, Pool
+from orchestrator.models import (
+    ApiKey,
+    Checkpoint,
+    Dataset,
+    Event,
+    Job,
+    Phase,
+    PhaseTiming,
+    Pool,
+    Tenant,
+)
+from orchestrator.timings import COMPONENTS
 
 
 def pools(session: Session) -> Sequence[Pool]:
@@ -42,6 +55,28 @@ def billed_cost(session: Session) -> list[tuple[str, str, float]]:
     return [(pool, currency, float(amount)) for pool, currency, amount in rows]
 
 
+def timing_totals(session: Session) -> list[Row[Any]]:
+    """Per (phase, pool): runs, their billed, queue-wait and component seconds, and work done."""
+    t = PhaseTiming
+    return list(session.execute(
+        select(
+            t.phase, t.pool, func.count().label("runs"),
+            *(func.coalesce(func.sum(getattr(t, f"{name}_s")), 0.0).label(name)
+              for name in (*COMPONENTS, "other", "billed", "queue_wait")),
+            func.coalesce(func.sum(t.samples), 0).label("samples"),
+            func.coalesce(func.sum(t.tokens), 0).label("tokens"),
+        ).group_by(t.phase, t.pool)
+    ).all())
+
+
+def timing_outcomes(session: Session) -> list[tuple[str, str, str, int]]:
+    rows = session.execute(
+        select(PhaseTiming.phase, PhaseTiming.pool, PhaseTiming.outcome, func.count())
+        .group_by(PhaseTiming.phase, PhaseTiming.pool, PhaseTiming.outcome)
+    ).all()
+    return [(phase, pool, outcome, count) for phase, pool, outcome, count in rows]
+
+
 def api_key_by_hash(session: Session, key_hash: str) -> ApiKey | None:
     return session.scalar(
         select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
@@ -56,7 +91,11 @@ def dataset_for_tenant(session: Session, tenant_id: str, dataset_id: str) -> Dat
 
 
 def job_for_tenant(session: Session, tenant_id: str, job_id: str) -> Job:
-    job = session.scalar(select(Job).where(Job.id == job_id).options(selectinload(Job.phases)))
+    job = session.scalar(
+        select(Job)
+        .where(Job.id == job_id)
+        .options(selectinload(Job.phases), selectinload(Job.timings))
+    )
     if job is None or job.tenant_id != tenant_id:
         raise NotFound(f"job {job_id} not found", param="job_id")
     return job
@@ -77,7 +116,7 @@ def list_jobs(
         query = query.where(Job.status == status)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     jobs = session.scalars(
-        query.options(selectinload(Job.phases))
+        query.options(selectinload(Job.phases), selectinload(Job.timings))
         .order_by(Job.created_at.desc(), Job.id)
         .limit(limit)
         .offset(offset)
@@ -146,4 +185,30 @@ def expired_leases(session: Session, now: datetime) -> Sequence[Phase]:
 def stale_queued(session: Session, before: datetime) -> Sequence[Phase]:
     return session.scalars(
         select(Phase).where(Phase.status == "queued", Phase.queued_at < before)
+    ).all()
+
+
+def tenants(session: Session) -> Sequence[Tenant]:
+    return session.scalars(select(Tenant).order_by(Tenant.name)).all()
+
+
+def tenant_by_name(session: Session, name: str) -> Tenant | None:
+    return session.scalar(select(Tenant).where(Tenant.name == name))
+
+
+def tenant_billed_cost(session: Session, tenant_id: str, since: datetime) -> Decimal:
+    """Cost already billed to phases of the tenant's jobs submitted since `since`."""
+    amount = session.scalar(
+        select(func.coalesce(func.sum(Phase.cost_amount), 0))
+        .join(Job, Job.id == Phase.job_id)
+        .where(Job.tenant_id == tenant_id, Job.created_at >= since)
+    )
+    return Decimal(amount or 0)
+
+
+def tenant_running_phases(session: Session, tenant_id: str, since: datetime) -> Sequence[Phase]:
+    return session.scalars(
+        select(Phase)
+        .join(Job, Job.id == Phase.job_id)
+        .where(Job.tenant_id == tenant_id, Job.created_at >= since, Phase.status == "running")
     ).all()

@@ -7,7 +7,7 @@ instead of overwriting newer state.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, update
@@ -21,6 +21,7 @@ from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.models import Checkpoint, Phase, utcnow
 from orchestrator.plan import dataset_key, epoch_range, next_phase, previous_phase, storage_prefix
 from orchestrator.relay import mark_failed, move, queue_phase, refresh_job_status
+from orchestrator.timings import RunTiming, record_run_timing
 
 
 @dataclass(frozen=True)
@@ -214,11 +215,18 @@ def record_event(session: Session, claim: Claim, type_: EventType, data: dict[st
     emit(session, claim.job_id, type_, phase=claim.phase, attempt=claim.attempt, **data)
 
 
-def _finish(session: Session, claim: Claim, status: str) -> Phase:
+def _release(session: Session, claim: Claim, outcome: str, timing: RunTiming | None
+             ) -> tuple[Phase, datetime]:
+    """Close the run's meter and write its timing row, before the phase moves to `outcome`."""
     phase = _fenced_phase(session, claim)
     now = utcnow()
-    pool = repository.pools_by_name(session)[phase.pool]
-    close_meter(phase, pool, now)
+    billed = close_meter(phase, repository.pools_by_name(session)[phase.pool], now)
+    record_run_timing(session, phase, outcome=outcome, billed_s=billed, timing=timing, now=now)
+    return phase, now
+
+
+def _finish(session: Session, claim: Claim, status: str, timing: RunTiming | None) -> Phase:
+    phase, now = _release(session, claim, status, timing)
     move(phase, status)
     phase.finished_at = now
     phase.lease_expires_at = None
@@ -226,10 +234,15 @@ def _finish(session: Session, claim: Claim, status: str) -> Phase:
 
 
 def complete_phase(
-    session: Session, claim: Claim, *, output_key: str, summary: dict[str, Any]
+    session: Session,
+    claim: Claim,
+    *,
+    output_key: str,
+    summary: dict[str, Any],
+    timing: RunTiming | None = None,
 ) -> None:
     """Record the output; queue the next phase (sent after commit) unless a cancel is pending."""
-    phase = _finish(session, claim, "succeeded")
+    phase = _finish(session, claim, "succeeded", timing)
     phase.output_key = output_key
     job = phase.job
     emit(
@@ -253,17 +266,17 @@ def complete_phase(
 
 
 def fail_phase(session: Session, claim: Claim, *, code: str, message: str,
-               details: list[dict[str, Any]] | None = None) -> None:
-    phase = _fenced_phase(session, claim)
-    now = utcnow()
-    close_meter(phase, repository.pools_by_name(session)[phase.pool], now)
+               details: list[dict[str, Any]] | None = None,
+               timing: RunTiming | None = None) -> None:
+    phase, now = _release(session, claim, "failed", timing)
     mark_failed(session, phase, code=code, message=message, now=now, details=details)
     refresh_job_status(session, phase.job, now)
 
 
-def acknowledge_cancel(session: Session, claim: Claim) -> None:
+def acknowledge_cancel(session: Session, claim: Claim, *, timing: RunTiming | None = None
+                       ) -> None:
     """The run saw the cancel request, saved its state and stopped."""
-    phase = _finish(session, claim, "cancelled")
+    phase = _finish(session, claim, "cancelled", timing)
     emit(
         session,
         claim.job_id,

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     s3_secret_key: str = ""
     s3_region: str = "us-east-1"
     default_base_model: str = ""
+    # A YAML or JSON list of pools, upserted into the store when the API or `up` starts.
+    pools_file: Path | None = None
 
     max_upload_bytes: int = 200 * 1024 * 1024
     max_images: int = 1000
@@ -31,6 +33,9 @@ class Settings(BaseSettings):
     lease_seconds: int = 120
     heartbeat_seconds: float = 30.0
     max_attempts: int = 3
+    # A worker that finishes a phase runs the next one itself when it is queued on the same
+    # pool: one process, one model load, no storage round trip between them.
+    fuse_same_pool_phases: bool = True
     reaper_interval_seconds: float = 30.0
     # Celery's hard limit for one phase; the Redis visibility timeout must exceed it.
     phase_time_limit_seconds: int = 12 * 3600

@@ -16,8 +16,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from orchestrator import dispatch
+from orchestrator.db import session_scope
+from orchestrator.models import Phase
 from services.api.main import create_app
 from tests.factories import new_api_key, zip_folder
 
@@ -79,6 +82,35 @@ def _wait_for_job(client: TestClient, job_id: str, logs: Path,
     raise AssertionError(f"job {job_id} did not finish in {timeout}s: {job}\n{tails}")
 
 
+COMPONENTS = ("startup_s", "input_download_s", "train_s", "evaluate_s", "export_s",
+              "checkpoint_upload_s")
+
+
+def _assert_every_phase_accounts_for_its_billed_time(job_id: str,
+                                                    phases: dict[str, Any]) -> None:
+    """Each run's components, measured in its worker, add up to the seconds the job store
+    billed for the phase (claim to release); other_s takes up only the small rest."""
+    with session_scope() as session:
+        billed = {p.name: p.billed_seconds
+                  for p in session.scalars(select(Phase).where(Phase.job_id == job_id))}
+    for name, phase in phases.items():
+        timing = phase["timing"]
+        assert (timing["attempt"], timing["outcome"], timing["runs"]) == (1, "succeeded", 1)
+        assert timing["billing"] == "claim_to_release"
+        named = sum(timing[c] for c in COMPONENTS)
+        assert abs(named + timing["other_s"] - billed[name]) < 1.0, (name, timing)
+        assert named <= timing["billed_s"] + 1.0, (name, timing)  # nothing counted twice
+        assert timing["startup_s"] > 0 and timing["train_s"] > 0, (name, timing)
+        assert timing["samples"] > 0 and timing["tokens"] > 0, (name, timing)
+        assert timing["input_bytes"] > 0 and timing["checkpoints"] >= 1, (name, timing)
+        assert timing["device"] and timing["peak_memory_bytes"] > 0, (name, timing)
+        print(f"{name}: " + ", ".join(f"{k}={timing[k]:.2f}"
+                                      for k in (*COMPONENTS, "other_s", "billed_s")))
+    assert phases["final"]["timing"]["evaluate_s"] > 0
+    assert phases["final"]["timing"]["export_s"] > 0
+    assert phases["warmup"]["timing"]["precision"] == phases["final"]["timing"]["precision"]
+
+
 @pytest.mark.e2e
 def test_example_runs_through_three_pools_and_the_adapter_loads(
     clean_db: None, workers: dict[str, str], tiny_model_dir: str, example_dir: Path,
@@ -118,6 +150,7 @@ def test_example_runs_through_three_pools_and_the_adapter_loads(
         assert any(e["type"] == "evaluation" for e in events)
         adapter = client.get(f"/v1/jobs/{job['id']}/adapter")
         assert adapter.status_code == 200
+    _assert_every_phase_accounts_for_its_billed_time(job["id"], phases)
     adapter_dir = tmp_path / "adapter"
     zipfile.ZipFile(io.BytesIO(adapter.content)).extractall(adapter_dir)
     assert (adapter_dir / "adapter_config.json").is_file()

@@ -7,6 +7,7 @@ must stay free of CUDA.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,16 @@ class PhaseStopped(Exception):
 PhaseOutput = tuple[str, dict[str, Any]]  # (output key, summary for the phase_succeeded event)
 
 
+@dataclass
+class Handover:
+    """What this process already holds when it runs the next phase itself (same-pool fusion):
+    the artifact on local disk and the training run's live state, neither fetched again."""
+
+    artifact_dir: Path | None = None
+    carry: Any = None  # worker.recipe.train.Carry of the last finished training call
+    carry_key: str = ""  # the checkpoint key that state was published under
+
+
 def checkpoint_key(claim: Claim, kind: str, step: int) -> str:
     """Every checkpoint of a run under the run's own prefix; the kind keeps a best and an
     epoch checkpoint of the same step apart."""
@@ -32,20 +43,35 @@ def checkpoint_key(claim: Claim, kind: str, step: int) -> str:
     return f"{claim.output_prefix}/{kind}-{step}"
 
 
+def _download(reporter: Reporter, store: ObjectStore, key: str, local_dir: Path) -> None:
+    with reporter.clock.measure("input_download"):
+        paths = download_dir(store, key, local_dir)
+    reporter.clock.count(input_bytes=sum(p.stat().st_size for p in paths))
+
+
 def run_preprocess(
-    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter
+    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, handover: Handover
 ) -> PhaseOutput:
-    from worker.recipe.preprocess import build_artifact
+    clock = reporter.clock
+    with clock.measure("startup"):
+        from worker.recipe.preprocess import build_artifact
 
     zip_path = work / "dataset.zip"
-    store.get_file(claim.input_key, zip_path)
-    dataset_dir = extract_dataset(zip_path, work / "dataset")
-    artifact_dir = work / "artifact"
-    manifest = build_artifact(
-        dataset_dir, claim.base_model, artifact_dir, hyperparameters=claim.hyperparameters,
-        compact_images=get_settings().artifact_compact_images,
-    )
+    with clock.measure("input_download"):
+        store.get_file(claim.input_key, zip_path)
+    clock.count(input_bytes=zip_path.stat().st_size)
+    # Building the artifact is this phase's work, as the loop is a training phase's.
+    with clock.measure("train"):
+        dataset_dir = extract_dataset(zip_path, work / "dataset")
+        artifact_dir = work / "artifact"
+        manifest = build_artifact(
+            dataset_dir, claim.base_model, artifact_dir, hyperparameters=claim.hyperparameters,
+            compact_images=get_settings().artifact_compact_images,
+        )
+    clock.count(samples=int(manifest.get("num_samples") or 0),
+                tokens=int((manifest.get("token_counts") or {}).get("total") or 0))
     reporter.checkpoint(artifact_dir, claim.output_prefix, kind="artifact", step=0)
+    handover.artifact_dir = artifact_dir
     return claim.output_prefix, {
         "num_samples": manifest.get("num_samples"),
         "validation": manifest.get("validation"),
@@ -54,40 +80,62 @@ def run_preprocess(
 
 
 def _train(
-    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, start_from: str | None
+    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, handover: Handover,
+    start_from: str | None,
 ) -> tuple[Any, Path]:
     """Train the claim's epochs. A re-run (lost lease, OOM'd worker) continues from this
-    phase's own latest checkpoint; otherwise from `start_from` (the previous phase's output)."""
-    from worker.recipe.train import TrainHooks, train_epochs
+    phase's own latest checkpoint; otherwise from `start_from` (the previous phase's output),
+    which this process may still hold live when it ran the previous phase itself."""
+    clock = reporter.clock
+    with clock.measure("startup"):
+        from worker.recipe.train import TrainHooks, train_epochs
 
-    artifact_dir = work / "artifact"
-    download_dir(store, claim.artifact_key, artifact_dir)
+    artifact_dir = handover.artifact_dir
+    if artifact_dir is None:
+        artifact_dir = work / "artifact"
+        _download(reporter, store, claim.artifact_key, artifact_dir)
+    resume_key = claim.resume_key or start_from
+    carry = handover.carry if resume_key and resume_key == handover.carry_key else None
+    handover.carry = None  # the state moves on into this call; nothing else may reuse it
     resume_dir = None
-    if resume_key := (claim.resume_key or start_from):
+    if resume_key and carry is None:
         resume_dir = work / "resume"
-        download_dir(store, resume_key, resume_dir)
+        _download(reporter, store, resume_key, resume_dir)
 
     def on_checkpoint(ckpt_dir: Path, step: int, kind: str) -> None:
         reporter.checkpoint(ckpt_dir, checkpoint_key(claim, kind, step), kind=kind, step=step)
+
+    def on_ready() -> None:
+        clock.switch("train")
+        if carry is None:  # a fused phase goes on with the model already in memory
+            reporter.event("model_loaded", {"model": claim.base_model})
 
     hooks = TrainHooks(
         on_progress=reporter.progress,
         should_stop=reporter.should_stop,
         on_checkpoint=on_checkpoint,
         on_event=reporter.event,
+        on_ready=on_ready,
     )
-    result = train_epochs(
-        artifact_dir=artifact_dir,
-        model_dir=claim.base_model,
-        hyperparameters=claim.hyperparameters,
-        start_epoch=claim.start_epoch,
-        end_epoch=claim.end_epoch,
-        resume_dir=resume_dir,
-        out_dir=work / "out",
-        hooks=hooks,
-    )
+    # The base model loads inside train_epochs: startup until on_ready, then the loop.
+    with clock.measure("startup"):
+        result = train_epochs(
+            artifact_dir=artifact_dir,
+            model_dir=claim.base_model,
+            hyperparameters=claim.hyperparameters,
+            start_epoch=claim.start_epoch,
+            end_epoch=claim.end_epoch,
+            resume_dir=resume_dir,
+            out_dir=work / "out",
+            hooks=hooks,
+            carry=carry,
+        )
+    clock.count(samples=result.samples, tokens=result.tokens,
+                validation_samples=result.validation_samples)
+    clock.note(precision=result.precision, micro_batch=result.micro_batch_size)
     if result.stopped:
         raise PhaseStopped(f"stopped at step {result.global_step}")
+    handover.artifact_dir = artifact_dir
     return result, artifact_dir
 
 
@@ -106,10 +154,13 @@ def _summary(result: Any) -> dict[str, Any]:
     }
 
 
-def run_warmup(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter) -> PhaseOutput:
-    result, _ = _train(claim, store, work, reporter, start_from=None)
+def run_warmup(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter,
+               handover: Handover) -> PhaseOutput:
+    result, _ = _train(claim, store, work, reporter, handover, start_from=None)
     # The loop handed its final checkpoint to on_checkpoint, which published it under this key.
-    return checkpoint_key(claim, "final", result.global_step), _summary(result)
+    output_key = checkpoint_key(claim, "final", result.global_step)
+    handover.carry, handover.carry_key = result.carry, output_key
+    return output_key, _summary(result)
 
 
 def _best_checkpoint_dir(
@@ -123,30 +174,39 @@ def _best_checkpoint_dir(
         key = reporter.best_checkpoint_key(result.best_step)
         if key:
             target = work / "best"
-            download_dir(store, key, target)
+            _download(reporter, store, key, target)
             return target
     return Path(result.checkpoint_dir)
 
 
-def run_final(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter) -> PhaseOutput:
+def run_final(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter,
+              handover: Handover) -> PhaseOutput:
     from worker.recipe.evaluate import evaluate_and_export
 
-    result, artifact_dir = _train(claim, store, work, reporter, start_from=claim.input_key)
+    result, artifact_dir = _train(claim, store, work, reporter, handover,
+                                  start_from=claim.input_key)
     export_dir = work / "export"
-    report = evaluate_and_export(
-        artifact_dir=artifact_dir,
-        model_dir=claim.base_model,
-        checkpoint_dir=_best_checkpoint_dir(claim, store, work, reporter, result),
-        out_dir=export_dir,
-        base_model_name=claim.base_model,
-        hyperparameters=claim.hyperparameters,
-    )
+    best_dir = _best_checkpoint_dir(claim, store, work, reporter, result)
+    clock = reporter.clock
+    with clock.measure("evaluate"):
+        report = evaluate_and_export(
+            artifact_dir=artifact_dir,
+            model_dir=claim.base_model,
+            checkpoint_dir=best_dir,
+            out_dir=export_dir,
+            base_model_name=claim.base_model,
+            hyperparameters=claim.hyperparameters,
+            on_export=lambda: clock.switch("export"),
+        )
+    clock.count(validation_samples=int(report["num_samples"]))
     reporter.checkpoint(export_dir, claim.output_prefix, kind="adapter", step=result.global_step)
     reporter.event("evaluation", report["summary"])
     return claim.output_prefix, _summary(result)
 
 
-PHASE_RUNNERS: dict[str, Callable[[Claim, ObjectStore, Path, Reporter], PhaseOutput]] = {
+PHASE_RUNNERS: dict[
+    str, Callable[[Claim, ObjectStore, Path, Reporter, Handover], PhaseOutput]
+] = {
     "preprocess": run_preprocess,
     "warmup": run_warmup,
     "final": run_final,

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from services.api.errors import install_error_handlers
 from services.api.lifespan import lifespan
-from services.api.routes import datasets, jobs, metrics, system
+from services.api.routes import datasets, jobs, metrics, pools, system, tenants
 
 
 def create_app() -> FastAPI:
@@ -18,6 +18,8 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(system.router)
+    app.include_router(pools.router)
+    app.include_router(tenants.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(metrics.router)

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from decimal import Decimal
 
 from orchestrator.cost import phase_cost
-from orchestrator.models import Job, Phase, Pool, utcnow
-from services.api.schemas import ErrorInfo, JobOut, Money, PhaseOut, Progress
+from orchestrator.models import Job, Phase, PhaseTiming, Pool, utcnow
+from services.api.schemas import ErrorInfo, JobOut, Money, PhaseOut, PhaseTimingOut, Progress
 
 
-def phase_out(phase: Phase, pool: Pool) -> PhaseOut:
+def timing_out(runs: list[PhaseTiming]) -> PhaseTimingOut | None:
+    """The latest of a phase's recorded runs, with how many there were."""
+    if not runs:
+        return None
+    latest = max(runs, key=lambda row: (row.attempt, row.id))
+    return PhaseTimingOut.model_validate(
+        {**{k: getattr(latest, k) for k in PhaseTimingOut.model_fields if hasattr(latest, k)},
+         "runs": len(runs)}
+    )
+
+
+def phase_out(phase: Phase, pool: Pool, runs: list[PhaseTiming] | None = None) -> PhaseOut:
     error = (
         ErrorInfo(code=phase.error_code, message=phase.error_message or "", param=phase.name)
         if phase.error_code
@@ -26,11 +38,15 @@ def phase_out(phase: Phase, pool: Pool) -> PhaseOut:
         started_at=phase.started_at,
         finished_at=phase.finished_at,
         error=error,
+        timing=timing_out(runs or []),
     )
 
 
 def job_out(job: Job, pools: dict[str, Pool]) -> JobOut:
-    phases = [phase_out(p, pools[p.pool]) for p in job.phases]
+    runs: dict[str, list[PhaseTiming]] = defaultdict(list)
+    for row in job.timings:
+        runs[row.phase].append(row)
+    phases = [phase_out(p, pools[p.pool], runs[p.name]) for p in job.phases]
     currency = phases[0].cost.currency if phases else "CNY"
     error = (
         ErrorInfo(code=job.error_code, message=job.error_message or "", param=job.error_param)
@@ -48,5 +64,6 @@ def job_out(job: Job, pools: dict[str, Pool]) -> JobOut:
         finished_at=job.finished_at,
         phases=phases,
         cost=Money(amount=sum((p.cost.amount for p in phases), Decimal(0)), currency=currency),
+        max_cost=None if job.max_cost is None else Money(amount=job.max_cost, currency=currency),
         error=error,
     )

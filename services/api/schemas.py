@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -48,6 +48,49 @@ class Progress(BaseModel):
     epoch: int = Field(description="0-based index of the epoch in progress")
 
 
+BILLING_INTERVAL = (
+    "A run is billed from the moment a worker claims the phase until it releases it: startup "
+    "(imports, base model load), downloads and checkpoint uploads are billed like training, "
+    "since the GPU is held throughout. Waiting in the queue is not billed."
+)
+
+
+class PhaseTimingOut(BaseModel):
+    """Where the phase's latest run spent its time; the *_s components and other_s add up to
+    billed_s."""
+
+    attempt: int
+    outcome: str = Field(description="The phase status the run ended in")
+    runs: int = Field(description="Runs of this phase recorded so far, this one included")
+    billing: Literal["claim_to_release"] = Field(
+        "claim_to_release", description=BILLING_INTERVAL)
+    billed_s: float = Field(description="Seconds billed for this run: claim to release")
+    queue_wait_s: float = Field(description="Queued to claimed; not billed")
+    startup_s: float = Field(description="Imports, base model load, resume state")
+    input_download_s: float = Field(description="Dataset, artifact and checkpoint downloads")
+    train_s: float = Field(description="The training loop with its in-loop validation, "
+                           "checkpoint uploads excluded; building the artifact for preprocess")
+    evaluate_s: float = Field(description="The final phase's base-vs-adapter evaluation")
+    export_s: float = Field(description="Writing the adapter (and merged model)")
+    checkpoint_upload_s: float = Field(description="Publishing checkpoints, artifact, adapter")
+    other_s: float = Field(description="Billed seconds no component covers (job-store writes, "
+                           "clean-up)")
+    samples: int = Field(description="Training samples processed, every epoch counted")
+    tokens: int = Field(description="Input tokens of those samples")
+    validation_samples: int = Field(description="Held-out samples scored, every pass counted")
+    checkpoints: int = Field(description="Checkpoints uploaded")
+    input_bytes: int = Field(description="Bytes downloaded")
+    peak_memory_bytes: int | None = Field(
+        description="Peak CUDA memory allocated, or the process's peak resident memory on CPU")
+    precision: str | None
+    device: str | None
+    micro_batch: int | None
+    lora_targets: str | None
+    model_key: str | None
+    fused: bool = Field(False, description="Run by the worker that ran the previous phase, in "
+                        "the same process (same pool): no start-up, no download")
+
+
 class PhaseOut(BaseModel):
     name: str
     pool: str
@@ -59,6 +102,8 @@ class PhaseOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: ErrorInfo | None = None
+    timing: PhaseTimingOut | None = Field(
+        None, description="The latest run's time by component; null before a run ends")
 
 
 class JobOut(BaseModel):
@@ -72,6 +117,7 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     phases: list[PhaseOut]
     cost: Money
+    max_cost: Money | None = Field(None, description="The job's budget; none when uncapped")
     error: ErrorInfo | None = None
 
 
@@ -107,4 +153,7 @@ class PoolOut(BaseModel):
     queue: str
     gpu_model: str
     gpu_memory_gb: int
+    supports_bf16: bool
+    peak_tflops: float
+    memory_bandwidth_gbs: float
     hourly_price: Money

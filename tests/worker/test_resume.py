@@ -51,6 +51,38 @@ def test_phase_boundary_is_invisible(
     assert_same_adapter(Path(resumed["dir"]), reference.checkpoint_dir)
 
 
+def test_carried_state_continues_like_the_checkpoint(
+    full_run: FullRun, train_artifact_dir: Path, tiny_model_dir: str, tmp_path: Path
+) -> None:
+    """Warmup and final fused in one process: the final call takes the warmup's live state
+    (no reload) and ends where the uninterrupted run does, bit for bit."""
+    from worker.recipe.train import train_epochs
+
+    reference, recorder = full_run
+    warmup, final = Recorder(), Recorder()
+    first = train(train_artifact_dir, tiny_model_dir, tmp_path / "warmup", 0, 2, recorder=warmup)
+    assert first.carry is not None
+    second = train_epochs(artifact_dir=train_artifact_dir, model_dir=tiny_model_dir,
+                          hyperparameters=HP, start_epoch=2, end_epoch=3, resume_dir=None,
+                          out_dir=tmp_path / "final", hooks=final.hooks(), carry=first.carry)
+    assert second.global_step == reference.global_step
+    assert_same_losses({**warmup.losses(), **final.losses()}, recorder.losses())
+    assert_same_adapter(second.checkpoint_dir, reference.checkpoint_dir, atol=0.0)
+
+
+def test_carried_state_must_stand_at_the_start_epoch(
+    train_artifact_dir: Path, tiny_model_dir: str, tmp_path: Path
+) -> None:
+    from worker.recipe.train import train_epochs
+
+    first = train(train_artifact_dir, tiny_model_dir, tmp_path / "warmup", 0, 1)
+    assert first.carry is not None
+    with pytest.raises(CheckpointMismatch, match="not at the start of epoch 2"):
+        train_epochs(artifact_dir=train_artifact_dir, model_dir=tiny_model_dir,
+                     hyperparameters=HP, start_epoch=2, end_epoch=3, resume_dir=None,
+                     out_dir=tmp_path / "final", hooks=Recorder().hooks(), carry=first.carry)
+
+
 def test_stop_mid_epoch_resumes_exactly(
     full_run: FullRun, train_artifact_dir: Path, tiny_model_dir: str, tmp_path: Path
 ) -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from orchestrator import dispatch, jobs, repository
 from orchestrator.dataset_uploads import create_dataset
 from orchestrator.db import session_scope
-from orchestrator.models import Event, Job, Phase, Tenant, utcnow
+from orchestrator.models import Event, Job, Phase, PhaseTiming, Tenant, utcnow
 from orchestrator.reaper import reap
 from orchestrator.settings import get_settings
 from orchestrator.storage import get_store
@@ -45,6 +45,12 @@ def _submit(tenant: str, tiny_model_dir: str, example_dir: Path, *,
 def _run(job_id: str, phase: str, attempt: int = 1) -> None:
     run_phase({"job_id": job_id, "phase": phase, "attempt": attempt, "pool": "x"},
               worker_id=f"test/{phase}/{attempt}")
+
+
+def _timings(job_id: str, phase: str) -> list[PhaseTiming]:
+    with session_scope() as session:
+        return list(session.scalars(select(PhaseTiming).where(
+            PhaseTiming.job_id == job_id, PhaseTiming.phase == phase).order_by(PhaseTiming.id)))
 
 
 def _adapter(job_id: str, attempt: int) -> dict[str, Any]:
@@ -98,6 +104,11 @@ def test_a_killed_warmup_resumes_from_its_checkpoint_and_matches_an_uninterrupte
     assert resumed.keys() == uninterrupted.keys()
     for name, tensor in uninterrupted.items():
         torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=0)
+    # The killed run's billed seconds stay on record, though its measurements died with it.
+    killed, rerun = _timings(job_id, "warmup")
+    assert (killed.attempt, killed.outcome, killed.other_s) == (1, "queued", killed.billed_s)
+    assert (rerun.attempt, rerun.outcome) == (2, "succeeded")
+    assert rerun.train_s > 0 and rerun.input_bytes > 0
 
 
 def test_cancel_stops_a_running_warmup_at_its_next_step_with_a_checkpoint(
@@ -128,6 +139,9 @@ def test_cancel_stops_a_running_warmup_at_its_next_step_with_a_checkpoint(
                  if c.phase == "warmup"}
     # its state at the step where it stopped was saved before it stopped
     assert saved & {("stop", 2), ("step", 2), ("epoch", 2)}
+    [timing] = _timings(job_id, "warmup")
+    assert timing.outcome == "cancelled"
+    assert timing.samples > 0 and timing.checkpoints >= 2 and timing.checkpoint_upload_s > 0
     assert recorded_dispatch.sent[-1].phase == "warmup"  # nothing was sent after it
 
 
@@ -165,3 +179,6 @@ def test_one_image_and_no_epochs_left_for_the_final_phase(
     assert report["num_samples"] == 0
     assert report["adapter"]["val_loss"] is None  # nothing measured is not a score of 0
     assert get_store().exists(f"{output}/adapter/adapter_model.safetensors")
+    [final] = _timings(job_id, "final")
+    assert final.samples == 0 and final.validation_samples == 0  # nothing left to train on
+    assert final.evaluate_s > 0 and final.export_s > 0 and final.checkpoint_upload_s > 0

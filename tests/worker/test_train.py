@@ -189,3 +189,31 @@ def test_fp16_with_grad_scaler_checkpoints_and_resumes(
           recorder=resumed)
     assert_same_losses(resumed.losses(), {s: v for s, v in ref.losses().items() if s > 3})
     assert_same_adapter(tmp_path / "c" / "final", whole.checkpoint_dir)
+
+
+def test_result_counts_every_epoch_of_training_and_validation_work(
+    train_artifact_dir: Path, full_run: tuple[Any, Recorder]
+) -> None:
+    import json
+
+    artifact = json.loads((train_artifact_dir / "manifest.json").read_text())
+    tokens = [r["tokens"] for r in artifact["token_counts"]["per_sample"]]  # in sample order
+    epochs = HP["total_epochs"]
+    result = full_run[0]
+    assert result.samples == epochs * len(artifact["train"])
+    assert result.tokens == epochs * sum(tokens[i] for i in artifact["train"])
+    assert result.validation_samples == epochs * len(artifact["val"])
+
+
+def test_on_ready_runs_once_after_the_model_load_and_before_the_first_step(
+    train_artifact_dir: Path, tiny_model_dir: str, tmp_path: Path
+) -> None:
+    calls: list[str] = []
+    recorder = Recorder()
+    hooks = recorder.hooks()
+    hooks.on_ready = lambda: calls.append("ready")
+    hooks.before_step = lambda step: calls.append(f"step {step}")
+    train_epochs(artifact_dir=train_artifact_dir, model_dir=tiny_model_dir,
+                 hyperparameters={**HP, "total_epochs": 1, "warmup_epochs": 1},
+                 start_epoch=0, end_epoch=1, resume_dir=None, out_dir=tmp_path, hooks=hooks)
+    assert calls == ["ready", "step 0", "step 1"]

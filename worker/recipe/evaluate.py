@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,11 +178,13 @@ def evaluate_and_export(
     out_dir: Path,
     base_model_name: str | None = None,
     hyperparameters: dict[str, Any] | None = None,
+    on_export: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Score base and base + checkpoint adapter on the artifact's val samples; export; report.
 
     hyperparameters default to those the checkpoint was trained with. base_model_name, if
     given, is recorded in adapter_config.json in place of model_dir (often a download path).
+    on_export() runs when scoring is done and the export begins (a caller timing the two).
     Returns the report written to out_dir/evaluation.json.
     """
     from peft import PeftModel
@@ -226,6 +229,8 @@ def evaluate_and_export(
         base_metrics = _score(model, samples, val_idx, pad_id,
                               [r["base_answer"] for r in rows], references, device, dtype)
 
+    if on_export is not None:
+        on_export()
     out_dir.mkdir(parents=True, exist_ok=True)
     adapter_export = save_adapter(model, out_dir / ADAPTER_DIR, base_model_name)
     merged = save_merged(model, model_dir, out_dir / MERGED_DIR) if options.export_merged else None

@@ -45,7 +45,7 @@ from worker.recipe.run import TrainingRun, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainHooks", "TrainResult", "train_epochs", "warmup_cosine"]
+__all__ = ["Carry", "TrainHooks", "TrainResult", "train_epochs", "warmup_cosine"]
 
 
 def _no_progress(step: int, total_steps: int, epoch: int, metrics: dict[str, float]) -> None:
@@ -68,12 +68,18 @@ def _nothing_before(step: int) -> None:
     return None
 
 
+def _nothing_when_ready() -> None:
+    return None
+
+
 @dataclass
 class TrainHooks:
     """Callbacks into the caller (the Celery glue); the defaults do nothing.
 
     before_step(global_step) runs before each optimizer step (0-based index of the step about to
     run); an error it raises counts as raised by the step, which lets tests inject faults.
+    on_ready() runs once the model is loaded (and resumed) and the loop is about to start, so
+    a caller can tell the model load apart from training.
     """
 
     on_progress: Callable[[int, int, int, dict[str, float]], None] = _no_progress
@@ -81,6 +87,18 @@ class TrainHooks:
     on_checkpoint: Callable[[Path, int, str], None] = _no_checkpoint
     on_event: Callable[[str, dict[str, Any]], None] = _no_event
     before_step: Callable[[int], None] = _nothing_before
+    on_ready: Callable[[], None] = _nothing_when_ready
+
+
+@dataclass
+class Carry:
+    """A finished call's live state, so the next phase on the same worker continues in memory
+    (same model, optimizer, schedule, RNG) instead of reloading its checkpoint."""
+
+    run: TrainingRun
+    position: Position
+    best: Best
+    metrics: dict[str, float | None]
 
 
 @dataclass(frozen=True)
@@ -102,6 +120,12 @@ class TrainResult:
     gradient_checkpointing: bool = False
     precision: str = "fp32"
     oom_recoveries: int = 0
+    # Work done by this call: training samples and their input tokens over every optimizer
+    # step (each epoch counted), and held-out samples scored (each validation pass counted).
+    samples: int = 0
+    tokens: int = 0
+    validation_samples: int = 0
+    carry: Carry | None = None
 
 
 def _seed_everything(seed: int) -> None:
@@ -136,6 +160,7 @@ class _Loop:
         self.best_dir: Path | None = None
         self.rolling: list[Path] = []
         self.oom_recoveries = 0
+        self.samples = self.tokens = self.validation_samples = 0
         hp = run.hp
         self.every_steps = int(hp["checkpoint_every_steps"])
         self.interval = float(hp["checkpoint_interval_seconds"])
@@ -146,6 +171,7 @@ class _Loop:
         self.last_save = monotonic()
 
     def train(self) -> TrainResult:
+        self.hooks.on_ready()
         windows: dict[int, list[list[int]]] = {}
         while self.position.epoch < self.end_epoch:
             epoch, index = self.position.epoch, self.position.steps_in_epoch
@@ -156,6 +182,7 @@ class _Loop:
             if metrics is None:  # rolled back to the restore point: carry on from there
                 continue
             self.metrics["loss"] = metrics["loss"]
+            self._count(epoch_windows[index])
             end_of_epoch = index + 1 == len(epoch_windows)
             step = self.position.global_step + 1
             self.position = Position(step, epoch, index + 1, self.run.total_steps)
@@ -215,8 +242,14 @@ class _Loop:
         logger.warning("out of memory at step %d; retrying with %s", failed_step, data)
         self.hooks.on_event("oom_recovered", data)
 
+    def _count(self, window: list[int]) -> None:
+        self.samples += len(window)
+        self.tokens += sum(int(self.run.samples[i]["input_ids"].numel()) for i in window)
+
     def _evaluate(self, step: int) -> dict[str, float]:
         scores = self.run.evaluate()
+        if scores:
+            self.validation_samples += len(self.run.val_idx)
         self.metrics.update(scores)
         metric = self.best.metric
         if metric in scores and self.best.improved_by(scores[metric]):
@@ -264,6 +297,11 @@ class _Loop:
             gradient_checkpointing=plan.gradient_checkpointing,
             precision=self.run.precision.name,
             oom_recoveries=self.oom_recoveries,
+            samples=self.samples,
+            tokens=self.tokens,
+            validation_samples=self.validation_samples,
+            carry=None if stopped else Carry(self.run, self.position, self.best,
+                                             dict(self.metrics)),
         )
 
 
@@ -302,17 +340,29 @@ def train_epochs(
     resume_dir: Path | None,
     out_dir: Path,
     hooks: TrainHooks,
+    carry: Carry | None = None,
 ) -> TrainResult:
     """Train epochs [start_epoch, end_epoch), resuming from resume_dir if given.
 
     Without resume_dir, start_epoch must be 0. With it, training continues from the
-    checkpoint's position, which must lie within [start_epoch, end_epoch]. Hyperparameters the
+    checkpoint's position, which must lie within [start_epoch, end_epoch]. With `carry` (the
+    previous call's result in this process), training continues from that live state exactly
+    as it would from its final checkpoint, without loading anything. Hyperparameters the
     dict lacks take their defaults (a job submitted before they existed).
     """
     hp = Hyperparameters.model_validate(hyperparameters).model_dump()
-    _check_range(hp, start_epoch, end_epoch, resuming=resume_dir is not None)
+    _check_range(hp, start_epoch, end_epoch,
+                 resuming=resume_dir is not None or carry is not None)
     out_dir = Path(out_dir)
     logger.info("train epochs [%d, %d) hyperparameters=%s", start_epoch, end_epoch, hp)
+    if carry is not None:
+        if carry.position.epoch != start_epoch or carry.position.steps_in_epoch != 0:
+            raise CheckpointMismatch(
+                f"the carried state stands at epoch {carry.position.epoch} step "
+                f"{carry.position.steps_in_epoch}, not at the start of epoch {start_epoch}")
+        carry.run.model.train()
+        return _Loop(carry.run, hooks, out_dir, end_epoch, carry.position, carry.best,
+                     dict(carry.metrics)).train()
 
     run = TrainingRun(Path(artifact_dir), model_dir, hp)
     metrics: dict[str, float | None] = {"loss": None, "val_loss": None, "token_accuracy": None}

@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy.orm import Session
 
 from orchestrator import repository
 from orchestrator.db import session_scope
+from orchestrator.timings import COMPONENTS
 
 router = APIRouter(tags=["system"])
 
@@ -31,7 +33,38 @@ class JobStoreCollector(Collector):
                 phases.add_metric([pool, status], count)
             for pool, currency, amount in repository.billed_cost(session):
                 cost.add_metric([pool, currency], amount)
-        yield from (jobs, phases, cost)
+            timing = list(_timing_metrics(session))
+        yield from (jobs, phases, cost, *timing)
+
+
+def _timing_metrics(session: Session) -> Iterator[Metric]:
+    """Sums over every recorded run (PhaseTiming row), so rates follow from two scrapes."""
+    labels = ["phase", "pool"]
+    seconds = CounterMetricFamily(
+        "relaytune_phase_seconds", "Billed seconds of finished runs by component (claim to "
+        "release; the components add up to the billed seconds)", labels=[*labels, "component"])
+    billed = CounterMetricFamily("relaytune_phase_billed_seconds",
+                                 "Billed seconds of finished runs, claim to release", labels=labels)
+    waited = CounterMetricFamily("relaytune_phase_queue_wait_seconds",
+                                 "Seconds finished runs waited in the queue (not billed)",
+                                 labels=labels)
+    samples = CounterMetricFamily("relaytune_phase_samples",
+                                  "Training samples processed by finished runs", labels=labels)
+    tokens = CounterMetricFamily("relaytune_phase_tokens",
+                                 "Input tokens processed by finished runs", labels=labels)
+    runs = CounterMetricFamily("relaytune_phase_runs", "Finished runs by the status they ended in",
+                               labels=[*labels, "outcome"])
+    for row in repository.timing_totals(session):
+        key = [row.phase, row.pool]
+        for component in (*COMPONENTS, "other"):
+            seconds.add_metric([*key, component], float(getattr(row, component)))
+        billed.add_metric(key, float(row.billed))
+        waited.add_metric(key, float(row.queue_wait))
+        samples.add_metric(key, float(row.samples))
+        tokens.add_metric(key, float(row.tokens))
+    for phase, pool, outcome, count in repository.timing_outcomes(session):
+        runs.add_metric([phase, pool, outcome], count)
+    yield from (seconds, billed, waited, samples, tokens, runs)
 
 
 registry = CollectorRegistry()
@@ -40,5 +73,6 @@ registry.register(JobStoreCollector())
 
 @router.get("/metrics", response_class=Response)
 def metrics() -> Response:
-    """Prometheus text format: jobs by status, phases by pool and status, billed cost."""
+    """Prometheus text format: jobs by status, phases by pool and status, billed cost, and
+    per-run time by component, runs by outcome and work done."""
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
