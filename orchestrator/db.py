@@ -49,6 +49,15 @@ def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
     return sessionmaker(get_engine(url), expire_on_commit=False)
 
 
+def forget_inherited_connections() -> None:
+    """Call first thing in a forked child: drop the pooled connections the parent opened,
+    without closing the parent's sockets. Two processes on one server session collide (on
+    psycopg's prepared statement names, for one)."""
+    if get_sessionmaker.cache_info().currsize:
+        engine: Engine = get_sessionmaker().kw["bind"]
+        engine.dispose(close=False)
+
+
 @contextmanager
 def session_scope(factory: sessionmaker[Session] | None = None) -> Iterator[Session]:
     """One transaction: commit on success, roll back on any error."""
