@@ -77,11 +77,13 @@ def make_tiny_model(directory: Path, seed: int) -> None:
 
 def pool_queue(pool: str) -> str:
     """The pool's queue as the store has it; gpu.POOL for a pool the store does not know."""
-    from orchestrator.db import session_scope
+    from orchestrator.db import close_connections, session_scope
     from orchestrator.pools import queue_of
 
     with session_scope() as session:
-        return queue_of(session, pool)
+        queue = queue_of(session, pool)
+    close_connections()  # the worker's children open their own connections
+    return queue
 
 
 @app.command()
