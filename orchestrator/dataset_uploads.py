@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from orchestrator.datasets import validate_dataset_zip
@@ -45,10 +46,24 @@ def create_dataset(
         sha256=hashlib.sha256(data).hexdigest(),
         storage_key=key,
     )
+    _delete_unless_committed(session, store, key)
     session.add(dataset)
-    try:
-        session.flush()
-    except Exception:
-        store.delete(key)  # the row failed: leave no orphan object behind
-        raise
+    session.flush()
     return dataset
+
+
+def _delete_unless_committed(session: Session, store: ObjectStore, key: str) -> None:
+    """The object is stored before its row commits: a transaction that rolls back instead (a
+    failed flush, a failed commit) takes the object with it, so no object is left orphaned."""
+    committed = False
+
+    def kept(_: Session) -> None:
+        nonlocal committed
+        committed = True
+
+    def undo(_: Session) -> None:
+        if not committed:
+            store.delete(key)
+
+    event.listen(session, "after_commit", kept, once=True)
+    event.listen(session, "after_rollback", undo, once=True)

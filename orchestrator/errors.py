@@ -68,3 +68,10 @@ class LeaseLost(RelaytuneError):
     """A fenced write found a newer attempt or another state: this run must stop writing."""
 
     code = "lease_lost"
+
+
+class StoreUnavailable(RelaytuneError):
+    """The job store could not keep a change (connection lost, commit refused): retry later."""
+
+    status_code = 503
+    code = "store_unavailable"
