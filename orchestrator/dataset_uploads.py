@@ -8,7 +8,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from orchestrator.datasets import validate_dataset_zip
-from orchestrator.errors import InvalidDataset
+from orchestrator.errors import RequestTooLarge
 from orchestrator.models import Dataset, new_id
 from orchestrator.settings import Settings
 from orchestrator.storage import ObjectStore
@@ -24,10 +24,9 @@ def create_dataset(
     data: bytes,
 ) -> Dataset:
     if len(data) > settings.max_upload_bytes:
-        raise InvalidDataset(
+        raise RequestTooLarge(
             f"the upload has {len(data)} bytes; the limit is {settings.max_upload_bytes}",
             param="file",
-            code="too_large",
         )
     summary = validate_dataset_zip(
         data, max_pixels=settings.max_image_pixels, max_images=settings.max_images

@@ -37,6 +37,13 @@ class InvalidDataset(InvalidRequest):
     code = "invalid_dataset"
 
 
+class RequestTooLarge(RelaytuneError):
+    """The request body is over its route's limit; the message states the limit."""
+
+    status_code = 413
+    code = "request_too_large"
+
+
 class Unauthorized(RelaytuneError):
     status_code = 401
     code = "unauthorized"

@@ -24,7 +24,10 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     default_base_model: str = ""
 
+    # Request bodies: a data set upload, and every other (JSON) body. Larger ones get a 413
+    # before they are read.
     max_upload_bytes: int = 200 * 1024 * 1024
+    max_json_body_bytes: int = 1024 * 1024
     max_images: int = 1000
     max_image_pixels: int = 4096 * 4096
     # A running phase renews its lease every heartbeat; the reaper re-queues it after expiry.
