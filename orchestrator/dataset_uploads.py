@@ -12,6 +12,7 @@ from orchestrator.errors import RequestTooLarge
 from orchestrator.models import Dataset, new_id
 from orchestrator.settings import Settings
 from orchestrator.storage import ObjectStore
+from orchestrator.zip_limits import ZipLimits
 
 
 def create_dataset(
@@ -29,7 +30,8 @@ def create_dataset(
             param="file",
         )
     summary = validate_dataset_zip(
-        data, max_pixels=settings.max_image_pixels, max_images=settings.max_images
+        data, max_pixels=settings.max_image_pixels, max_images=settings.max_images,
+        limits=ZipLimits.from_settings(settings),
     )
     dataset_id = new_id()
     key = f"datasets/{dataset_id}/upload.zip"
