@@ -1,4 +1,9 @@
-"""GPU cost: seconds a phase held its pool's GPU, times the pool's hourly price."""
+"""GPU cost: seconds a phase held its pool's GPU, times the pool's hourly price.
+
+Each run is priced when it ends, at the pool's price of that moment, and added to the phase's
+stored cost: a later price change leaves runs already billed alone. The meter of a run still
+in progress shows its seconds so far at the current price.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,14 @@ def as_utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _price(seconds: float, pool: Pool) -> Decimal:
-    amount = Decimal(str(seconds)) * Decimal(pool.hourly_price) / Decimal(3600)
+def price(seconds: float, hourly_price: Decimal) -> Decimal:
+    """What `seconds` of a GPU cost at `hourly_price`, to the micro-unit."""
+    amount = Decimal(str(seconds)) * Decimal(hourly_price) / Decimal(3600)
     return amount.quantize(MICRO, rounding=ROUND_HALF_UP)
+
+
+def price_of(seconds: float, pool: Pool) -> Decimal:
+    return price(seconds, pool.hourly_price)
 
 
 def running_seconds(phase: Phase, now: datetime) -> float:
@@ -28,13 +38,13 @@ def running_seconds(phase: Phase, now: datetime) -> float:
 
 def phase_cost(phase: Phase, pool: Pool, now: datetime) -> Decimal:
     """Billed runs plus the run in progress, so a watcher sees the meter move."""
-    return _price(float(phase.billed_seconds or 0.0) + running_seconds(phase, now), pool)
+    return Decimal(phase.cost_amount or 0) + price_of(running_seconds(phase, now), pool)
 
 
 def close_meter(phase: Phase, pool: Pool, now: datetime) -> float:
-    """Call while the phase is still running: bills the current run and stores the total;
-    returns the seconds billed for this run (claim to now)."""
+    """Call while the phase is still running: bills the current run at today's price and adds
+    it to the phase's cost; returns the seconds billed for this run (claim to now)."""
     seconds = running_seconds(phase, now)
     phase.billed_seconds = float(phase.billed_seconds or 0.0) + seconds
-    phase.cost_amount = _price(phase.billed_seconds, pool)
+    phase.cost_amount = Decimal(phase.cost_amount or 0) + price_of(seconds, pool)
     return seconds

@@ -24,14 +24,16 @@ class PhaseMessage:
     phase: str
     attempt: int
     pool: str
+    # The pool's queue column at the time of sending; empty in messages from before it existed.
+    queue: str = ""
 
     @property
     def task_name(self) -> str:
         return f"relaytune.phase.{self.phase}"
 
     @property
-    def queue(self) -> str:
-        return f"gpu.{self.pool}"
+    def route(self) -> str:
+        return self.queue or f"gpu.{self.pool}"
 
 
 class Dispatcher(Protocol):
@@ -51,7 +53,7 @@ class CeleryDispatcher:
 
     def send(self, message: PhaseMessage) -> None:
         self.app.send_task(
-            message.task_name, kwargs={"payload": asdict(message)}, queue=message.queue
+            message.task_name, kwargs={"payload": asdict(message)}, queue=message.route
         )
 
 

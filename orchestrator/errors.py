@@ -82,3 +82,10 @@ class StoreUnavailable(RelaytuneError):
 
     status_code = 503
     code = "store_unavailable"
+
+
+class Forbidden(RelaytuneError):
+    """The key is valid but may not do this (an operator action needs an admin key)."""
+
+    status_code = 403
+    code = "forbidden"

@@ -26,6 +26,7 @@ class EventType(StrEnum):
     PHASE_REQUEUED = "phase_requeued"
     LEASE_EXPIRED = "lease_expired"
     CANCEL_REQUESTED = "cancel_requested"
+    BUDGET_CHANGED = "budget_changed"
     JOB_SUCCEEDED = "job_succeeded"
     JOB_FAILED = "job_failed"
     JOB_CANCELLED = "job_cancelled"

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from orchestrator import repository
+from orchestrator.budgets import check_spending_limit
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.events import EventType, emit
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.lifecycle import TERMINAL_JOB, PhaseStatus
 from orchestrator.models import Job, Phase, utcnow
 from orchestrator.plan import DEFAULT_POOLS, PHASES, dataset_key
+from orchestrator.planner import AUTO, plan_job
 from orchestrator.relay import move, queue_phase, refresh_job_status
 from orchestrator.storage import ObjectStore
 
@@ -27,7 +30,15 @@ def parse_hyperparameters(raw: dict[str, Any] | None) -> Hyperparameters:
         raise InvalidRequest(f"{where}: {first['msg']}", param=where) from exc
 
 
-def resolve_pools(session: Session, requested: dict[str, str] | None) -> dict[str, str]:
+def resolve_pools(session: Session, requested: dict[str, str] | str | None
+                  ) -> dict[str, str] | str:
+    """Phase -> pool name with the defaults filled in, or "auto" for the planner to choose."""
+    if isinstance(requested, str):
+        if requested != AUTO:
+            raise InvalidRequest(
+                f"pools must be \"auto\" or an object of phase to pool, not '{requested}'",
+                param="pools")
+        return AUTO
     known = repository.pools_by_name(session)
     pools = dict(DEFAULT_POOLS)
     for phase, pool in (requested or {}).items():
@@ -54,15 +65,21 @@ def submit_job(
     dataset_id: str,
     base_model: str,
     hyperparameters: dict[str, Any] | None,
-    pools: dict[str, str] | None,
+    pools: dict[str, str] | str | None,
     metadata: dict[str, Any] | None,
+    max_cost: Decimal | None = None,
 ) -> Job:
-    """Create the job and its phases, and queue the first phase after commit."""
+    """Create the job and its phases, and queue the first phase after commit. The plan (and
+    with it each phase's estimate) is chosen first, so a refused plan creates nothing."""
     hp = parse_hyperparameters(hyperparameters)
-    phase_pools = resolve_pools(session, pools)
+    requested = resolve_pools(session, pools)
+    check_spending_limit(session, tenant_id, amount=max_cost)
     dataset = repository.dataset_for_tenant(session, tenant_id, dataset_id)
     if not base_model.strip():
         raise InvalidRequest("base_model must not be empty", param="base_model")
+    planned = plan_job(session, base_model=base_model, hp=hp, dataset=dataset,
+                       requested=requested, max_cost=max_cost)
+    phase_pools = planned.pools
     now = utcnow()
     job = Job(
         tenant_id=tenant_id,
@@ -73,9 +90,12 @@ def submit_job(
         status="queued",
         created_at=now,
         updated_at=now,
+        max_cost=max_cost,
+        plan=planned.plan,
     )
     job.phases = [
-        Phase(name=name, position=i, pool=phase_pools[name], status="pending", attempt=0)
+        Phase(name=name, position=i, pool=phase_pools[name], status="pending", attempt=0,
+              estimate=planned.estimates.get(name))
         for i, name in enumerate(PHASES)
     ]
     session.add(job)
@@ -120,8 +140,18 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     return job
 
 
-def requeue_phase(session: Session, tenant_id: str, job_id: str, phase_name: str) -> Job:
-    """Run a phase again from its recorded input; the phases after it follow."""
+REQUEUE_FROM = ("checkpoint", "input")
+
+
+def requeue_phase(session: Session, tenant_id: str, job_id: str, phase_name: str,
+                  start_from: str | None = None) -> Job:
+    """Run a phase again; the phases after it follow. A failed or cancelled phase (stopped by
+    its budget, say) continues from its latest resumable checkpoint unless `start_from` is
+    "input"; a succeeded phase starts over from its input unless it is "checkpoint"."""
+    if start_from is not None and start_from not in REQUEUE_FROM:
+        raise InvalidRequest(
+            f"from must be one of {', '.join(REQUEUE_FROM)}, got '{start_from}'", param="from"
+        )
     job = repository.job_for_tenant(session, tenant_id, job_id)
     by_name = {p.name: p for p in job.phases}
     if phase_name not in by_name:
@@ -153,13 +183,18 @@ def requeue_phase(session: Session, tenant_id: str, job_id: str, phase_name: str
     now = utcnow()
     job.cancel_requested_at = None
     job.error_code = job.error_message = job.error_param = None
+    if start_from is None:
+        start_from = "input" if phase.status == PhaseStatus.SUCCEEDED else "checkpoint"
     for later in job.phases:
-        if later.position > phase.position and later.status != PhaseStatus.PENDING:
-            move(later, "pending")
+        if later.position > phase.position:
+            if later.status != PhaseStatus.PENDING:
+                move(later, "pending")
             later.output_key = None
-        if later.position >= phase.position:
-            later.resume_key = None  # a requeue starts over from the phase's input
-    emit(session, job.id, EventType.PHASE_REQUEUED, phase=phase_name, attempt=phase.attempt)
+            later.resume_key = None  # its checkpoints grew from an input that is replaced
+    if start_from == "input":
+        phase.resume_key = None
+    emit(session, job.id, EventType.PHASE_REQUEUED, phase=phase_name, attempt=phase.attempt,
+         start_from=start_from, resume_key=phase.resume_key)
     queue_phase(session, job, phase, now=now, reason="requeue")
     refresh_job_status(session, job, now)
     return job

@@ -11,7 +11,7 @@ from orchestrator import dispatch, repository
 from orchestrator.cost import close_meter
 from orchestrator.events import EventType, emit
 from orchestrator.models import utcnow
-from orchestrator.relay import mark_failed, queue_phase, refresh_job_status
+from orchestrator.relay import mark_failed, phase_message, queue_phase, refresh_job_status
 from orchestrator.timings import record_run_timing
 
 logger = logging.getLogger(__name__)
@@ -48,12 +48,7 @@ def reap(session: Session, *, max_attempts: int, resend_after_seconds: int) -> i
     # A message lost between commit and send (or a broker flush) would leave a phase queued
     # forever; sending it again is safe because only one delivery can claim the attempt.
     for phase in repository.stale_queued(session, now - timedelta(seconds=resend_after_seconds)):
-        dispatch.defer(
-            session,
-            dispatch.PhaseMessage(
-                job_id=phase.job_id, phase=phase.name, attempt=phase.attempt, pool=phase.pool
-            ),
-        )
+        dispatch.defer(session, phase_message(session, phase))
         phase.queued_at = now
         handled += 1
     if handled:

@@ -16,6 +16,7 @@ from orchestrator.lifecycle import (
     derive_job_status,
 )
 from orchestrator.models import Job, Phase, utcnow
+from orchestrator.pools import queue_of
 
 
 def move(phase: Phase, target: str) -> None:
@@ -45,12 +46,13 @@ def queue_phase(session: Session, job: Job, phase: Phase, *, now: datetime, reas
         pool=phase.pool,
         reason=reason,
     )
-    dispatch.defer(
-        session,
-        dispatch.PhaseMessage(
-            job_id=job.id, phase=phase.name, attempt=phase.attempt, pool=phase.pool
-        ),
-    )
+    dispatch.defer(session, phase_message(session, phase))
+
+
+def phase_message(session: Session, phase: Phase) -> dispatch.PhaseMessage:
+    """The task for the phase's current attempt, routed to its pool's queue as stored now."""
+    return dispatch.PhaseMessage(job_id=phase.job_id, phase=phase.name, attempt=phase.attempt,
+                                 pool=phase.pool, queue=queue_of(session, phase.pool))
 
 
 def mark_failed(session: Session, phase: Phase, *, code: str, message: str,

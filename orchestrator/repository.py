@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Row, func, select
@@ -19,6 +20,7 @@ from orchestrator.models import (
     Phase,
     PhaseTiming,
     Pool,
+    Tenant,
 )
 from orchestrator.timings import COMPONENTS
 
@@ -184,3 +186,67 @@ def stale_queued(session: Session, before: datetime) -> Sequence[Phase]:
     return session.scalars(
         select(Phase).where(Phase.status == "queued", Phase.queued_at < before)
     ).all()
+
+
+def tenants(session: Session) -> Sequence[Tenant]:
+    return session.scalars(select(Tenant).order_by(Tenant.name)).all()
+
+
+def tenant_by_name(session: Session, name: str) -> Tenant | None:
+    return session.scalar(select(Tenant).where(Tenant.name == name))
+
+
+def tenant_billed_cost(session: Session, tenant_id: str, since: datetime) -> Decimal:
+    """Cost already billed to phases of the tenant's jobs submitted since `since`."""
+    amount = session.scalar(
+        select(func.coalesce(func.sum(Phase.cost_amount), 0))
+        .join(Job, Job.id == Phase.job_id)
+        .where(Job.tenant_id == tenant_id, Job.created_at >= since)
+    )
+    return Decimal(amount or 0)
+
+
+def tenant_running_phases(session: Session, tenant_id: str, since: datetime) -> Sequence[Phase]:
+    return session.scalars(
+        select(Phase)
+        .join(Job, Job.id == Phase.job_id)
+        .where(Job.tenant_id == tenant_id, Job.created_at >= since, Phase.status == "running")
+    ).all()
+
+
+def recent_timings(session: Session, phases: Collection[str], pool: str, model_key: str,
+                   lora_targets: str | None, micro_batch: int | None, *, limit: int
+                   ) -> Sequence[PhaseTiming]:
+    """The newest successful runs of these phases on a pool for a model (and, when given, the
+    same LoRA targets and micro-batch): what learned profiles are made of."""
+    query = select(PhaseTiming).where(
+        PhaseTiming.phase.in_(phases), PhaseTiming.pool == pool,
+        PhaseTiming.model_key == model_key, PhaseTiming.outcome == "succeeded")
+    if lora_targets is not None:
+        query = query.where(PhaseTiming.lora_targets == lora_targets)
+    if micro_batch is not None:
+        query = query.where(PhaseTiming.micro_batch == micro_batch)
+    return session.scalars(
+        query.order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(limit)
+    ).all()
+
+
+def measured_model_keys(session: Session) -> list[str]:
+    rows = session.scalars(select(PhaseTiming.model_key).where(
+        PhaseTiming.model_key.is_not(None), PhaseTiming.outcome == "succeeded").distinct())
+    return sorted(k for k in rows if k)
+
+
+def queued_phases_by_pool(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(Phase.pool, func.count()).where(Phase.status == "queued").group_by(Phase.pool)
+    ).all()
+    return {pool: count for pool, count in rows}
+
+
+def recent_billed_seconds(session: Session, pool: str, *, limit: int) -> list[float]:
+    """Billed seconds of the pool's newest finished runs, for queue-wait estimates."""
+    return list(session.scalars(
+        select(PhaseTiming.billed_s).where(PhaseTiming.pool == pool, PhaseTiming.billed_s > 0)
+        .order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(limit)
+    ).all())

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import Connection, create_engine, make_url, text
 
 from orchestrator import db, dispatch, storage
 from orchestrator.migrate import upgrade_head
@@ -100,12 +101,28 @@ def service_env(database_url: str, s3_endpoint: str, tmp_path_factory: pytest.Te
     reset_caches()
 
 
+_seeded_pools: list[dict[str, Any]] = []
+
+
+def _reset_pools(conn: Connection) -> None:
+    """Pools as the migrations seed them: a test that adds or reprices one leaves no trace."""
+    if not _seeded_pools:
+        rows = conn.execute(text("SELECT * FROM pools"))
+        _seeded_pools.extend(dict(row._mapping) for row in rows)
+    conn.execute(text("DELETE FROM pools WHERE NOT (name = ANY(:names))"),
+                 {"names": [p["name"] for p in _seeded_pools]})
+    for pool in _seeded_pools:
+        columns = ", ".join(f"{c} = :{c}" for c in pool if c != "name")
+        conn.execute(text(f"UPDATE pools SET {columns} WHERE name = :name"), pool)
+
+
 @pytest.fixture
 def clean_db(service_env: dict[str, str]) -> Iterator[None]:
-    """Empty job store and bucket before the test."""
+    """Empty job store and bucket, and the seeded pools, before the test."""
     engine = db.get_engine()
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE"))
+        _reset_pools(conn)
     store = storage.get_store()
     for key in store.list(""):
         store.delete(key)

@@ -46,6 +46,6 @@ def dataset_zip(
     return buffer.getvalue()
 
 
-def new_api_key(tenant: str = "acme") -> str:
+def new_api_key(tenant: str = "acme", *, admin: bool = False) -> str:
     with session_scope() as session:
-        return create_api_key(session, tenant)
+        return create_api_key(session, tenant, admin=admin)

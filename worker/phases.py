@@ -13,6 +13,7 @@ from typing import Any
 
 from orchestrator.datasets import extract_dataset
 from orchestrator.runs import Claim
+from orchestrator.settings import get_settings
 from orchestrator.storage import ObjectStore, download_dir
 from worker.reporting import Reporter
 
@@ -64,7 +65,8 @@ def run_preprocess(
         dataset_dir = extract_dataset(zip_path, work / "dataset")
         artifact_dir = work / "artifact"
         manifest = build_artifact(
-            dataset_dir, claim.base_model, artifact_dir, hyperparameters=claim.hyperparameters
+            dataset_dir, claim.base_model, artifact_dir, hyperparameters=claim.hyperparameters,
+            compact_images=get_settings().artifact_compact_images,
         )
     clock.count(samples=int(manifest.get("num_samples") or 0),
                 tokens=int((manifest.get("token_counts") or {}).get("total") or 0))

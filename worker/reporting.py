@@ -6,9 +6,11 @@ import json
 import logging
 import threading
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
-from orchestrator import runs
+from orchestrator import budgets, runs
+from orchestrator.budgets import BudgetStop
 from orchestrator.db import session_scope
 from orchestrator.errors import LeaseLost
 from orchestrator.events import EventType
@@ -31,6 +33,9 @@ class Reporter:
         self.clock = clock or PhaseClock()
         self.cancel_requested = threading.Event()
         self.lease_lost = threading.Event()
+        # Set when the job's budget or the tenant's limit would be passed by one more step.
+        self.budget_stop: BudgetStop | None = None
+        self._last_step_at: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
 
@@ -56,14 +61,22 @@ class Reporter:
                 logger.exception("lease heartbeat failed")
 
     def should_stop(self) -> bool:
-        return self.cancel_requested.is_set() or self.lease_lost.is_set()
+        return (self.cancel_requested.is_set() or self.lease_lost.is_set()
+                or self.budget_stop is not None)
 
     def progress(self, step: int, total_steps: int, epoch: int, metrics: dict[str, float]) -> None:
+        # The last step's duration (evaluation included) stands for the next one's; the first
+        # step of a run has no predecessor, so only what was spent so far counts for it.
+        now = monotonic()
+        step_seconds = now - self._last_step_at if self._last_step_at is not None else 0.0
+        self._last_step_at = now
         with session_scope() as session:
             if runs.report_progress(session, self.claim, step=step, total_steps=total_steps,
                                     epoch=epoch, metrics=metrics,
                                     lease_seconds=self.settings.lease_seconds):
                 self.cancel_requested.set()
+            self.budget_stop = budgets.stop_for_budget(
+                session, self.claim.job_id, self.claim.phase, seconds_ahead=step_seconds)
 
     def checkpoint(self, local_dir: Path, key: str, *, kind: str, step: int) -> None:
         """Upload the directory, manifest last, then record it: only then does it exist.

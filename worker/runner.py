@@ -12,7 +12,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from orchestrator import fusion, runs
+from orchestrator import budgets, fusion, runs
 from orchestrator.db import session_scope
 from orchestrator.dispatch import PhaseMessage
 from orchestrator.errors import LeaseLost, RelaytuneError
@@ -44,6 +44,17 @@ def ensure_default_base_model(base_model: str, default: str) -> None:
         from worker.tiny_model import write_tiny_model
 
         write_tiny_model(Path(default), seed=0)  # returns at once when it is already there
+
+
+def _refused_for_budget(claim: runs.Claim, clock: PhaseClock) -> bool:
+    """A job that has spent its budget fails the phase now, before any download or load."""
+    with session_scope() as session:
+        stop = budgets.stop_for_budget(session, claim.job_id, claim.phase, at_claim=True)
+        if stop is not None:
+            logger.warning("%s of job %s refused: %s", claim.phase, claim.job_id, stop.message)
+            runs.fail_phase(session, claim, code=stop.code, message=stop.message,
+                            timing=clock.timing())
+    return stop is not None
 
 
 def start_clock(claim: runs.Claim) -> PhaseClock:
@@ -83,6 +94,8 @@ def _run_claim(claim: runs.Claim, work: Path, handover: Handover, *, worker_id: 
     clock.facts.fused = fused
     logger.info("claimed %s of job %s (attempt %d%s)", claim.phase, claim.job_id, claim.attempt,
                 ", fused with the previous phase" if fused else "")
+    if _refused_for_budget(claim, clock):
+        return None
     work.mkdir(parents=True, exist_ok=True)
     with Reporter(claim, store, settings, clock) as reporter:
         try:
@@ -94,8 +107,13 @@ def _run_claim(claim: runs.Claim, work: Path, handover: Handover, *, worker_id: 
             if reporter.lease_lost.is_set():
                 logger.warning("lost the lease of %s; stopping without writing", claim.phase)
                 return None
+            stop = None if reporter.cancel_requested.is_set() else reporter.budget_stop
             with session_scope() as session:
-                runs.acknowledge_cancel(session, claim, timing=clock.timing())
+                if stop is not None:  # failed, with its stop checkpoint as the resume point
+                    runs.fail_phase(session, claim, code=stop.code, message=stop.message,
+                                    timing=clock.timing())
+                else:
+                    runs.acknowledge_cancel(session, claim, timing=clock.timing())
             return None
         except LeaseLost:
             logger.warning("lost the lease of %s; a newer attempt owns it", claim.phase)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator.auth import authenticate
+from orchestrator.auth import authenticate_key
 from orchestrator.db import get_sessionmaker
 from orchestrator.errors import RelaytuneError, RequestTooLarge, StoreUnavailable, Unauthorized
 from orchestrator.settings import Settings, get_settings
@@ -42,7 +42,7 @@ def _check_key(authorization: str) -> None:
     scheme, _, key = authorization.partition(" ")
     session = get_sessionmaker()()
     try:
-        authenticate(session, key.strip() if scheme.lower() == "bearer" else "")
+        authenticate_key(session, key.strip() if scheme.lower() == "bearer" else "")
     except SQLAlchemyError as exc:
         raise StoreUnavailable("the job store cannot check the API key now; retry") from exc
     finally:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from orchestrator.auth import authenticate
+from orchestrator.auth import authenticate_key, require_admin
 from orchestrator.db import get_sessionmaker
 from orchestrator.errors import StoreUnavailable
-from orchestrator.models import Tenant
+from orchestrator.models import ApiKey, Tenant
 from orchestrator.settings import Settings, get_settings
 from orchestrator.storage import ObjectStore, get_store
 
@@ -41,9 +41,24 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 
 
-def current_tenant(session: SessionDep, authorization: Annotated[str, Header()] = "") -> Tenant:
+def current_key(session: SessionDep, authorization: Annotated[str, Header()] = "") -> ApiKey:
     scheme, _, key = authorization.partition(" ")
-    return authenticate(session, key.strip() if scheme.lower() == "bearer" else "")
+    return authenticate_key(session, key.strip() if scheme.lower() == "bearer" else "")
+
+
+CurrentKey = Annotated[ApiKey, Depends(current_key)]
+
+
+def admin_key(api_key: CurrentKey, request: Request) -> ApiKey:
+    require_admin(api_key, f"{request.method} {request.url.path}")
+    return api_key
+
+
+AdminKey = Annotated[ApiKey, Depends(admin_key)]
+
+
+def current_tenant(api_key: CurrentKey) -> Tenant:
+    return api_key.tenant
 
 
 CurrentTenant = Annotated[Tenant, Depends(current_tenant)]

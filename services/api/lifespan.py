@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from orchestrator.db import session_scope
+from orchestrator.pools import apply_pools_file
 from orchestrator.reaper import reap
 from orchestrator.settings import get_settings
 
@@ -33,8 +34,18 @@ async def _reaper_loop(interval: float) -> None:
             logger.exception("reaper round failed")
 
 
+def _apply_pools_file() -> None:
+    path = get_settings().pools_file
+    if path is None:
+        return
+    with session_scope() as session:
+        applied = apply_pools_file(session, path)
+    logger.info("pools file %s: %s", path, ", ".join(p.name for p, _ in applied))
+
+
 @contextlib.asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    _apply_pools_file()
     interval = get_settings().reaper_interval_seconds
     task = asyncio.create_task(_reaper_loop(interval)) if interval > 0 else None
     yield

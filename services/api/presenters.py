@@ -39,6 +39,7 @@ def phase_out(phase: Phase, pool: Pool, runs: list[PhaseTiming] | None = None) -
         finished_at=phase.finished_at,
         error=error,
         timing=timing_out(runs or []),
+        estimate=phase.estimate,
     )
 
 
@@ -64,5 +65,7 @@ def job_out(job: Job, pools: dict[str, Pool]) -> JobOut:
         finished_at=job.finished_at,
         phases=phases,
         cost=Money(amount=sum((p.cost.amount for p in phases), Decimal(0)), currency=currency),
+        max_cost=None if job.max_cost is None else Money(amount=job.max_cost, currency=currency),
         error=error,
+        plan=job.plan,
     )

@@ -43,12 +43,16 @@ class JobCreate(BaseModel):
         "defaults to the server's tiny Qwen3-VL",
     )
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    pools: dict[str, str] | None = None
+    pools: dict[str, str] | str | None = Field(
+        None, description='Phase -> pool, or "auto" for the cheapest plan that fits')
     metadata: Metadata | None = Field(
         None, max_length=16,
         description="Up to 16 string pairs of your own (keys ≤ 64, values ≤ 512 characters), "
         "echoed back with the job",
     )
+    max_cost: Decimal | None = Field(
+        None, ge=0, description="Budget for the whole job in the pools' currency; refused at "
+        "submit when even the cheapest plan's estimate exceeds it")
 
 
 class Progress(BaseModel):
@@ -113,6 +117,8 @@ class PhaseOut(BaseModel):
     error: ErrorInfo | None = None
     timing: PhaseTimingOut | None = Field(
         None, description="The latest run's time by component; null before a run ends")
+    estimate: dict[str, Any] | None = Field(
+        None, description="Seconds by component and cost predicted at submit")
 
 
 class JobOut(BaseModel):
@@ -126,7 +132,10 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     phases: list[PhaseOut]
     cost: Money
+    max_cost: Money | None = Field(None, description="The job's budget; none when uncapped")
     error: ErrorInfo | None = None
+    plan: dict[str, Any] | None = Field(
+        None, description="Which plan runs the job and why, with its estimated cost")
 
 
 class JobList(BaseModel):
@@ -161,4 +170,7 @@ class PoolOut(BaseModel):
     queue: str
     gpu_model: str
     gpu_memory_gb: int
+    supports_bf16: bool
+    peak_tflops: float
+    memory_bandwidth_gbs: float
     hourly_price: Money

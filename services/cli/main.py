@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.live import Live
 
 from orchestrator.settings import get_settings
+from services.cli import admin
 
 # Off a terminal (CI logs, `make demo | tee`) rich would wrap tables at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -50,13 +51,18 @@ def api_key() -> None:
 
 @api_key.command("create")
 @click.option("--tenant", required=True, help="Tenant name; created if new.")
-def api_key_create(tenant: str) -> None:
+@click.option("--admin", is_flag=True, help="May also change pools and spending limits.")
+def api_key_create(tenant: str, admin: bool) -> None:
     """Print a new API key for TENANT (stored hashed; shown only now)."""
     from orchestrator.auth import create_api_key
     from orchestrator.db import session_scope
 
     with session_scope() as session:
-        click.echo(create_api_key(session, tenant))
+        click.echo(create_api_key(session, tenant, admin=admin))
+
+
+app.add_command(admin.pools)
+app.add_command(admin.tenants)
 
 
 @app.command("make-tiny-model")
@@ -69,15 +75,33 @@ def make_tiny_model(directory: Path, seed: int) -> None:
     console.print(f"tiny Qwen3-VL at {write_tiny_model(directory, seed=seed)}")
 
 
+def pool_queue(pool: str) -> str:
+    """The pool's queue as the store has it; gpu.POOL for a pool the store does not know."""
+    from orchestrator.db import session_scope
+    from orchestrator.pools import queue_of
+
+    with session_scope() as session:
+        return queue_of(session, pool)
+
+
 @app.command()
-@click.option("--pool", required=True, help="The pool this worker serves (t4, a10, a100).")
+@click.option("--pool", required=True, help="The pool this worker serves (t4, a10, a100, ...).")
 @click.option("--loglevel", default="INFO")
-def worker(pool: str, loglevel: str) -> None:
-    """Run a Celery worker on queue gpu.POOL: one process, a fresh child per phase."""
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="torch threads per phase (RELAYTUNE_WORKER_THREADS); 0 or unset chooses "
+                   "from the CPUs this worker may use.")
+def worker(pool: str, loglevel: str, threads: int | None) -> None:
+    """Run a Celery worker on the pool's queue: one process, a fresh child per phase."""
+    if threads is not None:
+        # The children read it from the settings, which they inherit with the environment.
+        os.environ["RELAYTUNE_WORKER_THREADS"] = str(threads)
+        get_settings.cache_clear()
     from worker.celery_app import app as celery_app
 
+    queue = pool_queue(pool)
+    console.print(f"worker for pool {pool} listens on queue {queue}")
     celery_app.worker_main([
-        "worker", "--queues", f"gpu.{pool}", "--concurrency", "1", "--pool", "prefork",
+        "worker", "--queues", queue, "--concurrency", "1", "--pool", "prefork",
         "--max-tasks-per-child", "1", "--hostname", f"{pool}@%h", "--task-events",
         "--loglevel", loglevel,
     ])
@@ -118,6 +142,7 @@ def up(port: int, data_dir: Path | None) -> None:
             tree.add("redis", redis)
         ctx = click.get_current_context()
         ctx.invoke(migrate)
+        pool_names = _prepare_pools(settings.pools_file)
         if not Path(settings.default_base_model).exists():
             ctx.invoke(make_tiny_model, directory=Path(settings.default_base_model), seed=0)
         key_file = settings.data_dir / "api-key"
@@ -128,7 +153,8 @@ def up(port: int, data_dir: Path | None) -> None:
             with session_scope() as session:
                 key_file.write_text(create_api_key(session, "local"))
             key_file.chmod(0o600)
-        standalone.launch(tree, port=port, env=env, logs=settings.data_dir / "logs")
+        standalone.launch(tree, port=port, env=env, logs=settings.data_dir / "logs",
+                          pools=pool_names)
         url = f"http://127.0.0.1:{port}"
         standalone.wait_ready(url)
         console.print(f"relaytune is up at {url} (docs at {url}/docs); API key in {key_file}; "
@@ -141,6 +167,22 @@ def up(port: int, data_dir: Path | None) -> None:
     finally:
         console.print("stopping relaytune …")
         tree.stop()
+
+
+def _prepare_pools(pools_file: Path | None) -> list[str]:
+    """Upsert the pools file, if any; `up` starts one worker for every pool in the store."""
+    from orchestrator import repository
+    from orchestrator.db import session_scope
+    from orchestrator.errors import RelaytuneError
+    from orchestrator.pools import apply_pools_file
+
+    try:
+        with session_scope() as session:
+            if pools_file is not None:
+                apply_pools_file(session, pools_file)
+            return [p.name for p in repository.pools(session)]
+    except RelaytuneError as exc:
+        raise click.ClickException(exc.message) from exc
 
 
 def _follow(client: Any, job: dict[str, Any]) -> dict[str, Any]:
@@ -178,6 +220,60 @@ def _api_key(explicit: str | None) -> str:
     raise click.UsageError("no API key: pass --api-key, set RELAYTUNE_API_KEY, or run `up` first")
 
 
+def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
+    """NAME=VALUE pairs; a VALUE that parses as JSON is taken as JSON, else as a string."""
+    import json
+
+    values: dict[str, Any] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            values[name] = json.loads(value)
+        except json.JSONDecodeError:
+            values[name] = value
+    return values
+
+
+def _pools_option(value: str | None) -> dict[str, str] | str | None:
+    """"auto", or PHASE=POOL pairs separated by commas."""
+    if not value or value == "auto":
+        return value
+    pairs = [item.partition("=") for item in value.split(",")]
+    if any(not sep or not phase or not pool for phase, sep, pool in pairs):
+        raise click.BadParameter("use auto or PHASE=POOL[,PHASE=POOL...]", param_hint="--pools")
+    return {phase.strip(): pool.strip() for phase, _, pool in pairs}
+
+
+@app.command()
+@click.option("--dataset", "dataset_id", required=True, help="An uploaded data set's id.")
+@click.option("--api-url", envvar="RELAYTUNE_API_URL", default="http://127.0.0.1:7860")
+@click.option("--api-key", "key", envvar="RELAYTUNE_API_KEY", default=None)
+@click.option("--base-model", default=None, help="Defaults to the server's tiny Qwen3-VL.")
+@click.option("--hp", "overrides", multiple=True, metavar="NAME=VALUE",
+              help="A hyperparameter, e.g. --hp total_epochs=8 (JSON values).")
+@click.option("--pools", default=None, metavar="auto|PHASE=POOL,...",
+              help="auto, or pools per phase, e.g. warmup=a100,final=a100.")
+@click.option("--max-cost", default=None, help="Budget to check the plans against.")
+def estimate(dataset_id: str, api_url: str, key: str | None, base_model: str | None,
+             overrides: tuple[str, ...], pools: str | None, max_cost: str | None) -> None:
+    """What a job on DATASET would take and cost on each plan, side by side."""
+    from services.cli.client import ApiError, Client
+    from services.cli.render import plans_table
+
+    body: dict[str, Any] = {"dataset_id": dataset_id, "hyperparameters": _overrides(overrides)}
+    if base_model:
+        body["base_model"] = base_model
+    if pools:
+        body["pools"] = _pools_option(pools)
+    if max_cost is not None:
+        body["max_cost"] = max_cost
+    try:
+        answer = Client(api_url, _api_key(key)).estimate(body)
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(plans_table(answer))
+
+
 @app.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--api-url", envvar="RELAYTUNE_API_URL", default="http://127.0.0.1:7860")
@@ -191,18 +287,10 @@ def _api_key(explicit: str | None) -> str:
 def submit(folder: Path, api_url: str, key: str | None, base_model: str | None,
            overrides: tuple[str, ...], wait: bool, output: Path | None) -> None:
     """Zip and upload FOLDER (images/ + annotations.json), then submit a job."""
-    import json
-
     from services.cli.client import ApiError, Client
 
     client = Client(api_url, _api_key(key))
-    hyperparameters = {}
-    for item in overrides:
-        name, _, value = item.partition("=")
-        try:
-            hyperparameters[name] = json.loads(value)
-        except json.JSONDecodeError:
-            hyperparameters[name] = value
+    hyperparameters = _overrides(overrides)
     try:
         dataset = client.upload_dataset(folder)
         console.print(f"dataset {dataset['id']}: {dataset['num_samples']} samples, "

@@ -101,10 +101,14 @@ def wait_ready(url: str, timeout: float = 60.0,
     raise RuntimeError(f"the API at {url} did not become ready in {timeout:.0f}s")
 
 
-def launch(tree: ProcessTree, *, port: int, env: dict[str, str], logs: Path) -> None:
+def launch(tree: ProcessTree, *, port: int, env: dict[str, str], logs: Path,
+           pools: list[str] | None = None) -> None:
     python = sys.executable
     tree.spawn("api", [python, "-m", "uvicorn", "services.api.main:app", "--host", "127.0.0.1",
                        "--port", str(port)], env, logs / "api.log")
-    for pool in sorted(set(DEFAULT_POOLS.values())):
+    names = sorted(set(pools or DEFAULT_POOLS.values()))
+    # The workers share this machine's CPUs: each sizes its torch threads to its share.
+    worker_env = {"RELAYTUNE_WORKERS_PER_MACHINE": str(len(names)), **env}
+    for pool in names:
         tree.spawn(f"worker-{pool}", [python, "-m", "services.cli.main", "worker", "--pool", pool],
-                   env, logs / f"worker-{pool}.log")
+                   worker_env, logs / f"worker-{pool}.log")

@@ -11,7 +11,7 @@ from sqlalchemy import update
 from orchestrator import dispatch, jobs, runs
 from orchestrator.dataset_uploads import create_dataset
 from orchestrator.db import session_scope
-from orchestrator.errors import IllegalTransition, LeaseLost, PhaseNotClaimable
+from orchestrator.errors import IllegalTransition, InvalidRequest, LeaseLost, PhaseNotClaimable
 from orchestrator.models import Job, Phase, Tenant, utcnow
 from orchestrator.reaper import reap
 from orchestrator.settings import get_settings
@@ -203,16 +203,45 @@ def test_a_rerun_after_a_lost_lease_resumes_from_the_latest_checkpoint(job_id: s
     assert second.output_prefix.endswith("/warmup/a2")
 
 
-def test_requeue_starts_over_from_the_input(job_id: str) -> None:
+def test_requeue_continues_from_the_latest_checkpoint_or_from_the_input(job_id: str) -> None:
     _complete(_claim(job_id, "preprocess"))
     warm = _claim(job_id, "warmup")
-    _checkpoint(warm, "step", 2)
+    latest = _checkpoint(warm, "stop", 2)
     with session_scope() as session:
-        runs.fail_phase(session, warm, code="phase_error", message="boom")
+        runs.fail_phase(session, warm, code="budget_exceeded", message="over budget")
+    with session_scope() as session:
+        tenant_id = session.get(Job, job_id).tenant_id  # type: ignore[union-attr]
+        jobs.requeue_phase(session, tenant_id, job_id, "warmup")
+    again = _claim(job_id, "warmup", attempt=2)
+    assert again.resume_key == latest
+    with session_scope() as session:
+        runs.fail_phase(session, again, code="phase_error", message="boom")
+    with session_scope() as session:
+        with pytest.raises(InvalidRequest) as bad:
+            jobs.requeue_phase(session, tenant_id, job_id, "warmup", start_from="scratch")
+        assert bad.value.param == "from"
+        jobs.requeue_phase(session, tenant_id, job_id, "warmup", start_from="input")
+    assert _claim(job_id, "warmup", attempt=3).resume_key == ""
+
+
+def test_requeue_of_a_succeeded_phase_starts_it_over_and_forgets_later_checkpoints(
+    job_id: str,
+) -> None:
+    _complete(_claim(job_id, "preprocess"))
+    warm = _claim(job_id, "warmup")
+    _checkpoint(warm, "final", 4)
+    _complete(warm)
+    final = _claim(job_id, "final")
+    _checkpoint(final, "step", 5)
+    with session_scope() as session:
+        runs.fail_phase(session, final, code="phase_error", message="boom")
     with session_scope() as session:
         tenant_id = session.get(Job, job_id).tenant_id  # type: ignore[union-attr]
         jobs.requeue_phase(session, tenant_id, job_id, "warmup")
     assert _claim(job_id, "warmup", attempt=2).resume_key == ""
+    with session_scope() as session:
+        phase = session.get(Job, job_id).phases[2]  # type: ignore[union-attr]
+        assert (phase.status, phase.resume_key) == ("pending", None)
 
 
 def test_pruning_keeps_the_newest_resumable_checkpoints_and_the_best(job_id: str) -> None:

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from orchestrator import jobs, repository
-from orchestrator.errors import Conflict
+from orchestrator import budgets, jobs, repository
+from orchestrator.errors import Conflict, InvalidRequest
 from orchestrator.lifecycle import JobStatus
 from orchestrator.models import Job
+from services.api.budget_schemas import JobPatch, RequeueFrom, RequeueIn
 from services.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
 from services.api.presenters import job_out
 from services.api.schemas import CheckpointOut, EventOut, JobCreate, JobList, JobOut
@@ -37,6 +38,7 @@ def create_job(
         hyperparameters=body.hyperparameters,
         pools=body.pools,
         metadata=body.metadata,
+        max_cost=body.max_cost,
     )
     return job_out(job, repository.pools_by_name(session))
 
@@ -95,10 +97,30 @@ def cancel_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobOu
     return job_out(job, repository.pools_by_name(session))
 
 
+@router.patch("/{job_id}", response_model=JobOut)
+def update_job(job_id: str, body: JobPatch, session: SessionDep, tenant: CurrentTenant) -> JobOut:
+    """Change the job's max_cost (null lifts it), e.g. to continue a phase stopped by it."""
+    job = budgets.set_max_cost(session, tenant.id, job_id, body.max_cost)
+    return job_out(job, repository.pools_by_name(session))
+
+
 @router.post("/{job_id}/phases/{phase}/requeue", response_model=JobOut)
-def requeue_phase(job_id: str, phase: str, session: SessionDep, tenant: CurrentTenant) -> JobOut:
-    """Run a phase again from its input checkpoint; the later phases follow."""
-    job = jobs.requeue_phase(session, tenant.id, job_id, phase)
+def requeue_phase(
+    job_id: str,
+    phase: str,
+    session: SessionDep,
+    tenant: CurrentTenant,
+    start_from: Annotated[RequeueFrom | None, Query(alias="from")] = None,
+    body: RequeueIn | None = None,
+) -> JobOut:
+    """Run a phase again; the later phases follow. A failed or cancelled phase continues from
+    its latest checkpoint unless `from` is "input"."""
+    chosen = {c for c in (start_from, body.start_from if body else None) if c is not None}
+    if len(chosen) > 1:
+        raise InvalidRequest("the query and the body give different 'from' values",
+                             param="from")
+    job = jobs.requeue_phase(session, tenant.id, job_id, phase,
+                             start_from=next(iter(chosen), None))
     return job_out(job, repository.pools_by_name(session))
 
 
