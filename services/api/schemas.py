@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 
 class Money(BaseModel):
@@ -30,6 +30,11 @@ class DatasetOut(BaseModel):
     created_at: datetime
 
 
+# As OpenAI bounds it: small labels, not a place to store documents.
+Metadata = dict[Annotated[str, StringConstraints(max_length=64)],
+                Annotated[str, StringConstraints(max_length=512)]]
+
+
 class JobCreate(BaseModel):
     dataset_id: str
     base_model: str | None = Field(
@@ -40,7 +45,11 @@ class JobCreate(BaseModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     pools: dict[str, str] | str | None = Field(
         None, description='Phase -> pool, or "auto" for the cheapest plan that fits')
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = Field(
+        None, max_length=16,
+        description="Up to 16 string pairs of your own (keys ≤ 64, values ≤ 512 characters), "
+        "echoed back with the job",
+    )
     max_cost: Decimal | None = Field(
         None, ge=0, description="Budget for the whole job in the pools' currency; refused at "
         "submit when even the cheapest plan's estimate exceeds it")
