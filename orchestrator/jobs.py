@@ -17,7 +17,7 @@ from orchestrator.lifecycle import TERMINAL_JOB, PhaseStatus
 from orchestrator.models import Job, Phase, utcnow
 from orchestrator.plan import DEFAULT_POOLS, PHASES, dataset_key
 from orchestrator.planner import AUTO, plan_job
-from orchestrator.relay import move, queue_phase, refresh_job_status
+from orchestrator.relay import cancel_waiting, move, queue_phase, refresh_job_status
 from orchestrator.storage import ObjectStore
 
 
@@ -124,18 +124,7 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     job.cancel_requested_at = job.cancel_requested_at or now
     emit(session, job.id, EventType.CANCEL_REQUESTED)
     for phase in job.phases:
-        if phase.status in (PhaseStatus.PENDING, PhaseStatus.QUEUED):
-            was_queued = phase.status == PhaseStatus.QUEUED
-            move(phase, "cancelled")
-            phase.finished_at = now
-            if was_queued:
-                emit(
-                    session,
-                    job.id,
-                    EventType.PHASE_CANCELLED,
-                    phase=phase.name,
-                    attempt=phase.attempt,
-                )
+        cancel_waiting(session, job, phase, now=now)
     refresh_job_status(session, job, now)
     return job
 

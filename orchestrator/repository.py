@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from orchestrator.errors import NotFound
@@ -21,6 +21,7 @@ from orchestrator.models import (
     PhaseTiming,
     Pool,
     Tenant,
+    Worker,
 )
 from orchestrator.timings import COMPONENTS
 
@@ -183,8 +184,10 @@ def expired_leases(session: Session, now: datetime) -> Sequence[Phase]:
 
 
 def stale_queued(session: Session, before: datetime) -> Sequence[Phase]:
+    """Queued phases whose message was last sent before `before`."""
     return session.scalars(
-        select(Phase).where(Phase.status == "queued", Phase.queued_at < before)
+        select(Phase).where(Phase.status == "queued",
+                            func.coalesce(Phase.sent_at, Phase.queued_at) < before)
     ).all()
 
 
@@ -212,6 +215,23 @@ def tenant_running_phases(session: Session, tenant_id: str, since: datetime) -> 
         .join(Job, Job.id == Phase.job_id)
         .where(Job.tenant_id == tenant_id, Job.created_at >= since, Phase.status == "running")
     ).all()
+
+
+def workers_seen_since(session: Session, since: datetime) -> Sequence[Worker]:
+    return session.scalars(select(Worker).where(Worker.last_seen_at >= since)).all()
+
+
+def forget_workers_seen_before(session: Session, before: datetime) -> None:
+    session.execute(delete(Worker).where(Worker.last_seen_at < before))
+
+
+def attempt_is_queued(session: Session, job_id: str, phase: str, attempt: int) -> bool:
+    """Whether a delivery of this attempt could still claim the phase."""
+    return session.scalar(
+        select(func.count()).select_from(Phase).where(
+            Phase.job_id == job_id, Phase.name == phase, Phase.attempt == attempt,
+            Phase.status == "queued")
+    ) == 1
 
 
 def recent_timings(session: Session, phases: Collection[str], pool: str, model_key: str,
@@ -263,3 +283,16 @@ def recent_billed_seconds(session: Session, pool: str, *, limit: int) -> list[fl
         select(PhaseTiming.billed_s).where(PhaseTiming.pool == pool, PhaseTiming.billed_s > 0)
         .order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(limit)
     ).all())
+
+
+def stored_object_refs(session: Session) -> tuple[list[str | None], list[tuple[str, str, int]]]:
+    """Every object key or prefix a row points to (checkpoints, phase outputs and resume
+    points, served adapters), and (job, phase, attempt) of every run queued or in progress."""
+    refs: list[str | None] = list(session.scalars(select(Checkpoint.key)))
+    for output, resume in session.execute(select(Phase.output_key, Phase.resume_key)):
+        refs += [output, resume]
+    refs += list(session.scalars(select(Job.adapter_key)))
+    refs += [f"jobs/{job_id}/dataset/dataset.zip" for job_id in session.scalars(select(Job.id))]
+    live = session.execute(select(Phase.job_id, Phase.name, Phase.attempt)
+                           .where(Phase.status.in_(("queued", "running")))).all()
+    return refs, [(job_id, name, attempt) for job_id, name, attempt in live]

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     # pool: one process, one model load, no storage round trip between them.
     fuse_same_pool_phases: bool = True
     reaper_interval_seconds: float = 30.0
+    # Objects under jobs/ that no row points to (lost attempts, half-written checkpoints) are
+    # deleted once older than the grace period, by a sweep this often (0: only `relaytune sweep`).
+    sweep_interval_seconds: float = 3600.0
+    sweep_grace_seconds: int = 24 * 3600
     # Celery's hard limit for one phase; the Redis visibility timeout must exceed it.
     phase_time_limit_seconds: int = 12 * 3600
     # The worker's parent imports torch, transformers and peft once, before it forks a child

@@ -109,10 +109,15 @@ class PhaseOut(BaseModel):
     pool: str
     gpu_model: str
     status: str
+    status_detail: Literal["stalled", "waiting_for_worker"] | None = Field(
+        None, description="stalled: running, but its worker stopped renewing the lease (its "
+        "meter stopped at the last heartbeat); waiting_for_worker: queued, and no worker "
+        "serving its pool has been seen lately")
     attempt: int
     progress: Progress
     cost: Money
     started_at: datetime | None
+    last_heartbeat_at: datetime | None = None
     finished_at: datetime | None
     error: ErrorInfo | None = None
     timing: PhaseTimingOut | None = Field(

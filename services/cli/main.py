@@ -63,6 +63,7 @@ def api_key_create(tenant: str, admin: bool) -> None:
 
 app.add_command(admin.pools)
 app.add_command(admin.tenants)
+app.add_command(admin.sweep)
 
 
 @app.command("make-tiny-model")
