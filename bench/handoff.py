@@ -67,6 +67,13 @@ class Stack:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def __enter__(self) -> httpx.Client:
+        try:
+            return self._ready()
+        except BaseException:  # a stack that never came up is still stopped
+            self._stop()
+            raise
+
+    def _ready(self) -> httpx.Client:
         from services.cli.standalone import wait_ready
 
         wait_ready(self.url, timeout=300, alive=lambda: self.process.poll() is None)
@@ -85,6 +92,9 @@ class Stack:
 
     def __exit__(self, *_: object) -> None:
         self.http.close()
+        self._stop()
+
+    def _stop(self) -> None:
         self.process.send_signal(signal.SIGINT)
         try:
             self.process.wait(timeout=90)

@@ -20,14 +20,28 @@ def as_utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def price_of(seconds: float, pool: Pool) -> Decimal:
-    amount = Decimal(str(seconds)) * Decimal(pool.hourly_price) / Decimal(3600)
+def price(seconds: float, hourly_price: Decimal) -> Decimal:
+    """What `seconds` of a GPU cost at `hourly_price`, to the micro-unit."""
+    amount = Decimal(str(seconds)) * Decimal(hourly_price) / Decimal(3600)
     return amount.quantize(MICRO, rounding=ROUND_HALF_UP)
+
+
+def price_of(seconds: float, pool: Pool) -> Decimal:
+    return price(seconds, pool.hourly_price)
+
+
+def meter_end(phase: Phase, now: datetime) -> datetime:
+    """Where the meter of a running phase stands: now, or, once its lease has expired (the
+    worker stopped renewing it), the run's last heartbeat: a dead worker is not billed."""
+    if phase.lease_expires_at is not None and as_utc(phase.lease_expires_at) <= now \
+            and phase.heartbeat_at is not None:
+        return min(now, as_utc(phase.heartbeat_at))
+    return now
 
 
 def running_seconds(phase: Phase, now: datetime) -> float:
     if phase.status == "running" and phase.started_at is not None:
-        return max(0.0, (now - as_utc(phase.started_at)).total_seconds())
+        return max(0.0, (meter_end(phase, now) - as_utc(phase.started_at)).total_seconds())
     return 0.0
 
 
@@ -38,7 +52,8 @@ def phase_cost(phase: Phase, pool: Pool, now: datetime) -> Decimal:
 
 def close_meter(phase: Phase, pool: Pool, now: datetime) -> float:
     """Call while the phase is still running: bills the current run at today's price and adds
-    it to the phase's cost; returns the seconds billed for this run (claim to now)."""
+    it to the phase's cost; returns the seconds billed for this run (claim to now, or to its
+    last heartbeat when its lease expired)."""
     seconds = running_seconds(phase, now)
     phase.billed_seconds = float(phase.billed_seconds or 0.0) + seconds
     phase.cost_amount = Decimal(phase.cost_amount or 0) + price_of(seconds, pool)

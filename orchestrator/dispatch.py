@@ -7,6 +7,7 @@ that the reaper sends again (the claim's fencing makes the duplicate harmless).
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -35,9 +36,22 @@ class PhaseMessage:
     def route(self) -> str:
         return self.queue or f"gpu.{self.pool}"
 
+    @property
+    def task_id(self) -> str:
+        """The same for every send of one attempt, so the broker can be asked whether the
+        attempt's message is still waiting."""
+        return f"relaytune-{self.job_id}-{self.phase}-a{self.attempt}"
+
 
 class Dispatcher(Protocol):
     def send(self, message: PhaseMessage) -> None: ...
+
+    def waiting_task_ids(self, queues: Collection[str]) -> set[str] | None:
+        """Task ids of messages waiting in these queues or held unacknowledged by a worker;
+        None when the broker cannot be asked."""
+
+    def live_workers(self) -> dict[str, list[str]] | None:
+        """Workers answering now, with the queues each consumes; None when unknown."""
 
 
 class CeleryDispatcher:
@@ -46,15 +60,30 @@ class CeleryDispatcher:
     def __init__(self, broker_url: str):
         from celery import Celery
 
+        self.broker_url = broker_url
         self.app = Celery("relaytune-orchestrator", broker=broker_url)
         self.app.conf.update(
             task_serializer="json", accept_content=["json"], broker_connection_retry_on_startup=True
         )
 
     def send(self, message: PhaseMessage) -> None:
-        self.app.send_task(
-            message.task_name, kwargs={"payload": asdict(message)}, queue=message.route
-        )
+        self.app.send_task(message.task_name, kwargs={"payload": asdict(message)},
+                           queue=message.route, task_id=message.task_id)
+
+    def waiting_task_ids(self, queues: Collection[str]) -> set[str] | None:
+        if not self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+            return None
+        from orchestrator.redis_queues import waiting_task_ids
+
+        return waiting_task_ids(self.broker_url, queues)
+
+    def live_workers(self) -> dict[str, list[str]] | None:
+        try:
+            replies = self.app.control.inspect(timeout=1.0).active_queues() or {}
+        except Exception:  # broker unreachable: nothing can be said about workers
+            logger.warning("could not ask the broker which workers are live", exc_info=True)
+            return None
+        return {host: [q["name"] for q in queues or []] for host, queues in replies.items()}
 
 
 class RecordingDispatcher:
@@ -62,9 +91,18 @@ class RecordingDispatcher:
 
     def __init__(self) -> None:
         self.sent: list[PhaseMessage] = []
+        # What the broker would say; tests set these (None: it cannot be asked).
+        self.waiting: set[str] | None = None
+        self.workers: dict[str, list[str]] | None = None
 
     def send(self, message: PhaseMessage) -> None:
         self.sent.append(message)
+
+    def waiting_task_ids(self, queues: Collection[str]) -> set[str] | None:
+        return None if self.waiting is None else set(self.waiting)
+
+    def live_workers(self) -> dict[str, list[str]] | None:
+        return self.workers
 
 
 _dispatcher: Dispatcher | None = None

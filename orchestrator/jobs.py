@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,7 +16,8 @@ from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.lifecycle import TERMINAL_JOB, PhaseStatus
 from orchestrator.models import Job, Phase, utcnow
 from orchestrator.plan import DEFAULT_POOLS, PHASES, dataset_key
-from orchestrator.relay import move, queue_phase, refresh_job_status
+from orchestrator.planner import AUTO, plan_job
+from orchestrator.relay import cancel_waiting, move, queue_phase, refresh_job_status
 from orchestrator.storage import ObjectStore
 
 
@@ -28,7 +30,15 @@ def parse_hyperparameters(raw: dict[str, Any] | None) -> Hyperparameters:
         raise InvalidRequest(f"{where}: {first['msg']}", param=where) from exc
 
 
-def resolve_pools(session: Session, requested: dict[str, str] | None) -> dict[str, str]:
+def resolve_pools(session: Session, requested: dict[str, str] | str | None
+                  ) -> dict[str, str] | str:
+    """Phase -> pool name with the defaults filled in, or "auto" for the planner to choose."""
+    if isinstance(requested, str):
+        if requested != AUTO:
+            raise InvalidRequest(
+                f"pools must be \"auto\" or an object of phase to pool, not '{requested}'",
+                param="pools")
+        return AUTO
     known = repository.pools_by_name(session)
     pools = dict(DEFAULT_POOLS)
     for phase, pool in (requested or {}).items():
@@ -55,16 +65,21 @@ def submit_job(
     dataset_id: str,
     base_model: str,
     hyperparameters: dict[str, Any] | None,
-    pools: dict[str, str] | None,
+    pools: dict[str, str] | str | None,
     metadata: dict[str, Any] | None,
+    max_cost: Decimal | None = None,
 ) -> Job:
-    """Create the job and its phases, and queue the first phase after commit."""
+    """Create the job and its phases, and queue the first phase after commit. The plan (and
+    with it each phase's estimate) is chosen first, so a refused plan creates nothing."""
     hp = parse_hyperparameters(hyperparameters)
-    phase_pools = resolve_pools(session, pools)
-    check_spending_limit(session, tenant_id)  # with the job's max_cost, once it has one
+    requested = resolve_pools(session, pools)
+    check_spending_limit(session, tenant_id, amount=max_cost)
     dataset = repository.dataset_for_tenant(session, tenant_id, dataset_id)
     if not base_model.strip():
         raise InvalidRequest("base_model must not be empty", param="base_model")
+    planned = plan_job(session, base_model=base_model, hp=hp, dataset=dataset,
+                       requested=requested, max_cost=max_cost)
+    phase_pools = planned.pools
     now = utcnow()
     job = Job(
         tenant_id=tenant_id,
@@ -75,9 +90,12 @@ def submit_job(
         status="queued",
         created_at=now,
         updated_at=now,
+        max_cost=max_cost,
+        plan=planned.plan,
     )
     job.phases = [
-        Phase(name=name, position=i, pool=phase_pools[name], status="pending", attempt=0)
+        Phase(name=name, position=i, pool=phase_pools[name], status="pending", attempt=0,
+              estimate=planned.estimates.get(name))
         for i, name in enumerate(PHASES)
     ]
     session.add(job)
@@ -106,18 +124,7 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
     job.cancel_requested_at = job.cancel_requested_at or now
     emit(session, job.id, EventType.CANCEL_REQUESTED)
     for phase in job.phases:
-        if phase.status in (PhaseStatus.PENDING, PhaseStatus.QUEUED):
-            was_queued = phase.status == PhaseStatus.QUEUED
-            move(phase, "cancelled")
-            phase.finished_at = now
-            if was_queued:
-                emit(
-                    session,
-                    job.id,
-                    EventType.PHASE_CANCELLED,
-                    phase=phase.name,
-                    attempt=phase.attempt,
-                )
+        cancel_waiting(session, job, phase, now=now)
     refresh_job_status(session, job, now)
     return job
 

@@ -112,6 +112,9 @@ class Job(Base):
     max_cost: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
     # Which plan ran the job and why (the planner's choice for pools "auto", else "requested").
     plan: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The output of the last final phase that succeeded: the adapter served, kept while the
+    # final phase runs again so a requeue never takes a good adapter away.
+    adapter_key: Mapped[str | None] = mapped_column(String(512))
 
     phases: Mapped[list[Phase]] = relationship(
         back_populates="job", order_by="Phase.position", cascade="all, delete-orphan"
@@ -134,6 +137,13 @@ class Phase(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     worker_id: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # The run's last sign of life (claim, heartbeat, progress): a run whose lease expired is
+    # billed up to here, not up to when the reaper noticed.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the current attempt's message was last handed to the broker, and how many times:
+    # the reaper re-sends only a message that is not waiting in its queue, with backoff.
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sends: Mapped[int] = mapped_column(Integer, default=0)
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int] = mapped_column(Integer, default=0)
     epoch: Mapped[int] = mapped_column(Integer, default=0)
@@ -154,6 +164,17 @@ class Phase(Base):
 
     job: Mapped[Job] = relationship(back_populates="phases")
     pool_ref: Mapped[Pool] = relationship()
+
+
+class Worker(Base):
+    """A worker process last seen consuming these queues (comma-joined): a queued phase whose
+    queue no worker was seen on lately is shown as waiting for a worker."""
+
+    __tablename__ = "workers"
+
+    hostname: Mapped[str] = mapped_column(String(255), primary_key=True)
+    queues: Mapped[str] = mapped_column(String(1000), default="")
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Event(Base):

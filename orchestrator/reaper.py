@@ -1,56 +1,105 @@
-"""Finds runs whose lease expired (worker died) and queued phases whose message was lost."""
+"""Finds runs whose lease expired (worker died) and queued phases whose message was lost.
+
+Every action is logged with its job, phase and attempt, besides the job event a user sees.
+"""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from orchestrator import dispatch, repository
-from orchestrator.cost import close_meter
+from orchestrator.cost import as_utc, close_meter
 from orchestrator.events import EventType, emit
-from orchestrator.models import utcnow
-from orchestrator.relay import mark_failed, phase_message, queue_phase, refresh_job_status
+from orchestrator.liveness import record_workers
+from orchestrator.models import Phase, Pool, utcnow
+from orchestrator.relay import mark_failed, move, phase_message, queue_phase, refresh_job_status
 from orchestrator.timings import record_run_timing
 
 logger = logging.getLogger(__name__)
 
 
 def reap(session: Session, *, max_attempts: int, resend_after_seconds: int) -> int:
-    """Re-queue (bounded by max_attempts) or fail expired runs; re-send stale queued phases."""
+    """Close (cancel pending), re-queue (bounded by max_attempts) or fail expired runs;
+    re-send stale queued phases."""
     now = utcnow()
     pools = repository.pools_by_name(session)
     handled = 0
+    dispatcher = dispatch.get_dispatcher()
+    seen = dispatcher.live_workers()
+    if seen is not None:
+        record_workers(session, seen, now)
     for phase in repository.expired_leases(session, now):
-        job = phase.job
-        billed = close_meter(phase, pools[phase.pool], now)
-        retry = phase.attempt < max_attempts
-        # The dead worker's measurements died with it; the billed seconds must not.
-        record_run_timing(session, phase, outcome="queued" if retry else "failed",
-                          billed_s=billed, timing=None, now=now)
-        emit(
-            session,
-            job.id,
-            EventType.LEASE_EXPIRED,
-            phase=phase.name,
-            attempt=phase.attempt,
-            worker_id=phase.worker_id,
-        )
-        if not retry:
-            message = (f"the worker stopped renewing its lease; {phase.attempt} attempts used "
-                       f"of {max_attempts}")
-            mark_failed(session, phase, code="lease_expired", message=message, now=now)
-        else:
-            queue_phase(session, job, phase, now=now, reason="lease_expired")
-        refresh_job_status(session, job, now)
+        _reap_expired(session, phase, pools[phase.pool], now=now, max_attempts=max_attempts)
         handled += 1
-    # A message lost between commit and send (or a broker flush) would leave a phase queued
-    # forever; sending it again is safe because only one delivery can claim the attempt.
-    for phase in repository.stale_queued(session, now - timedelta(seconds=resend_after_seconds)):
-        dispatch.defer(session, phase_message(session, phase))
-        phase.queued_at = now
-        handled += 1
-    if handled:
-        logger.info("reaper handled %d phases", handled)
-    return handled
+    return handled + _resend_lost(session, dispatcher, now=now,
+                                  resend_after=timedelta(seconds=resend_after_seconds))
+
+
+def _resend_lost(session: Session, dispatcher: dispatch.Dispatcher, *, now: datetime,
+                 resend_after: timedelta) -> int:
+    """A message lost between commit and send (or in a broker flush) would leave its phase
+    queued forever. Sending it again is safe (only one delivery can claim the attempt) but
+    not free: every duplicate costs a worker a delivery. So a message is sent again only when
+    the broker no longer holds it, or, where the broker cannot be asked, with a doubling
+    interval between sends."""
+    stale = repository.stale_queued(session, now - resend_after)
+    if not stale:
+        return 0
+    messages = [(phase, phase_message(session, phase)) for phase in stale]
+    waiting = dispatcher.waiting_task_ids({message.route for _, message in messages})
+    resent = 0
+    for phase, message in messages:
+        if waiting is not None and message.task_id in waiting:
+            continue  # in its queue (behind other work, or no worker serves it): not lost
+        if waiting is None and not _backoff_over(phase, now, resend_after):
+            continue
+        dispatch.defer(session, message)
+        phase.sent_at, phase.sends = now, (phase.sends or 0) + 1
+        logger.info("reaper: re-sent job %s phase %s attempt %d to %s (%s; send %d)",
+                    phase.job_id, phase.name, phase.attempt, message.route,
+                    "not in the broker" if waiting is not None else "broker not asked",
+                    phase.sends)
+        resent += 1
+    return resent
+
+
+def _backoff_over(phase: Phase, now: datetime, resend_after: timedelta) -> bool:
+    last = as_utc(phase.sent_at or phase.queued_at or now)
+    return now - last >= resend_after * 2 ** min(max((phase.sends or 1) - 1, 0), 6)
+
+
+def _reap_expired(session: Session, phase: Phase, pool: Pool, *, now: datetime,
+                  max_attempts: int) -> None:
+    job = phase.job
+    billed = close_meter(phase, pool, now)
+    if job.cancel_requested_at is not None:
+        outcome = "cancelled"  # the user asked to stop: never run it again
+    elif phase.attempt < max_attempts:
+        outcome = "queued"
+    else:
+        outcome = "failed"
+    # The dead worker's measurements died with it; the billed seconds must not.
+    record_run_timing(session, phase, outcome=outcome, billed_s=billed, timing=None, now=now)
+    emit(session, job.id, EventType.LEASE_EXPIRED, phase=phase.name, attempt=phase.attempt,
+         worker_id=phase.worker_id)
+    if outcome == "cancelled":
+        move(phase, "cancelled")
+        phase.finished_at = now
+        phase.lease_expires_at = None
+        emit(session, job.id, EventType.PHASE_CANCELLED, phase=phase.name,
+             attempt=phase.attempt, step=phase.step, reason="lease_expired")
+    elif outcome == "failed":
+        message = (f"the worker stopped renewing its lease; {phase.attempt} attempts used "
+                   f"of {max_attempts}")
+        mark_failed(session, phase, code="lease_expired", message=message, now=now)
+    logger.warning("reaper: lease of job %s phase %s attempt %d (worker %s) expired; %s",
+                   job.id, phase.name, phase.attempt, phase.worker_id,
+                   {"cancelled": "closed as cancelled, the job has a cancel request",
+                    "failed": f"failed, {max_attempts} attempts used",
+                    "queued": "re-queued"}[outcome])
+    if outcome == "queued":
+        queue_phase(session, job, phase, now=now, reason="lease_expired")
+    refresh_job_status(session, job, now)

@@ -34,9 +34,11 @@ def queue_phase(session: Session, job: Job, phase: Phase, *, now: datetime, reas
     phase.finished_at = None
     phase.worker_id = None
     phase.lease_expires_at = None
+    phase.heartbeat_at = None
     phase.error_code = phase.error_message = None
     phase.step = 0
     phase.total_steps = 0
+    phase.sent_at, phase.sends = now, 1
     emit(
         session,
         job.id,
@@ -53,6 +55,18 @@ def phase_message(session: Session, phase: Phase) -> dispatch.PhaseMessage:
     """The task for the phase's current attempt, routed to its pool's queue as stored now."""
     return dispatch.PhaseMessage(job_id=phase.job_id, phase=phase.name, attempt=phase.attempt,
                                  pool=phase.pool, queue=queue_of(session, phase.pool))
+
+
+def cancel_waiting(session: Session, job: Job, phase: Phase, *, now: datetime) -> None:
+    """A pending or queued phase of a job being cancelled stops before it runs; a phase
+    already closed is left as it is, so a cancel and a finishing run never collide."""
+    if phase.status not in ("pending", "queued"):
+        return
+    was_queued = phase.status == "queued"
+    move(phase, "cancelled")
+    phase.finished_at = now
+    if was_queued:
+        emit(session, job.id, EventType.PHASE_CANCELLED, phase=phase.name, attempt=phase.attempt)
 
 
 def mark_failed(session: Session, phase: Phase, *, code: str, message: str,

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from orchestrator.errors import NotFound
@@ -21,6 +21,7 @@ from orchestrator.models import (
     PhaseTiming,
     Pool,
     Tenant,
+    Worker,
 )
 from orchestrator.timings import COMPONENTS
 
@@ -183,8 +184,10 @@ def expired_leases(session: Session, now: datetime) -> Sequence[Phase]:
 
 
 def stale_queued(session: Session, before: datetime) -> Sequence[Phase]:
+    """Queued phases whose message was last sent before `before`."""
     return session.scalars(
-        select(Phase).where(Phase.status == "queued", Phase.queued_at < before)
+        select(Phase).where(Phase.status == "queued",
+                            func.coalesce(Phase.sent_at, Phase.queued_at) < before)
     ).all()
 
 
@@ -212,3 +215,84 @@ def tenant_running_phases(session: Session, tenant_id: str, since: datetime) -> 
         .join(Job, Job.id == Phase.job_id)
         .where(Job.tenant_id == tenant_id, Job.created_at >= since, Phase.status == "running")
     ).all()
+
+
+def workers_seen_since(session: Session, since: datetime) -> Sequence[Worker]:
+    return session.scalars(select(Worker).where(Worker.last_seen_at >= since)).all()
+
+
+def forget_workers_seen_before(session: Session, before: datetime) -> None:
+    session.execute(delete(Worker).where(Worker.last_seen_at < before))
+
+
+def attempt_is_queued(session: Session, job_id: str, phase: str, attempt: int) -> bool:
+    """Whether a delivery of this attempt could still claim the phase."""
+    return session.scalar(
+        select(func.count()).select_from(Phase).where(
+            Phase.job_id == job_id, Phase.name == phase, Phase.attempt == attempt,
+            Phase.status == "queued")
+    ) == 1
+
+
+def recent_timings(session: Session, phases: Collection[str], pool: str, model_key: str,
+                   lora_targets: str | None, micro_batch: int | None, *, limit: int
+                   ) -> Sequence[PhaseTiming]:
+    """The newest successful runs of these phases on a pool for a model (and, when given, the
+    same LoRA targets and micro-batch): what learned profiles are made of."""
+    query = select(PhaseTiming).where(
+        PhaseTiming.phase.in_(phases), PhaseTiming.pool == pool,
+        PhaseTiming.model_key == model_key, PhaseTiming.outcome == "succeeded")
+    if lora_targets is not None:
+        query = query.where(PhaseTiming.lora_targets == lora_targets)
+    if micro_batch is not None:
+        query = query.where(PhaseTiming.micro_batch == micro_batch)
+    return session.scalars(
+        query.order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(limit)
+    ).all()
+
+
+def recent_artifact_sizes(session: Session, model_key: str, *, limit: int
+                          ) -> list[tuple[int, int]]:
+    """(artifact bytes, samples) of the model's newest successful preprocess runs."""
+    query = select(Checkpoint.bytes, PhaseTiming.samples).join(
+        Checkpoint, (Checkpoint.job_id == PhaseTiming.job_id)
+        & (Checkpoint.phase == PhaseTiming.phase) & (Checkpoint.attempt == PhaseTiming.attempt)
+    ).where(PhaseTiming.phase == "preprocess", PhaseTiming.model_key == model_key,
+            PhaseTiming.outcome == "succeeded", Checkpoint.kind == "artifact")
+    rows = session.execute(
+        query.order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(limit))
+    return [(int(nbytes), int(samples)) for nbytes, samples in rows]
+
+
+def measured_model_keys(session: Session) -> list[str]:
+    rows = session.scalars(select(PhaseTiming.model_key).where(
+        PhaseTiming.model_key.is_not(None), PhaseTiming.outcome == "succeeded").distinct())
+    return sorted(k for k in rows if k)
+
+
+def queued_phases_by_pool(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(Phase.pool, func.count()).where(Phase.status == "queued").group_by(Phase.pool)
+    ).all()
+    return {pool: count for pool, count in rows}
+
+
+def recent_billed_seconds(session: Session, pool: str, *, limit: int) -> list[float]:
+    """Billed seconds of the pool's newest finished runs, for queue-wait estimates."""
+    return list(session.scalars(
+        select(PhaseTiming.billed_s).where(PhaseTiming.pool == pool, PhaseTiming.billed_s > 0)
+        .order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(limit)
+    ).all())
+
+
+def stored_object_refs(session: Session) -> tuple[list[str | None], list[tuple[str, str, int]]]:
+    """Every object key or prefix a row points to (checkpoints, phase outputs and resume
+    points, served adapters), and (job, phase, attempt) of every run queued or in progress."""
+    refs: list[str | None] = list(session.scalars(select(Checkpoint.key)))
+    for output, resume in session.execute(select(Phase.output_key, Phase.resume_key)):
+        refs += [output, resume]
+    refs += list(session.scalars(select(Job.adapter_key)))
+    refs += [f"jobs/{job_id}/dataset/dataset.zip" for job_id in session.scalars(select(Job.id))]
+    live = session.execute(select(Phase.job_id, Phase.name, Phase.attempt)
+                           .where(Phase.status.in_(("queued", "running")))).all()
+    return refs, [(job_id, name, attempt) for job_id, name, attempt in live]

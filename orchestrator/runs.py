@@ -20,7 +20,13 @@ from orchestrator.events import EventType, emit
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.models import Checkpoint, Phase, utcnow
 from orchestrator.plan import dataset_key, epoch_range, next_phase, previous_phase, storage_prefix
-from orchestrator.relay import mark_failed, move, queue_phase, refresh_job_status
+from orchestrator.relay import (
+    cancel_waiting,
+    mark_failed,
+    move,
+    queue_phase,
+    refresh_job_status,
+)
 from orchestrator.timings import RunTiming, record_run_timing
 
 
@@ -59,6 +65,7 @@ def claim_phase(
             status="running",
             worker_id=worker_id,
             started_at=now,
+            heartbeat_at=now,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
         )
         .execution_options(synchronize_session=False)
@@ -118,8 +125,14 @@ def _fenced_phase(session: Session, claim: Claim) -> Phase:
 def heartbeat(session: Session, claim: Claim, *, lease_seconds: int) -> bool:
     """Renew the lease; returns True when the user asked to cancel the job."""
     phase = _fenced_phase(session, claim)
-    phase.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
+    _renew(phase, lease_seconds)
     return phase.job.cancel_requested_at is not None
+
+
+def _renew(phase: Phase, lease_seconds: int) -> None:
+    now = utcnow()
+    phase.heartbeat_at = now
+    phase.lease_expires_at = now + timedelta(seconds=lease_seconds)
 
 
 def report_progress(
@@ -134,7 +147,7 @@ def report_progress(
 ) -> bool:
     phase = _fenced_phase(session, claim)
     phase.step, phase.total_steps, phase.epoch = step, total_steps, epoch
-    phase.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
+    _renew(phase, lease_seconds)
     emit(
         session,
         claim.job_id,
@@ -256,10 +269,13 @@ def complete_phase(
         **summary,
     )
     following = next_phase(phase.name)
-    if following is not None:
+    if following is None:  # the relay's last phase: its output is the adapter served now
+        job.adapter_key = output_key
+    else:
         nxt = next(p for p in job.phases if p.name == following)
         if job.cancel_requested_at is not None:
-            move(nxt, "cancelled")
+            # cancel_job has usually closed it already; only a phase still waiting moves.
+            cancel_waiting(session, job, nxt, now=phase.finished_at or utcnow())
         else:
             queue_phase(session, job, nxt, now=phase.finished_at or utcnow(), reason="handoff")
     refresh_job_status(session, job)

@@ -26,8 +26,16 @@ class Settings(BaseSettings):
     # A YAML or JSON list of pools, upserted into the store when the API or `up` starts.
     pools_file: Path | None = None
 
+    # Request bodies: a data set upload, and every other (JSON) body. Larger ones get a 413
+    # before they are read.
     max_upload_bytes: int = 200 * 1024 * 1024
+    max_json_body_bytes: int = 1024 * 1024
     max_images: int = 1000
+    # What an uploaded zip may expand to, counted on the bytes inflated (headers can lie).
+    max_dataset_members: int = 10_000
+    max_dataset_member_bytes: int = 64 * 1024**2
+    max_data_file_bytes: int = 64 * 1024**2
+    max_dataset_bytes: int = 512 * 1024**2
     max_image_pixels: int = 4096 * 4096
     # A running phase renews its lease every heartbeat; the reaper re-queues it after expiry.
     lease_seconds: int = 120
@@ -37,6 +45,10 @@ class Settings(BaseSettings):
     # pool: one process, one model load, no storage round trip between them.
     fuse_same_pool_phases: bool = True
     reaper_interval_seconds: float = 30.0
+    # Objects under jobs/ that no row points to (lost attempts, half-written checkpoints) are
+    # deleted once older than the grace period, by a sweep this often (0: only `relaytune sweep`).
+    sweep_interval_seconds: float = 3600.0
+    sweep_grace_seconds: int = 24 * 3600
     # Celery's hard limit for one phase; the Redis visibility timeout must exceed it.
     phase_time_limit_seconds: int = 12 * 3600
     # The worker's parent imports torch, transformers and peft once, before it forks a child

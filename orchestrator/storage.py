@@ -6,6 +6,7 @@ Phases hand over only through this store, so pools can run on different machines
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ class ObjectStore(Protocol):
     def get_file(self, key: str, path: Path) -> None: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
+    def list_modified(self, prefix: str) -> dict[str, datetime]: ...
     def delete(self, key: str) -> None: ...
 
 
@@ -102,6 +104,11 @@ class LocalStore:
             and (key := p.relative_to(base).as_posix()).startswith(prefix)
         )
 
+    def list_modified(self, prefix: str) -> dict[str, datetime]:
+        """Keys under the prefix with when each was last written."""
+        return {key: datetime.fromtimestamp(self._path(key).stat().st_mtime, UTC)
+                for key in self.list(prefix)}
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
@@ -154,12 +161,16 @@ class S3Store:
         return True
 
     def list(self, prefix: str) -> list[str]:
-        keys: list[str] = []
+        return sorted(self.list_modified(prefix))
+
+    def list_modified(self, prefix: str) -> dict[str, datetime]:
+        """Keys under the prefix with when each was last written."""
+        modified: dict[str, datetime] = {}
         for page in self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix
         ):
-            keys.extend(obj["Key"] for obj in page.get("Contents", []))
-        return sorted(keys)
+            modified.update((obj["Key"], obj["LastModified"]) for obj in page.get("Contents", []))
+        return modified
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)

@@ -151,6 +151,11 @@ def test_example_runs_through_three_pools_and_the_adapter_loads(
         assert any(e["type"] == "evaluation" for e in events)
         adapter = client.get(f"/v1/jobs/{job['id']}/adapter")
         assert adapter.status_code == 200
+        # The run's timings now profile the next estimate of the same job.
+        quote = client.post("/v1/estimates", json={"dataset_id": upload.json()["id"],
+                                                   "base_model": tiny_model_dir}).json()
+        requested = next(p for p in quote["plans"] if p["name"] == "requested")
+        assert [p["sources"] for p in requested["phases"]] == [["measured"]] * 3, requested
     _assert_every_phase_accounts_for_its_billed_time(job["id"], phases)
     adapter_dir = tmp_path / "adapter"
     zipfile.ZipFile(io.BytesIO(adapter.content)).extractall(adapter_dir)

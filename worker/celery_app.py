@@ -54,6 +54,14 @@ def _preload_before_forking(**_: Any) -> None:
 
 
 @signals.worker_process_init.connect
+def _own_database_connections(**_: Any) -> None:
+    # The parent may have used the job store (its queue, stale deliveries) before forking.
+    from orchestrator.db import forget_inherited_connections
+
+    forget_inherited_connections()
+
+
+@signals.worker_process_init.connect
 def _share_cpus_among_workers(**_: Any) -> None:
     # In the child, before its phase runs a torch op: thread pools are per process.
     from worker.threads import use_threads

@@ -15,6 +15,9 @@ from worker.runner import run_phase
 
 logger = logging.getLogger(__name__)
 
+# Stale deliveries are dropped in the parent process, before they cost a child.
+DROP_STALE = "worker.strategy:drop_stale_deliveries"
+
 
 def _run(task: Task, payload: dict[str, Any]) -> None:
     worker_id = f"{task.request.hostname or socket.gethostname()}/{task.request.id}"
@@ -27,16 +30,16 @@ def _run(task: Task, payload: dict[str, Any]) -> None:
         raise Ignore() from exc
 
 
-@app.task(name="relaytune.phase.preprocess", bind=True)
+@app.task(name="relaytune.phase.preprocess", bind=True, Strategy=DROP_STALE)
 def preprocess(self: Task, payload: dict[str, Any]) -> None:
     _run(self, payload)
 
 
-@app.task(name="relaytune.phase.warmup", bind=True)
+@app.task(name="relaytune.phase.warmup", bind=True, Strategy=DROP_STALE)
 def warmup(self: Task, payload: dict[str, Any]) -> None:
     _run(self, payload)
 
 
-@app.task(name="relaytune.phase.final", bind=True)
+@app.task(name="relaytune.phase.final", bind=True, Strategy=DROP_STALE)
 def final(self: Task, payload: dict[str, Any]) -> None:
     _run(self, payload)

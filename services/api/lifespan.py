@@ -1,18 +1,22 @@
-"""Background work of the API process: the reaper, on an interval."""
+"""Background work of the API process: the reaper and the orphan sweep, each on an interval."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 
 from fastapi import FastAPI
 
 from orchestrator.db import session_scope
+from orchestrator.models import utcnow
 from orchestrator.pools import apply_pools_file
 from orchestrator.reaper import reap
 from orchestrator.settings import get_settings
+from orchestrator.storage import get_store
+from orchestrator.sweep import sweep
 
 logger = logging.getLogger(__name__)
 
@@ -25,13 +29,19 @@ def _reap_once() -> None:
         )
 
 
-async def _reaper_loop(interval: float) -> None:
+def _sweep_once() -> None:
+    grace = timedelta(seconds=get_settings().sweep_grace_seconds)
+    with session_scope() as session:
+        sweep(session, get_store(), grace=grace, now=utcnow())
+
+
+async def _every(interval: float, work: Callable[[], None], name: str) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(_reap_once)
+            await asyncio.to_thread(work)
         except Exception:  # keep the loop alive; the next round retries
-            logger.exception("reaper round failed")
+            logger.exception("%s round failed", name)
 
 
 def _apply_pools_file() -> None:
@@ -46,10 +56,14 @@ def _apply_pools_file() -> None:
 @contextlib.asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     _apply_pools_file()
-    interval = get_settings().reaper_interval_seconds
-    task = asyncio.create_task(_reaper_loop(interval)) if interval > 0 else None
+    settings = get_settings()
+    # The sweep lists the whole bucket, so it runs far less often than the reaper.
+    loops = [(settings.reaper_interval_seconds, _reap_once, "reaper"),
+             (settings.sweep_interval_seconds, _sweep_once, "sweep")]
+    tasks = [asyncio.create_task(_every(interval, work, name))
+             for interval, work, name in loops if interval > 0]
     yield
-    if task is not None:
+    for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.api.body_guard import BodyGuard
 from services.api.errors import install_error_handlers
 from services.api.lifespan import lifespan
-from services.api.routes import datasets, jobs, metrics, pools, system, tenants
+from services.api.routes import datasets, estimates, jobs, metrics, pools, system, tenants
 
 
 def create_app() -> FastAPI:
@@ -17,11 +18,13 @@ def create_app() -> FastAPI:
         description="Few-shot LoRA fine-tuning of Qwen3-VL as a relay of GPU pools.",
     )
     install_error_handlers(app)
+    app.add_middleware(BodyGuard)
     app.include_router(system.router)
     app.include_router(pools.router)
     app.include_router(tenants.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(estimates.router)
     app.include_router(metrics.router)
     return app
 

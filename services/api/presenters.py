@@ -6,6 +6,7 @@ from collections import defaultdict
 from decimal import Decimal
 
 from orchestrator.cost import phase_cost
+from orchestrator.liveness import phase_detail
 from orchestrator.models import Job, Phase, PhaseTiming, Pool, utcnow
 from services.api.schemas import ErrorInfo, JobOut, Money, PhaseOut, PhaseTimingOut, Progress
 
@@ -21,7 +22,10 @@ def timing_out(runs: list[PhaseTiming]) -> PhaseTimingOut | None:
     )
 
 
-def phase_out(phase: Phase, pool: Pool, runs: list[PhaseTiming] | None = None) -> PhaseOut:
+def phase_out(phase: Phase, pool: Pool, runs: list[PhaseTiming] | None = None,
+              served_queues: frozenset[str] | None = None) -> PhaseOut:
+    """`served_queues`: queues a worker was seen on lately, or None when not looked up."""
+    now = utcnow()
     error = (
         ErrorInfo(code=phase.error_code, message=phase.error_message or "", param=phase.name)
         if phase.error_code
@@ -32,21 +36,25 @@ def phase_out(phase: Phase, pool: Pool, runs: list[PhaseTiming] | None = None) -
         pool=phase.pool,
         gpu_model=pool.gpu_model,
         status=phase.status,
+        status_detail=phase_detail(phase, pool.queue or f"gpu.{pool.name}", served_queues, now),
         attempt=phase.attempt,
         progress=Progress(step=phase.step, total_steps=phase.total_steps, epoch=phase.epoch),
-        cost=Money(amount=phase_cost(phase, pool, utcnow()), currency=pool.currency),
+        cost=Money(amount=phase_cost(phase, pool, now), currency=pool.currency),
         started_at=phase.started_at,
+        last_heartbeat_at=phase.heartbeat_at if phase.status == "running" else None,
         finished_at=phase.finished_at,
         error=error,
         timing=timing_out(runs or []),
+        estimate=phase.estimate,
     )
 
 
-def job_out(job: Job, pools: dict[str, Pool]) -> JobOut:
+def job_out(job: Job, pools: dict[str, Pool],
+            served_queues: frozenset[str] | None = None) -> JobOut:
     runs: dict[str, list[PhaseTiming]] = defaultdict(list)
     for row in job.timings:
         runs[row.phase].append(row)
-    phases = [phase_out(p, pools[p.pool], runs[p.name]) for p in job.phases]
+    phases = [phase_out(p, pools[p.pool], runs[p.name], served_queues) for p in job.phases]
     currency = phases[0].cost.currency if phases else "CNY"
     error = (
         ErrorInfo(code=job.error_code, message=job.error_message or "", param=job.error_param)
@@ -66,4 +74,5 @@ def job_out(job: Job, pools: dict[str, Pool]) -> JobOut:
         cost=Money(amount=sum((p.cost.amount for p in phases), Decimal(0)), currency=currency),
         max_cost=None if job.max_cost is None else Money(amount=job.max_cost, currency=currency),
         error=error,
+        plan=job.plan,
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 
 class Money(BaseModel):
@@ -30,6 +30,11 @@ class DatasetOut(BaseModel):
     created_at: datetime
 
 
+# As OpenAI bounds it: small labels, not a place to store documents.
+Metadata = dict[Annotated[str, StringConstraints(max_length=64)],
+                Annotated[str, StringConstraints(max_length=512)]]
+
+
 class JobCreate(BaseModel):
     dataset_id: str
     base_model: str | None = Field(
@@ -38,8 +43,16 @@ class JobCreate(BaseModel):
         "defaults to the server's tiny Qwen3-VL",
     )
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    pools: dict[str, str] | None = None
-    metadata: dict[str, Any] | None = None
+    pools: dict[str, str] | str | None = Field(
+        None, description='Phase -> pool, or "auto" for the cheapest plan that fits')
+    metadata: Metadata | None = Field(
+        None, max_length=16,
+        description="Up to 16 string pairs of your own (keys ≤ 64, values ≤ 512 characters), "
+        "echoed back with the job",
+    )
+    max_cost: Decimal | None = Field(
+        None, ge=0, description="Budget for the whole job in the pools' currency; refused at "
+        "submit when even the cheapest plan's estimate exceeds it")
 
 
 class Progress(BaseModel):
@@ -96,14 +109,21 @@ class PhaseOut(BaseModel):
     pool: str
     gpu_model: str
     status: str
+    status_detail: Literal["stalled", "waiting_for_worker"] | None = Field(
+        None, description="stalled: running, but its worker stopped renewing the lease (its "
+        "meter stopped at the last heartbeat); waiting_for_worker: queued, and no worker "
+        "serving its pool has been seen lately")
     attempt: int
     progress: Progress
     cost: Money
     started_at: datetime | None
+    last_heartbeat_at: datetime | None = None
     finished_at: datetime | None
     error: ErrorInfo | None = None
     timing: PhaseTimingOut | None = Field(
         None, description="The latest run's time by component; null before a run ends")
+    estimate: dict[str, Any] | None = Field(
+        None, description="Seconds by component and cost predicted at submit")
 
 
 class JobOut(BaseModel):
@@ -119,6 +139,8 @@ class JobOut(BaseModel):
     cost: Money
     max_cost: Money | None = Field(None, description="The job's budget; none when uncapped")
     error: ErrorInfo | None = None
+    plan: dict[str, Any] | None = Field(
+        None, description="Which plan runs the job and why, with its estimated cost")
 
 
 class JobList(BaseModel):

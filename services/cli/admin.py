@@ -189,3 +189,26 @@ def tenants_clear_limit(name: str) -> None:
     with _store() as session:
         budgets.set_spending_limit(session, name, amount=None, period_days=None)
         _print_tenants(session)
+
+
+@click.command()
+@click.option("--grace-hours", type=click.FloatRange(min=0), default=None,
+              help="Leave objects younger than this (default RELAYTUNE_SWEEP_GRACE_SECONDS).")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+def sweep(grace_hours: float | None, dry_run: bool) -> None:
+    """Delete stored objects of jobs that no row of the job store points to."""
+    from datetime import timedelta
+
+    from orchestrator.models import utcnow
+    from orchestrator.settings import get_settings
+    from orchestrator.storage import get_store
+    from orchestrator.sweep import sweep as sweep_orphans
+
+    grace = (timedelta(hours=grace_hours) if grace_hours is not None
+             else timedelta(seconds=get_settings().sweep_grace_seconds))
+    with _store() as session:
+        result = sweep_orphans(session, get_store(), grace=grace, now=utcnow(), dry_run=dry_run)
+    for key in result.deleted:
+        console.print(key, highlight=False)
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"{verb} {len(result.deleted)} orphaned objects; {result.kept} kept")

@@ -47,6 +47,9 @@ class Client:
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self._check(self.http.post("/v1/jobs", json=body)).json())
 
+    def estimate(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._check(self.http.post("/v1/estimates", json=body)).json())
+
     def job(self, job_id: str) -> dict[str, Any]:
         return dict(self._check(self.http.get(f"/v1/jobs/{job_id}")).json())
 

@@ -63,6 +63,7 @@ def api_key_create(tenant: str, admin: bool) -> None:
 
 app.add_command(admin.pools)
 app.add_command(admin.tenants)
+app.add_command(admin.sweep)
 
 
 @app.command("make-tiny-model")
@@ -77,11 +78,13 @@ def make_tiny_model(directory: Path, seed: int) -> None:
 
 def pool_queue(pool: str) -> str:
     """The pool's queue as the store has it; gpu.POOL for a pool the store does not know."""
-    from orchestrator.db import session_scope
+    from orchestrator.db import close_connections, session_scope
     from orchestrator.pools import queue_of
 
     with session_scope() as session:
-        return queue_of(session, pool)
+        queue = queue_of(session, pool)
+    close_connections()  # the worker's children open their own connections
+    return queue
 
 
 @app.command()
@@ -220,6 +223,60 @@ def _api_key(explicit: str | None) -> str:
     raise click.UsageError("no API key: pass --api-key, set RELAYTUNE_API_KEY, or run `up` first")
 
 
+def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
+    """NAME=VALUE pairs; a VALUE that parses as JSON is taken as JSON, else as a string."""
+    import json
+
+    values: dict[str, Any] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            values[name] = json.loads(value)
+        except json.JSONDecodeError:
+            values[name] = value
+    return values
+
+
+def _pools_option(value: str | None) -> dict[str, str] | str | None:
+    """"auto", or PHASE=POOL pairs separated by commas."""
+    if not value or value == "auto":
+        return value
+    pairs = [item.partition("=") for item in value.split(",")]
+    if any(not sep or not phase or not pool for phase, sep, pool in pairs):
+        raise click.BadParameter("use auto or PHASE=POOL[,PHASE=POOL...]", param_hint="--pools")
+    return {phase.strip(): pool.strip() for phase, _, pool in pairs}
+
+
+@app.command()
+@click.option("--dataset", "dataset_id", required=True, help="An uploaded data set's id.")
+@click.option("--api-url", envvar="RELAYTUNE_API_URL", default="http://127.0.0.1:7860")
+@click.option("--api-key", "key", envvar="RELAYTUNE_API_KEY", default=None)
+@click.option("--base-model", default=None, help="Defaults to the server's tiny Qwen3-VL.")
+@click.option("--hp", "overrides", multiple=True, metavar="NAME=VALUE",
+              help="A hyperparameter, e.g. --hp total_epochs=8 (JSON values).")
+@click.option("--pools", default=None, metavar="auto|PHASE=POOL,...",
+              help="auto, or pools per phase, e.g. warmup=a100,final=a100.")
+@click.option("--max-cost", default=None, help="Budget to check the plans against.")
+def estimate(dataset_id: str, api_url: str, key: str | None, base_model: str | None,
+             overrides: tuple[str, ...], pools: str | None, max_cost: str | None) -> None:
+    """What a job on DATASET would take and cost on each plan, side by side."""
+    from services.cli.client import ApiError, Client
+    from services.cli.render import plans_table
+
+    body: dict[str, Any] = {"dataset_id": dataset_id, "hyperparameters": _overrides(overrides)}
+    if base_model:
+        body["base_model"] = base_model
+    if pools:
+        body["pools"] = _pools_option(pools)
+    if max_cost is not None:
+        body["max_cost"] = max_cost
+    try:
+        answer = Client(api_url, _api_key(key)).estimate(body)
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(plans_table(answer))
+
+
 @app.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--api-url", envvar="RELAYTUNE_API_URL", default="http://127.0.0.1:7860")
@@ -233,18 +290,10 @@ def _api_key(explicit: str | None) -> str:
 def submit(folder: Path, api_url: str, key: str | None, base_model: str | None,
            overrides: tuple[str, ...], wait: bool, output: Path | None) -> None:
     """Zip and upload FOLDER (images/ + annotations.json), then submit a job."""
-    import json
-
     from services.cli.client import ApiError, Client
 
     client = Client(api_url, _api_key(key))
-    hyperparameters = {}
-    for item in overrides:
-        name, _, value = item.partition("=")
-        try:
-            hyperparameters[name] = json.loads(value)
-        except json.JSONDecodeError:
-            hyperparameters[name] = value
+    hyperparameters = _overrides(overrides)
     try:
         dataset = client.upload_dataset(folder)
         console.print(f"dataset {dataset['id']}: {dataset['num_samples']} samples, "

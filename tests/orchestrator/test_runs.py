@@ -125,7 +125,7 @@ def test_reaper_resends_a_queued_phase_whose_message_was_lost(
 ) -> None:
     with session_scope() as session:
         session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == "preprocess")
-                        .values(queued_at=utcnow() - timedelta(seconds=LEASE + 1)))
+                        .values(sent_at=utcnow() - timedelta(seconds=LEASE + 1)))
     with session_scope() as session:
         reap(session, max_attempts=3, resend_after_seconds=LEASE)
     assert [(m.phase, m.attempt) for m in recorded_dispatch.sent] == [("preprocess", 1)] * 2

@@ -17,6 +17,7 @@ from orchestrator.models import Event, Job, Tenant
 from orchestrator.settings import get_settings
 from orchestrator.storage import get_store
 from tests.factories import zip_folder
+from worker import tasks
 
 
 @pytest.fixture
@@ -115,3 +116,26 @@ def test_preprocess_runs_on_the_t4_queue_once_despite_a_duplicate_delivery(
         assert pre.worker_id
         assert pre.output_key == f"jobs/{job_id}/preprocess/a1"
     assert get_store().exists(f"jobs/{job_id}/preprocess/a1/manifest.json")
+
+
+def test_a_stale_delivery_is_dropped_before_the_task_runs(
+    clean_db: None,
+    celery_worker_on_t4: dispatch.CeleryDispatcher,
+    tiny_model_dir: str,
+    example_dir: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ran: list[dict[str, Any]] = []
+    monkeypatch.setattr(tasks, "run_phase", lambda payload, **_: ran.append(payload))
+    dispatch.set_dispatcher(dispatch.RecordingDispatcher())  # attempt 1 is sent below
+    job_id = _submit(tiny_model_dir, example_dir)
+    dispatch.set_dispatcher(celery_worker_on_t4)
+    for attempt in (0, 2):  # an old attempt, and one that was never queued
+        celery_worker_on_t4.send(dispatch.PhaseMessage(job_id, "preprocess", attempt, "t4"))
+    celery_worker_on_t4.send(dispatch.PhaseMessage(job_id, "preprocess", 1, "t4"))
+    _wait_for(lambda: len(ran) == 1)
+    import redis
+
+    broker = redis.Redis.from_url(str(celery_worker_on_t4.app.conf.broker_url))
+    _wait_for(lambda: broker.llen("gpu.t4") == 0 and broker.hlen("unacked") == 0)
+    assert [p["attempt"] for p in ran] == [1]  # only the queued attempt reached the task

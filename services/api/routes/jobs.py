@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from orchestrator import budgets, jobs, repository
+from orchestrator import budgets, jobs, liveness, repository
 from orchestrator.errors import Conflict, InvalidRequest
 from orchestrator.lifecycle import JobStatus
-from orchestrator.models import Job
+from orchestrator.models import Job, utcnow
 from services.api.budget_schemas import JobPatch, RequeueFrom, RequeueIn
 from services.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
 from services.api.presenters import job_out
@@ -38,6 +38,7 @@ def create_job(
         hyperparameters=body.hyperparameters,
         pools=body.pools,
         metadata=body.metadata,
+        max_cost=body.max_cost,
     )
     return job_out(job, repository.pools_by_name(session))
 
@@ -55,14 +56,17 @@ def list_jobs(
         session, tenant.id, status=status, limit=limit, offset=offset
     )
     pools = repository.pools_by_name(session)
-    return JobList(data=[job_out(j, pools) for j in rows], total=total, limit=limit, offset=offset)
+    served = liveness.served_queues(session, utcnow())
+    return JobList(data=[job_out(j, pools, served) for j in rows], total=total, limit=limit,
+                   offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobOut)
 def read_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobOut:
     """One job with per-phase status, progress and cost."""
     job = repository.job_for_tenant(session, tenant.id, job_id)
-    return job_out(job, repository.pools_by_name(session))
+    return job_out(job, repository.pools_by_name(session),
+                   liveness.served_queues(session, utcnow()))
 
 
 @router.get("/{job_id}/events", response_model=list[EventOut])
@@ -124,14 +128,15 @@ def requeue_phase(
 
 
 def _final_output(job: Job, what: str) -> str:
-    final = next(p for p in job.phases if p.name == "final")
-    if final.status != "succeeded" or not final.output_key:
+    """The last good final output: it stays served while the final phase runs again."""
+    if not job.adapter_key:
+        final = next(p for p in job.phases if p.name == "final")
         raise Conflict(
             f"job {job.id} has no {what} yet (final phase is {final.status})",
             param="job_id",
             code=f"{what}_not_ready",
         )
-    return final.output_key.rstrip("/")
+    return job.adapter_key.rstrip("/")
 
 
 @router.get("/{job_id}/evaluation")

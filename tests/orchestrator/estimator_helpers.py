@@ -1,0 +1,26 @@
+"""Pools built in memory (no job store), for the estimator's unit tests."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from orchestrator.models import Pool
+
+GPUS = {
+    "t4": ("NVIDIA T4", 16, False, 65.0, 320.0),
+    "a10": ("NVIDIA A10", 24, True, 125.0, 600.0),
+    "a100": ("NVIDIA A100", 80, True, 312.0, 2039.0),
+    "h200": ("NVIDIA H200", 141, True, 989.4, 4800.0),
+}
+SEED_PRICES = {"t4": "1", "a10": "3", "a100": "8"}
+
+
+def pool(name: str, price: str | Decimal, gpu: str | None = None) -> Pool:
+    model, memory, bf16, tflops, bandwidth = GPUS[gpu or name]
+    return Pool(name=name, gpu_model=model, gpu_memory_gb=memory, hourly_price=Decimal(price),
+                currency="CNY", queue=f"gpu.{name}", supports_bf16=bf16, peak_tflops=tflops,
+                memory_bandwidth_gbs=bandwidth)
+
+
+def seed_pools() -> dict[str, Pool]:
+    return {name: pool(name, price) for name, price in SEED_PRICES.items()}

@@ -1,0 +1,149 @@
+"""Learned profiles: measured runs in phase_timings take over from the seeded figures."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from orchestrator import dispatch, jobs, profiles, repository
+from orchestrator.dataset_uploads import create_dataset
+from orchestrator.db import session_scope
+from orchestrator.estimate import DatasetSize, PlanEstimate, estimate_job
+from orchestrator.hyperparameters import Hyperparameters
+from orchestrator.models import Checkpoint, PhaseTiming, Tenant, utcnow
+from orchestrator.profiles import LEARNED_RUNS
+from orchestrator.settings import get_settings
+from orchestrator.storage import get_store
+from tests.factories import dataset_zip
+
+EIGHT_B = "/models/Qwen3-VL-8B-Instruct"
+DATASET = DatasetSize(num_samples=20, num_images=20, bytes=6_000_000)
+
+
+@pytest.fixture
+def job_id(clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher) -> str:
+    with session_scope() as session:
+        tenant = Tenant(name="acme")
+        session.add(tenant)
+        session.flush()
+        dataset = create_dataset(session, get_store(), get_settings(), tenant_id=tenant.id,
+                                 filename="d.zip", data=dataset_zip())
+        return jobs.submit_job(session, get_store(), tenant_id=tenant.id,
+                               dataset_id=dataset.id, base_model="tiny", hyperparameters=None,
+                               pools=None, metadata=None).id
+
+
+def _timing(job_id: str, attempt: int, **fields: Any) -> PhaseTiming:
+    row = {"phase": "warmup", "pool": "a10", "outcome": "succeeded", "model_key": "qwen3-vl-8b",
+           "lora_targets": "q_proj,v_proj", "micro_batch": 2, "startup_s": 40.0,
+           "input_download_s": 2.0, "train_s": 100.0, "checkpoint_upload_s": 10.0,
+           "billed_s": 160.0, "samples": 200, "checkpoints": 10, "input_bytes": 200_000_000,
+           "created_at": utcnow() + timedelta(seconds=attempt), **fields}
+    return PhaseTiming(job_id=job_id, attempt=attempt, **row)
+
+
+def _estimate(base_model: str = EIGHT_B, **hp: Any) -> PlanEstimate | None:
+    with session_scope() as session:
+        pools = repository.pools_by_name(session)
+        return estimate_job(session, base_model=base_model,
+                            hyperparameters=Hyperparameters(**hp), dataset=DATASET,
+                            pools={"preprocess": pools["t4"], "warmup": pools["a10"],
+                                   "final": pools["a100"]})
+
+
+def test_measured_runs_replace_the_derived_figures(job_id: str) -> None:
+    before = _estimate()
+    assert before is not None
+    warmup_before = before.phases[1]
+    assert warmup_before.sources == ["derived"]
+    with session_scope() as session:
+        # Seven runs: only the newest five count; the two oldest are far off.
+        for attempt, per_sample in enumerate([9.0, 9.0, 0.5, 0.4, 0.5, 0.6, 0.5], start=1):
+            session.add(_timing(job_id, attempt, train_s=200 * per_sample))
+        session.add(_timing(job_id, 50, outcome="failed", train_s=9999.0))  # failed: ignored
+        session.add(_timing(job_id, 51, micro_batch=8, train_s=1.0))  # other micro-batch
+    after = _estimate()
+    assert after is not None
+    warmup = after.phases[1]
+    assert warmup.sources == ["measured"]
+    assert warmup.seconds["startup"] == pytest.approx(40.0)
+    # The median, 0.5 s per sample; measured seconds already hold the validation passes.
+    assert warmup.seconds["train"] == pytest.approx(0.5 * warmup.samples)
+    assert warmup.seconds["checkpoint_upload"] == pytest.approx(1.0 * warmup.checkpoints)
+    assert warmup.cost != warmup_before.cost
+    # The final phase runs on another pool: nothing measured there.
+    assert after.phases[2].sources == ["derived"]
+
+
+def test_learned_profile_counts_its_runs(job_id: str) -> None:
+    from orchestrator.profiles import learned_rates
+
+    with session_scope() as session:
+        for attempt in range(1, 8):
+            session.add(_timing(job_id, attempt))
+    with session_scope() as session:
+        rates, runs = learned_rates(session, "warmup", "a10", "qwen3-vl-8b", "q_proj,v_proj", 2)
+    assert runs == LEARNED_RUNS
+    assert rates["train_s_per_sample"] == pytest.approx(0.5)
+    assert rates["download_s_per_byte"] == pytest.approx(1e-8)
+
+
+def test_a_model_of_unknown_shape_is_estimated_from_its_own_runs(job_id: str) -> None:
+    assert _estimate("my-own-vlm") is None
+    with session_scope() as session:
+        for phase, pool in (("preprocess", "t4"), ("warmup", "a10"), ("final", "a100")):
+            session.add(_timing(job_id, 1 if phase == "warmup" else 2 if phase == "final" else 3,
+                                phase=phase, pool=pool, model_key="my-own-vlm",
+                                evaluate_s=6.0, validation_samples=12, export_s=1.0))
+    estimate = _estimate("my-own-vlm")
+    assert estimate is not None
+    assert all(p.sources == ["measured"] for p in estimate.phases)
+    # 12 scored = 3 held out x (3 final epochs' validation passes + the evaluation): 2 s each.
+    assert estimate.phases[2].seconds["evaluate"] == pytest.approx(3 * 2.0)
+
+
+def test_the_rest_of_a_run_is_learned_per_run_and_billed_in_every_phase(job_id: str) -> None:
+    with session_scope() as session:
+        for attempt, other in enumerate([0.1, 0.3, 0.2], start=1):
+            session.add(_timing(job_id, attempt, other_s=other))
+    estimate = _estimate()
+    assert estimate is not None
+    warmup = estimate.phases[1]
+    assert warmup.seconds["other"] == pytest.approx(0.2)
+    assert warmup.total_seconds == pytest.approx(sum(warmup.seconds.values()))
+    # Nothing measured on the other pools: the stated per-run figure.
+    assert estimate.phases[2].seconds["other"] == pytest.approx(profiles.OTHER_S)
+
+
+def test_preprocessing_work_is_its_build_time_without_the_rest(job_id: str) -> None:
+    with session_scope() as session:
+        session.add(_timing(job_id, 1, phase="preprocess", pool="t4", train_s=10.0, other_s=5.0,
+                            samples=20))
+    estimate = _estimate()
+    assert estimate is not None
+    pre = estimate.phases[0]
+    assert pre.seconds["preprocess"] == pytest.approx(0.5 * pre.samples)
+    assert pre.seconds["other"] == pytest.approx(5.0)
+
+
+def test_downloads_are_sized_by_the_models_measured_artifact(job_id: str) -> None:
+    derived = _estimate()
+    assert derived is not None
+    with session_scope() as session:
+        # Warmup runs measure the store's rate (1e-8 s per byte); a preprocess run on another
+        # pool measured the artifact: 40 samples in 400 kB, 10 kB each.
+        for attempt in range(1, 3):
+            session.add(_timing(job_id, attempt))
+        session.add(_timing(job_id, 3, phase="preprocess", pool="a100", samples=40))
+        session.add(Checkpoint(job_id=job_id, phase="preprocess", attempt=3, kind="artifact",
+                               key="jobs/x/preprocess/a3", bytes=400_000))
+    estimate = _estimate()
+    assert estimate is not None
+    pre, warmup, final = estimate.phases
+    assert warmup.seconds["input_download"] == pytest.approx(pre.samples * 10_000 * 1e-8)
+    # The final phase has no measured rate: its latency, the checkpoint and the same artifact.
+    artifact_s = pre.samples * 10_000 / profiles.DOWNLOAD_BYTES_PER_S
+    assert final.seconds["input_download"] < derived.phases[2].seconds["input_download"]
+    assert final.seconds["input_download"] > profiles.TRANSFER_LATENCY_S + artifact_s
