@@ -27,7 +27,8 @@ def parse_hyperparameters(raw: dict[str, Any] | None) -> Hyperparameters:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in ("hyperparameters", *first["loc"]))
-        raise InvalidRequest(f"{where}: {first['msg']}", param=where) from exc
+        reason = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        raise InvalidRequest(f"{where}: {reason}", param=where) from exc
 
 
 def resolve_pools(session: Session, requested: dict[str, str] | str | None

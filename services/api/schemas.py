@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Money(BaseModel):
@@ -30,7 +30,13 @@ class DatasetOut(BaseModel):
     created_at: datetime
 
 
-class JobCreate(BaseModel):
+class RequestBody(BaseModel):
+    """A request body: a misspelt or unknown field is refused, never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobCreate(RequestBody):
     dataset_id: str
     base_model: str | None = Field(
         None,
