@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Stored times are UTC; SQLite hands them back without a zone, so a naive one is UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+# Every timestamp on the wire: timezone-aware, in UTC (serialized with a trailing Z).
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class Money(BaseModel):
@@ -27,7 +38,7 @@ class DatasetOut(BaseModel):
     num_images: int
     bytes: int
     filename: str
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class RequestBody(BaseModel):
@@ -109,8 +120,8 @@ class PhaseOut(BaseModel):
     attempt: int
     progress: Progress
     cost: Money
-    started_at: datetime | None
-    finished_at: datetime | None
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     error: ErrorInfo | None = None
     timing: PhaseTimingOut | None = Field(
         None, description="The latest run's time by component; null before a run ends")
@@ -125,8 +136,8 @@ class JobOut(BaseModel):
     base_model: str
     hyperparameters: dict[str, Any]
     metadata: dict[str, Any]
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None
     phases: list[PhaseOut]
     cost: Money
     max_cost: Money | None = Field(None, description="The job's budget; none when uncapped")
@@ -148,7 +159,7 @@ class EventOut(BaseModel):
     phase: str | None
     attempt: int | None
     data: dict[str, Any]
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class CheckpointOut(BaseModel):
@@ -159,7 +170,7 @@ class CheckpointOut(BaseModel):
     step: int
     key: str
     bytes: int
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class PoolOut(BaseModel):
