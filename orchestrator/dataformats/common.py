@@ -6,6 +6,7 @@ No torch here: the API validates uploads with this module and the worker tokeniz
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,6 +20,15 @@ ROLES: tuple[Role, ...] = ("system", "user", "assistant")
 MAX_ASPECT_RATIO = 200
 # A response naming a million bad rows helps nobody; the message still gives the full count.
 MAX_DETAILS = 1000
+
+
+def load_json(text: str, **options: Any) -> Any:
+    """json.loads, with nesting too deep for the parser reported as invalid JSON (a data set
+    of 100,000 nested lists would otherwise end the request in a RecursionError)."""
+    try:
+        return json.loads(text, **options)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from orchestrator import dispatch
 from orchestrator.db import session_scope
 from orchestrator.models import Job
+from tests.factories import dataset_zip
 
 TINY = "tiny-qwen3-vl"
 
@@ -54,3 +55,70 @@ def test_unknown_fields_of_other_bodies_are_refused(
     job_id = client.post("/v1/jobs", json={"dataset_id": dataset_id}).json()["id"]
     method = client.post if path else client.patch
     _refused(method(f"/v1/jobs/{job_id}{path}", json=body), param)
+
+
+@pytest.mark.parametrize(
+    ("raw_hyperparameters", "param"),
+    [
+        ('{"lora_alpha": Infinity}', "hyperparameters.lora_alpha"),
+        ('{"learning_rate": NaN}', "hyperparameters.learning_rate"),
+        ('{"max_grad_norm": -Infinity}', "hyperparameters.max_grad_norm"),
+        ('{"lora_rank": true}', "hyperparameters.lora_rank"),
+        ('{"batch_size": "2"}', "hyperparameters.batch_size"),
+        ('{"total_epochs": 8.0}', "hyperparameters.total_epochs"),
+        ('{"augmentation": {"copies": true}}', "hyperparameters.augmentation.copies"),
+        ('{"seed": 1000000000000000000000000000000}', "hyperparameters.seed"),
+        ('{"seed": -1}', "hyperparameters.seed"),
+        ('{"validation_samples": 1000000000000}', "hyperparameters.validation_samples"),
+        ('{"min_pixels": 1099511627776}', "hyperparameters.min_pixels"),
+        ('{"checkpoint_every_steps": 100000000000000000000}',
+         "hyperparameters.checkpoint_every_steps"),
+        ('{"keep_last_checkpoints": 1000000000}', "hyperparameters.keep_last_checkpoints"),
+    ],
+)
+def test_non_finite_coerced_and_unbounded_numbers_are_refused(
+    client: TestClient, dataset_id: str, recorded_dispatch: dispatch.RecordingDispatcher,
+    raw_hyperparameters: str, param: str,
+) -> None:
+    # Python's JSON reader takes Infinity and NaN, so the body is written by hand.
+    body = f'{{"dataset_id": "{dataset_id}", "hyperparameters": {raw_hyperparameters}}}'
+    for route in ("/v1/jobs", "/v1/estimates"):
+        response = client.post(route, content=body,
+                               headers={"content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["param"] == param
+    assert _job_count() == 0
+    assert recorded_dispatch.sent == []
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "param"),
+    [
+        ("/v1/jobs", {"offset": str(10**20)}, "offset"),
+        ("/v1/jobs", {"offset": "1e20"}, "offset"),
+        ("/v1/jobs/{job}/events", {"after": str(10**23)}, "after"),
+        ("/v1/jobs/{job}/events", {"after": "1e23"}, "after"),
+        ("/v1/jobs/{job}/events", {"after": "-1"}, "after"),
+    ],
+)
+def test_huge_query_integers_are_a_422_not_an_overflow(
+    client: TestClient, dataset_id: str, path: str, params: dict[str, str], param: str
+) -> None:
+    job_id = client.post("/v1/jobs", json={"dataset_id": dataset_id}).json()["id"]
+    response = client.get(path.format(job=job_id), params=params)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def test_deeply_nested_json_is_refused_in_a_body_and_in_a_data_set(client: TestClient) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    response = client.post("/v1/jobs", content=f'{{"dataset_id": "x", "metadata": {deep}}}',
+                           headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["error"]["code"]
+    upload = dataset_zip(raw_annotations=deep.encode())
+    response = client.post("/v1/datasets", files={"file": ("deep.zip", upload)})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_json"
+    assert "nested too deeply" in error["message"] + str(error.get("details"))
