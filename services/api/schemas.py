@@ -51,8 +51,9 @@ class JobCreate(RequestBody):
     dataset_id: str
     base_model: str | None = Field(
         None,
-        description="Local checkpoint directory or a Hugging Face id already in the cache; "
-        "defaults to the server's tiny Qwen3-VL",
+        description="A model the server knows: a directory under its model root, by name, or "
+        "a name its operator allowed (e.g. a cached Hugging Face id); defaults to the tiny "
+        "Qwen3-VL. Anything else is 422 unknown_model",
     )
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     pools: dict[str, str] | str | None = Field(

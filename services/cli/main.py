@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.live import Live
 
-from orchestrator.settings import get_settings
+from orchestrator.settings import TINY_MODEL_NAME, get_settings
 from services.cli import admin
 
 # Off a terminal (CI logs, `make demo | tee`) rich would wrap tables at 80 columns.
@@ -136,8 +136,9 @@ def up(port: int, data_dir: Path | None) -> None:
         ctx = click.get_current_context()
         ctx.invoke(migrate)
         pool_names = _prepare_pools(settings.pools_file)
-        if not Path(settings.default_base_model).exists():
-            ctx.invoke(make_tiny_model, directory=Path(settings.default_base_model), seed=0)
+        tiny_default = settings.default_base_model == TINY_MODEL_NAME
+        if tiny_default and not settings.default_model_dir.exists():
+            ctx.invoke(make_tiny_model, directory=settings.default_model_dir, seed=0)
         key_file = settings.data_dir / "api-key"
         if not key_file.exists():
             from orchestrator.auth import create_api_key
