@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import field_validator, model_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The default base model: a tiny random Qwen3-VL that every worker writes for itself.
@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     allow_hub_downloads: bool = False
     # A YAML or JSON list of pools, upserted into the store when the API or `up` starts.
     pools_file: Path | None = None
+
+    # GET /metrics answers an admin API key, or this token (for a Prometheus scrape config's
+    # bearer token) when set: the totals span every tenant.
+    metrics_token: SecretStr | None = None
 
     max_upload_bytes: int = 200 * 1024 * 1024
     max_images: int = 1000

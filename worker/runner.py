@@ -14,6 +14,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from orchestrator import budgets, fusion, runs
 from orchestrator.base_models import resolve_base_model
+from orchestrator.dataformats.common import public_message
 from orchestrator.db import session_scope
 from orchestrator.dispatch import PhaseMessage
 from orchestrator.errors import LeaseLost, RelaytuneError
@@ -36,6 +37,16 @@ def _error_code(exc: BaseException) -> str:
     if type(exc).__name__ == "OutOfMemoryError":
         return "out_of_memory"
     return "phase_error"
+
+
+def public_error(exc: BaseException, settings: Settings) -> str:
+    """The failure as the job shows it: model paths by their name under the model root, and
+    no heap addresses."""
+    text = (exc.message if isinstance(exc, RelaytuneError)
+            else f"{type(exc).__name__}: {exc}")
+    root = str(settings.model_root)
+    text = text.replace(root + "/", "").replace(root, "<model root>")
+    return public_message(text)[:2000]
 
 
 def ensure_base_model(base_model: str, settings: Settings) -> str:
@@ -127,8 +138,7 @@ def _run_claim(claim: runs.Claim, work: Path, handover: Handover, *, worker_id: 
             with session_scope() as session:
                 runs.fail_phase(
                     session, claim, code=_error_code(exc),
-                    message=(exc.message if isinstance(exc, RelaytuneError)
-                             else f"{type(exc).__name__}: {exc}")[:2000],
+                    message=public_error(exc, settings),
                     details=exc.details if isinstance(exc, RelaytuneError) else None,
                     timing=clock.timing(),
                 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +21,15 @@ ROLES: tuple[Role, ...] = ("system", "user", "assistant")
 MAX_ASPECT_RATIO = 200
 # A response naming a million bad rows helps nobody; the message still gives the full count.
 MAX_DETAILS = 1000
+
+
+# Python object reprs in library messages (PIL's "cannot identify image file <_io.BytesIO
+# object at 0x7f…>") say nothing to a user and show the server's heap addresses.
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def public_message(text: str) -> str:
+    return _OBJECT_REPR.sub("", text)
 
 
 def load_json(text: str, **options: Any) -> Any:
@@ -92,7 +102,7 @@ class Problems:
     items: list[Problem] = field(default_factory=list)
 
     def add(self, param: str, code: str, message: str, *, line: int | None = None) -> None:
-        self.items.append(Problem(param, code, message, line))
+        self.items.append(Problem(param, code, public_message(message), line))
 
     def __bool__(self) -> bool:
         return bool(self.items)

@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from orchestrator import dispatch
 from orchestrator.db import session_scope
 from orchestrator.models import Job
-from tests.factories import dataset_zip
+from orchestrator.settings import get_settings
+from tests.factories import dataset_zip, new_api_key, png_bytes
 
 TINY = "tiny-qwen3-vl"
 
@@ -122,3 +123,41 @@ def test_deeply_nested_json_is_refused_in_a_body_and_in_a_data_set(client: TestC
     error = response.json()["error"]
     assert error["code"] == "invalid_json"
     assert "nested too deeply" in error["message"] + str(error.get("details"))
+
+
+def test_image_errors_name_the_file_not_a_heap_address(client: TestClient) -> None:
+    annotations = {"broken.png": {"question": "Which part?", "answer": "none"},
+                   "fine.png": {"question": "Which part?", "answer": "a resistor"}}
+    upload = dataset_zip(annotations, images={"broken.png": b"not an image at all",
+                                              "fine.png": png_bytes()})
+    response = client.post("/v1/datasets", files={"file": ("d.zip", upload)})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["param"] == "images/broken.png" or "broken.png" in error["message"]
+    assert "object at 0x" not in response.text and "_io." not in response.text
+
+
+def test_metrics_need_the_metrics_token_or_an_admin_key(
+    client: TestClient, dataset_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client.post("/v1/jobs", json={"dataset_id": dataset_id})
+    anonymous = client.get("/metrics", headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "unauthorized"
+    assert "relaytune_jobs" not in anonymous.text
+    tenant = client.get("/metrics")  # an ordinary tenant's key sees no one's totals
+    assert tenant.status_code == 403
+    admin = client.get("/metrics",
+                       headers={"Authorization": f"Bearer {new_api_key('ops', admin=True)}"})
+    assert admin.status_code == 200
+    assert 'relaytune_jobs{status="queued"} 1.0' in admin.text
+    monkeypatch.setenv("RELAYTUNE_METRICS_TOKEN", "scrape-secret")
+    get_settings.cache_clear()
+    try:
+        scraper = client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+        assert scraper.status_code == 200 and "relaytune_jobs" in scraper.text
+        wrong = client.get("/metrics", headers={"Authorization": "Bearer scrape-secreT"})
+        assert wrong.status_code == 401
+    finally:
+        monkeypatch.delenv("RELAYTUNE_METRICS_TOKEN")
+        get_settings.cache_clear()

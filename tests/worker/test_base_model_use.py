@@ -1,4 +1,4 @@
-"""Workers never reach out to the Hugging Face hub unless the operator allows it."""
+"""How workers use base models: the hub stays offline, failures name models, not paths."""
 
 from __future__ import annotations
 
@@ -32,3 +32,14 @@ def test_the_worker_app_is_offline_before_the_hub_library_loads(tmp_path: Path) 
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "True"
+
+
+def test_a_failure_shows_the_model_by_name_not_by_server_path(tmp_path: Path) -> None:
+    from worker.runner import public_error
+
+    settings = Settings(data_dir=tmp_path, model_root=tmp_path / "models")
+    exc = OSError(f"{tmp_path}/models/my-vlm does not appear to have a file named "
+                  "model.safetensors; read from <_io.BufferedReader object at 0x7f00deadbeef>")
+    message = public_error(exc, settings)
+    assert message == ("OSError: my-vlm does not appear to have a file named "
+                       "model.safetensors; read from")
