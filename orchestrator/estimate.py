@@ -2,9 +2,10 @@
 
 A phase's billed seconds = startup (imports, base model load) + input download + its work
 (preprocessing, or training with in-loop validation) + evaluation + export + checkpoint
-uploads; cost = seconds x the pool's hourly price. A phase on the pool of the phase before it
-runs in that phase's process (orchestrator/fusion.py): no imports and no downloads again, and
-after a training phase no model load either. The work counts mirror the recipe:
+uploads + other (job-store writes and clean-up); cost = seconds x the pool's hourly price.
+A phase on the pool of the phase before it runs in that phase's process
+(orchestrator/fusion.py): no imports and no downloads again, and after a training phase no
+model load either. The work counts mirror the recipe:
 - validation: validation_samples, else by default 1-3 samples of a data set of at most 20
   (15%), 10% of a larger one (worker/recipe/preprocess.py split_validation);
 - training samples per epoch = (samples - validation) x (1 + augmentation copies, if on);
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -34,7 +35,7 @@ from orchestrator.plan import PHASES, epoch_range
 from orchestrator.profiles import Profile
 
 COMPONENTS = ("startup", "input_download", "preprocess", "train", "evaluate", "export",
-              "checkpoint_upload")
+              "checkpoint_upload", "other")
 SMALL_DATASET = 20  # as worker/recipe/preprocess.py
 MAX_SMALL_VALIDATION = 3
 VALIDATION_FORWARD_SHARE = 1 / 3  # a validation forward costs about a third of a training step
@@ -177,25 +178,28 @@ def memory_plan(shape: ModelShape | None, hp: Hyperparameters, pool: Pool) -> Me
 def _transfer_s(profile: Profile, nbytes: float) -> float:
     # A measured rate (seconds over bytes of whole runs) already holds the per-transfer latency.
     measured = profile.sources.get("input_download") == "measured"
-    return (0.0 if measured else profiles.TRANSFER_LATENCY_S) + nbytes * profile.download_s_per_byte
+    return (0.0 if measured else profile.transfer_latency_s) + nbytes * profile.download_s_per_byte
 
 
-def _preprocess(phase: str, pool: Pool, profile: Profile, dataset: DatasetSize, work: Work,
-                artifact_bytes: int) -> PhaseEstimate:
+def _preprocess(phase: str, pool: Pool, profile: Profile, dataset: DatasetSize,
+                work: Work) -> PhaseEstimate:
     seconds = dict.fromkeys(COMPONENTS, 0.0)
     seconds["startup"] = profile.startup_s
     seconds["input_download"] = _transfer_s(profile, dataset.bytes)
     seconds["preprocess"] = work.artifact_samples * profile.preprocess_s_per_sample
+    artifact_bytes = work.artifact_samples * profile.artifact_bytes_per_sample
     seconds["checkpoint_upload"] = (
         profile.checkpoint_upload_s if profile.sources.get("checkpoint_upload") == "measured"
-        else profiles.TRANSFER_LATENCY_S + artifact_bytes / profiles.UPLOAD_BYTES_PER_S)
+        else profile.transfer_latency_s + artifact_bytes / profiles.UPLOAD_BYTES_PER_S)
+    seconds["other"] = profile.other_s
     return PhaseEstimate(
         phase, pool.name, pool.gpu_model, None, None, None, seconds,
         price(sum(seconds.values()), pool.hourly_price), pool.currency, None, True,
         "preprocessing runs on the CPU: no model weights on the GPU",
         samples=work.artifact_samples, checkpoints=1,
         sources=sorted({profile.sources.get(c, profile.source) for c in
-                        ("startup", "input_download", "preprocess", "checkpoint_upload")}))
+                        ("startup", "input_download", "preprocess", "checkpoint_upload",
+                         "other")}))
 
 
 def _checkpoint_count(hp: Hyperparameters, work: Work, epochs: int, train_s: float) -> int:
@@ -211,7 +215,7 @@ def _checkpoint_count(hp: Hyperparameters, work: Work, epochs: int, train_s: flo
 
 def _training(phase: str, pool: Pool, profile: Profile, plan: MemoryPlan,
               shape: ModelShape | None, hp: Hyperparameters, work: Work,
-              artifact_bytes: int, fused_after: str | None) -> PhaseEstimate:
+              fused_after: str | None) -> PhaseEstimate:
     epochs = epoch_range(phase, hp).end - epoch_range(phase, hp).start
     samples = epochs * work.train_per_epoch
     seconds = dict.fromkeys(COMPONENTS, 0.0)
@@ -220,11 +224,12 @@ def _training(phase: str, pool: Pool, profile: Profile, plan: MemoryPlan,
     if fused_after is None:
         seconds["startup"] = profile.startup_s
         # The final phase resumes from the warmup's last checkpoint.
-        download = artifact_bytes + (checkpoint_bytes if phase == "final" else 0)
+        download = (work.artifact_samples * profile.artifact_bytes_per_sample
+                    + (checkpoint_bytes if phase == "final" else 0))
         seconds["input_download"] = _transfer_s(profile, download)
     elif fused_after == "preprocess":
         # Same process as preprocessing: imports done and the artifact on disk; the model loads.
-        seconds["startup"] = max(0.0, profile.startup_s - profiles.IMPORT_S)
+        seconds["startup"] = max(0.0, profile.startup_s - profile.import_s)
     # After a training phase on the same pool, the model and the run's state stay in memory.
     # Measured training seconds already hold the epoch-end validation passes.
     measured = profile.sources.get("train") == "measured"
@@ -242,7 +247,8 @@ def _training(phase: str, pool: Pool, profile: Profile, plan: MemoryPlan,
             seconds["export"] += merged / profiles.LOAD_BYTES_PER_S
             uploads += merged / profiles.UPLOAD_BYTES_PER_S
     seconds["checkpoint_upload"] = uploads
-    used = ["startup", "input_download", "train", "checkpoint_upload"]
+    seconds["other"] = profile.other_s
+    used = ["startup", "input_download", "train", "checkpoint_upload", "other"]
     used += ["evaluate", "export"] if phase == "final" else []
     return PhaseEstimate(
         phase, pool.name, pool.gpu_model, plan.precision, plan.micro_batch,
@@ -264,7 +270,6 @@ def estimate_plan(name: str, shape: ModelShape | None, hp: Hyperparameters,
                   lookup: ProfileLookup) -> PlanEstimate | None:
     """Every phase of the job on its pool; None when some phase has no profile at all."""
     work = work_for(hp, dataset)
-    artifact_bytes = work.artifact_samples * profiles.artifact_bytes_per_sample(shape)
     estimates: list[PhaseEstimate] = []
     for phase in PHASES:
         pool = pools[phase]
@@ -279,10 +284,9 @@ def estimate_plan(name: str, shape: ModelShape | None, hp: Hyperparameters,
         if profile is None:
             return None
         if phase == "preprocess":
-            estimates.append(_preprocess(phase, pool, profile, dataset, work, artifact_bytes))
+            estimates.append(_preprocess(phase, pool, profile, dataset, work))
         else:
-            estimates.append(_training(phase, pool, profile, plan, shape, hp, work,
-                                       artifact_bytes, fused_after))
+            estimates.append(_training(phase, pool, profile, plan, shape, hp, work, fused_after))
     return PlanEstimate(name, {p: pools[p].name for p in PHASES}, estimates)
 
 
@@ -310,6 +314,7 @@ def session_lookup(session: Session, shape: ModelShape | None, model_key: str,
     """Profiles from the job store's measured runs over the bench, derived or default seeds."""
     learned: dict[tuple[str, str], tuple[dict[str, float], int]] = {}
     seeded = seeded_lookup(shape, hp) if shape is not None else None
+    artifact = profiles.learned_artifact_bytes_per_sample(session, model_key)
 
     def lookup(phase: str, pool: Pool, plan: MemoryPlan) -> Profile | None:
         precision, targets, micro_batch = profile_key(hp, plan)
@@ -322,9 +327,14 @@ def session_lookup(session: Session, shape: ModelShape | None, model_key: str,
         if phase == "preprocess":
             rates = {k: v for k, v in rates.items() if k != "peak_memory_bytes"}
         if seeded is None:
-            return profiles.measured_only(model_key, pool, rates, runs, precision=precision,
-                                          lora_targets=targets, micro_batch=micro_batch)
-        return profiles.with_measurements(seeded(phase, pool, plan), rates, runs)
+            profile = profiles.measured_only(model_key, pool, rates, runs, precision=precision,
+                                             lora_targets=targets, micro_batch=micro_batch)
+        else:
+            profile = profiles.with_measurements(seeded(phase, pool, plan), rates, runs)
+        # Measured on whichever pool preprocessed the model's data: it sizes every download.
+        if profile is None or artifact is None:
+            return profile
+        return replace(profile, artifact_bytes_per_sample=artifact)
 
     return lookup
 

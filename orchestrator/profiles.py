@@ -4,7 +4,8 @@ Sources, best first:
 - measured: medians over the last runs of the same phase on the same pool with the same model,
   LoRA targets and batch size (`phase_timings`), normalised by work: training seconds per
   sample, evaluation seconds per validation sample, upload seconds per checkpoint,
-  preprocessing seconds per sample, download seconds per byte.
+  preprocessing seconds per sample, download seconds per byte, the rest of a run (job-store
+  writes) per run, and the model's artifact bytes per sample (from its preprocess outputs).
 - bench: the H200 bench (bench_h200.py), on a pool whose GPU is an H200.
 - derived: the bench scaled to the pool's GPU by its datasheet rate and memory bandwidth, plus
   the stated transfer and start-up assumptions below.
@@ -36,20 +37,25 @@ COMPUTE_EFFICIENCY = 0.5  # share of the datasheet tensor rate a well-fed traini
 WEIGHT_READS_PER_STEP = 3  # forward, backward and (with checkpointing) recompute read the weights
 DECODE_STEP_FLOOR_S = 0.02  # one greedy-decoding step of a ~30-layer model in eager PyTorch
 EXPORT_S = 2.0  # PEFT adapter save and evaluation report
+OTHER_S = 0.2  # job-store writes at claim and release, scratch clean-up: what no component times
 PREPROCESS_S_PER_SAMPLE = 0.1  # resize, augment and tokenize one reference-size sample on a CPU
 CHECKPOINT_BYTES_PER_LORA_PARAM = 12  # fp32 adapter + AdamW's two moments
-ARTIFACT_BYTES_PER_PATCH = 1536 * 4  # the artifact keeps pixel patches as fp32 rows of 1536
+# The artifact keeps each resized image as 8-bit RGB (PNG, so this is an upper bound): a 16x16
+# patch is 768 bytes, where the processor's fp32 patches (two frames) would be 6,144.
+ARTIFACT_BYTES_PER_PATCH = 16 * 16 * 3
 REFERENCE_PATCHES = bench_h200.PATCHES_PER_SAMPLE
 TINY_PATCHES = 64  # the tiny processor caps images at 128x128 pixels
 
-# The tiny model on a CPU (timed with one torch thread on a 2-core machine: imports 17 s,
-# 160 training samples in 5.5 s, 22 samples preprocessed in 0.6 s, evaluation and export of 2
-# validation samples 1.9 s).
-TINY_CPU_STARTUP_S = 15.0
-TINY_CPU_TRAIN_S_PER_SAMPLE = 0.035
-TINY_CPU_PREPROCESS_S_PER_SAMPLE = 0.03
-TINY_CPU_EVALUATE_S_PER_SAMPLE = 0.8
-TINY_CPU_EXPORT_S = 0.5
+# The tiny model on a CPU: medians of the bundled example's phases on the standalone stack
+# (one torch thread per worker on a shared 2-core machine, imports preloaded by the workers;
+# bench/README.md, "Estimate accuracy"). Start-up is the model load; transfers are to and from
+# a local directory.
+TINY_CPU_STARTUP_S = 1.2
+TINY_CPU_TRAIN_S_PER_SAMPLE = 0.05
+TINY_CPU_PREPROCESS_S_PER_SAMPLE = 0.05
+TINY_CPU_EVALUATE_S_PER_SAMPLE = 1.2
+TINY_CPU_EXPORT_S = 0.07
+TINY_CPU_TRANSFER_S = 0.05
 
 LEARNED_RUNS = 5
 TRAINING_PHASES = ("warmup", "final")
@@ -75,6 +81,10 @@ class Profile:
     source: str  # of the training rate, the dominant term
     runs: int = 0
     sources: dict[str, str] = field(default_factory=dict)  # component -> source
+    other_s: float = OTHER_S  # per run
+    artifact_bytes_per_sample: float = 0.0  # of the preprocess artifact, per artifact sample
+    transfer_latency_s: float = TRANSFER_LATENCY_S  # per object-store transfer
+    import_s: float = IMPORT_S  # the part of startup_s that a phase fused after preprocessing skips
 
     @property
     def train_samples_per_s(self) -> float:
@@ -130,22 +140,27 @@ def seed_profile(shape: ModelShape, pool: Pool, *, phase: str, precision: str,
     targets = lora_targets_key(target_modules)
     checkpoint_bytes = CHECKPOINT_BYTES_PER_LORA_PARAM * shape.lora_params(target_modules,
                                                                            lora_rank)
-    upload_s = TRANSFER_LATENCY_S + checkpoint_bytes / UPLOAD_BYTES_PER_S
 
     def made(startup: float, train: float, preprocess: float, evaluate: float, export: float,
-             source: str, sources: dict[str, str]) -> Profile:
+             source: str, sources: dict[str, str], *, latency: float = TRANSFER_LATENCY_S,
+             imports: float = IMPORT_S) -> Profile:
         return Profile(shape.key, pool.name, pool.gpu_model, precision, targets, micro_batch,
                        gradient_checkpointing, startup_s=startup, train_s_per_sample=train,
                        preprocess_s_per_sample=preprocess,
                        download_s_per_byte=1.0 / DOWNLOAD_BYTES_PER_S,
-                       checkpoint_upload_s=upload_s, evaluate_s_per_sample=evaluate,
-                       export_s=export, peak_memory_bytes=peak_memory_bytes, source=source,
-                       sources=sources)
+                       checkpoint_upload_s=latency + checkpoint_bytes / UPLOAD_BYTES_PER_S,
+                       evaluate_s_per_sample=evaluate, export_s=export,
+                       peak_memory_bytes=peak_memory_bytes, source=source, sources=sources,
+                       artifact_bytes_per_sample=artifact_bytes_per_sample(shape),
+                       transfer_latency_s=latency, import_s=imports)
 
     if shape.key == TINY or not _has_bench(shape.key):
-        return made(TINY_CPU_STARTUP_S, TINY_CPU_TRAIN_S_PER_SAMPLE,
-                    TINY_CPU_PREPROCESS_S_PER_SAMPLE, TINY_CPU_EVALUATE_S_PER_SAMPLE,
-                    TINY_CPU_EXPORT_S, "default", dict.fromkeys(_COMPONENTS, "default"))
+        # Workers import before they fork a phase's process: preprocessing starts at once.
+        return made(0.0 if phase == "preprocess" else TINY_CPU_STARTUP_S,
+                    TINY_CPU_TRAIN_S_PER_SAMPLE, TINY_CPU_PREPROCESS_S_PER_SAMPLE,
+                    TINY_CPU_EVALUATE_S_PER_SAMPLE, TINY_CPU_EXPORT_S, "default",
+                    dict.fromkeys(_COMPONENTS, "default"), latency=TINY_CPU_TRANSFER_S,
+                    imports=0.0)
     weights = weights_bytes(shape, precision)
     startup = IMPORT_S + (weights / LOAD_BYTES_PER_S if phase != "preprocess" else 0.0)
     h200_step, flops = _h200_step(shape, target_modules, gradient_checkpointing, micro_batch)
@@ -163,7 +178,7 @@ def seed_profile(shape: ModelShape, pool: Pool, *, phase: str, precision: str,
 
 
 _COMPONENTS = ("startup", "input_download", "train", "preprocess", "evaluate", "export",
-               "checkpoint_upload")
+               "checkpoint_upload", "other")
 
 
 def _median_rate(rows: Sequence[PhaseTiming], seconds: str, work: str) -> float | None:
@@ -196,11 +211,12 @@ def learned_rates(session: Session, phase: str, pool: str, model_key: str,
         "startup_s": median(r.startup_s for r in unfused) if unfused else None,
         "download_s_per_byte": _median_rate(unfused, "input_download_s", "input_bytes"),
         "checkpoint_upload_s": _median_rate(rows, "checkpoint_upload_s", "checkpoints"),
+        # Billed like the rest: a run's job-store writes and clean-up, about the same per run.
+        "other_s": median(r.other_s for r in rows),
     }
     if phase == "preprocess":
-        # Tokenizing and augmenting is the phase's work, whichever component a run filed it in.
-        work = [(r.train_s + r.other_s) / r.samples for r in rows if r.samples > 0]
-        rates["preprocess_s_per_sample"] = median(work) if work else None
+        # A preprocess run files building the artifact, its work, under train_s.
+        rates["preprocess_s_per_sample"] = _median_rate(rows, "train_s", "samples")
     else:
         rates["train_s_per_sample"] = _median_rate(rows, "train_s", "samples")
         finals = [r for r in rows if r.phase == "final"]
@@ -216,7 +232,8 @@ def learned_rates(session: Session, phase: str, pool: str, model_key: str,
 _FIELD_COMPONENT = {"startup_s": "startup", "download_s_per_byte": "input_download",
                     "checkpoint_upload_s": "checkpoint_upload", "train_s_per_sample": "train",
                     "preprocess_s_per_sample": "preprocess",
-                    "evaluate_s_per_sample": "evaluate", "export_s": "export"}
+                    "evaluate_s_per_sample": "evaluate", "export_s": "export",
+                    "other_s": "other"}
 
 
 def with_measurements(base: Profile, rates: dict[str, float], runs: int) -> Profile:
@@ -244,11 +261,20 @@ def measured_only(model_key: str, pool: Pool, rates: dict[str, float], runs: int
                     False, startup_s=0.0, train_s_per_sample=0.0, preprocess_s_per_sample=0.0,
                     download_s_per_byte=0.0, checkpoint_upload_s=0.0, evaluate_s_per_sample=0.0,
                     export_s=0.0, peak_memory_bytes=None, source="measured",
-                    sources=dict.fromkeys(_COMPONENTS, "measured"))
+                    sources=dict.fromkeys(_COMPONENTS, "measured"), other_s=0.0,
+                    artifact_bytes_per_sample=artifact_bytes_per_sample(None))
     return with_measurements(empty, rates, runs)
 
 
 def artifact_bytes_per_sample(shape: ModelShape | None) -> int:
     patches = TINY_PATCHES if shape is not None and shape.key == TINY else REFERENCE_PATCHES
     return patches * ARTIFACT_BYTES_PER_PATCH
+
+
+def learned_artifact_bytes_per_sample(session: Session, model_key: str) -> float | None:
+    """Median artifact bytes per sample of the model's last successful preprocess runs, on any
+    pool: images, resolution and the artifact's format decide it, not the GPU."""
+    sizes = repository.recent_artifact_sizes(session, model_key, limit=LEARNED_RUNS)
+    per_sample = [nbytes / samples for nbytes, samples in sizes if samples > 0]
+    return median(per_sample) if per_sample else None
 

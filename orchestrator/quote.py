@@ -75,6 +75,8 @@ def _profile_row(phase: str, pool: Pool, plan: MemoryPlan, profile: Profile | No
         download_bytes_per_s=round(1 / profile.download_s_per_byte)
         if profile.download_s_per_byte else None,
         checkpoint_upload_s=round(profile.checkpoint_upload_s, 3),
+        other_s=round(profile.other_s, 3),
+        artifact_bytes_per_sample=round(profile.artifact_bytes_per_sample),
         source=profile.source, sources=profile.sources, runs=profile.runs)
     if phase == "preprocess":
         row["preprocess_s_per_sample"] = round(profile.preprocess_s_per_sample, 4)

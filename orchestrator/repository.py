@@ -231,6 +231,19 @@ def recent_timings(session: Session, phases: Collection[str], pool: str, model_k
     ).all()
 
 
+def recent_artifact_sizes(session: Session, model_key: str, *, limit: int
+                          ) -> list[tuple[int, int]]:
+    """(artifact bytes, samples) of the model's newest successful preprocess runs."""
+    query = select(Checkpoint.bytes, PhaseTiming.samples).join(
+        Checkpoint, (Checkpoint.job_id == PhaseTiming.job_id)
+        & (Checkpoint.phase == PhaseTiming.phase) & (Checkpoint.attempt == PhaseTiming.attempt)
+    ).where(PhaseTiming.phase == "preprocess", PhaseTiming.model_key == model_key,
+            PhaseTiming.outcome == "succeeded", Checkpoint.kind == "artifact")
+    rows = session.execute(
+        query.order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(limit))
+    return [(int(nbytes), int(samples)) for nbytes, samples in rows]
+
+
 def measured_model_keys(session: Session) -> list[str]:
     rows = session.scalars(select(PhaseTiming.model_key).where(
         PhaseTiming.model_key.is_not(None), PhaseTiming.outcome == "succeeded").distinct())

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The default base model: a tiny random Qwen3-VL that every worker writes for itself.
@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     reaper_interval_seconds: float = 30.0
     # Celery's hard limit for one phase; the Redis visibility timeout must exceed it.
     phase_time_limit_seconds: int = 12 * 3600
+    # The worker's parent imports torch, transformers and peft once, before it forks a child
+    # per phase, so each phase starts with them loaded (importing torch does not touch CUDA).
+    worker_preload: bool = True
+    # torch threads per phase; 0 chooses from the CPUs the worker may use, shared among
+    # workers_per_machine workers (`relaytune up` runs three on one machine).
+    worker_threads: int = Field(default=0, ge=0)
+    workers_per_machine: int = Field(default=1, ge=1)
+    # The preprocess artifact stores resized 8-bit images that rebuild the exact fp32 patches;
+    # false stores the fp32 patches themselves (the older, far larger layout).
+    artifact_compact_images: bool = True
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:

@@ -1,14 +1,16 @@
 """The Celery app of the GPU workers; settings follow what long GPU tasks need (CELERY.md).
 
-No torch here: this module is imported by the worker's parent process, which must never touch
-CUDA (children are forked from it).
+No torch at import: this module is imported by the worker's parent process, which must never
+touch CUDA (children are forked from it). The parent may import torch's modules, which
+initialises no CUDA: see worker.preload.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 from orchestrator.settings import Settings, get_settings
 
@@ -49,6 +51,25 @@ def make_celery() -> Celery:
         task_ignore_result=True,
     )
     return app
+
+
+@signals.celeryd_after_setup.connect
+def _preload_before_forking(**_: Any) -> None:
+    # celeryd_after_setup comes after logging is set up and before the pool forks its first
+    # child; every later child is forked from this same parent, so all start preloaded.
+    if get_settings().worker_preload:
+        from worker.preload import preload
+
+        preload()
+
+
+@signals.worker_process_init.connect
+def _share_cpus_among_workers(**_: Any) -> None:
+    # In the child, before its phase runs a torch op: thread pools are per process.
+    from worker.threads import use_threads
+
+    settings = get_settings()
+    use_threads(settings.worker_threads, settings.workers_per_machine)
 
 
 app = make_celery()

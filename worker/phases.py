@@ -72,7 +72,8 @@ def run_preprocess(
         dataset_dir = extract_dataset(zip_path, work / "dataset")
         artifact_dir = work / "artifact"
         manifest = build_artifact(
-            dataset_dir, model_dir(claim), artifact_dir, hyperparameters=claim.hyperparameters
+            dataset_dir, model_dir(claim), artifact_dir, hyperparameters=claim.hyperparameters,
+            compact_images=get_settings().artifact_compact_images,
         )
     clock.count(samples=int(manifest.get("num_samples") or 0),
                 tokens=int((manifest.get("token_counts") or {}).get("total") or 0))

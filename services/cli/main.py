@@ -87,8 +87,15 @@ def pool_queue(pool: str) -> str:
 @app.command()
 @click.option("--pool", required=True, help="The pool this worker serves (t4, a10, a100, ...).")
 @click.option("--loglevel", default="INFO")
-def worker(pool: str, loglevel: str) -> None:
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="torch threads per phase (RELAYTUNE_WORKER_THREADS); 0 or unset chooses "
+                   "from the CPUs this worker may use.")
+def worker(pool: str, loglevel: str, threads: int | None) -> None:
     """Run a Celery worker on the pool's queue: one process, a fresh child per phase."""
+    if threads is not None:
+        # The children read it from the settings, which they inherit with the environment.
+        os.environ["RELAYTUNE_WORKER_THREADS"] = str(threads)
+        get_settings.cache_clear()
     from worker.celery_app import app as celery_app
 
     queue = pool_queue(pool)

@@ -106,6 +106,9 @@ def launch(tree: ProcessTree, *, port: int, env: dict[str, str], logs: Path,
     python = sys.executable
     tree.spawn("api", [python, "-m", "uvicorn", "services.api.main:app", "--host", "127.0.0.1",
                        "--port", str(port)], env, logs / "api.log")
-    for pool in sorted(set(pools or DEFAULT_POOLS.values())):
+    names = sorted(set(pools or DEFAULT_POOLS.values()))
+    # The workers share this machine's CPUs: each sizes its torch threads to its share.
+    worker_env = {"RELAYTUNE_WORKERS_PER_MACHINE": str(len(names)), **env}
+    for pool in names:
         tree.spawn(f"worker-{pool}", [python, "-m", "services.cli.main", "worker", "--pool", pool],
-                   env, logs / f"worker-{pool}.log")
+                   worker_env, logs / f"worker-{pool}.log")

@@ -83,6 +83,11 @@ def test_up_runs_a_submitted_job_and_ctrl_c_stops_every_process(tmp_path: Path) 
         assert "total cost" in table
         with zipfile.ZipFile(adapter) as archive:
             assert "adapter_config.json" in archive.namelist()
+        for pool in ("t4", "a10", "a100"):
+            # each worker imported the libraries before forking, and its phase's child took
+            # a share of the CPUs that the three workers divide
+            log = (data_dir / "logs" / f"worker-{pool}.log").read_text()
+            assert "preloaded" in log and "shared by 3 workers" in log, log[-3000:]
     finally:
         up.send_signal(signal.SIGINT)
         output = up.communicate(timeout=90)[0].decode()

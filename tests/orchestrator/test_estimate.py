@@ -178,3 +178,31 @@ def test_a_phase_on_the_previous_phases_pool_starts_nothing_and_downloads_nothin
     # After the warmup, the model and the run's state are still in memory.
     assert final.seconds["startup"] == final.seconds["input_download"] == 0
     assert final.seconds["train"] == pytest.approx(relay["final"].seconds["train"])
+
+
+def test_every_phase_bills_the_rest_of_its_run() -> None:
+    for phase in _relay(Hyperparameters()).phases:
+        assert phase.seconds["other"] == pytest.approx(profiles.OTHER_S)
+
+
+def test_the_tiny_model_loads_even_when_fused_after_preprocessing() -> None:
+    # Its workers import before forking: preprocessing starts at once, a training phase still
+    # loads the model, whether or not it follows preprocessing on the same pool.
+    hp, shape = Hyperparameters(), SHAPES[TINY]
+    on_one_pool = {p: pool("a10", "3") for p in ("preprocess", "warmup", "final")}
+    plan = estimate_plan("all-a10", shape, hp, TWENTY, on_one_pool, seeded_lookup(shape, hp))
+    assert plan is not None
+    pre, warmup, final = plan.phases
+    assert pre.seconds["startup"] == 0
+    assert warmup.fused and warmup.seconds["startup"] == pytest.approx(
+        profiles.TINY_CPU_STARTUP_S)
+    assert final.seconds["startup"] == 0
+
+
+def test_the_artifact_is_sized_as_8_bit_images() -> None:
+    # A 448x448 reference image: 784 patches of 16x16 RGB bytes, not fp32 patches.
+    assert profiles.artifact_bytes_per_sample(SHAPE_8B) == 784 * 16 * 16 * 3
+    relay = {p.phase: p for p in _relay(Hyperparameters()).phases}
+    artifact = work_for(Hyperparameters(), TWENTY).artifact_samples * 784 * 768
+    assert relay["warmup"].seconds["input_download"] == pytest.approx(
+        profiles.TRANSFER_LATENCY_S + artifact / profiles.DOWNLOAD_BYTES_PER_S)

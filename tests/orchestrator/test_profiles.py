@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from orchestrator import dispatch, jobs, repository
+from orchestrator import dispatch, jobs, profiles, repository
 from orchestrator.dataset_uploads import create_dataset
 from orchestrator.db import session_scope
 from orchestrator.estimate import DatasetSize, PlanEstimate, estimate_job
 from orchestrator.hyperparameters import Hyperparameters
-from orchestrator.models import PhaseTiming, Tenant, utcnow
+from orchestrator.models import Checkpoint, PhaseTiming, Tenant, utcnow
 from orchestrator.profiles import LEARNED_RUNS
 from orchestrator.settings import get_settings
 from orchestrator.storage import get_store
@@ -102,3 +102,48 @@ def test_a_model_of_unknown_shape_is_estimated_from_its_own_runs(job_id: str) ->
     assert all(p.sources == ["measured"] for p in estimate.phases)
     # 12 scored = 3 held out x (3 final epochs' validation passes + the evaluation): 2 s each.
     assert estimate.phases[2].seconds["evaluate"] == pytest.approx(3 * 2.0)
+
+
+def test_the_rest_of_a_run_is_learned_per_run_and_billed_in_every_phase(job_id: str) -> None:
+    with session_scope() as session:
+        for attempt, other in enumerate([0.1, 0.3, 0.2], start=1):
+            session.add(_timing(job_id, attempt, other_s=other))
+    estimate = _estimate()
+    assert estimate is not None
+    warmup = estimate.phases[1]
+    assert warmup.seconds["other"] == pytest.approx(0.2)
+    assert warmup.total_seconds == pytest.approx(sum(warmup.seconds.values()))
+    # Nothing measured on the other pools: the stated per-run figure.
+    assert estimate.phases[2].seconds["other"] == pytest.approx(profiles.OTHER_S)
+
+
+def test_preprocessing_work_is_its_build_time_without_the_rest(job_id: str) -> None:
+    with session_scope() as session:
+        session.add(_timing(job_id, 1, phase="preprocess", pool="t4", train_s=10.0, other_s=5.0,
+                            samples=20))
+    estimate = _estimate()
+    assert estimate is not None
+    pre = estimate.phases[0]
+    assert pre.seconds["preprocess"] == pytest.approx(0.5 * pre.samples)
+    assert pre.seconds["other"] == pytest.approx(5.0)
+
+
+def test_downloads_are_sized_by_the_models_measured_artifact(job_id: str) -> None:
+    derived = _estimate()
+    assert derived is not None
+    with session_scope() as session:
+        # Warmup runs measure the store's rate (1e-8 s per byte); a preprocess run on another
+        # pool measured the artifact: 40 samples in 400 kB, 10 kB each.
+        for attempt in range(1, 3):
+            session.add(_timing(job_id, attempt))
+        session.add(_timing(job_id, 3, phase="preprocess", pool="a100", samples=40))
+        session.add(Checkpoint(job_id=job_id, phase="preprocess", attempt=3, kind="artifact",
+                               key="jobs/x/preprocess/a3", bytes=400_000))
+    estimate = _estimate()
+    assert estimate is not None
+    pre, warmup, final = estimate.phases
+    assert warmup.seconds["input_download"] == pytest.approx(pre.samples * 10_000 * 1e-8)
+    # The final phase has no measured rate: its latency, the checkpoint and the same artifact.
+    artifact_s = pre.samples * 10_000 / profiles.DOWNLOAD_BYTES_PER_S
+    assert final.seconds["input_download"] < derived.phases[2].seconds["input_download"]
+    assert final.seconds["input_download"] > profiles.TRANSFER_LATENCY_S + artifact_s

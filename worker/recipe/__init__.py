@@ -9,5 +9,8 @@ This package imports no torch at import time; each module imports it where it is
 
 from __future__ import annotations
 
-ARTIFACT_FORMAT = "relaytune.tokenized.v1"
+# v2 stores each sample's images as the processor's resized 8-bit images (worker.recipe.pixels)
+# where v1 stored fp32 patches; both load.
+ARTIFACT_FORMAT = "relaytune.tokenized.v2"
+ARTIFACT_FORMATS_READ = ("relaytune.tokenized.v1", ARTIFACT_FORMAT)
 CHECKPOINT_FORMAT = "relaytune.checkpoint.v1"

@@ -5,12 +5,16 @@ into train and validation by seed, the training samples get augmented copies, an
 is tokenized once with the model's processor and chat template.
 
 Artifact layout (out_dir):
-    samples.pt     torch.save of a list of dicts of tensors: input_ids, attention_mask, labels,
-                   mm_token_type_ids (1-D, same length), pixel_values (patches x patch_dim),
-                   image_grid_thw (images x 3). Originals first (data set order), then the
-                   augmented copies.
-    manifest.json  see `_manifest`: train/val indices, validation, augmentation, image size,
-                   token counts
+    samples.pt       torch.save of a list of dicts of tensors: input_ids, attention_mask,
+                     labels, mm_token_type_ids (1-D, same length), image_grid_thw (images x 3),
+                     and the images either as png_images (PNGs of the processor's resized 8-bit
+                     images, see worker.recipe.pixels) or, when those would not give back the
+                     exact patches, pixel_values (patches x patch_dim, fp32). Originals first
+                     (data set order), then the augmented copies. load_artifact returns every
+                     sample with pixel_values.
+    image_processor/ the image processor's saved config, which rebuilds pixel_values
+    manifest.json    see `_manifest`: train/val indices, validation, augmentation, image size,
+                     pixel storage, token counts
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import io
 import json
 import logging
 import random
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,8 +31,14 @@ from typing import Any
 from orchestrator.dataformats import DirectorySource, ImagePart, Problems, Sample, read_dataset
 from orchestrator.errors import InvalidDataset, InvalidRequest
 from orchestrator.hyperparameters import Hyperparameters
-from worker.recipe import ARTIFACT_FORMAT
+from worker.recipe import ARTIFACT_FORMAT, ARTIFACT_FORMATS_READ
 from worker.recipe.augment import AugmentationPlan, augment_image, copy_seed
+from worker.recipe.pixels import (
+    IMAGE_PROCESSOR_DIR,
+    compact_sample,
+    expand_sample,
+    load_image_processor,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +225,7 @@ def _token_record(sample_id: str, encoded: dict[str, Any], image_token_id: int,
 def _manifest(*, dataset_format: str, records: list[dict[str, Any]], train: list[int],
               val: list[int], validation: dict[str, Any], augmentation: dict[str, Any],
               image_size: dict[str, Any], hp: Hyperparameters, model_dir: str, max_length: int,
-              pad_token_id: int) -> dict[str, Any]:
+              pad_token_id: int, pixel_storage: dict[str, Any]) -> dict[str, Any]:
     return {
         "format": ARTIFACT_FORMAT,
         "dataset_format": dataset_format,
@@ -230,6 +241,7 @@ def _manifest(*, dataset_format: str, records: list[dict[str, Any]], train: list
         "image_size": image_size,
         "pad_token_id": pad_token_id,
         "samples_file": SAMPLES_FILE,
+        "pixel_storage": pixel_storage,
         "token_counts": {
             "total": sum(r["tokens"] for r in records),
             "label": sum(r["label_tokens"] for r in records),
@@ -240,11 +252,30 @@ def _manifest(*, dataset_format: str, records: list[dict[str, Any]], train: list
     }
 
 
+def _compact_images(samples: list[dict[str, Any]], processor: Any, out_dir: Path
+                    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Samples with their images stored compactly where that is exact, and the manifest's
+    record of it. Checked with the image processor as saved in the artifact, the very one
+    that rebuilds the patches on the training workers."""
+    processor.image_processor.save_pretrained(out_dir / IMAGE_PROCESSOR_DIR)
+    image_processor = load_image_processor(out_dir)
+    compacted = [compact_sample(sample, image_processor) for sample in samples]
+    kept = sum("pixel_values" in sample for sample in compacted)
+    if kept:
+        logger.warning("%d of %d samples keep fp32 patches: their resized 8-bit images do not "
+                       "give back the processor's patches exactly", kept, len(samples))
+    fp32_bytes = sum(s["pixel_values"].numel() * 4 for s in samples)
+    return compacted, {"encoding": "png_resized_uint8", "image_processor": IMAGE_PROCESSOR_DIR,
+                       "compact_samples": len(samples) - kept, "fp32_samples": kept,
+                       "fp32_patch_bytes": fp32_bytes}
+
+
 def build_artifact(dataset_dir: Path, model_dir: str, out_dir: Path, *,
-                   hyperparameters: Mapping[str, Any], max_length: int = DEFAULT_MAX_LENGTH
-                   ) -> dict[str, Any]:
+                   hyperparameters: Mapping[str, Any], max_length: int = DEFAULT_MAX_LENGTH,
+                   compact_images: bool = True) -> dict[str, Any]:
     """Check, split, augment and tokenize dataset_dir with model_dir's processor into out_dir;
-    return the manifest. Bad rows and over-long samples raise one InvalidDataset naming all."""
+    return the manifest. Bad rows and over-long samples raise one InvalidDataset naming all.
+    compact_images=False stores fp32 patches instead of the images that rebuild them."""
     import torch
     from transformers import AutoProcessor
 
@@ -281,16 +312,20 @@ def build_artifact(dataset_dir: Path, model_dir: str, out_dir: Path, *,
                 copies_made.append({**record, "seed": seed})
     problems.raise_if_any()
 
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     samples = [s for s in originals if s is not None] + augmented
+    pixel_storage = {"encoding": "fp32_patches",
+                     "fp32_patch_bytes": sum(s["pixel_values"].numel() * 4 for s in samples)}
+    if compact_images:
+        samples, pixel_storage = _compact_images(samples, processor, out_dir)
     first_copy = len(originals)
     manifest = _manifest(
         dataset_format=dataset.format, records=records + copies_made,
         train=train + list(range(first_copy, len(samples))), val=val, validation=validation,
         augmentation=plan.describe() | {"augmented_samples": len(augmented)},
         image_size=image_size, hp=hp, model_dir=model_dir, max_length=max_length,
-        pad_token_id=encoder.pad_token_id)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+        pad_token_id=encoder.pad_token_id, pixel_storage=pixel_storage)
     torch.save(samples, out_dir / SAMPLES_FILE)
     # The manifest goes last: a directory with a manifest holds a complete artifact.
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
@@ -301,14 +336,16 @@ def build_artifact(dataset_dir: Path, model_dir: str, out_dir: Path, *,
 
 
 def load_artifact(artifact_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Read back (manifest, samples) written by build_artifact."""
+    """Read back (manifest, samples) written by build_artifact, every sample with its
+    pixel_values (rebuilt from the stored images where the artifact holds those)."""
     import torch
 
     artifact_dir = Path(artifact_dir)
+    started = time.perf_counter()
     manifest = json.loads((artifact_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
-    if manifest.get("format") != ARTIFACT_FORMAT:
+    if manifest.get("format") not in ARTIFACT_FORMATS_READ:
         raise InvalidDataset(
-            f"artifact format {manifest.get('format')!r} is not {ARTIFACT_FORMAT!r}",
+            f"artifact format {manifest.get('format')!r} is not one of {ARTIFACT_FORMATS_READ}",
             param=str(artifact_dir / MANIFEST_FILE),
         )
     # weights_only: the file holds only tensors in lists and dicts, so no pickled code runs.
@@ -318,4 +355,11 @@ def load_artifact(artifact_dir: Path) -> tuple[dict[str, Any], list[dict[str, An
             f"samples file holds {len(samples)} samples, manifest says {manifest['num_samples']}",
             param=str(artifact_dir / manifest["samples_file"]),
         )
+    loaded = time.perf_counter()
+    if any("pixel_values" not in sample for sample in samples):
+        image_processor = load_image_processor(artifact_dir)
+        samples = [expand_sample(sample, image_processor) for sample in samples]
+    logger.info("artifact %s: %d samples loaded in %.2fs, patches rebuilt in %.2fs",
+                manifest["format"], len(samples), loaded - started,
+                time.perf_counter() - loaded)
     return manifest, samples
