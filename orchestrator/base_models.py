@@ -30,6 +30,7 @@ QWEN_VL_MODEL_TYPES = frozenset({"qwen3_vl", "qwen2_5_vl", "qwen2_vl"})
 # The worker caps tokens per image at this when the job sets no max_pixels (preprocess.py).
 DEFAULT_MAX_IMAGE_TOKENS = 1024
 MAX_LISTED = 20
+MAX_NAME_LENGTH = 512  # jobs.base_model's column
 
 
 @dataclass(frozen=True)
@@ -81,12 +82,19 @@ def _from_hub_cache(name: str) -> KnownModel:
 
 def _inside_root(name: str, root: Path) -> Path | None:
     """The directory a name stands for under the root, or None when it leads elsewhere."""
-    if not name or "\x00" in name:
+    if not name or "\x00" in name or len(name) > MAX_NAME_LENGTH:
         return None
     candidate = (root / name).resolve()
     if candidate == root or not candidate.is_relative_to(root):
         return None
     return candidate
+
+
+def _has_config(directory: Path) -> bool:
+    try:
+        return (directory / "config.json").is_file()
+    except OSError:  # a name too long for the file system, say: no model of ours
+        return False
 
 
 def known_names(settings: Settings) -> list[str]:
@@ -120,7 +128,7 @@ def resolve_base_model(name: str, settings: Settings) -> KnownModel:
         registered = directory.relative_to(root).as_posix()
         # The tiny default is known before any worker wrote it (workers write it themselves).
         writes_itself = registered == TINY_MODEL_NAME == settings.default_base_model
-        if writes_itself or (directory / "config.json").is_file():
+        if writes_itself or _has_config(directory):
             return _from_directory(registered, directory)
     if name in settings.allowed_models or name == settings.default_base_model:
         # The operator's own choices: a hub id in the workers' cache, or a directory anywhere.

@@ -50,7 +50,7 @@ class RequestBody(BaseModel):
 class JobCreate(RequestBody):
     dataset_id: str
     base_model: str | None = Field(
-        None,
+        None, max_length=512,
         description="A model the server knows: a directory under its model root, by name, or "
         "a name its operator allowed (e.g. a cached Hugging Face id); defaults to the tiny "
         "Qwen3-VL. Anything else is 422 unknown_model",
