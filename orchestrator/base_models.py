@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 # Families whose language model is a Qwen decoder: its LoRA-able linear layers are PROJECTIONS.
 QWEN_VL_MODEL_TYPES = frozenset({"qwen3_vl", "qwen2_5_vl", "qwen2_vl"})
-# The worker caps tokens per image at this when the job sets no max_pixels (preprocess.py).
+# Tokens per image when a job sets no max_pixels: Qwen3-VL's processor would allow ~16k, which
+# overflows max_length (and GPU memory) with ordinary photos. The worker's preprocess uses it.
 DEFAULT_MAX_IMAGE_TOKENS = 1024
 MAX_LISTED = 20
 MAX_NAME_LENGTH = 512  # jobs.base_model's column
@@ -59,7 +60,7 @@ def _image_processor(directory: Path) -> dict[str, Any] | None:
 
 def _from_directory(name: str, directory: Path) -> KnownModel:
     return KnownModel(name, str(directory), _read_json(directory / "config.json"),
-                     _image_processor(directory))
+                      _image_processor(directory))
 
 
 def _from_hub_cache(name: str) -> KnownModel:
