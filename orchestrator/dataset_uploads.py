@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from orchestrator.datasets import validate_dataset_zip
-from orchestrator.errors import InvalidDataset
+from orchestrator.errors import RequestTooLarge
 from orchestrator.models import Dataset, new_id
 from orchestrator.settings import Settings
 from orchestrator.storage import ObjectStore
+from orchestrator.zip_limits import ZipLimits
 
 
 def create_dataset(
@@ -23,13 +25,13 @@ def create_dataset(
     data: bytes,
 ) -> Dataset:
     if len(data) > settings.max_upload_bytes:
-        raise InvalidDataset(
+        raise RequestTooLarge(
             f"the upload has {len(data)} bytes; the limit is {settings.max_upload_bytes}",
             param="file",
-            code="too_large",
         )
     summary = validate_dataset_zip(
-        data, max_pixels=settings.max_image_pixels, max_images=settings.max_images
+        data, max_pixels=settings.max_image_pixels, max_images=settings.max_images,
+        limits=ZipLimits.from_settings(settings),
     )
     dataset_id = new_id()
     key = f"datasets/{dataset_id}/upload.zip"
@@ -45,10 +47,24 @@ def create_dataset(
         sha256=hashlib.sha256(data).hexdigest(),
         storage_key=key,
     )
+    _delete_unless_committed(session, store, key)
     session.add(dataset)
-    try:
-        session.flush()
-    except Exception:
-        store.delete(key)  # the row failed: leave no orphan object behind
-        raise
+    session.flush()
     return dataset
+
+
+def _delete_unless_committed(session: Session, store: ObjectStore, key: str) -> None:
+    """The object is stored before its row commits: a transaction that rolls back instead (a
+    failed flush, a failed commit) takes the object with it, so no object is left orphaned."""
+    committed = False
+
+    def kept(_: Session) -> None:
+        nonlocal committed
+        committed = True
+
+    def undo(_: Session) -> None:
+        if not committed:
+            store.delete(key)
+
+    event.listen(session, "after_commit", kept, once=True)
+    event.listen(session, "after_rollback", undo, once=True)

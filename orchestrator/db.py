@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -28,6 +29,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# Every engine this process made, so a forked child can drop the connections it inherited.
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
 def make_engine(url: str, *, pooled: bool = True) -> Engine:
     """`pooled=False` keeps no connection open between uses: for a process that forks."""
     pool: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
@@ -35,8 +40,10 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
                                **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=pooled, **pool)
+    else:
+        engine = create_engine(url, pool_pre_ping=pooled, **pool)
+    _engines.add(engine)
+    return engine
 
 
 @lru_cache
@@ -44,18 +51,23 @@ def get_engine(url: str | None = None) -> Engine:
     return make_engine(url or get_settings().database_url)
 
 
+def forget_inherited_connections() -> None:
+    """Call first thing in a forked child: pooled connections copied from the parent are
+    dropped (not closed: the parent still uses them), so the two processes never share a
+    database connection, which would cross their queries and prepared statements."""
+    for engine in list(_engines):
+        engine.dispose(close=False)
+
+
+def close_connections() -> None:
+    """Close every pooled connection of this process (e.g. before it forks workers)."""
+    for engine in list(_engines):
+        engine.dispose()
+
+
 @lru_cache
 def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
     return sessionmaker(get_engine(url), expire_on_commit=False)
-
-
-def forget_inherited_connections() -> None:
-    """Call first thing in a forked child: drop the pooled connections the parent opened,
-    without closing the parent's sockets. Two processes on one server session collide (on
-    psycopg's prepared statement names, for one)."""
-    if get_sessionmaker.cache_info().currsize:
-        engine: Engine = get_sessionmaker().kw["bind"]
-        engine.dispose(close=False)
 
 
 @contextmanager

@@ -37,6 +37,13 @@ class InvalidDataset(InvalidRequest):
     code = "invalid_dataset"
 
 
+class RequestTooLarge(RelaytuneError):
+    """The request body is over its route's limit; the message states the limit."""
+
+    status_code = 413
+    code = "request_too_large"
+
+
 class Unauthorized(RelaytuneError):
     status_code = 401
     code = "unauthorized"
@@ -68,6 +75,13 @@ class LeaseLost(RelaytuneError):
     """A fenced write found a newer attempt or another state: this run must stop writing."""
 
     code = "lease_lost"
+
+
+class StoreUnavailable(RelaytuneError):
+    """The job store could not keep a change (connection lost, commit refused): retry later."""
+
+    status_code = 503
+    code = "store_unavailable"
 
 
 class Forbidden(RelaytuneError):

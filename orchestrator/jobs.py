@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from orchestrator import repository
+from orchestrator.base_models import check_fits_model, resolve_base_model
 from orchestrator.budgets import check_spending_limit
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.events import EventType, emit
@@ -18,6 +19,7 @@ from orchestrator.models import Job, Phase, utcnow
 from orchestrator.plan import DEFAULT_POOLS, PHASES, dataset_key
 from orchestrator.planner import AUTO, plan_job
 from orchestrator.relay import cancel_waiting, move, queue_phase, refresh_job_status
+from orchestrator.settings import get_settings
 from orchestrator.storage import ObjectStore
 
 
@@ -27,7 +29,8 @@ def parse_hyperparameters(raw: dict[str, Any] | None) -> Hyperparameters:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in ("hyperparameters", *first["loc"]))
-        raise InvalidRequest(f"{where}: {first['msg']}", param=where) from exc
+        reason = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        raise InvalidRequest(f"{where}: {reason}", param=where) from exc
 
 
 def resolve_pools(session: Session, requested: dict[str, str] | str | None
@@ -75,8 +78,9 @@ def submit_job(
     requested = resolve_pools(session, pools)
     check_spending_limit(session, tenant_id, amount=max_cost)
     dataset = repository.dataset_for_tenant(session, tenant_id, dataset_id)
-    if not base_model.strip():
-        raise InvalidRequest("base_model must not be empty", param="base_model")
+    model = resolve_base_model(base_model, get_settings())
+    check_fits_model(hp, model)
+    base_model = model.name  # the registered name: a server path is never stored or shown
     planned = plan_job(session, base_model=base_model, hp=hp, dataset=dataset,
                        requested=requested, max_cost=max_cost)
     phase_pools = planned.pools

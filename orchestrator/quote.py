@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from orchestrator import repository
+from orchestrator.base_models import check_fits_model, resolve_base_model
 from orchestrator.errors import InvalidRequest
 from orchestrator.estimate import (
     DatasetSize,
@@ -23,6 +24,7 @@ from orchestrator.model_shapes import SHAPES, model_key_for, shape_for
 from orchestrator.models import Pool
 from orchestrator.planner import compare_plans
 from orchestrator.profiles import Profile
+from orchestrator.settings import get_settings
 
 
 def quote_job(session: Session, *, tenant_id: str, dataset_id: str, base_model: str,
@@ -32,8 +34,9 @@ def quote_job(session: Session, *, tenant_id: str, dataset_id: str, base_model: 
     hp = parse_hyperparameters(hyperparameters)
     requested = resolve_pools(session, pools)
     dataset = repository.dataset_for_tenant(session, tenant_id, dataset_id)
-    if not base_model.strip():
-        raise InvalidRequest("base_model must not be empty", param="base_model")
+    model = resolve_base_model(base_model, get_settings())
+    check_fits_model(hp, model)
+    base_model = model.name
     check_validation_split(hp, dataset.num_samples)
     size = DatasetSize(dataset.num_samples, dataset.num_images, dataset.bytes)
     comparison = compare_plans(session, base_model=base_model, hp=hp, dataset=size,

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The default base model: a tiny random Qwen3-VL that every worker writes for itself.
+TINY_MODEL_NAME = "tiny-qwen3-vl"
 
 
 class Settings(BaseSettings):
@@ -22,12 +26,31 @@ class Settings(BaseSettings):
     s3_access_key: str = ""
     s3_secret_key: str = ""
     s3_region: str = "us-east-1"
-    default_base_model: str = ""
+    # Base models a job may name (orchestrator/base_models.py): the default, any directory
+    # under model_root (default <data_dir>/models), and the allowed names, comma-separated
+    # (hub ids in the workers' cache, or directories elsewhere).
+    default_base_model: str = TINY_MODEL_NAME
+    model_root: Path | None = None
+    allowed_models: Annotated[list[str], NoDecode] = []
+    # Workers load models with the Hugging Face hub offline unless this is set.
+    allow_hub_downloads: bool = False
     # A YAML or JSON list of pools, upserted into the store when the API or `up` starts.
     pools_file: Path | None = None
 
+    # GET /metrics answers an admin API key, or this token (for a Prometheus scrape config's
+    # bearer token) when set: the totals span every tenant.
+    metrics_token: SecretStr | None = None
+
+    # Request bodies: a data set upload, and every other (JSON) body. Larger ones get a 413
+    # before they are read.
     max_upload_bytes: int = 200 * 1024 * 1024
+    max_json_body_bytes: int = 1024 * 1024
     max_images: int = 1000
+    # What an uploaded zip may expand to, counted on the bytes inflated (headers can lie).
+    max_dataset_members: int = 10_000
+    max_dataset_member_bytes: int = 64 * 1024**2
+    max_data_file_bytes: int = 64 * 1024**2
+    max_dataset_bytes: int = 512 * 1024**2
     max_image_pixels: int = 4096 * 4096
     # A running phase renews its lease every heartbeat; the reaper re-queues it after expiry.
     lease_seconds: int = 120
@@ -59,11 +82,24 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.expanduser().resolve()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'relaytune.db'}"
-        if not self.default_base_model:
-            self.default_base_model = str(self.data_dir / "models" / "tiny-qwen3-vl")
+        self.model_root = (self.model_root or self.data_dir / "models").expanduser().resolve()
+        self.default_base_model = self.default_base_model.strip() or TINY_MODEL_NAME
         if self.environment == "production" and not self.s3_endpoint:
             raise ValueError("RELAYTUNE_S3_ENDPOINT is required in production")
         return self
+
+    @field_validator("allowed_models", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @property
+    def default_model_dir(self) -> Path:
+        """Where the tiny default model is written (every worker can write it itself)."""
+        assert self.model_root is not None
+        return self.model_root / TINY_MODEL_NAME
 
     @property
     def object_store_dir(self) -> Path:

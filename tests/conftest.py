@@ -73,9 +73,20 @@ def database_url() -> Iterator[str]:
     drop()  # WITH (FORCE) closes what the session's engines still hold
 
 
+# Base models the suite's jobs name besides the model root's: stand-ins for models with no
+# catalog shape ("tiny", "m") and a path named by its shape, as an operator would allow them.
+ALLOWED_TEST_MODELS = ("tiny", "m", "/models/Qwen3-VL-8B-Instruct")
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's model root: the default tiny model lives here, as under `relaytune up`."""
+    return tmp_path_factory.mktemp("models")
+
+
 @pytest.fixture(scope="session")
 def service_env(database_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory,
-                ) -> Iterator[dict[str, str]]:
+                model_root: Path) -> Iterator[dict[str, str]]:
     """Environment that points every relaytune process (this one and its children) at the
     test services."""
     data_dir = tmp_path_factory.mktemp("relaytune-data")
@@ -88,6 +99,8 @@ def service_env(database_url: str, s3_endpoint: str, tmp_path_factory: pytest.Te
         "RELAYTUNE_S3_SECRET_KEY": "testing",
         "RELAYTUNE_DATA_DIR": str(data_dir),
         "RELAYTUNE_REAPER_INTERVAL_SECONDS": "0",
+        "RELAYTUNE_MODEL_ROOT": str(model_root),
+        "RELAYTUNE_ALLOWED_MODELS": ",".join(ALLOWED_TEST_MODELS),
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -143,11 +156,13 @@ def example_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The tiny random Qwen3-VL that relaytune writes for itself (nothing is downloaded)."""
+def tiny_model_dir(model_root: Path) -> str:
+    """The tiny random Qwen3-VL that relaytune writes for itself (nothing is downloaded), at
+    the default base model's place under the model root: a job naming this directory names
+    the default model."""
     from worker.tiny_model import write_tiny_model
 
-    return str(write_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-vl"), seed=0))
+    return str(write_tiny_model(model_root / "tiny-qwen3-vl", seed=0))
 
 
 @pytest.fixture

@@ -50,8 +50,9 @@ def workers(service_env: dict[str, str], private_broker_url: str,
             tmp_path: Path) -> Iterator[dict[str, str]]:
     """One `relaytune worker --pool P` process per pool, as a deployment runs them."""
     broker = private_broker_url
+    # The workers share this machine's CPUs, as under `relaytune up`: each takes its share.
     env = {**os.environ, **service_env, "RELAYTUNE_BROKER_URL": broker,
-           "RELAYTUNE_HEARTBEAT_SECONDS": "2"}
+           "RELAYTUNE_HEARTBEAT_SECONDS": "2", "RELAYTUNE_WORKERS_PER_MACHINE": str(len(POOLS))}
     procs = []
     for pool in POOLS:
         log = (tmp_path / f"worker-{pool}.log").open("wb")

@@ -7,15 +7,25 @@ initialises no CUDA: see worker.preload.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery, signals
 
-from orchestrator.settings import get_settings
+from orchestrator.settings import Settings, get_settings
+
+
+def keep_hub_offline(settings: Settings) -> None:
+    """Workers load base models from local files only, unless the operator allows downloads:
+    a job naming an id that is not in the cache then fails at once instead of waiting on the
+    hub. Set before transformers or huggingface_hub is imported, which read it at import."""
+    if not settings.allow_hub_downloads:
+        os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def make_celery() -> Celery:
     settings = get_settings()
+    keep_hub_offline(settings)
     hard_limit = settings.phase_time_limit_seconds
     app = Celery("relaytune", include=["worker.tasks"])
     app.conf.update(
@@ -54,9 +64,8 @@ def _preload_before_forking(**_: Any) -> None:
 
 
 @signals.worker_process_init.connect
-def _forget_inherited_connections(**_: Any) -> None:
-    # The parent may have opened the job store before forking (`relaytune worker` looks up its
-    # pool's queue there); every child would otherwise share those connections.
+def _own_database_connections(**_: Any) -> None:
+    # The parent may have used the job store (its queue, stale deliveries) before forking.
     from orchestrator.db import forget_inherited_connections
 
     forget_inherited_connections()

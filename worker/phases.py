@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.base_models import resolve_base_model
 from orchestrator.datasets import extract_dataset
 from orchestrator.runs import Claim
 from orchestrator.settings import get_settings
@@ -43,6 +44,12 @@ def checkpoint_key(claim: Claim, kind: str, step: int) -> str:
     return f"{claim.output_prefix}/{kind}-{step}"
 
 
+def model_dir(claim: Claim) -> str:
+    """The local directory (or cached hub id) of the claim's base model; the job stores only
+    its registered name."""
+    return resolve_base_model(claim.base_model, get_settings()).location
+
+
 def _download(reporter: Reporter, store: ObjectStore, key: str, local_dir: Path) -> None:
     with reporter.clock.measure("input_download"):
         paths = download_dir(store, key, local_dir)
@@ -65,7 +72,7 @@ def run_preprocess(
         dataset_dir = extract_dataset(zip_path, work / "dataset")
         artifact_dir = work / "artifact"
         manifest = build_artifact(
-            dataset_dir, claim.base_model, artifact_dir, hyperparameters=claim.hyperparameters,
+            dataset_dir, model_dir(claim), artifact_dir, hyperparameters=claim.hyperparameters,
             compact_images=get_settings().artifact_compact_images,
         )
     clock.count(samples=int(manifest.get("num_samples") or 0),
@@ -121,7 +128,7 @@ def _train(
     with clock.measure("startup"):
         result = train_epochs(
             artifact_dir=artifact_dir,
-            model_dir=claim.base_model,
+            model_dir=model_dir(claim),
             hyperparameters=claim.hyperparameters,
             start_epoch=claim.start_epoch,
             end_epoch=claim.end_epoch,
@@ -191,7 +198,7 @@ def run_final(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter,
     with clock.measure("evaluate"):
         report = evaluate_and_export(
             artifact_dir=artifact_dir,
-            model_dir=claim.base_model,
+            model_dir=model_dir(claim),
             checkpoint_dir=best_dir,
             out_dir=export_dir,
             base_model_name=claim.base_model,

@@ -13,12 +13,14 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from orchestrator import budgets, fusion, runs
+from orchestrator.base_models import resolve_base_model
+from orchestrator.dataformats.common import public_message
 from orchestrator.db import session_scope
 from orchestrator.dispatch import PhaseMessage
 from orchestrator.errors import LeaseLost, RelaytuneError
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.model_shapes import model_key_for
-from orchestrator.settings import get_settings
+from orchestrator.settings import TINY_MODEL_NAME, Settings, get_settings
 from orchestrator.storage import get_store
 from worker.phases import PHASE_RUNNERS, Handover, PhaseStopped
 from worker.reporting import Reporter
@@ -37,13 +39,26 @@ def _error_code(exc: BaseException) -> str:
     return "phase_error"
 
 
-def ensure_default_base_model(base_model: str, default: str) -> None:
-    """The default base is the tiny Qwen3-VL, which every worker can write for itself (the same
-    bytes everywhere: it is seeded), so pools on other machines need no shared volume for it."""
-    if base_model == default:
+def public_error(exc: BaseException, settings: Settings) -> str:
+    """The failure as the job shows it: model paths by their name under the model root, and
+    no heap addresses."""
+    text = (exc.message if isinstance(exc, RelaytuneError)
+            else f"{type(exc).__name__}: {exc}")
+    root = str(settings.model_root)
+    text = text.replace(root + "/", "").replace(root, "<model root>")
+    return public_message(text)[:2000]
+
+
+def ensure_base_model(base_model: str, settings: Settings) -> str:
+    """Where this worker loads the job's base model from. The default is the tiny Qwen3-VL,
+    which every worker can write for itself (the same bytes everywhere: it is seeded), so
+    pools on other machines need no shared volume for it."""
+    model = resolve_base_model(base_model, settings)
+    if model.name == TINY_MODEL_NAME == settings.default_base_model:
         from worker.tiny_model import write_tiny_model
 
-        write_tiny_model(Path(default), seed=0)  # returns at once when it is already there
+        write_tiny_model(Path(model.location), seed=0)  # returns at once when already there
+    return model.location
 
 
 def _refused_for_budget(claim: runs.Claim, clock: PhaseClock) -> bool:
@@ -100,7 +115,7 @@ def _run_claim(claim: runs.Claim, work: Path, handover: Handover, *, worker_id: 
     with Reporter(claim, store, settings, clock) as reporter:
         try:
             with clock.measure("startup"):
-                ensure_default_base_model(claim.base_model, settings.default_base_model)
+                ensure_base_model(claim.base_model, settings)
             output_key, summary = PHASE_RUNNERS[claim.phase](claim, store, work, reporter,
                                                              handover)
         except PhaseStopped:
@@ -123,8 +138,7 @@ def _run_claim(claim: runs.Claim, work: Path, handover: Handover, *, worker_id: 
             with session_scope() as session:
                 runs.fail_phase(
                     session, claim, code=_error_code(exc),
-                    message=(exc.message if isinstance(exc, RelaytuneError)
-                             else f"{type(exc).__name__}: {exc}")[:2000],
+                    message=public_error(exc, settings),
                     details=exc.details if isinstance(exc, RelaytuneError) else None,
                     timing=clock.timing(),
                 )

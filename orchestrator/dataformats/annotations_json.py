@@ -14,6 +14,7 @@ from orchestrator.dataformats.common import (
     SampleImage,
     Turn,
     check_image,
+    load_json,
 )
 from orchestrator.dataformats.sources import FileSource
 
@@ -31,8 +32,8 @@ def _load(source: FileSource, root: str, problems: Problems) -> dict[str, Any] |
         return dict(pairs)
 
     try:
-        data = json.loads(source.read(root + ANNOTATIONS).decode("utf-8"),
-                          object_pairs_hook=keep_duplicates)
+        data = load_json(source.read(root + ANNOTATIONS).decode("utf-8"),
+                         object_pairs_hook=keep_duplicates)
     except UnicodeDecodeError as exc:
         problems.add(ANNOTATIONS, "invalid_json", f"annotations.json is not UTF-8: {exc}")
         return None

@@ -6,6 +6,8 @@ No torch here: the API validates uploads with this module and the worker tokeniz
 from __future__ import annotations
 
 import io
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,6 +21,24 @@ ROLES: tuple[Role, ...] = ("system", "user", "assistant")
 MAX_ASPECT_RATIO = 200
 # A response naming a million bad rows helps nobody; the message still gives the full count.
 MAX_DETAILS = 1000
+
+
+# Python object reprs in library messages (PIL's "cannot identify image file <_io.BytesIO
+# object at 0x7f…>") say nothing to a user and show the server's heap addresses.
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def public_message(text: str) -> str:
+    return _OBJECT_REPR.sub("", text)
+
+
+def load_json(text: str, **options: Any) -> Any:
+    """json.loads, with nesting too deep for the parser reported as invalid JSON (a data set
+    of 100,000 nested lists would otherwise end the request in a RecursionError)."""
+    try:
+        return json.loads(text, **options)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
 
 
 @dataclass(frozen=True)
@@ -82,7 +102,7 @@ class Problems:
     items: list[Problem] = field(default_factory=list)
 
     def add(self, param: str, code: str, message: str, *, line: int | None = None) -> None:
-        self.items.append(Problem(param, code, message, line))
+        self.items.append(Problem(param, code, public_message(message), line))
 
     def __bool__(self) -> bool:
         return bool(self.items)

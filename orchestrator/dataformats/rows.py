@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.dataformats.common import Problems
+from orchestrator.dataformats.common import Problems, load_json
 from orchestrator.dataformats.sources import FileSource
 
 
@@ -39,13 +39,13 @@ def read_rows(source: FileSource, member: str, file: str, problems: Problems) ->
                 continue
             row_id = f"{file}:{number}"
             try:
-                rows.append(Row(row_id, number, json.loads(line)))
+                rows.append(Row(row_id, number, load_json(line)))
             except json.JSONDecodeError as exc:
                 rows.append(Row(row_id, number, None, f"{file} line {number} is not valid JSON: "
                                                       f"{exc.msg} (column {exc.colno})"))
     else:
         try:
-            data = json.loads(text)
+            data = load_json(text)
         except json.JSONDecodeError as exc:
             problems.add(file, "invalid_json", f"{file} is not valid JSON: {exc}",
                          line=exc.lineno)

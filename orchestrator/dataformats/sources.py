@@ -10,6 +10,8 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
+from orchestrator.zip_limits import Inflater, ZipLimits
+
 
 def is_junk(name: str) -> bool:
     """Files that archivers add on their own (macOS resource forks, .DS_Store): never data."""
@@ -29,8 +31,10 @@ class FileSource(Protocol):
 
 
 class ZipSource:
-    def __init__(self, archive: zipfile.ZipFile) -> None:
-        self._archive = archive
+    """Reads members through an Inflater: a member is never inflated past its limit."""
+
+    def __init__(self, archive: zipfile.ZipFile, limits: ZipLimits | None = None) -> None:
+        self._inflater = Inflater(archive, limits or ZipLimits())
         raw = [n for n in archive.namelist() if not n.endswith("/") and not is_junk(n)]
         counts = Counter(raw)
         self._names = list(counts)
@@ -43,7 +47,7 @@ class ZipSource:
         return self._duplicates
 
     def read(self, name: str) -> bytes:
-        return self._archive.read(name)
+        return self._inflater.read(name)
 
 
 class DirectorySource:

@@ -6,10 +6,12 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from orchestrator.auth import authenticate_key, require_admin
 from orchestrator.db import get_sessionmaker
+from orchestrator.errors import StoreUnavailable
 from orchestrator.models import ApiKey, Tenant
 from orchestrator.settings import Settings, get_settings
 from orchestrator.storage import ObjectStore, get_store
@@ -19,7 +21,12 @@ def get_db() -> Iterator[Session]:
     session = get_sessionmaker()()
     try:
         yield session
-        session.commit()
+        try:
+            session.commit()
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(
+                "the job store did not save this request; nothing was changed, retry it"
+            ) from exc
     except BaseException:
         session.rollback()
         raise
@@ -27,7 +34,9 @@ def get_db() -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
+# "function" scope commits when the route returns, before the response is sent: a client is
+# never told of a change that the commit then lost.
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 

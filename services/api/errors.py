@@ -24,7 +24,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     first = exc.errors()[0]
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
     param = ".".join(loc) or None
-    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    reason = "unknown field" if first.get("type") == "extra_forbidden" else first["msg"]
+    message = f"{param}: {reason}" if param else str(reason)
     return JSONResponse(_body("invalid_request", message, param), status_code=422)
 
 

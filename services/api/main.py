@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.api.body_guard import BodyGuard
 from services.api.errors import install_error_handlers
 from services.api.lifespan import lifespan
 from services.api.routes import datasets, estimates, jobs, metrics, pools, system, tenants
@@ -17,6 +18,7 @@ def create_app() -> FastAPI:
         description="Few-shot LoRA fine-tuning of Qwen3-VL as a relay of GPU pools.",
     )
     install_error_handlers(app)
+    app.add_middleware(BodyGuard)
     app.include_router(system.router)
     app.include_router(pools.router)
     app.include_router(tenants.router)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Stored times are UTC; SQLite hands them back without a zone, so a naive one is UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+# Every timestamp on the wire: timezone-aware, in UTC (serialized with a trailing Z).
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class Money(BaseModel):
@@ -27,20 +38,36 @@ class DatasetOut(BaseModel):
     num_images: int
     bytes: int
     filename: str
-    created_at: datetime
+    created_at: UtcDatetime
 
 
-class JobCreate(BaseModel):
+# As OpenAI bounds it: small labels, not a place to store documents.
+Metadata = dict[Annotated[str, StringConstraints(max_length=64)],
+                Annotated[str, StringConstraints(max_length=512)]]
+
+
+class RequestBody(BaseModel):
+    """A request body: a misspelt or unknown field is refused, never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobCreate(RequestBody):
     dataset_id: str
     base_model: str | None = Field(
-        None,
-        description="Local checkpoint directory or a Hugging Face id already in the cache; "
-        "defaults to the server's tiny Qwen3-VL",
+        None, max_length=512,
+        description="A model the server knows: a directory under its model root, by name, or "
+        "a name its operator allowed (e.g. a cached Hugging Face id); defaults to the tiny "
+        "Qwen3-VL. Anything else is 422 unknown_model",
     )
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     pools: dict[str, str] | str | None = Field(
         None, description='Phase -> pool, or "auto" for the cheapest plan that fits')
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = Field(
+        None, max_length=16,
+        description="Up to 16 string pairs of your own (keys ≤ 64, values ≤ 512 characters), "
+        "echoed back with the job",
+    )
     max_cost: Decimal | None = Field(
         None, ge=0, description="Budget for the whole job in the pools' currency; refused at "
         "submit when even the cheapest plan's estimate exceeds it")
@@ -107,9 +134,9 @@ class PhaseOut(BaseModel):
     attempt: int
     progress: Progress
     cost: Money
-    started_at: datetime | None
-    last_heartbeat_at: datetime | None = None
-    finished_at: datetime | None
+    started_at: UtcDatetime | None
+    last_heartbeat_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None
     error: ErrorInfo | None = None
     timing: PhaseTimingOut | None = Field(
         None, description="The latest run's time by component; null before a run ends")
@@ -124,8 +151,8 @@ class JobOut(BaseModel):
     base_model: str
     hyperparameters: dict[str, Any]
     metadata: dict[str, Any]
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None
     phases: list[PhaseOut]
     cost: Money
     max_cost: Money | None = Field(None, description="The job's budget; none when uncapped")
@@ -147,7 +174,7 @@ class EventOut(BaseModel):
     phase: str | None
     attempt: int | None
     data: dict[str, Any]
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class CheckpointOut(BaseModel):
@@ -158,7 +185,7 @@ class CheckpointOut(BaseModel):
     step: int
     key: str
     bytes: int
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class PoolOut(BaseModel):

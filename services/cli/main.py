@@ -13,12 +13,14 @@ import click
 from rich.console import Console
 from rich.live import Live
 
-from orchestrator.settings import get_settings
+from orchestrator.settings import TINY_MODEL_NAME, get_settings
 from services.cli import admin
 
 # Off a terminal (CI logs, `make demo | tee`) rich would wrap tables at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 120)
 TERMINAL = {"succeeded", "failed", "cancelled"}
+BASE_MODEL_HELP = ("A model the server knows: a directory under its model root, by name, or an "
+                   "allowed name. Defaults to the server's tiny Qwen3-VL.")
 
 
 def _use_data_dir(data_dir: Path | None) -> None:
@@ -78,11 +80,13 @@ def make_tiny_model(directory: Path, seed: int) -> None:
 
 def pool_queue(pool: str) -> str:
     """The pool's queue as the store has it; gpu.POOL for a pool the store does not know."""
-    from orchestrator.db import session_scope
+    from orchestrator.db import close_connections, session_scope
     from orchestrator.pools import queue_of
 
     with session_scope() as session:
-        return queue_of(session, pool)
+        queue = queue_of(session, pool)
+    close_connections()  # the worker's children open their own connections
+    return queue
 
 
 @app.command()
@@ -144,8 +148,9 @@ def up(port: int, data_dir: Path | None) -> None:
         ctx = click.get_current_context()
         ctx.invoke(migrate)
         pool_names = _prepare_pools(settings.pools_file)
-        if not Path(settings.default_base_model).exists():
-            ctx.invoke(make_tiny_model, directory=Path(settings.default_base_model), seed=0)
+        tiny_default = settings.default_base_model == TINY_MODEL_NAME
+        if tiny_default and not settings.default_model_dir.exists():
+            ctx.invoke(make_tiny_model, directory=settings.default_model_dir, seed=0)
         key_file = settings.data_dir / "api-key"
         if not key_file.exists():
             from orchestrator.auth import create_api_key
@@ -249,7 +254,7 @@ def _pools_option(value: str | None) -> dict[str, str] | str | None:
 @click.option("--dataset", "dataset_id", required=True, help="An uploaded data set's id.")
 @click.option("--api-url", envvar="RELAYTUNE_API_URL", default="http://127.0.0.1:7860")
 @click.option("--api-key", "key", envvar="RELAYTUNE_API_KEY", default=None)
-@click.option("--base-model", default=None, help="Defaults to the server's tiny Qwen3-VL.")
+@click.option("--base-model", default=None, help=BASE_MODEL_HELP)
 @click.option("--hp", "overrides", multiple=True, metavar="NAME=VALUE",
               help="A hyperparameter, e.g. --hp total_epochs=8 (JSON values).")
 @click.option("--pools", default=None, metavar="auto|PHASE=POOL,...",
@@ -279,7 +284,7 @@ def estimate(dataset_id: str, api_url: str, key: str | None, base_model: str | N
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--api-url", envvar="RELAYTUNE_API_URL", default="http://127.0.0.1:7860")
 @click.option("--api-key", "key", envvar="RELAYTUNE_API_KEY", default=None)
-@click.option("--base-model", default=None, help="Defaults to the server's tiny Qwen3-VL.")
+@click.option("--base-model", default=None, help=BASE_MODEL_HELP)
 @click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
               help="A hyperparameter, e.g. --set total_epochs=8 (JSON values).")
 @click.option("--wait/--no-wait", default=False, help="Follow the job until it ends.")

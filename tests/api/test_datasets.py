@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from orchestrator.db import session_scope
 from orchestrator.models import Dataset
+from orchestrator.settings import get_settings
 from orchestrator.storage import get_store
 from tests.factories import dataset_zip, png_bytes, zip_folder
 
@@ -146,3 +147,31 @@ def test_upload_needs_an_api_key(client: TestClient) -> None:
                            headers={"Authorization": "Bearer rt_wrong"})
     assert response.status_code == 401
     assert response.json()["error"]["param"] == "Authorization"
+
+
+def _declare_size(data: bytes, name: str, size: int) -> bytes:
+    """The zip with `name`'s uncompressed size, as its central directory states it, replaced."""
+    at = data.index(b"PK\x01\x02")
+    while data[at + 46:at + 46 + len(name)] != name.encode():
+        at = data.index(b"PK\x01\x02", at + 1)
+    return data[:at + 24] + (size).to_bytes(4, "little") + data[at + 28:]
+
+
+def test_member_declaring_a_gigabyte_is_refused_by_name(client: TestClient) -> None:
+    bomb = _declare_size(dataset_zip(), "images/case1.png", 1024**3)
+    response = _upload(client, bomb)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("dataset_too_large", "images/case1.png")
+    _nothing_stored()
+
+
+def test_json_whitespace_bomb_is_refused(client: TestClient,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(get_settings(), "max_data_file_bytes", 64 * 1024)
+    padded = b"{" + b" " * (1024 * 1024) + b'"a.png": ' + json.dumps(QA).encode() + b"}"
+    response = _upload(client, dataset_zip(raw_annotations=padded, images={"a.png": png_bytes()}))
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("dataset_too_large", "annotations.json")
+    _nothing_stored()

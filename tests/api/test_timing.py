@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from orchestrator import runs
 from orchestrator.db import session_scope
 from orchestrator.timings import RunTiming
+from tests.factories import new_api_key
 
 
 def _run_preprocess(job_id: str, attempt: int, timing: RunTiming, *, fail: bool) -> None:
@@ -47,7 +48,8 @@ def test_job_shows_the_latest_run_timing_and_metrics_sum_every_run(
     listed = client.get("/v1/jobs").json()["data"][0]
     assert listed["phases"][0]["timing"] == timing
 
-    text = client.get("/metrics").text
+    admin = {"Authorization": f"Bearer {new_api_key('ops', admin=True)}"}  # operators only
+    text = client.get("/metrics", headers=admin).text
     assert 'relaytune_phase_runs_total{outcome="failed",phase="preprocess",pool="t4"} 1.0' in text
     assert ('relaytune_phase_runs_total{outcome="succeeded",phase="preprocess",pool="t4"} 1.0'
             in text)

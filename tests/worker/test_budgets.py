@@ -153,8 +153,9 @@ def _phases(job_id: str) -> list[tuple[str, str | None]]:
 def test_a_job_that_spent_its_budget_fails_at_claim_before_loading_anything(
     clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher, example_dir: Path,
 ) -> None:
-    # A base model that does not exist: reaching the load would fail with phase_error instead.
-    tenant_id, job_id = _submit("acme", "/nonexistent/model", example_dir)
+    # An allowed base model with no files anywhere: reaching the load would fail with
+    # phase_error instead.
+    tenant_id, job_id = _submit("acme", "m", example_dir)
     with session_scope() as session:
         budgets.set_max_cost(session, tenant_id, job_id, Decimal(0))
     _run(job_id, "preprocess")

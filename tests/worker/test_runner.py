@@ -146,14 +146,17 @@ def test_cancel_stops_a_running_warmup_at_its_next_step_with_a_checkpoint(
 
 
 def test_a_worker_writes_the_default_tiny_base_for_itself(tmp_path: Path) -> None:
-    from worker.runner import ensure_default_base_model
+    from orchestrator.settings import Settings
+    from worker.runner import ensure_base_model
     from worker.tiny_model import is_complete
 
-    default = str(tmp_path / "models" / "tiny-qwen3-vl")
-    ensure_default_base_model("Qwen/Qwen3-VL-8B-Instruct", default)
+    settings = Settings(data_dir=tmp_path, model_root=tmp_path / "models",
+                        allowed_models=["Qwen/Qwen3-VL-8B-Instruct"])
+    assert ensure_base_model("Qwen/Qwen3-VL-8B-Instruct", settings) == "Qwen/Qwen3-VL-8B-Instruct"
     assert not (tmp_path / "models").exists()  # another base is never touched
-    ensure_default_base_model(default, default)
-    assert is_complete(Path(default))
+    location = ensure_base_model("tiny-qwen3-vl", settings)
+    assert location == str(tmp_path / "models" / "tiny-qwen3-vl")
+    assert is_complete(Path(location))
 
 
 def test_one_image_and_no_epochs_left_for_the_final_phase(

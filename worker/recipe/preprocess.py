@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from orchestrator.base_models import DEFAULT_MAX_IMAGE_TOKENS
 from orchestrator.dataformats import DirectorySource, ImagePart, Problems, Sample, read_dataset
 from orchestrator.errors import InvalidDataset, InvalidRequest
 from orchestrator.hyperparameters import Hyperparameters
@@ -174,8 +175,6 @@ def split_validation(num_samples: int, requested: int | None, seed: int
     train = [i for i in range(num_samples) if i not in held]
     return train, val, {"count": count, "strategy": "seeded_random", "seed": seed, "note": note}
 
-
-DEFAULT_MAX_IMAGE_TOKENS = 1024
 
 
 def image_size_bounds(image_processor: Any, min_pixels: int | None, max_pixels: int | None

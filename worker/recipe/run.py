@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import RelaytuneError
 from worker.recipe.checkpoint import (
     Best,
     Position,
@@ -29,6 +30,13 @@ from worker.recipe.precision import resolve_precision
 from worker.recipe.preprocess import load_artifact
 
 logger = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(RelaytuneError):
+    """A step's loss or gradient norm is NaN or infinite: training has diverged, and any update
+    from here would write NaNs into the adapter. The phase fails instead."""
+
+    code = "non_finite_loss"
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -118,6 +126,16 @@ class TrainingRun:
             self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.hp["max_grad_norm"])
         lr = float(self.scheduler.get_last_lr()[0])
+        # fp16's grad scaler skips a step whose scaled gradients overflowed (and lowers the
+        # scale), so only the loss decides there; otherwise the gradients must be finite too.
+        norm_ok = self.scaler is not None or math.isfinite(float(grad_norm))
+        if not (math.isfinite(loss_value) and norm_ok):
+            self.updating = False
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLoss(
+                f"training diverged: loss {loss_value}, gradient norm {float(grad_norm)} at "
+                f"learning rate {lr:g}; nothing was updated with it. Lower learning_rate or "
+                "lora_alpha and requeue the phase", param="hyperparameters")
         if self.scaler is not None:
             # Skips the update when the scaled gradients overflowed, and adapts the scale.
             self.scaler.step(self.optimizer)

@@ -10,8 +10,10 @@ from services.api.schemas import DatasetOut
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
+# A plain `def`: FastAPI runs it in its thread pool, so reading the spooled upload, decoding
+# every image and the object-store put never block the event loop that serves other requests.
 @router.post("", status_code=201, response_model=DatasetOut)
-async def upload_dataset(
+def upload_dataset(
     file: UploadFile,
     session: SessionDep,
     tenant: CurrentTenant,
@@ -19,7 +21,7 @@ async def upload_dataset(
     store: StoreDep,
 ) -> DatasetOut:
     """Upload a zip of `images/` and `annotations.json`; it is validated before it is stored."""
-    data = await file.read(settings.max_upload_bytes + 1)
+    data = file.file.read(settings.max_upload_bytes + 1)
     if not data:
         raise InvalidDataset("the uploaded file is empty", param="file")
     dataset = create_dataset(

@@ -19,6 +19,10 @@ from services.api.schemas import CheckpointOut, EventOut, JobCreate, JobList, Jo
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
+# Query integers are bounded like the columns they reach: a larger one is a 422, never an
+# overflow in the database driver.
+MAX_QUERY_INT = 2**31 - 1
+
 
 @router.post("", status_code=201, response_model=JobOut)
 def create_job(
@@ -49,7 +53,7 @@ def list_jobs(
     tenant: CurrentTenant,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
 ) -> JobList:
     """List this tenant's jobs, newest first."""
     rows, total = repository.list_jobs(
@@ -74,7 +78,7 @@ def read_events(
     job_id: str,
     session: SessionDep,
     tenant: CurrentTenant,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[EventOut]:
     """The job's timeline; pass the last id seen as `after` to follow it."""

@@ -3,9 +3,11 @@ every API replica reports the same numbers."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Header
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -13,8 +15,10 @@ from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session
 
 from orchestrator import repository
+from orchestrator.auth import authenticate_key, require_admin
 from orchestrator.db import session_scope
 from orchestrator.timings import COMPONENTS
+from services.api.deps import SessionDep, SettingsDep
 
 router = APIRouter(tags=["system"])
 
@@ -71,8 +75,20 @@ registry = CollectorRegistry()
 registry.register(JobStoreCollector())
 
 
-@router.get("/metrics", response_class=Response)
+def operator_scrape(session: SessionDep, settings: SettingsDep,
+                    authorization: Annotated[str, Header()] = "") -> None:
+    """Every tenant's jobs and cost are in the metrics: the metrics token or an admin key."""
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else ""
+    expected = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    if expected and token and secrets.compare_digest(token.encode(), expected.encode()):
+        return
+    require_admin(authenticate_key(session, token), "GET /metrics")
+
+
+@router.get("/metrics", response_class=Response, dependencies=[Depends(operator_scrape)])
 def metrics() -> Response:
     """Prometheus text format: jobs by status, phases by pool and status, billed cost, and
-    per-run time by component, runs by outcome and work done."""
+    per-run time by component, runs by outcome and work done. Needs the metrics token
+    (RELAYTUNE_METRICS_TOKEN) or an admin key as the bearer."""
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
