@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import update
 
@@ -26,14 +27,19 @@ def new_tenant(name: str = "acme") -> str:
         return tenant.id
 
 
-def submit(tenant_id: str) -> str:
+SHORT_RUN = {"warmup_epochs": 2, "total_epochs": 3}
+
+
+def submit(tenant_id: str, *, base_model: str = "tiny",
+           hyperparameters: dict[str, Any] | None = SHORT_RUN,
+           pools: dict[str, str] | None = None) -> str:
+    """Upload a small data set and submit a job on it; returns the job's id."""
     with session_scope() as session:
         dataset = create_dataset(session, get_store(), get_settings(), tenant_id=tenant_id,
                                  filename="d.zip", data=dataset_zip())
         job = jobs.submit_job(session, get_store(), tenant_id=tenant_id, dataset_id=dataset.id,
-                              base_model="tiny", hyperparameters={"warmup_epochs": 2,
-                                                                  "total_epochs": 3},
-                              pools=None, metadata=None)
+                              base_model=base_model, hyperparameters=hyperparameters,
+                              pools=pools, metadata=None)
         return job.id
 
 

@@ -9,13 +9,10 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import update
 
-from orchestrator import budgets, dispatch, jobs, runs
-from orchestrator.dataset_uploads import create_dataset
+from orchestrator import budgets, dispatch, runs
 from orchestrator.db import session_scope
 from orchestrator.models import Job, Phase, Tenant, utcnow
-from orchestrator.settings import get_settings
-from orchestrator.storage import get_store
-from tests.factories import dataset_zip
+from tests.orchestrator.relay_helpers import submit
 
 
 @pytest.fixture
@@ -28,12 +25,7 @@ def tenant_id(clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher) -
 
 
 def _submit(tenant_id: str) -> str:
-    with session_scope() as session:
-        dataset = create_dataset(session, get_store(), get_settings(), tenant_id=tenant_id,
-                                 filename="d.zip", data=dataset_zip())
-        return jobs.submit_job(session, get_store(), tenant_id=tenant_id, dataset_id=dataset.id,
-                               base_model="tiny", hyperparameters={}, pools=None,
-                               metadata=None).id
+    return submit(tenant_id, hyperparameters={})
 
 
 def _run_preprocess_for(job_id: str, hours: float) -> runs.Claim:

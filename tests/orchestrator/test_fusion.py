@@ -5,30 +5,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import update
 
-from orchestrator import dispatch, fusion, jobs, runs
-from orchestrator.dataset_uploads import create_dataset
+from orchestrator import dispatch, fusion, runs
 from orchestrator.db import session_scope
-from orchestrator.models import Event, Job, Phase, Tenant, utcnow
+from orchestrator.models import Event, Job, Phase, utcnow
 from orchestrator.reaper import reap
-from orchestrator.settings import get_settings
-from orchestrator.storage import get_store
-from tests.factories import dataset_zip
+from tests.orchestrator.relay_helpers import new_tenant, submit
 
 LEASE = 60
-
-
-def _submit(pools: dict[str, str] | None) -> str:
-    with session_scope() as session:
-        tenant = Tenant(name="acme")
-        session.add(tenant)
-        session.flush()
-        dataset = create_dataset(session, get_store(), get_settings(), tenant_id=tenant.id,
-                                 filename="d.zip", data=dataset_zip())
-        job = jobs.submit_job(session, get_store(), tenant_id=tenant.id, dataset_id=dataset.id,
-                              base_model="tiny", hyperparameters={"warmup_epochs": 2,
-                                                                  "total_epochs": 3},
-                              pools=pools, metadata=None)
-        return job.id
 
 
 def _claim(job_id: str, phase: str) -> runs.Claim:
@@ -53,7 +36,7 @@ def _events(job_id: str, type_: str) -> list[Event]:
 
 @pytest.fixture
 def fused_job(clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher) -> str:
-    return _submit({"warmup": "a100", "final": "a100"})
+    return submit(new_tenant(), pools={"warmup": "a100", "final": "a100"})
 
 
 def test_next_phase_on_the_same_pool_is_claimed_in_process(

@@ -7,16 +7,13 @@ from typing import Any
 
 import pytest
 
-from orchestrator import dispatch, jobs, profiles, repository
-from orchestrator.dataset_uploads import create_dataset
+from orchestrator import dispatch, profiles, repository
 from orchestrator.db import session_scope
 from orchestrator.estimate import DatasetSize, PlanEstimate, estimate_job
 from orchestrator.hyperparameters import Hyperparameters
-from orchestrator.models import Checkpoint, PhaseTiming, Tenant, utcnow
+from orchestrator.models import Checkpoint, PhaseTiming, utcnow
 from orchestrator.profiles import LEARNED_RUNS
-from orchestrator.settings import get_settings
-from orchestrator.storage import get_store
-from tests.factories import dataset_zip
+from tests.orchestrator.relay_helpers import new_tenant, submit
 
 EIGHT_B = "/models/Qwen3-VL-8B-Instruct"
 DATASET = DatasetSize(num_samples=20, num_images=20, bytes=6_000_000)
@@ -24,15 +21,7 @@ DATASET = DatasetSize(num_samples=20, num_images=20, bytes=6_000_000)
 
 @pytest.fixture
 def job_id(clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher) -> str:
-    with session_scope() as session:
-        tenant = Tenant(name="acme")
-        session.add(tenant)
-        session.flush()
-        dataset = create_dataset(session, get_store(), get_settings(), tenant_id=tenant.id,
-                                 filename="d.zip", data=dataset_zip())
-        return jobs.submit_job(session, get_store(), tenant_id=tenant.id,
-                               dataset_id=dataset.id, base_model="tiny", hyperparameters=None,
-                               pools=None, metadata=None).id
+    return submit(new_tenant(), hyperparameters=None)
 
 
 def _timing(job_id: str, attempt: int, **fields: Any) -> PhaseTiming:

@@ -9,14 +9,11 @@ import pytest
 from sqlalchemy import select, update
 
 from orchestrator import dispatch, jobs, runs
-from orchestrator.dataset_uploads import create_dataset
 from orchestrator.db import session_scope
-from orchestrator.models import Job, Phase, PhaseTiming, Tenant, utcnow
+from orchestrator.models import Job, Phase, PhaseTiming, utcnow
 from orchestrator.reaper import reap
-from orchestrator.settings import get_settings
-from orchestrator.storage import get_store
 from orchestrator.timings import RunTiming
-from tests.factories import dataset_zip
+from tests.orchestrator.relay_helpers import new_tenant, submit
 
 LEASE = 60
 MEASURED = RunTiming(startup_s=30.0, input_download_s=10.0, train_s=600.0,
@@ -27,16 +24,7 @@ MEASURED = RunTiming(startup_s=30.0, input_download_s=10.0, train_s=600.0,
 
 @pytest.fixture
 def job_id(clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher) -> str:
-    with session_scope() as session:
-        tenant = Tenant(name="acme")
-        session.add(tenant)
-        session.flush()
-        dataset = create_dataset(session, get_store(), get_settings(), tenant_id=tenant.id,
-                                 filename="d.zip", data=dataset_zip())
-        job = jobs.submit_job(session, get_store(), tenant_id=tenant.id, dataset_id=dataset.id,
-                              base_model="/models/Qwen3-VL-8B-Instruct", hyperparameters={},
-                              pools=None, metadata=None)
-        return job.id
+    return submit(new_tenant(), base_model="/models/Qwen3-VL-8B-Instruct", hyperparameters={})
 
 
 def _claim_an_hour_ago(job_id: str, phase: str, attempt: int = 1) -> runs.Claim:
