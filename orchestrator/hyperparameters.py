@@ -1,4 +1,4 @@
-"""Hyperparameters of a fine-tuning job: the seed's defaults, validated once at submit."""
+"""Hyperparameters of a fine-tuning job: relaytune's defaults, validated once at submit."""
 
 from __future__ import annotations
 
@@ -28,12 +28,12 @@ class Augmentation(BaseModel):
 
 
 class Hyperparameters(BaseModel):
-    """Every field has a default (the seed document's where it gives one), so a job may name
+    """Every field has a default (the defaults below), so a job may name
     none of them."""
 
     model_config = STRICT
 
-    # LoRA (the seed's r=8, alpha=32, q/v, dropout 0.1)
+    # LoRA (default r=8, alpha=32, q/v, dropout 0.1)
     lora_rank: int = Field(8, gt=0, le=256)
     lora_alpha: float = Field(32, gt=0, le=1e6)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
@@ -45,7 +45,7 @@ class Hyperparameters(BaseModel):
     tune_merger: bool = Field(False, description="Also put LoRA into the vision-language merger")
     modules_to_save: list[ModuleName] = Field(default_factory=list, max_length=16)
 
-    # optimisation (the seed's batch 2 x accumulation 4, 5 warmup epochs of 8)
+    # optimisation (default batch 2 x accumulation 4, 5 warmup epochs of 8)
     batch_size: int = Field(2, gt=0, le=64)
     gradient_accumulation: int = Field(4, gt=0, le=256)
     learning_rate: float = Field(2e-4, gt=0, le=1)
@@ -64,7 +64,7 @@ class Hyperparameters(BaseModel):
     min_pixels: int | None = Field(None, gt=0, le=MAX_PIXELS)
     max_pixels: int | None = Field(None, gt=0, le=MAX_PIXELS)
 
-    # checkpoints (the seed's "every 2 hours"), best model, export
+    # checkpoints (by default every 2 hours), best model, export
     checkpoint_interval_seconds: float = Field(7200.0, gt=0, le=30 * 86400)
     checkpoint_every_steps: int = Field(0, ge=0, le=1_000_000,
                                         description="0 turns step checkpoints off")
