@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -41,9 +42,15 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 
 
-def current_key(session: SessionDep, authorization: Annotated[str, Header()] = "") -> ApiKey:
-    scheme, _, key = authorization.partition(" ")
-    return authenticate_key(session, key.strip() if scheme.lower() == "bearer" else "")
+# Declares the Bearer scheme in the OpenAPI schema; auto_error=False leaves the answer to a
+# missing or unknown key to authenticate_key, so it is the one 401 envelope everywhere.
+bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
+                    description="An API key (relaytune api-key create) as the bearer token")
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+
+
+def current_key(session: SessionDep, credentials: BearerCredentials) -> ApiKey:
+    return authenticate_key(session, credentials.credentials if credentials else "")
 
 
 CurrentKey = Annotated[ApiKey, Depends(current_key)]

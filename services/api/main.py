@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.api.body_guard import BodyGuard
+from services.api.error_schemas import API_ERRORS, OPERATOR_ERRORS, PROBE_ERRORS
 from services.api.errors import install_error_handlers
 from services.api.lifespan import lifespan
 from services.api.routes import datasets, estimates, jobs, metrics, pools, system, tenants
@@ -19,13 +20,12 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyGuard)
-    app.include_router(system.router)
-    app.include_router(pools.router)
-    app.include_router(tenants.router)
-    app.include_router(datasets.router)
-    app.include_router(jobs.router)
-    app.include_router(estimates.router)
-    app.include_router(metrics.router)
+    # The error responses are declared per router, so the schema shows every route's envelope.
+    app.include_router(system.router, responses=PROBE_ERRORS)
+    for api_router in (pools.router, tenants.router, datasets.router, jobs.router,
+                       estimates.router):
+        app.include_router(api_router, responses=API_ERRORS)
+    app.include_router(metrics.router, responses=OPERATOR_ERRORS)
     return app
 
 

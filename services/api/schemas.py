@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from orchestrator.hyperparameters import Hyperparameters
+
 
 def as_utc(moment: datetime) -> datetime:
     """Stored times are UTC; SQLite hands them back without a zone, so a naive one is UTC."""
@@ -60,7 +62,9 @@ class JobCreate(RequestBody):
         "a name its operator allowed (e.g. a cached Hugging Face id); defaults to the tiny "
         "Qwen3-VL. Anything else is 422 unknown_model",
     )
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    hyperparameters: Hyperparameters = Field(
+        default_factory=Hyperparameters,
+        description="Training settings; every field has a default, so name only those to change")
     pools: dict[str, str] | str | None = Field(
         None, description='Phase -> pool, or "auto" for the cheapest plan that fits')
     metadata: Metadata | None = Field(
@@ -68,9 +72,11 @@ class JobCreate(RequestBody):
         description="Up to 16 string pairs of your own (keys ≤ 64, values ≤ 512 characters), "
         "echoed back with the job",
     )
+    # Bounded like the Numeric(14, 6) column it is stored in (and like PATCH's max_cost).
     max_cost: Decimal | None = Field(
-        None, ge=0, description="Budget for the whole job in the pools' currency; refused at "
-        "submit when even the cheapest plan's estimate exceeds it")
+        None, ge=0, max_digits=14, decimal_places=6,
+        description="Budget for the whole job in the pools' currency; refused at submit when "
+        "even the cheapest plan's estimate exceeds it")
 
 
 class Progress(BaseModel):

@@ -22,7 +22,7 @@ def create_estimate(
         tenant_id=tenant.id,
         dataset_id=body.dataset_id,
         base_model=body.base_model or settings.default_base_model,
-        hyperparameters=body.hyperparameters,
+        hyperparameters=body.hyperparameters.model_dump(),
         pools=body.pools,
         max_cost=body.max_cost,
     )

@@ -39,7 +39,7 @@ def create_job(
         tenant_id=tenant.id,
         dataset_id=body.dataset_id,
         base_model=body.base_model or settings.default_base_model,
-        hyperparameters=body.hyperparameters,
+        hyperparameters=body.hyperparameters.model_dump(),
         pools=body.pools,
         metadata=body.metadata,
         max_cost=body.max_cost,

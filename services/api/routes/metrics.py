@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -18,7 +17,7 @@ from orchestrator import repository
 from orchestrator.auth import authenticate_key, require_admin
 from orchestrator.db import session_scope
 from orchestrator.timings import COMPONENTS
-from services.api.deps import SessionDep, SettingsDep
+from services.api.deps import BearerCredentials, SessionDep, SettingsDep
 
 router = APIRouter(tags=["system"])
 
@@ -76,17 +75,17 @@ registry.register(JobStoreCollector())
 
 
 def operator_scrape(session: SessionDep, settings: SettingsDep,
-                    authorization: Annotated[str, Header()] = "") -> None:
+                    credentials: BearerCredentials) -> None:
     """Every tenant's jobs and cost are in the metrics: the metrics token or an admin key."""
-    scheme, _, token = authorization.partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" else ""
+    token = credentials.credentials if credentials else ""
     expected = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
     if expected and token and secrets.compare_digest(token.encode(), expected.encode()):
         return
     require_admin(authenticate_key(session, token), "GET /metrics")
 
 
-@router.get("/metrics", response_class=Response, dependencies=[Depends(operator_scrape)])
+@router.get("/metrics", response_class=Response, dependencies=[Depends(operator_scrape)],
+            responses={200: {"content": {"text/plain": {}}}})
 def metrics() -> Response:
     """Prometheus text format: jobs by status, phases by pool and status, billed cost, and
     per-run time by component, runs by outcome and work done. Needs the metrics token
