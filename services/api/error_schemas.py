@@ -27,30 +27,28 @@ class ErrorEnvelope(BaseModel):
     error: ErrorBody
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"model": ErrorEnvelope, "description": description}
-
-
-BAD_REQUEST = {400: _error("The request could not be read (e.g. a malformed upload)")}
-UNAUTHORIZED = {401: _error("Missing or unknown API key")}
-FORBIDDEN = {403: _error("The key is valid but may not do this (an admin key is needed)")}
-NOT_FOUND = {404: _error("No such resource for this tenant")}
-CONFLICT = {409: _error("The resource is not in a state that allows this")}
-TOO_LARGE = {413: _error("The request body is over the route's limit")}
-INVALID = {422: _error("A field, parameter or file is invalid; `param` names it")}
-UNAVAILABLE = {503: _error("The job store cannot serve the request now; retry it")}
-
-# What any route under /v1 may answer besides its success: authentication and body limits apply
-# to all of them, and every one reaches the job store.
-API_ERRORS: dict[int | str, dict[str, Any]] = {
-    **BAD_REQUEST, **UNAUTHORIZED, **FORBIDDEN, **NOT_FOUND, **CONFLICT, **TOO_LARGE, **INVALID,
-    **UNAVAILABLE,
+# What each error status means, as the schema describes it.
+DESCRIPTIONS = {
+    400: "The request could not be read (e.g. a malformed upload)",
+    401: "Missing or unknown API key",
+    403: "The key is valid but may not do this (an admin key is needed)",
+    404: "No such resource for this tenant",
+    409: "The resource is not in a state that allows this",
+    413: "The request body is over the route's limit",
+    422: "A field, parameter or file is invalid; `param` names it",
+    503: "The job store cannot serve the request now; retry it",
 }
 
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for routes that may answer these statuses, each with the envelope."""
+    return {status: {"model": ErrorEnvelope, "description": DESCRIPTIONS[status]}
+            for status in statuses}
+
+
+# Any route under /v1: authentication and body limits apply to all, and all reach the job store.
+API_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, 503)
 # Operator routes outside /v1 (/metrics): the metrics token or an admin key.
-OPERATOR_ERRORS: dict[int | str, dict[str, Any]] = {
-    **UNAUTHORIZED, **FORBIDDEN, **UNAVAILABLE,
-}
-
-# Probes: they take no key and no input; only the stores can fail them.
-PROBE_ERRORS: dict[int | str, dict[str, Any]] = {**UNAVAILABLE}
+OPERATOR_ERRORS = error_responses(401, 403, 503)
+# Probes take no key and no input; only the stores can fail them.
+PROBE_ERRORS = error_responses(503)

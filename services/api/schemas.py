@@ -43,6 +43,10 @@ class DatasetOut(BaseModel):
     created_at: UtcDatetime
 
 
+# The most a Numeric(14, 6) column holds: a larger amount would fail the insert, not the request.
+MAX_AMOUNT = Decimal("99999999.999999")
+
+
 # As OpenAI bounds it: small labels, not a place to store documents.
 Metadata = dict[Annotated[str, StringConstraints(max_length=64)],
                 Annotated[str, StringConstraints(max_length=512)]]
@@ -72,9 +76,8 @@ class JobCreate(RequestBody):
         description="Up to 16 string pairs of your own (keys ≤ 64, values ≤ 512 characters), "
         "echoed back with the job",
     )
-    # Bounded like the Numeric(14, 6) column it is stored in (and like PATCH's max_cost).
     max_cost: Decimal | None = Field(
-        None, ge=0, max_digits=14, decimal_places=6,
+        None, ge=0, le=MAX_AMOUNT,
         description="Budget for the whole job in the pools' currency; refused at submit when "
         "even the cheapest plan's estimate exceeds it")
 

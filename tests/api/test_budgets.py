@@ -124,11 +124,11 @@ def test_a_tenant_at_its_limit_cannot_submit_and_nothing_is_created(
 
 
 @pytest.mark.parametrize("route", ["/v1/jobs", "/v1/estimates"])
-@pytest.mark.parametrize("max_cost", ["100000000", "0.0000001"])
+@pytest.mark.parametrize("max_cost", ["100000000", "99999999.9999999", 1e12])
 def test_a_budget_the_store_cannot_hold_is_refused_at_submit(
-    client: TestClient, dataset_id: str, route: str, max_cost: str
+    client: TestClient, dataset_id: str, route: str, max_cost: str | float
 ) -> None:
-    # max_cost is kept as Numeric(14, 6): a larger or finer amount is a 422, not a failed insert.
+    # max_cost is kept as Numeric(14, 6): a larger amount is a 422, not a failed insert.
     response = client.post(route, json={"dataset_id": dataset_id, "max_cost": max_cost})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["param"] == "max_cost"
