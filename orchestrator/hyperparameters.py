@@ -65,7 +65,9 @@ class Hyperparameters(BaseModel):
     max_pixels: int | None = Field(None, gt=0, le=MAX_PIXELS)
 
     # checkpoints (by default every 2 hours), best model, export
-    checkpoint_interval_seconds: float = Field(7200.0, gt=0, le=30 * 86400)
+    # At least a second: checkpoints more often than that are checkpoint_every_steps' job, and
+    # an interval near zero would make the estimate's checkpoint count infinite.
+    checkpoint_interval_seconds: float = Field(7200.0, ge=1, le=30 * 86400)
     checkpoint_every_steps: int = Field(0, ge=0, le=1_000_000,
                                         description="0 turns step checkpoints off")
     keep_last_checkpoints: int = Field(2, ge=1, le=100)

@@ -70,6 +70,8 @@ def test_queue_depth_counts_phases_waiting_on_a_pool(client: TestClient, dataset
          "hyperparameters.total_epochs"),
         ({"hyperparameters": {"validation_samples": 3}}, "invalid_request",
          "hyperparameters.validation_samples"),
+        ({"hyperparameters": {"checkpoint_interval_seconds": 5e-324}}, "invalid_request",
+         "hyperparameters.checkpoint_interval_seconds"),
         ({"pools": {"warmup": "h100"}}, "unknown_pool", "pools.warmup"),
         ({"pools": "fastest"}, "invalid_request", "pools"),
         ({"max_cost": "-1"}, "invalid_request", "max_cost"),

@@ -57,6 +57,9 @@ def test_pools_are_chosen_per_job(client: TestClient, dataset_id: str) -> None:
         ({"hyperparameters": {"warmup_epochs": -1}}, "hyperparameters.warmup_epochs"),
         ({"hyperparameters": {"lora_rank": 0}}, "hyperparameters.lora_rank"),
         ({"hyperparameters": {"lora_rnak": 4}}, "hyperparameters.lora_rnak"),
+        # A sub-second interval once made the estimate divide by almost nothing: a 500.
+        ({"hyperparameters": {"checkpoint_interval_seconds": 5e-324}},
+         "hyperparameters.checkpoint_interval_seconds"),
         ({"pools": {"warmup": "h100"}}, "pools.warmup"),
         ({"pools": {"export": "t4"}}, "pools.export"),
         ({"dataset_id": "nope"}, "dataset_id"),
