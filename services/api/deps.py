@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.auth import authenticate_key, require_admin
 from orchestrator.db import get_sessionmaker
-from orchestrator.errors import StoreUnavailable
+from orchestrator.errors import InvalidRequest, StoreUnavailable
 from orchestrator.models import ApiKey, Tenant
 from orchestrator.settings import Settings, get_settings
 from orchestrator.storage import ObjectStore, get_store
@@ -69,3 +69,44 @@ def current_tenant(api_key: CurrentKey) -> Tenant:
 
 
 CurrentTenant = Annotated[Tenant, Depends(current_tenant)]
+
+
+def _nul_in(value: Any, where: str = "") -> str | None:
+    """Where in a parsed JSON value a string (or an object key) holds the NUL character."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    if isinstance(value, dict):
+        items: list[tuple[Any, Any]] = list(value.items())
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    else:
+        return None
+    for key, item in items:
+        inner = f"{where}.{key}" if where else str(key)
+        # A key is named by the object holding it (the key itself cannot be shown plainly).
+        found = (where or "body") if "\x00" in str(key) else _nul_in(item, inner)
+        if found:
+            return found
+    return None
+
+
+async def _json_body(request: Request) -> Any:
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if not (kind == "application/json" or kind.endswith("+json")) or not await request.body():
+        return None
+    try:
+        return await request.json()  # parsed once: FastAPI keeps it for the route
+    except ValueError:
+        return None  # not JSON: the route's own parsing answers for it
+
+
+async def refuse_nul(request: Request, _: CurrentKey) -> None:
+    """PostgreSQL text cannot hold the NUL character: a path or query parameter or a JSON body
+    field carrying one is refused here, naming it, rather than failing the query it reaches.
+    After authentication, so that a request without a key is told so first."""
+    found = next((name for source in (request.path_params, request.query_params)
+                  for name, value in source.items() if "\x00" in str(value)), None)
+    found = found or _nul_in(await _json_body(request))
+    if found:
+        raise InvalidRequest(f"{found}: text may not contain the NUL character (\\u0000)",
+                             param=found)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from services.api.body_guard import BodyGuard
+from services.api.deps import refuse_nul
 from services.api.error_schemas import API_ERRORS, OPERATOR_ERRORS, PROBE_ERRORS
 from services.api.errors import install_error_handlers
 from services.api.lifespan import lifespan
@@ -24,7 +25,7 @@ def create_app() -> FastAPI:
     app.include_router(system.router, responses=PROBE_ERRORS)
     for api_router in (pools.router, tenants.router, datasets.router, jobs.router,
                        estimates.router):
-        app.include_router(api_router, responses=API_ERRORS)
+        app.include_router(api_router, responses=API_ERRORS, dependencies=[Depends(refuse_nul)])
     app.include_router(metrics.router, responses=OPERATOR_ERRORS)
     return app
 

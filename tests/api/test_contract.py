@@ -188,3 +188,31 @@ def test_a_missing_or_unknown_key_gets_the_one_401_envelope(
 def test_a_lower_case_bearer_with_spaces_is_still_a_key(client: TestClient) -> None:
     key = client.headers.pop("Authorization").removeprefix("Bearer ")
     assert client.get("/v1/pools", headers={"Authorization": f"bearer   {key} "}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "param"),
+    [
+        ("GET", "/v1/jobs/a%00b", None, "job_id"),
+        ("GET", "/v1/tenants/a%00/spending", None, "name"),
+        ("PUT", "/v1/tenants/a%00/spending-limit", {"amount": 1}, "name"),
+        ("GET", "/v1/profiles?base_model=a%00", None, "base_model"),
+        ("PUT", "/v1/pools/new", {"gpu_model": "x\x00", "gpu_memory_gb": 1, "hourly_price": 1},
+         "gpu_model"),
+        ("POST", "/v1/jobs", {"dataset_id": "\x00"}, "dataset_id"),
+        ("POST", "/v1/estimates", {"dataset_id": "d\x00"}, "dataset_id"),
+        ("POST", "/v1/jobs", {"dataset_id": "d", "metadata": {"k": "v", "\x00": "v"}},
+         "metadata"),
+    ],
+)
+def test_text_with_a_nul_character_is_refused_naming_where(
+    client: TestClient, method: str, url: str, body: dict[str, Any] | None, param: str
+) -> None:
+    # PostgreSQL text cannot hold NUL: these once failed their query with a 500.
+    admin = {"Authorization": f"Bearer {new_api_key('ops', admin=True)}"}
+    response = client.request(method, url, json=body, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == param
+    assert "NUL" in response.json()["error"]["message"]
+    anonymous = client.request(method, url, json=body, headers={"Authorization": ""})
+    assert anonymous.status_code == 401, anonymous.text
