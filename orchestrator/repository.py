@@ -79,12 +79,6 @@ def timing_outcomes(session: Session) -> list[tuple[str, str, str, int]]:
     return [(phase, pool, outcome, count) for phase, pool, outcome, count in rows]
 
 
-def api_key_by_hash(session: Session, key_hash: str) -> ApiKey | None:
-    return session.scalar(
-        select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
-    )
-
-
 def api_key_with_hash(session: Session, key_hash: str) -> ApiKey | None:
     """The key with this hash, revoked or expired ones too (their 401 says which)."""
     return session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
