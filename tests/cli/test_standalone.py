@@ -121,7 +121,8 @@ def _logged(log: Path, pattern: str, timeout: float = 120.0) -> re.Match[str]:
         if found:
             return found
         time.sleep(0.2)
-    raise AssertionError(f"{pattern!r} not in {log}: {log.read_text()[-3000:]}")
+    written = log.read_text()[-3000:] if log.exists() else "(no log)"
+    raise AssertionError(f"{pattern!r} not in {log}: {written}")
 
 
 def _children_named(parent: int, name: bytes) -> list[int]:
