@@ -9,6 +9,7 @@ each was last seen, one row per worker.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -42,8 +43,18 @@ def record_workers(session: Session, seen: Mapping[str, Sequence[str]], now: dat
 
 def served_queues(session: Session, now: datetime) -> frozenset[str]:
     """Queues some worker consumed lately."""
+    return frozenset(live_workers_by_queue(session, now))
+
+
+def live_workers_by_queue(session: Session, now: datetime) -> dict[str, list[Worker]]:
+    """Queue -> the workers seen consuming it lately, by hostname."""
+    by_queue: dict[str, list[Worker]] = defaultdict(list)
     rows = repository.workers_seen_since(session, now - SEEN_WITHIN)
-    return frozenset(q for row in rows for q in row.queues.split(",") if q)
+    for row in sorted(rows, key=lambda row: row.hostname):
+        for queue in row.queues.split(","):
+            if queue:
+                by_queue[queue].append(row)
+    return dict(by_queue)
 
 
 def phase_detail(phase: Phase, queue: str, served: frozenset[str] | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -110,12 +111,19 @@ def api(host: str, port: int) -> None:
 @click.option("--port", default=7860, show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
 def up(port: int, data_dir: Path | None) -> None:
-    """Start API, one worker per pool, SQLite, an embedded Redis and local storage."""
+    """Start API, one worker per pool, SQLite, an embedded Redis and local storage; restart a
+    worker or the API that dies."""
     from services.cli import standalone
 
     _use_data_dir(data_dir)
+    try:
+        listener = standalone.listen(port)
+    except standalone.PortInUse as exc:
+        raise click.ClickException(str(exc)) from exc
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logs = settings.data_dir / "logs"
+    standalone.log_events(console, logs / "up.log")
     env = {**os.environ, "RELAYTUNE_DATA_DIR": str(settings.data_dir)}
     tree = standalone.ProcessTree()
     stop = {"requested": False}
@@ -125,11 +133,11 @@ def up(port: int, data_dir: Path | None) -> None:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    ctx = click.get_current_context()
     try:
         if "RELAYTUNE_BROKER_URL" not in os.environ:
             env["RELAYTUNE_BROKER_URL"], redis = standalone.start_embedded_redis(settings.data_dir)
-            tree.add("redis", redis)
-        ctx = click.get_current_context()
+            tree.add("broker (redis)", redis)
         ctx.invoke(migrate)
         pool_names = _prepare_pools(settings.pools_file)
         tiny_default = settings.default_base_model == TINY_MODEL_NAME
@@ -143,20 +151,25 @@ def up(port: int, data_dir: Path | None) -> None:
             with session_scope() as session:
                 key_file.write_text(create_api_key(session, "local"))
             key_file.chmod(0o600)
-        standalone.launch(tree, port=port, env=env, logs=settings.data_dir / "logs",
-                          pools=pool_names)
+        standalone.launch(tree, listener=listener, env=env, logs=logs, pools=pool_names)
         url = f"http://127.0.0.1:{port}"
-        standalone.wait_ready(url)
+        try:
+            standalone.wait_ready(url, alive=lambda: tree.alive("api"))
+        except RuntimeError as exc:
+            raise click.ClickException(f"{exc}; see {logs / 'api.log'}") from exc
         console.print(f"relaytune is up at {url} (docs at {url}/docs); API key in {key_file}; "
-                      f"logs in {settings.data_dir / 'logs'}. Ctrl-C stops everything.")
+                      f"logs in {logs}. Ctrl-C stops everything.")
         while not stop["requested"]:
-            exited = tree.first_exited()
-            if exited:
-                raise click.ClickException(f"{exited} exited; see {settings.data_dir / 'logs'}")
+            tree.supervise()
             time.sleep(0.5)
+    except standalone.ChildExited as exc:
+        standalone.logger.error("%s and cannot be restarted safely; stopping everything (see "
+                                "%s)", exc, logs)
+        ctx.exit(1)
     finally:
         console.print("stopping relaytune …")
         tree.stop()
+        listener.close()
 
 
 def _prepare_pools(pools_file: Path | None) -> list[str]:
@@ -176,12 +189,15 @@ def _prepare_pools(pools_file: Path | None) -> list[str]:
 
 
 def _follow(client: Any, job: dict[str, Any]) -> dict[str, Any]:
-    """Poll the job until it ends: a live table on a terminal, a line per change elsewhere."""
+    """Poll the job until it ends: a live table on a terminal, a line per change elsewhere;
+    a warning whenever a queued phase's pool has no live worker."""
     from services.cli.render import phase_table, progress_line
 
+    warned: set[str] = set()
     if console.is_terminal:
         with Live(phase_table(job), console=console, refresh_per_second=2) as live:
             while job["status"] not in TERMINAL:
+                _warn_unserved(client, job, warned)
                 time.sleep(1.0)
                 job = client.job(job["id"])
                 live.update(phase_table(job))
@@ -195,10 +211,29 @@ def _follow(client: Any, job: dict[str, Any]) -> dict[str, Any]:
         last = signature
         if job["status"] in TERMINAL:
             break
+        _warn_unserved(client, job, warned)
         time.sleep(1.0)
         job = client.job(job["id"])
     console.print(phase_table(job))
     return job
+
+
+def _warn_unserved(client: Any, job: dict[str, Any], warned: set[str]) -> None:
+    """Warn once each time a queued phase starts waiting on a pool with no live worker."""
+    from services.cli.client import ApiError
+    from services.cli.waiting import unserved_phases
+
+    pools = None
+    # On an error the phases' own status_detail still tells.
+    with contextlib.suppress(ApiError):
+        if any(p["status"] == "queued" for p in job["phases"]):
+            pools = client.pools()
+    warnings = unserved_phases(job, pools)
+    for name in warnings.keys() - warned:
+        console.print(f"warning: {warnings[name]}", style="yellow", markup=False,
+                      highlight=False, soft_wrap=True)
+    warned.clear()
+    warned.update(warnings)
 
 
 def _api_key(explicit: str | None) -> str:
