@@ -157,9 +157,9 @@ def test_an_unexpected_error_is_a_500_in_the_envelope_without_its_details(
     assert "secret" not in response.text and "Traceback" not in response.text
 
 
-def test_a_bearer_key_still_works_once_the_database_answers_again(
+def test_routes_answer_as_usual_again_once_every_store_answers(
     clean_db: None, server: Server,
 ) -> None:
-    client = server()
+    client = server()  # after the tests above pointed the API at closed ports
     client.headers["Authorization"] = f"Bearer {new_api_key()}"
     assert client.get("/v1/jobs").status_code == 200
