@@ -78,15 +78,19 @@ def test_a_database_that_does_not_answer_makes_readyz_503_naming_it(server: Serv
         "database": "down", "broker": "ok", "object_store": "ok"}
 
 
-@pytest.mark.parametrize("scheme", ["redis", "amqp"])
+@pytest.mark.parametrize(("scheme", "reason"), [
+    ("redis", "ConnectionError"),  # asked with a PING
+    ("amqp", "OperationalError"),  # any other broker: through a kombu connection
+])
 def test_a_broker_that_does_not_answer_makes_readyz_503_naming_it(
-    clean_db: None, server: Server, scheme: str,
+    clean_db: None, server: Server, scheme: str, reason: str,
 ) -> None:
     client = server(broker_url=f"{scheme}://127.0.0.1:{closed_port()}/0")
     error = _error(client.get("/readyz"), 503)
     assert error["code"] == "not_ready"
     assert "broker" in error["message"] and "database" not in error["message"]
-    assert {c["check"]: c["status"] for c in error["details"]}["broker"] == "down"
+    [broker] = [c for c in error["details"] if c["check"] == "broker"]
+    assert broker == {"check": "broker", "status": "down", "reason": reason}
 
 
 def test_an_object_store_that_does_not_answer_makes_readyz_503_naming_it(
