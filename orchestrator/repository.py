@@ -16,6 +16,7 @@ from orchestrator.models import (
     Checkpoint,
     Dataset,
     Event,
+    IdempotencyKey,
     Job,
     Phase,
     PhaseTiming,
@@ -78,10 +79,41 @@ def timing_outcomes(session: Session) -> list[tuple[str, str, str, int]]:
     return [(phase, pool, outcome, count) for phase, pool, outcome, count in rows]
 
 
-def api_key_by_hash(session: Session, key_hash: str) -> ApiKey | None:
-    return session.scalar(
-        select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
-    )
+def api_key_with_hash(session: Session, key_hash: str) -> ApiKey | None:
+    """The key with this hash, revoked or expired ones too (their 401 says which)."""
+    return session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+
+
+def api_keys(session: Session, tenant_id: str | None = None) -> Sequence[ApiKey]:
+    """Keys, of one tenant or of all, newest first, with their tenants loaded."""
+    query = select(ApiKey).options(selectinload(ApiKey.tenant))
+    if tenant_id is not None:
+        query = query.where(ApiKey.tenant_id == tenant_id)
+    return session.scalars(query.order_by(ApiKey.created_at.desc(), ApiKey.id)).all()
+
+
+def api_keys_matching(session: Session, prefix_or_id: str) -> Sequence[ApiKey]:
+    """Keys whose id is this, or whose shown prefix starts with it."""
+    return session.scalars(
+        select(ApiKey).options(selectinload(ApiKey.tenant)).where(
+            (ApiKey.id == prefix_or_id) | ApiKey.prefix.startswith(prefix_or_id, autoescape=True)
+        ).order_by(ApiKey.created_at)
+    ).all()
+
+
+def idempotency_record(session: Session, tenant_id: str, route: str, key: str
+                       ) -> IdempotencyKey | None:
+    return session.scalar(select(IdempotencyKey).where(
+        IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.route == route,
+        IdempotencyKey.key == key))
+
+
+def delete_idempotency_records_before(session: Session, before: datetime, *, limit: int) -> None:
+    """Forget up to `limit` results recorded before `before`, skipping rows another
+    transaction holds (it is replacing them), so the clean-up never waits on a request."""
+    old = (select(IdempotencyKey.id).where(IdempotencyKey.created_at < before)
+           .limit(limit).with_for_update(skip_locked=True))
+    session.execute(delete(IdempotencyKey).where(IdempotencyKey.id.in_(old.scalar_subquery())))
 
 
 def dataset_for_tenant(session: Session, tenant_id: str, dataset_id: str) -> Dataset:

@@ -25,7 +25,7 @@ REDIS_URL = os.environ.get("RELAYTUNE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 S3_ENDPOINT = os.environ.get("RELAYTUNE_TEST_S3_ENDPOINT", "")
 
 DATA_TABLES = ("phase_timings", "checkpoints", "events", "phases", "jobs", "datasets",
-               "api_keys", "tenants", "workers")
+               "api_keys", "tenants", "workers", "idempotency_keys")
 
 
 def reset_caches() -> None:

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from services.api.body_guard import BodyGuard
 from services.api.errors import install_error_handlers
 from services.api.lifespan import lifespan
-from services.api.routes import datasets, estimates, jobs, metrics, pools, system, tenants
+from services.api.routes import api_keys, datasets, estimates, jobs, metrics, pools, system, tenants
 
 
 def create_app() -> FastAPI:
@@ -26,6 +26,7 @@ def create_app() -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(estimates.router)
     app.include_router(metrics.router)
+    app.include_router(api_keys.router)
     return app
 
 

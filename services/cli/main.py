@@ -46,23 +46,7 @@ def migrate() -> None:
     console.print("schema is at head")
 
 
-@app.group("api-key")
-def api_key() -> None:
-    """Manage API keys."""
-
-
-@api_key.command("create")
-@click.option("--tenant", required=True, help="Tenant name; created if new.")
-@click.option("--admin", is_flag=True, help="May also change pools and spending limits.")
-def api_key_create(tenant: str, admin: bool) -> None:
-    """Print a new API key for TENANT (stored hashed; shown only now)."""
-    from orchestrator.auth import create_api_key
-    from orchestrator.db import session_scope
-
-    with session_scope() as session:
-        click.echo(create_api_key(session, tenant, admin=admin))
-
-
+app.add_command(admin.api_key)
 app.add_command(admin.pools)
 app.add_command(admin.tenants)
 app.add_command(admin.sweep)

@@ -6,14 +6,15 @@ import zipfile
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
-from orchestrator import budgets, jobs, liveness, repository
+from orchestrator import budgets, idempotency, jobs, liveness, repository
 from orchestrator.errors import Conflict, InvalidRequest
 from orchestrator.lifecycle import JobStatus
 from orchestrator.models import Job, utcnow
 from services.api.budget_schemas import JobPatch, RequeueFrom, RequeueIn
 from services.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
+from services.api.idempotent import IdempotencyKeyHeader, respond
 from services.api.presenters import job_out
 from services.api.schemas import CheckpointOut, EventOut, JobCreate, JobList, JobOut
 
@@ -31,20 +32,30 @@ def create_job(
     tenant: CurrentTenant,
     settings: SettingsDep,
     store: StoreDep,
-) -> JobOut:
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JobOut | JSONResponse:
     """Submit a fine-tuning job; its first phase is queued when the request commits."""
-    job = jobs.submit_job(
-        session,
-        store,
-        tenant_id=tenant.id,
-        dataset_id=body.dataset_id,
-        base_model=body.base_model or settings.default_base_model,
-        hyperparameters=body.hyperparameters,
-        pools=body.pools,
-        metadata=body.metadata,
-        max_cost=body.max_cost,
-    )
-    return job_out(job, repository.pools_by_name(session))
+
+    def submit() -> JobOut:
+        job = jobs.submit_job(
+            session,
+            store,
+            tenant_id=tenant.id,
+            dataset_id=body.dataset_id,
+            base_model=body.base_model or settings.default_base_model,
+            hyperparameters=body.hyperparameters,
+            pools=body.pools,
+            metadata=body.metadata,
+            max_cost=body.max_cost,
+        )
+        return job_out(job, repository.pools_by_name(session))
+
+    if idempotency_key is None:
+        return submit()
+    return respond(idempotency.run_once(
+        session, tenant_id=tenant.id, route="POST /v1/jobs", key=idempotency_key,
+        request_hash=idempotency.hash_json(body.model_dump(mode="json")),
+        create=lambda: idempotency.Result(201, submit().model_dump(mode="json"))))
 
 
 @router.get("", response_model=JobList)
