@@ -179,10 +179,12 @@ def _kill_while_loading_the_model(job_id: str, fleet: Fleet, proxy: FlakyS3) -> 
     """Once the warmup has downloaded its inputs it loads the base model: kill it then."""
     _wait_until(lambda: phase(job_id, "preprocess").status == "succeeded", "preprocess",
                 logs=fleet.logs)
-    artifact = phase(job_id, "preprocess").output_key
-    for key in get_store().list(f"{artifact}/"):
-        proxy.wait_for(lambda r, key=key: r.method == "GET" and r.key == key,
-                       timeout=JOB_TIMEOUT_S)
+    artifact = set(get_store().list(f"{phase(job_id, 'preprocess').output_key}/"))
+
+    def downloaded() -> bool:
+        return artifact <= {s.request.key for s in proxy.seen(lambda r: r.method == "GET")}
+
+    _wait_until(downloaded, "the warmup's download of the artifact", logs=fleet.logs)
     fleet.worker.kill_child()
     assert not events(job_id, "model_loaded", "warmup")  # killed before the load finished
     assert not metric_steps(job_id, "warmup", 1)
