@@ -133,8 +133,9 @@ class LocalStore:
         self._path(key).unlink(missing_ok=True)
 
 
-# Large files go up in parts (each part retried on its own); a checkpoint's files are smaller.
+# Files this large go up in parts of MULTIPART_CHUNKSIZE, each retried on its own.
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_CHUNKSIZE = 8 * 1024 * 1024
 
 
 class S3Store:
@@ -145,6 +146,7 @@ class S3Store:
     def __init__(
         self, *, endpoint: str, bucket: str, access_key: str, secret_key: str, region: str,
         max_attempts: int = 5, multipart_threshold: int = MULTIPART_THRESHOLD,
+        multipart_chunksize: int = MULTIPART_CHUNKSIZE,
     ):
         import boto3
         from boto3.s3.transfer import TransferConfig
@@ -166,7 +168,7 @@ class S3Store:
         )
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
-            multipart_chunksize=max(multipart_threshold, 5 * 1024 * 1024),  # S3's minimum
+            multipart_chunksize=multipart_chunksize,
             num_download_attempts=max_attempts,
         )
 

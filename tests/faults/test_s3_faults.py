@@ -92,7 +92,8 @@ def test_every_kind_of_request_rides_out_5xx_answers_and_dropped_connections(
 def test_a_multipart_upload_retries_its_parts_and_one_that_keeps_failing_leaves_nothing(
     through_proxy: FlakyS3, tmp_path: Path,
 ) -> None:
-    store = _store(through_proxy, multipart_threshold=5 * 1024 * 1024)
+    part = 5 * 1024 * 1024  # S3's smallest part
+    store = _store(through_proxy, multipart_threshold=part, multipart_chunksize=part)
     big = tmp_path / "big"
     big.write_bytes(os.urandom(6 * 1024 * 1024))  # two parts
     through_proxy.fail(lambda r: r.is_part, status=503, times=1)
@@ -195,3 +196,25 @@ def test_a_store_that_keeps_failing_fails_the_phase_naming_the_store_and_hides_t
     assert phase(job_id, "warmup").status == "succeeded"
     assert metric_steps(job_id, "warmup", 2) == [2, 3, 4]
     assert_checkpoints_whole(job_id)
+
+
+def test_readiness_and_uploads_answer_503_naming_the_store_while_s3_fails(
+    through_proxy: FlakyS3, example_dir: Path,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from services.api.main import create_app
+    from tests.factories import new_api_key, zip_folder
+
+    with TestClient(create_app()) as client:
+        client.headers["Authorization"] = f"Bearer {new_api_key()}"
+        assert client.get("/readyz").status_code == 200
+        through_proxy.fail(lambda r: True, status=503)
+        not_ready = client.get("/readyz")  # a probe that fails is not a missing object
+        upload = client.post("/v1/datasets",
+                             files={"file": ("ex.zip", zip_folder(example_dir))})
+    for response in (not_ready, upload):
+        assert response.status_code == 503, response.text
+        error = response.json()["error"]
+        assert error["code"] == "object_store_unavailable"
+        assert f"at {through_proxy.url}" in error["message"]
