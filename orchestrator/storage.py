@@ -1,8 +1,8 @@
 """Object storage behind one interface: S3 (boto3's transfer manager) or a local directory.
 
-Phases hand over only through this store, so pools can run on different machines. Both stores
-raise FileNotFoundError for a key that is not there and ObjectStoreUnavailable when the store
-itself fails; S3 requests are retried with backoff before that.
+Phases hand over only through this store, so pools can run on different machines. Reading a
+key that is not there raises FileNotFoundError in both; S3 requests are retried with backoff,
+and one that fails every attempt raises ObjectStoreUnavailable naming the bucket and endpoint.
 """
 
 from __future__ import annotations

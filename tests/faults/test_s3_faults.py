@@ -116,6 +116,7 @@ def test_a_multipart_upload_retries_its_parts_and_one_that_keeps_failing_leaves_
     assert not store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads")
 
 
+@pytest.mark.e2e
 def test_a_warmup_rides_out_a_flaky_store_and_every_checkpoint_it_records_is_whole(
     through_proxy: FlakyS3, recorded_dispatch: dispatch.RecordingDispatcher,
     tiny_model_dir: str, example_dir: Path,
@@ -149,6 +150,7 @@ def test_a_warmup_rides_out_a_flaky_store_and_every_checkpoint_it_records_is_who
     assert_checkpoints_whole(job_id)
 
 
+@pytest.mark.e2e
 def test_a_store_that_keeps_failing_fails_the_phase_naming_the_store_and_hides_the_checkpoint(
     through_proxy: FlakyS3, recorded_dispatch: dispatch.RecordingDispatcher,
     tiny_model_dir: str, example_dir: Path,
