@@ -67,13 +67,14 @@ class Worker:
     child at a time and a fresh child for each phase (the child is where a phase runs)."""
 
     def __init__(self, env: dict[str, str], log: Path, name: str):
-        self.log = log
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker",
-             "--queues", "gpu.t4,gpu.a10,gpu.a100", "--concurrency", "1", "--pool", "prefork",
-             "--max-tasks-per-child", "1", "--hostname", f"{name}@%h", "--loglevel", "INFO"],
-            env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-            start_new_session=True)
+        with log.open("wb") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker",
+                 "--queues", "gpu.t4,gpu.a10,gpu.a100", "--concurrency", "1",
+                 "--pool", "prefork", "--max-tasks-per-child", "1",
+                 "--hostname", f"{name}@%h", "--loglevel", "INFO"],
+                env=env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True)
 
     def child(self) -> psutil.Process:
         """The process running the current phase."""
@@ -277,11 +278,12 @@ class Api:
 
     def __init__(self, port: int, env: dict[str, str], log: Path):
         self.url = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "services.api.main:app", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env=env, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-            start_new_session=True)
+        with log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "services.api.main:app",
+                 "--host", "127.0.0.1", "--port", str(port)],
+                env=env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True)
         wait_ready(self.url, alive=lambda: self.process.poll() is None)
 
     def kill(self) -> None:
