@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     s3_access_key: str = ""
     s3_secret_key: str = ""
     s3_region: str = "us-east-1"
+    # Attempts per S3 request (the first included), with exponential backoff between them;
+    # a request that fails every one fails the phase with an error naming the store.
+    s3_max_attempts: int = Field(default=5, ge=1, le=20)
     # Base models a job may name (orchestrator/base_models.py): the default, any directory
     # under model_root (default <data_dir>/models), and the allowed names, comma-separated
     # (hub ids in the workers' cache, or directories elsewhere).
