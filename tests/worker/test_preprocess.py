@@ -10,12 +10,8 @@ import pytest
 
 from orchestrator.errors import InvalidDataset, InvalidRequest
 from tests.worker.conftest import write_corner_dataset
-from worker.recipe.preprocess import (
-    IGNORE_INDEX,
-    build_artifact,
-    load_artifact,
-    split_validation,
-)
+from worker.recipe.data import IGNORE_INDEX
+from worker.recipe.preprocess import build_artifact, load_artifact, split_validation
 
 NO_AUGMENTATION: dict[str, Any] = {"enabled": False}
 

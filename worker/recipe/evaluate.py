@@ -22,11 +22,11 @@ from typing import Any
 
 from orchestrator.hyperparameters import Hyperparameters
 from worker.recipe.checkpoint import ADAPTER_DIR, read_manifest
-from worker.recipe.data import collate, to_device
+from worker.recipe.data import IGNORE_INDEX, TURN_END, collate, to_device
 from worker.recipe.export import save_adapter, save_merged
 from worker.recipe.lora import load_base, pick_device
 from worker.recipe.metrics import MODEL_INPUTS, answer_scores, evaluate_samples
-from worker.recipe.preprocess import IGNORE_INDEX, load_artifact
+from worker.recipe.preprocess import load_artifact
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,6 @@ EVALUATION_SCHEMA = "relaytune.evaluation.v1"
 EVALUATION_FILE = "evaluation.json"
 MERGED_DIR = "merged"
 METRICS = ("exact_match", "token_accuracy", "rouge_l", "val_loss")
-# Qwen's chat template closes every turn with this token; the answers are trained to end on it.
-TURN_END = "<|im_end|>"
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from orchestrator.errors import InvalidDataset, InvalidRequest
 from orchestrator.hyperparameters import Hyperparameters
 from worker.recipe import ARTIFACT_FORMAT, ARTIFACT_FORMATS_READ
 from worker.recipe.augment import AugmentationPlan, augment_image, copy_seed
+from worker.recipe.data import IGNORE_INDEX
 from worker.recipe.pixels import (
     IMAGE_PROCESSOR_DIR,
     compact_sample,
@@ -43,11 +44,9 @@ from worker.recipe.pixels import (
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 SAMPLES_FILE = "samples.pt"
 MANIFEST_FILE = "manifest.json"
 DEFAULT_MAX_LENGTH = 4096
-END_TOKEN = "<|im_end|>"  # Qwen's end of a turn: the last trained token of every answer
 SMALL_DATASET = 20  # up to this many samples, a default validation split holds out only a few
 MAX_SMALL_VALIDATION = 3
 
