@@ -6,7 +6,7 @@ tokens, and exact match and ROUGE-L of greedy answers generated from the prompt 
 
 Output layout (out_dir):
     adapter/          PEFT format (see worker.recipe.export)
-    merged/           only with hyperparameters["export_merged"]
+    merged/           only with the hyperparameter export_merged
     evaluation.json   the report (schema EVALUATION_SCHEMA), also returned; report["summary"]
                       holds the same figures as flat numbers for an event
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,24 +33,6 @@ EVALUATION_SCHEMA = "relaytune.evaluation.v1"
 EVALUATION_FILE = "evaluation.json"
 MERGED_DIR = "merged"
 METRICS = ("exact_match", "token_accuracy", "rouge_l", "val_loss")
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    best_metric: str
-    export_merged: bool
-    max_new_tokens: int
-
-    @classmethod
-    def from_hyperparameters(cls, hp: dict[str, Any]) -> EvalOptions:
-        # The job's hyperparameters were validated at submit; a missing key (an older job, a
-        # direct call) takes the same default a new job would get.
-        defaults = Hyperparameters()
-        return cls(
-            best_metric=str(hp.get("best_metric", defaults.best_metric)),
-            export_merged=bool(hp.get("export_merged", defaults.export_merged)),
-            max_new_tokens=int(hp.get("eval_max_new_tokens", defaults.eval_max_new_tokens)),
-        )
 
 
 def prompt_and_reference(sample: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
@@ -175,7 +156,7 @@ def evaluate_and_export(
     checkpoint_dir: Path,
     out_dir: Path,
     base_model_name: str | None = None,
-    hyperparameters: dict[str, Any] | None = None,
+    hyperparameters: Hyperparameters | None = None,
     on_export: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Score base and base + checkpoint adapter on the artifact's val samples; export; report.
@@ -190,8 +171,9 @@ def evaluate_and_export(
 
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     ckpt = read_manifest(checkpoint_dir)
-    hp = hyperparameters if hyperparameters is not None else ckpt.get("hyperparameters", {})
-    options = EvalOptions.from_hyperparameters(hp)
+    # A checkpoint records the job's hyperparameters with their defaults filled in.
+    hp = (hyperparameters if hyperparameters is not None
+          else Hyperparameters.model_validate(ckpt.get("hyperparameters", {})))
     manifest, samples = load_artifact(Path(artifact_dir))
     val_idx: list[int] = list(manifest["val"])
     pad_id = int(manifest["pad_token_id"])
@@ -205,7 +187,7 @@ def evaluate_and_export(
 
     def answer(prompt: dict[str, Any]) -> str:
         ids = generate_answer(model, prompt, pad_token_id=pad_id, stop_ids=stop_ids,
-                              max_new_tokens=options.max_new_tokens, device=device, dtype=dtype)
+                              max_new_tokens=hp.eval_max_new_tokens, device=device, dtype=dtype)
         return str(tokenizer.decode(ids, skip_special_tokens=True)).strip()
 
     rows = []
@@ -231,7 +213,7 @@ def evaluate_and_export(
         on_export()
     out_dir.mkdir(parents=True, exist_ok=True)
     adapter_export = save_adapter(model, out_dir / ADAPTER_DIR, base_model_name)
-    merged = save_merged(model, model_dir, out_dir / MERGED_DIR) if options.export_merged else None
+    merged = save_merged(model, model_dir, out_dir / MERGED_DIR) if hp.export_merged else None
 
     report: dict[str, Any] = {
         "schema": EVALUATION_SCHEMA,
@@ -240,8 +222,8 @@ def evaluate_and_export(
         "adapter": adapter_metrics,
         "delta": {m: _difference(adapter_metrics[m], base_metrics[m]) for m in METRICS},
         "samples": rows,
-        "best_checkpoint": _best_checkpoint(ckpt, options.best_metric, adapter_metrics),
-        "generation": {"greedy": True, "max_new_tokens": options.max_new_tokens},
+        "best_checkpoint": _best_checkpoint(ckpt, hp.best_metric, adapter_metrics),
+        "generation": {"greedy": True, "max_new_tokens": hp.eval_max_new_tokens},
         "adapter_export": adapter_export,
         "merged": merged,
     }

@@ -24,7 +24,6 @@ import json
 import logging
 import random
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +268,7 @@ def _compact_images(samples: list[dict[str, Any]], processor: Any, out_dir: Path
 
 
 def build_artifact(dataset_dir: Path, model_dir: str, out_dir: Path, *,
-                   hyperparameters: Mapping[str, Any], max_length: int = DEFAULT_MAX_LENGTH,
+                   hyperparameters: Hyperparameters, max_length: int = DEFAULT_MAX_LENGTH,
                    compact_images: bool = True) -> dict[str, Any]:
     """Check, split, augment and tokenize dataset_dir with model_dir's processor into out_dir;
     return the manifest. Bad rows and over-long samples raise one InvalidDataset naming all.
@@ -277,7 +276,7 @@ def build_artifact(dataset_dir: Path, model_dir: str, out_dir: Path, *,
     import torch
     from transformers import AutoProcessor
 
-    hp = Hyperparameters.model_validate(dict(hyperparameters))
+    hp = hyperparameters
     dataset = read_dataset(DirectorySource(Path(dataset_dir)))
     processor = AutoProcessor.from_pretrained(model_dir)
     image_size = image_size_bounds(processor.image_processor, hp.min_pixels, hp.max_pixels)
