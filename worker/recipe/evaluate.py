@@ -23,8 +23,9 @@ from orchestrator.hyperparameters import Hyperparameters
 from worker.recipe.checkpoint import ADAPTER_DIR, read_manifest
 from worker.recipe.data import IGNORE_INDEX, TURN_END, collate, to_device
 from worker.recipe.export import save_adapter, save_merged
-from worker.recipe.lora import load_base, pick_device
+from worker.recipe.lora import load_base
 from worker.recipe.metrics import MODEL_INPUTS, answer_scores, evaluate_samples
+from worker.recipe.precision import resolve_precision
 from worker.recipe.preprocess import load_artifact
 
 logger = logging.getLogger(__name__)
@@ -161,7 +162,8 @@ def evaluate_and_export(
 ) -> dict[str, Any]:
     """Score base and base + checkpoint adapter on the artifact's val samples; export; report.
 
-    hyperparameters default to those the checkpoint was trained with. base_model_name, if
+    hyperparameters default to those the checkpoint was trained with. The model runs in the
+    precision training ran in on this device (worker.recipe.precision). base_model_name, if
     given, is recorded in adapter_config.json in place of model_dir (often a download path).
     on_export() runs when scoring is done and the export begins (a caller timing the two).
     Returns the report written to out_dir/evaluation.json.
@@ -178,7 +180,8 @@ def evaluate_and_export(
     val_idx: list[int] = list(manifest["val"])
     pad_id = int(manifest["pad_token_id"])
     tokenizer = AutoProcessor.from_pretrained(model_dir).tokenizer
-    device, dtype = pick_device()
+    precision = resolve_precision(hp.precision)
+    device, dtype = precision.device, precision.dtype
     model = PeftModel.from_pretrained(
         load_base(model_dir, device, dtype), str(checkpoint_dir / ADAPTER_DIR)
     )
@@ -190,24 +193,26 @@ def evaluate_and_export(
                               max_new_tokens=hp.eval_max_new_tokens, device=device, dtype=dtype)
         return str(tokenizer.decode(ids, skip_special_tokens=True)).strip()
 
-    rows = []
-    for index in val_idx:
-        prompt, reference = prompt_and_reference(samples[index])
-        adapter_answer = answer(prompt)
+    # Under the autocast training's validation runs under, so val_loss means the same here.
+    with precision.autocast():
+        rows = []
+        for index in val_idx:
+            prompt, reference = prompt_and_reference(samples[index])
+            adapter_answer = answer(prompt)
+            with model.disable_adapter():
+                base_answer = answer(prompt)
+            rows.append({
+                "file": manifest["files"][index],
+                "reference": str(tokenizer.decode(reference, skip_special_tokens=True)).strip(),
+                "base_answer": base_answer,
+                "adapter_answer": adapter_answer,
+            })
+        references = [r["reference"] for r in rows]
+        adapter_metrics = _score(model, samples, val_idx, pad_id,
+                                 [r["adapter_answer"] for r in rows], references, device, dtype)
         with model.disable_adapter():
-            base_answer = answer(prompt)
-        rows.append({
-            "file": manifest["files"][index],
-            "reference": str(tokenizer.decode(reference, skip_special_tokens=True)).strip(),
-            "base_answer": base_answer,
-            "adapter_answer": adapter_answer,
-        })
-    references = [r["reference"] for r in rows]
-    adapter_metrics = _score(model, samples, val_idx, pad_id,
-                             [r["adapter_answer"] for r in rows], references, device, dtype)
-    with model.disable_adapter():
-        base_metrics = _score(model, samples, val_idx, pad_id,
-                              [r["base_answer"] for r in rows], references, device, dtype)
+            base_metrics = _score(model, samples, val_idx, pad_id,
+                                  [r["base_answer"] for r in rows], references, device, dtype)
 
     if on_export is not None:
         on_export()

@@ -16,16 +16,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def pick_device() -> tuple[torch.device, torch.dtype]:
-    """bf16 on a GPU that supports it; fp32 otherwise (fp16 would need loss scaling)."""
-    import torch
-
-    if torch.cuda.is_available():
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        return torch.device("cuda"), dtype
-    return torch.device("cpu"), torch.float32
-
-
 def load_base(model_dir: str, device: torch.device, dtype: torch.dtype) -> Any:
     from transformers import AutoModelForImageTextToText
 
