@@ -176,7 +176,7 @@ class Trainer:
         """Train from the current position to the start of end_epoch; stop early (with a
         checkpoint) when hooks.should_stop() says so."""
         self.model.train()
-        self.end_epoch, self.out_dir, self.hooks = end_epoch, out_dir, hooks
+        self.out_dir, self.hooks = out_dir, hooks
         self.rolling: list[Path] = []
         self.best_dir: Path | None = None
         self.oom_recoveries = self.samples_done = self.tokens_done = self.validated = 0
