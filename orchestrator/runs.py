@@ -39,7 +39,8 @@ class Claim:
     attempt: int
     pool: str
     base_model: str
-    hyperparameters: dict[str, Any]
+    # Validated once here: a job stored before a field existed gets that field's default.
+    hyperparameters: Hyperparameters
     input_key: str  # the previous phase's recorded output (or the dataset for preprocess)
     artifact_key: str  # the preprocess phase's recorded output ("" for preprocess itself)
     resume_key: str  # a checkpoint of an earlier run of this phase to continue from, or ""
@@ -95,14 +96,15 @@ def claim_phase(
         pool=row.pool,
     )
     refresh_job_status(session, job, now)
-    epochs = epoch_range(phase, Hyperparameters.model_validate(job.hyperparameters))
+    hyperparameters = Hyperparameters.model_validate(job.hyperparameters)
+    epochs = epoch_range(phase, hyperparameters)
     return Claim(
         job_id=job_id,
         phase=phase,
         attempt=attempt,
         pool=row.pool,
         base_model=job.base_model,
-        hyperparameters=dict(job.hyperparameters),
+        hyperparameters=hyperparameters,
         input_key=input_key,
         artifact_key=artifact_key,
         resume_key=row.resume_key or "",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.base_models import resolve_base_model
 from orchestrator.datasets import extract_dataset
@@ -17,6 +17,9 @@ from orchestrator.runs import Claim
 from orchestrator.settings import get_settings
 from orchestrator.storage import ObjectStore, download_dir
 from worker.reporting import Reporter
+
+if TYPE_CHECKING:
+    from worker.recipe.train import Trainer, TrainResult
 
 
 class PhaseStopped(Exception):
@@ -32,7 +35,7 @@ class Handover:
     the artifact on local disk and the training run's live state, neither fetched again."""
 
     artifact_dir: Path | None = None
-    carry: Any = None  # worker.recipe.train.Carry of the last finished training call
+    carry: Trainer | None = None  # the training state of the last finished training call
     carry_key: str = ""  # the checkpoint key that state was published under
 
 
@@ -89,7 +92,7 @@ def run_preprocess(
 def _train(
     claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, handover: Handover,
     start_from: str | None,
-) -> tuple[Any, Path]:
+) -> tuple[TrainResult, Path]:
     """Train the claim's epochs. A re-run (lost lease, OOM'd worker) continues from this
     phase's own latest checkpoint; otherwise from `start_from` (the previous phase's output),
     which this process may still hold live when it ran the previous phase itself."""
@@ -146,7 +149,7 @@ def _train(
     return result, artifact_dir
 
 
-def _summary(result: Any) -> dict[str, Any]:
+def _summary(result: TrainResult) -> dict[str, Any]:
     return {
         "global_step": result.global_step,
         "loss": result.last_loss,
@@ -171,7 +174,7 @@ def run_warmup(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter,
 
 
 def _best_checkpoint_dir(
-    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, result: Any
+    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, result: TrainResult
 ) -> Path:
     """The checkpoint to export: this run's best, an earlier phase's best (the warmup's, when
     the final epochs never beat it), or the last one when there is no validation set."""

@@ -92,7 +92,7 @@ class Reporter:
         if manifest_path.is_file():
             manifest = json.loads(manifest_path.read_text())
         # Validated, so a job stored before the field existed gets the same default.
-        keep = Hyperparameters.model_validate(self.claim.hyperparameters).keep_last_checkpoints
+        keep = self.claim.hyperparameters.keep_last_checkpoints
         with session_scope() as session:
             runs.record_checkpoint(session, self.claim, kind=kind, key=key, step=step,
                                    size=size, manifest=manifest)
