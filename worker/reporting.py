@@ -14,7 +14,6 @@ from orchestrator.budgets import BudgetStop
 from orchestrator.db import session_scope
 from orchestrator.errors import LeaseLost
 from orchestrator.events import EventType
-from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.settings import Settings
 from orchestrator.storage import ObjectStore, delete_prefix, publish_dir
 from worker.timing import PhaseClock
