@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.datasets import validate_dataset_zip
 from orchestrator.errors import RequestTooLarge
+from orchestrator.layout import upload_key
 from orchestrator.models import Dataset, new_id
 from orchestrator.settings import Settings
 from orchestrator.storage import ObjectStore
@@ -34,7 +35,7 @@ def create_dataset(
         limits=ZipLimits.from_settings(settings),
     )
     dataset_id = new_id()
-    key = f"datasets/{dataset_id}/upload.zip"
+    key = upload_key(dataset_id)
     store.put_bytes(key, data)
     dataset = Dataset(
         id=dataset_id,

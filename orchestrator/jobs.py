@@ -14,9 +14,10 @@ from orchestrator.budgets import check_spending_limit
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.events import EventType, emit
 from orchestrator.hyperparameters import Hyperparameters
+from orchestrator.layout import job_dataset_key
 from orchestrator.lifecycle import TERMINAL_JOB, PhaseStatus
 from orchestrator.models import Job, Phase, utcnow
-from orchestrator.plan import DEFAULT_POOLS, PHASES, dataset_key
+from orchestrator.plan import DEFAULT_POOLS, PHASES
 from orchestrator.planner import AUTO, plan_job
 from orchestrator.relay import cancel_waiting, move, queue_phase, refresh_job_status
 from orchestrator.settings import get_settings
@@ -105,7 +106,7 @@ def submit_job(
     session.add(job)
     session.flush()
     # The job owns a copy of its data under its own prefix; the upload may be deleted later.
-    store.put_bytes(dataset_key(job.id), store.get_bytes(dataset.storage_key))
+    store.put_bytes(job_dataset_key(job.id), store.get_bytes(dataset.storage_key))
     emit(
         session,
         job.id,

@@ -11,6 +11,7 @@ from sqlalchemy import Row, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from orchestrator.errors import NotFound
+from orchestrator.layout import job_dataset_key
 from orchestrator.models import (
     ApiKey,
     Checkpoint,
@@ -324,7 +325,7 @@ def stored_object_refs(session: Session) -> tuple[list[str | None], list[tuple[s
     for output, resume in session.execute(select(Phase.output_key, Phase.resume_key)):
         refs += [output, resume]
     refs += list(session.scalars(select(Job.adapter_key)))
-    refs += [f"jobs/{job_id}/dataset/dataset.zip" for job_id in session.scalars(select(Job.id))]
+    refs += [job_dataset_key(job_id) for job_id in session.scalars(select(Job.id))]
     live = session.execute(select(Phase.job_id, Phase.name, Phase.attempt)
                            .where(Phase.status.in_(("queued", "running")))).all()
     return refs, [(job_id, name, attempt) for job_id, name, attempt in live]

@@ -18,8 +18,9 @@ from orchestrator.cost import close_meter
 from orchestrator.errors import LeaseLost, PhaseNotClaimable
 from orchestrator.events import EventType, emit
 from orchestrator.hyperparameters import Hyperparameters
+from orchestrator.layout import job_dataset_key, run_prefix
 from orchestrator.models import Checkpoint, Phase, utcnow
-from orchestrator.plan import dataset_key, epoch_range, next_phase, previous_phase, storage_prefix
+from orchestrator.plan import epoch_range, next_phase, previous_phase
 from orchestrator.relay import (
     cancel_waiting,
     mark_failed,
@@ -79,7 +80,7 @@ def claim_phase(
         session.refresh(p)
     row = next(p for p in job.phases if p.name == phase)
     prev = previous_phase(phase)
-    input_key = dataset_key(job_id)
+    input_key = job_dataset_key(job_id)
     if prev is not None:
         prev_row = next(p for p in job.phases if p.name == prev)
         if prev_row.status != "succeeded" or not prev_row.output_key:
@@ -108,7 +109,7 @@ def claim_phase(
         input_key=input_key,
         artifact_key=artifact_key,
         resume_key=row.resume_key or "",
-        output_prefix=storage_prefix(job_id, phase, attempt),
+        output_prefix=run_prefix(job_id, phase, attempt),
         start_epoch=epochs.start,
         end_epoch=epochs.end,
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.errors import RelaytuneError
+from orchestrator.layout import MANIFEST_FILE, key_in, listing_prefix, manifest_key
 from orchestrator.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -43,19 +44,19 @@ class ObjectStore(Protocol):
 def publish_dir(store: ObjectStore, local_dir: Path, prefix: str) -> int:
     """Upload a checkpoint directory with its manifest.json last, so that a reader who finds
     the manifest finds every file it lists; returns the bytes written."""
-    manifest = local_dir / "manifest.json"
+    manifest = local_dir / MANIFEST_FILE
     total = 0
     for path in sorted(p for p in local_dir.rglob("*") if p.is_file() and p != manifest):
-        store.put_file(f"{prefix.rstrip('/')}/{path.relative_to(local_dir).as_posix()}", path)
+        store.put_file(key_in(prefix, path.relative_to(local_dir).as_posix()), path)
         total += path.stat().st_size
     if manifest.is_file():
-        store.put_file(f"{prefix.rstrip('/')}/manifest.json", manifest)
+        store.put_file(manifest_key(prefix), manifest)
         total += manifest.stat().st_size
     return total
 
 
 def download_dir(store: ObjectStore, prefix: str, local_dir: Path) -> list[Path]:
-    prefix = prefix.rstrip("/") + "/"
+    prefix = listing_prefix(prefix)
     paths = []
     for key in store.list(prefix):
         target = local_dir / key[len(prefix) :]
@@ -71,7 +72,7 @@ def delete_prefix(store: ObjectStore, prefix: str) -> None:
     """Delete objects that no row points to any more. Best effort: what a failing store keeps
     is an orphan, which the sweep deletes later; the caller's work has already succeeded."""
     try:
-        for key in store.list(prefix.rstrip("/") + "/"):
+        for key in store.list(listing_prefix(prefix)):
             store.delete(key)
     except ObjectStoreUnavailable as exc:
         logger.warning("left %s to the sweep: %s", prefix, exc.message)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from orchestrator import budgets, idempotency, jobs, liveness, repository
+from orchestrator import budgets, idempotency, jobs, layout, liveness, repository
 from orchestrator.errors import Conflict, InvalidRequest
 from orchestrator.lifecycle import JobStatus
 from orchestrator.models import Job, utcnow
@@ -142,8 +142,9 @@ def requeue_phase(
     return job_out(job, repository.pools_by_name(session))
 
 
-def _final_output(job: Job, what: str) -> str:
-    """The last good final output: it stays served while the final phase runs again."""
+def _export(job: Job, what: str) -> str:
+    """The export of the last final run that succeeded (see orchestrator.layout): it stays
+    served while the final phase runs again."""
     if not job.adapter_key:
         final = next(p for p in job.phases if p.name == "final")
         raise Conflict(
@@ -151,7 +152,7 @@ def _final_output(job: Job, what: str) -> str:
             param="job_id",
             code=f"{what}_not_ready",
         )
-    return job.adapter_key.rstrip("/")
+    return job.adapter_key
 
 
 @router.get("/{job_id}/evaluation")
@@ -161,7 +162,7 @@ def read_evaluation(
     """Held-out evaluation of the base model and of the adapter (evaluation.json)."""
     job = repository.job_for_tenant(session, tenant.id, job_id)
     report: dict[str, Any] = json.loads(
-        store.get_bytes(f"{_final_output(job, 'evaluation')}/evaluation.json")
+        store.get_bytes(layout.evaluation_key(_export(job, "evaluation")))
     )
     return report
 
@@ -176,7 +177,7 @@ def download_adapter(
 ) -> Response:
     """The final LoRA adapter in PEFT format, as a zip."""
     job = repository.job_for_tenant(session, tenant.id, job_id)
-    prefix = f"{_final_output(job, 'adapter')}/adapter/"
+    prefix = layout.listing_prefix(layout.adapter_prefix(_export(job, "adapter")))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for key in store.list(prefix):
