@@ -11,7 +11,7 @@ from sqlalchemy import Row, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from orchestrator.errors import NotFound
-from orchestrator.layout import job_dataset_key
+from orchestrator.layout import CheckpointKind, job_dataset_key
 from orchestrator.models import (
     ApiKey,
     Checkpoint,
@@ -191,7 +191,8 @@ def checkpoint_by_key(session: Session, job_id: str, key: str) -> Checkpoint | N
 def best_checkpoint(session: Session, job_id: str, step: int) -> Checkpoint | None:
     return session.scalar(
         select(Checkpoint)
-        .where(Checkpoint.job_id == job_id, Checkpoint.kind == "best", Checkpoint.step == step)
+        .where(Checkpoint.job_id == job_id, Checkpoint.kind == CheckpointKind.BEST,
+               Checkpoint.step == step)
         .order_by(Checkpoint.created_at.desc())
         .limit(1)
     )
@@ -291,7 +292,7 @@ def recent_artifact_sizes(session: Session, model_key: str, *, limit: int
         Checkpoint, (Checkpoint.job_id == PhaseTiming.job_id)
         & (Checkpoint.phase == PhaseTiming.phase) & (Checkpoint.attempt == PhaseTiming.attempt)
     ).where(PhaseTiming.phase == "preprocess", PhaseTiming.model_key == model_key,
-            PhaseTiming.outcome == "succeeded", Checkpoint.kind == "artifact")
+            PhaseTiming.outcome == "succeeded", Checkpoint.kind == CheckpointKind.ARTIFACT)
     rows = session.execute(
         query.order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(limit))
     return [(int(nbytes), int(samples)) for nbytes, samples in rows]

@@ -18,7 +18,7 @@ from orchestrator.cost import close_meter
 from orchestrator.errors import LeaseLost, PhaseNotClaimable
 from orchestrator.events import EventType, emit
 from orchestrator.hyperparameters import Hyperparameters
-from orchestrator.layout import job_dataset_key, run_prefix
+from orchestrator.layout import RESUMABLE_KINDS, CheckpointKind, job_dataset_key, run_prefix
 from orchestrator.models import Checkpoint, Phase, utcnow
 from orchestrator.plan import epoch_range, next_phase, previous_phase
 from orchestrator.relay import (
@@ -165,10 +165,6 @@ def report_progress(
     return phase.job.cancel_requested_at is not None
 
 
-# Checkpoints a re-run can continue from; "best", "artifact" and "adapter" are outputs instead.
-RESUMABLE_KINDS = frozenset({"step", "time", "epoch", "stop", "final"})
-
-
 def record_checkpoint(
     session: Session,
     claim: Claim,
@@ -180,8 +176,9 @@ def record_checkpoint(
     manifest: dict[str, Any],
 ) -> None:
     """Called after every object of the checkpoint is uploaded: only now does it exist."""
+    kind = CheckpointKind(kind)
     phase = _fenced_phase(session, claim)
-    if kind in RESUMABLE_KINDS:
+    if kind in RESUMABLE_KINDS:  # a best, the artifact and the export are outputs instead
         phase.resume_key = key
     # A step redone after an out-of-memory rollback writes its checkpoint again: same key.
     row = repository.checkpoint_by_key(session, claim.job_id, key) or Checkpoint(
@@ -216,9 +213,10 @@ def prune_checkpoints(session: Session, claim: Claim, *, keep: int) -> list[str]
     _fenced_phase(session, claim)
     # A phase's final checkpoint is its output, not a candidate for pruning.
     rolling = repository.checkpoints_of_kinds(
-        session, claim.job_id, claim.phase, RESUMABLE_KINDS - {"final"}
+        session, claim.job_id, claim.phase, RESUMABLE_KINDS - {CheckpointKind.FINAL}
     )
-    bests = repository.checkpoints_of_kinds(session, claim.job_id, claim.phase, {"best"})
+    bests = repository.checkpoints_of_kinds(session, claim.job_id, claim.phase,
+                                            {CheckpointKind.BEST})
     stale = [*rolling[keep:], *bests[1:]]
     for row in stale:
         session.delete(row)

@@ -8,9 +8,9 @@ Layout of a checkpoint directory:
     manifest.json        format, kind, position, metrics, best, memory plan, precision,
                          hyperparameters (written last)
 
-Kinds: "step", "time" and "epoch" are the rolling checkpoints (keep the last k), "stop" is
-written on a stop request, "best" whenever the validation metric improves, "final" at the end
-of a train_epochs call.
+Kinds (orchestrator.layout.CheckpointKind): "step", "time" and "epoch" are the rolling
+checkpoints (keep the last k), "stop" is written on a stop request, "best" whenever the
+validation metric improves, "final" at the end of a train_epochs call.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any, cast
 
 from orchestrator.errors import RelaytuneError
+from orchestrator.layout import ADAPTER_DIR, MANIFEST_FILE
 from worker.recipe import CHECKPOINT_FORMAT
 
-ADAPTER_DIR = "adapter"
 STATE_FILE = "training_state.pt"
-MANIFEST_FILE = "manifest.json"
 
 
 class CheckpointMismatch(RelaytuneError):

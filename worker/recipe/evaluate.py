@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.hyperparameters import Hyperparameters
-from worker.recipe.checkpoint import ADAPTER_DIR, read_manifest
+from orchestrator.layout import ADAPTER_DIR, EVALUATION_FILE, MERGED_DIR
+from worker.recipe.checkpoint import read_manifest
 from worker.recipe.data import IGNORE_INDEX, TURN_END, collate, to_device
 from worker.recipe.export import save_adapter, save_merged
 from worker.recipe.lora import load_base
@@ -31,8 +32,6 @@ from worker.recipe.preprocess import load_artifact
 logger = logging.getLogger(__name__)
 
 EVALUATION_SCHEMA = "relaytune.evaluation.v1"
-EVALUATION_FILE = "evaluation.json"
-MERGED_DIR = "merged"
 METRICS = ("exact_match", "token_accuracy", "rouge_l", "val_loss")
 
 

@@ -31,6 +31,7 @@ from orchestrator.base_models import DEFAULT_MAX_IMAGE_TOKENS
 from orchestrator.dataformats import DirectorySource, ImagePart, Problems, Sample, read_dataset
 from orchestrator.errors import InvalidDataset, InvalidRequest
 from orchestrator.hyperparameters import Hyperparameters
+from orchestrator.layout import MANIFEST_FILE
 from worker.recipe import ARTIFACT_FORMAT, ARTIFACT_FORMATS_READ
 from worker.recipe.augment import AugmentationPlan, augment_image, copy_seed
 from worker.recipe.data import IGNORE_INDEX
@@ -44,7 +45,6 @@ from worker.recipe.pixels import (
 logger = logging.getLogger(__name__)
 
 SAMPLES_FILE = "samples.pt"
-MANIFEST_FILE = "manifest.json"
 DEFAULT_MAX_LENGTH = 4096
 SMALL_DATASET = 20  # up to this many samples, a default validation split holds out only a few
 MAX_SMALL_VALIDATION = 3

@@ -39,6 +39,7 @@ from typing import Any
 
 from orchestrator.errors import RelaytuneError
 from orchestrator.hyperparameters import Hyperparameters
+from orchestrator.layout import CheckpointKind
 from worker.recipe.checkpoint import (
     Best,
     CheckpointMismatch,
@@ -90,7 +91,7 @@ class TrainHooks:
 
     on_progress: Callable[[int, int, int, dict[str, float]], None] = _ignore
     should_stop: Callable[[], bool] = _never
-    on_checkpoint: Callable[[Path, int, str], None] = _ignore
+    on_checkpoint: Callable[[Path, int, CheckpointKind], None] = _ignore
     on_event: Callable[[str, dict[str, Any]], None] = _ignore
     before_step: Callable[[int], None] = _ignore
     on_ready: Callable[[], None] = _ignore
@@ -211,9 +212,9 @@ class Trainer:
             kind = self._checkpoint_due(end_of_epoch)
             ckpt = self._save_rolling(kind) if kind else None
             if hooks.should_stop():
-                return self._result(ckpt or self._save_rolling("stop"), stopped=True)
-        ckpt = self.save(out_dir / "final", "final")
-        hooks.on_checkpoint(ckpt, self.position.global_step, "final")
+                return self._result(ckpt or self._save_rolling(CheckpointKind.STOP), stopped=True)
+        ckpt = self.save(out_dir / "final", CheckpointKind.FINAL)
+        hooks.on_checkpoint(ckpt, self.position.global_step, CheckpointKind.FINAL)
         logger.info("trained to step %d/%d: %s", self.position.global_step, self.total_steps,
                     self.metrics)
         return self._result(ckpt, stopped=False)
@@ -337,8 +338,8 @@ class Trainer:
         metric = self.best.metric
         if metric in scores and self.best.improved_by(scores[metric]):
             self.best = Best(metric, scores[metric], step)
-            self.best_dir = self.save(self.out_dir / "best", "best")
-            self.hooks.on_checkpoint(self.best_dir, step, "best")
+            self.best_dir = self.save(self.out_dir / "best", CheckpointKind.BEST)
+            self.hooks.on_checkpoint(self.best_dir, step, CheckpointKind.BEST)
         return scores
 
     def evaluate(self) -> dict[str, float]:
@@ -353,17 +354,17 @@ class Trainer:
 
     # --- save ------------------------------------------------------------------------------
 
-    def _checkpoint_due(self, end_of_epoch: bool) -> str | None:
+    def _checkpoint_due(self, end_of_epoch: bool) -> CheckpointKind | None:
         if end_of_epoch:
-            return "epoch"
+            return CheckpointKind.EPOCH
         every = self.hp.checkpoint_every_steps
         if every and self.position.global_step % every == 0:
-            return "step"
+            return CheckpointKind.STEP
         if monotonic() - self.last_save >= self.hp.checkpoint_interval_seconds:
-            return "time"
+            return CheckpointKind.TIME
         return None
 
-    def _save_rolling(self, kind: str) -> Path:
+    def _save_rolling(self, kind: CheckpointKind) -> Path:
         step = self.position.global_step
         path = self.out_dir / f"step-{step}"
         ckpt = self.save(path, kind)
@@ -375,7 +376,7 @@ class Trainer:
         self.last_save = monotonic()
         return ckpt
 
-    def save(self, ckpt_dir: Path, kind: str) -> Path:
+    def save(self, ckpt_dir: Path, kind: CheckpointKind) -> Path:
         position = self.position
         manifest = {
             "kind": kind,
