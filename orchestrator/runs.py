@@ -13,12 +13,12 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session
 
-from orchestrator import repository
+from orchestrator import layout, repository
 from orchestrator.cost import close_meter
 from orchestrator.errors import LeaseLost, PhaseNotClaimable
 from orchestrator.events import EventType, emit
 from orchestrator.hyperparameters import Hyperparameters
-from orchestrator.layout import RESUMABLE_KINDS, CheckpointKind, job_dataset_key, run_prefix
+from orchestrator.layout import RESUMABLE_KINDS, CheckpointKind
 from orchestrator.models import Checkpoint, Phase, utcnow
 from orchestrator.plan import epoch_range, next_phase, previous_phase
 from orchestrator.relay import (
@@ -42,10 +42,14 @@ class Claim:
     base_model: str
     # Validated once here: a job stored before a field existed gets that field's default.
     hyperparameters: Hyperparameters
+    # Keys in the object store (see orchestrator.layout).
     input_key: str  # the previous phase's recorded output (or the dataset for preprocess)
     artifact_key: str  # the preprocess phase's recorded output ("" for preprocess itself)
     resume_key: str  # a checkpoint of an earlier run of this phase to continue from, or ""
-    output_prefix: str
+    # The job's best checkpoint as this run starts (the warmup's, or an earlier attempt's of
+    # this phase), or "": what a final phase exports when its own epochs never beat it.
+    best_key: str
+    run_prefix: str  # where this attempt writes its checkpoints and its output
     start_epoch: int
     end_epoch: int
 
@@ -80,7 +84,7 @@ def claim_phase(
         session.refresh(p)
     row = next(p for p in job.phases if p.name == phase)
     prev = previous_phase(phase)
-    input_key = job_dataset_key(job_id)
+    input_key = layout.job_dataset_key(job_id)
     if prev is not None:
         prev_row = next(p for p in job.phases if p.name == prev)
         if prev_row.status != "succeeded" or not prev_row.output_key:
@@ -109,10 +113,20 @@ def claim_phase(
         input_key=input_key,
         artifact_key=artifact_key,
         resume_key=row.resume_key or "",
-        output_prefix=run_prefix(job_id, phase, attempt),
+        best_key=_best_key(session, job_id, start=row.resume_key or input_key),
+        run_prefix=layout.run_prefix(job_id, phase, attempt),
         start_epoch=epochs.start,
         end_epoch=epochs.end,
     )
+
+
+def _best_key(session: Session, job_id: str, *, start: str) -> str:
+    """The best checkpoint that the checkpoint a run starts from names: every checkpoint's
+    manifest carries the job's best so far (an artifact or a data set names none)."""
+    row = repository.checkpoint_by_key(session, job_id, start)
+    step = ((row.manifest or {}).get("best") or {}).get("step") if row else None
+    best = repository.best_checkpoint(session, job_id, step) if step is not None else None
+    return best.key if best else ""
 
 
 def _fenced_phase(session: Session, claim: Claim) -> Phase:

@@ -73,7 +73,7 @@ def run_preprocess(
         )
     clock.count(samples=int(manifest.get("num_samples") or 0),
                 tokens=int((manifest.get("token_counts") or {}).get("total") or 0))
-    output_key = artifact_key(claim.output_prefix)
+    output_key = artifact_key(claim.run_prefix)
     reporter.checkpoint(artifact_dir, output_key, kind=CheckpointKind.ARTIFACT, step=0)
     handover.artifact_dir = artifact_dir
     return output_key, {
@@ -107,7 +107,7 @@ def _train(
         _download(reporter, store, resume_key, resume_dir)
 
     def on_checkpoint(ckpt_dir: Path, step: int, kind: CheckpointKind) -> None:
-        key = checkpoint_key(claim.output_prefix, kind, step)
+        key = checkpoint_key(claim.run_prefix, kind, step)
         reporter.checkpoint(ckpt_dir, key, kind=kind, step=step)
 
     def on_ready() -> None:
@@ -163,7 +163,7 @@ def run_warmup(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter,
                handover: Handover) -> PhaseOutput:
     result, _ = _train(claim, store, work, reporter, handover, start_from=None)
     # The loop handed its final checkpoint to on_checkpoint, which published it under this key.
-    output_key = checkpoint_key(claim.output_prefix, CheckpointKind.FINAL, result.global_step)
+    output_key = checkpoint_key(claim.run_prefix, CheckpointKind.FINAL, result.global_step)
     handover.carry, handover.carry_key = result.carry, output_key
     return output_key, _summary(result)
 
@@ -171,16 +171,14 @@ def run_warmup(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter,
 def _best_checkpoint_dir(
     claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, result: TrainResult
 ) -> Path:
-    """The checkpoint to export: this run's best, an earlier phase's best (the warmup's, when
+    """The checkpoint to export: this run's best, the best it started from (the warmup's, when
     the final epochs never beat it), or the last one when there is no validation set."""
     if result.best_checkpoint_dir is not None:
         return Path(result.best_checkpoint_dir)
-    if result.best_step is not None:
-        key = reporter.best_checkpoint_key(result.best_step)
-        if key:
-            target = work / "best"
-            _download(reporter, store, key, target)
-            return target
+    if result.best_step is not None and claim.best_key:
+        target = work / "best"
+        _download(reporter, store, claim.best_key, target)
+        return target
     return Path(result.checkpoint_dir)
 
 
@@ -204,7 +202,7 @@ def run_final(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter,
             on_export=lambda: clock.switch("export"),
         )
     clock.count(validation_samples=int(report["num_samples"]))
-    output_key = export_key(claim.output_prefix)
+    output_key = export_key(claim.run_prefix)
     reporter.checkpoint(export_dir, output_key, kind=CheckpointKind.ADAPTER,
                         step=result.global_step)
     reporter.event("evaluation", report["summary"])
