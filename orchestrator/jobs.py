@@ -17,9 +17,9 @@ from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.layout import job_dataset_key
 from orchestrator.lifecycle import TERMINAL_JOB, PhaseStatus
 from orchestrator.models import Job, Phase, utcnow
+from orchestrator.phase_moves import cancel_waiting, move, queue_phase, refresh_job_status
 from orchestrator.plan import DEFAULT_POOLS, PHASES
 from orchestrator.planner import AUTO, plan_job
-from orchestrator.relay import cancel_waiting, move, queue_phase, refresh_job_status
 from orchestrator.settings import get_settings
 from orchestrator.storage import ObjectStore
 

@@ -15,7 +15,13 @@ from orchestrator.cost import as_utc, close_meter
 from orchestrator.events import EventType, emit
 from orchestrator.liveness import record_workers
 from orchestrator.models import Phase, Pool, utcnow
-from orchestrator.relay import mark_failed, move, phase_message, queue_phase, refresh_job_status
+from orchestrator.phase_moves import (
+    mark_failed,
+    move,
+    phase_message,
+    queue_phase,
+    refresh_job_status,
+)
 from orchestrator.timings import record_run_timing
 
 logger = logging.getLogger(__name__)

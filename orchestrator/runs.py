@@ -20,14 +20,14 @@ from orchestrator.events import EventType, emit
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.layout import RESUMABLE_KINDS, CheckpointKind
 from orchestrator.models import Checkpoint, Phase, utcnow
-from orchestrator.plan import epoch_range, next_phase, previous_phase
-from orchestrator.relay import (
+from orchestrator.phase_moves import (
     cancel_waiting,
     mark_failed,
     move,
     queue_phase,
     refresh_job_status,
 )
+from orchestrator.plan import epoch_range, next_phase, previous_phase
 from orchestrator.timings import RunTiming, record_run_timing
 
 

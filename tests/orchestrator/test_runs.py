@@ -170,7 +170,7 @@ def test_cost_accrues_from_run_time_and_pool_price(job_id: str) -> None:
 
 
 def test_illegal_moves_raise(job_id: str) -> None:
-    from orchestrator.relay import move
+    from orchestrator.phase_moves import move
 
     with session_scope() as session:
         phase = session.get(Job, job_id).phases[2]  # type: ignore[union-attr]
