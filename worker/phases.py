@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.base_models import resolve_base_model
-from orchestrator.datasets import extract_dataset
+from orchestrator.dataset_archive import extract_dataset
 from orchestrator.layout import CheckpointKind, artifact_key, checkpoint_key, export_key
 from orchestrator.runs import Claim
 from orchestrator.settings import get_settings

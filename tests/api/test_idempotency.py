@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from orchestrator import dataset_uploads, dispatch, idempotency, jobs, storage
+from orchestrator import datasets, dispatch, idempotency, jobs, storage
 from orchestrator.db import session_scope
 from orchestrator.models import Dataset, IdempotencyKey, Job, utcnow
 from tests.factories import dataset_zip, new_api_key
@@ -69,13 +69,13 @@ def test_a_retried_upload_gets_the_first_result_without_validating_or_storing_ag
     client: TestClient, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     validated = []
-    real_validate = dataset_uploads.validate_dataset_zip
+    real_validate = datasets.validate_dataset_zip
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         validated.append(1)
         return real_validate(*args, **kwargs)
 
-    monkeypatch.setattr(dataset_uploads, "validate_dataset_zip", counting)
+    monkeypatch.setattr(datasets, "validate_dataset_zip", counting)
     data = dataset_zip()
     first = _upload(client, "upload-1", data)
     assert first.status_code == 201, first.text
@@ -235,7 +235,7 @@ def test_a_racing_upload_that_loses_leaves_no_stored_object(
     client: TestClient, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(idempotency, "_lock", lambda *args: None)
-    entered, release = _hold_first_call(monkeypatch, dataset_uploads, "validate_dataset_zip")
+    entered, release = _hold_first_call(monkeypatch, datasets, "validate_dataset_zip")
     data = dataset_zip()
     thread, held = _in_background(lambda: _upload(client, "race", data))
     try:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from orchestrator import jobs
-from orchestrator.dataset_uploads import create_dataset
+from orchestrator.datasets import create_dataset
 from orchestrator.db import session_scope
 from orchestrator.models import Checkpoint, Event, Job, Phase, Tenant
 from orchestrator.settings import get_settings

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import update
 
 from orchestrator import jobs, runs
-from orchestrator.dataset_uploads import create_dataset
+from orchestrator.datasets import create_dataset
 from orchestrator.db import session_scope
 from orchestrator.models import Event, Job, Phase, Tenant, utcnow
 from orchestrator.reaper import reap

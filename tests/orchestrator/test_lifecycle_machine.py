@@ -28,7 +28,7 @@ from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 from orchestrator import db, dispatch, jobs, runs, storage
-from orchestrator.dataset_uploads import create_dataset
+from orchestrator.datasets import create_dataset
 from orchestrator.db import session_scope
 from orchestrator.errors import IllegalTransition, LeaseLost, PhaseNotClaimable, RelaytuneError
 from orchestrator.lifecycle import TERMINAL_JOB, derive_job_status

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import update
 
 from orchestrator import dispatch, jobs, runs
-from orchestrator.dataset_uploads import create_dataset
+from orchestrator.datasets import create_dataset
 from orchestrator.db import session_scope
 from orchestrator.errors import IllegalTransition, InvalidRequest, LeaseLost, PhaseNotClaimable
 from orchestrator.layout import CheckpointKind, checkpoint_key

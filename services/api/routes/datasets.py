@@ -4,7 +4,7 @@ from fastapi import APIRouter, UploadFile
 from fastapi.responses import JSONResponse
 
 from orchestrator import idempotency
-from orchestrator.dataset_uploads import create_dataset
+from orchestrator.datasets import create_dataset
 from orchestrator.errors import InvalidDataset
 from services.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
 from services.api.idempotent import IdempotencyKeyHeader, respond
