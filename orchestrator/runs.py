@@ -19,6 +19,7 @@ from orchestrator.errors import LeaseLost, PhaseNotClaimable
 from orchestrator.events import EventType, emit
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.layout import RESUMABLE_KINDS, CheckpointKind
+from orchestrator.lifecycle import PhaseStatus
 from orchestrator.models import Checkpoint, Phase, utcnow
 from orchestrator.phase_moves import (
     cancel_waiting,
@@ -65,10 +66,10 @@ def claim_phase(
             Phase.job_id == job_id,
             Phase.name == phase,
             Phase.attempt == attempt,
-            Phase.status == "queued",
+            Phase.status == PhaseStatus.QUEUED,
         )
         .values(
-            status="running",
+            status=PhaseStatus.RUNNING,
             worker_id=worker_id,
             started_at=now,
             heartbeat_at=now,
@@ -87,7 +88,7 @@ def claim_phase(
     input_key = layout.job_dataset_key(job_id)
     if prev is not None:
         prev_row = next(p for p in job.phases if p.name == prev)
-        if prev_row.status != "succeeded" or not prev_row.output_key:
+        if prev_row.status != PhaseStatus.SUCCEEDED or not prev_row.output_key:
             raise PhaseNotClaimable(f"phase {prev} of job {job_id} has no recorded output")
         input_key = prev_row.output_key
     artifact_key = "" if phase == "preprocess" else (job.phases[0].output_key or "")
@@ -131,7 +132,7 @@ def _best_key(session: Session, job_id: str, *, start: str) -> str:
 
 def _fenced_phase(session: Session, claim: Claim) -> Phase:
     phase = repository.phase_of(session, claim.job_id, claim.phase, lock=True)
-    if phase is None or phase.attempt != claim.attempt or phase.status != "running":
+    if phase is None or phase.attempt != claim.attempt or phase.status != PhaseStatus.RUNNING:
         raise LeaseLost(
             f"phase {claim.phase} of job {claim.job_id} attempt {claim.attempt} "
             "is no longer this run's"
@@ -243,7 +244,7 @@ def record_event(session: Session, claim: Claim, type_: EventType, data: dict[st
     emit(session, claim.job_id, type_, phase=claim.phase, attempt=claim.attempt, **data)
 
 
-def _release(session: Session, claim: Claim, outcome: str, timing: RunTiming | None
+def _release(session: Session, claim: Claim, outcome: PhaseStatus, timing: RunTiming | None
              ) -> tuple[Phase, datetime]:
     """Close the run's meter and write its timing row, before the phase moves to `outcome`."""
     phase = _fenced_phase(session, claim)
@@ -253,7 +254,7 @@ def _release(session: Session, claim: Claim, outcome: str, timing: RunTiming | N
     return phase, now
 
 
-def _finish(session: Session, claim: Claim, status: str, timing: RunTiming | None) -> Phase:
+def _finish(session: Session, claim: Claim, status: PhaseStatus, timing: RunTiming | None) -> Phase:
     phase, now = _release(session, claim, status, timing)
     move(phase, status)
     phase.finished_at = now
@@ -270,7 +271,7 @@ def complete_phase(
     timing: RunTiming | None = None,
 ) -> None:
     """Record the output; queue the next phase (sent after commit) unless a cancel is pending."""
-    phase = _finish(session, claim, "succeeded", timing)
+    phase = _finish(session, claim, PhaseStatus.SUCCEEDED, timing)
     phase.output_key = output_key
     job = phase.job
     emit(
@@ -299,7 +300,7 @@ def complete_phase(
 def fail_phase(session: Session, claim: Claim, *, code: str, message: str,
                details: list[dict[str, Any]] | None = None,
                timing: RunTiming | None = None) -> None:
-    phase, now = _release(session, claim, "failed", timing)
+    phase, now = _release(session, claim, PhaseStatus.FAILED, timing)
     mark_failed(session, phase, code=code, message=message, now=now, details=details)
     refresh_job_status(session, phase.job, now)
 
@@ -307,7 +308,7 @@ def fail_phase(session: Session, claim: Claim, *, code: str, message: str,
 def acknowledge_cancel(session: Session, claim: Claim, *, timing: RunTiming | None = None
                        ) -> None:
     """The run saw the cancel request, saved its state and stopped."""
-    phase = _finish(session, claim, "cancelled", timing)
+    phase = _finish(session, claim, PhaseStatus.CANCELLED, timing)
     emit(
         session,
         claim.job_id,
