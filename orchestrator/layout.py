@@ -1,17 +1,18 @@
 """Where relaytune keeps things in the object store. Every key is built here, and only here.
 
-    datasets/<dataset_id>/upload.zip          an upload, as validated (upload_key)
+    datasets/<dataset_id>/upload.zip          an upload, as validated
     jobs/<job_id>/dataset/dataset.zip         the job's own copy of it, taken at submit
-    jobs/<job_id>/<phase>/a<N>/               one run: attempt N of the phase (run_prefix)
+    jobs/<job_id>/<phase>/a<N>/               one run: attempt N of the phase
         <kind>-<step>/                        a checkpoint; kind: step, time, epoch, stop, best
         final/                                the run's last checkpoint
         samples.pt, image_processor/          preprocess: the tokenized artifact
         adapter/, evaluation.json, merged/    final: the export (merged/ only on request)
 
 A checkpoint directory holds adapter/ (PEFT), training_state.pt (optimizer, scheduler, scaler,
-RNG, position, the job's best so far) and manifest.json. Every directory's manifest.json is
-uploaded last and the directory is recorded in SQL only after that, so nothing half-written is
-ever read; objects under jobs/ that no row points to are deleted by orchestrator.sweep.
+RNG, position, the job's best so far) and manifest.json. A directory's manifest.json is
+uploaded last, and a directory is recorded in SQL only once all of it is uploaded, so nothing
+half-written is ever read; objects under jobs/ that no row points to are deleted by
+orchestrator.sweep.
 
 A phase's output key (Phase.output_key) is what it hands on:
     preprocess  its run prefix, holding the artifact
