@@ -5,8 +5,9 @@ whatever a deleted job left behind.
 A row points at a key or at a prefix (a checkpoint directory, a phase's output). A prefix
 covers what is under it, except another checkpoint directory of the same run: the artifact
 and the export lie at the top of their run's prefix (see orchestrator.layout), above that
-run's checkpoints, which live and die by their own rows. The attempt of a phase that is queued or running is
-left alone whatever its age, since a run records its uploads only once they are complete.
+run's checkpoints, which live and die by their own rows. The attempt of a phase that is queued
+or running is left alone whatever its age, since a run records its uploads only once they are
+complete.
 """
 
 from __future__ import annotations
