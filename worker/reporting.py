@@ -55,6 +55,17 @@ _BACKOFF = wait_exponential(multiplier=0.5, max=5) + wait_random(0, 0.5)
 LAPSED = "the job store stayed out of reach until the lease expired"
 
 
+def _sleep_unless(event: threading.Event | None) -> Callable[[float], None]:
+    """A backoff sleep that ends early when `event` is set."""
+    if event is None:
+        return time.sleep
+
+    def sleep(seconds: float) -> None:
+        event.wait(seconds)
+
+    return sleep
+
+
 @dataclass(frozen=True)
 class _Progress:
     step: int
@@ -125,7 +136,7 @@ class Reporter:
             if self._stop.is_set():
                 return
             try:
-                if self._write(self._heartbeat, renews=True, sleep=self._stop.wait):
+                if self._write(self._heartbeat, renews=True, unless=self._stop):
                     self.cancel_requested.set()
             except LeaseLost:
                 return  # the training loop sees lease_lost at its next step
@@ -154,7 +165,9 @@ class Reporter:
         return self._write(fn, renews=False)
 
     def _write(self, fn: Callable[[Session], T], *, renews: bool, retry: bool = True,
-               sleep: Callable[[float], Any] = time.sleep) -> T:
+               unless: threading.Event | None = None) -> T:
+        """`renews`: the write renews the lease. `retry`: retry through an outage while the
+        lease lasts (else one try). `unless`: stop retrying as soon as this is set."""
         def once() -> T:
             sent_at = monotonic()
             try:
@@ -173,15 +186,15 @@ class Reporter:
         retrying = Retrying(
             retry=retry_if_exception_type(STORE_UNREACHABLE),
             wait=self._wait_within_lease,
-            stop=self._lease_expired_or_stopping,
-            sleep=sleep,
+            stop=lambda _: self.lease_left() <= 0 or (unless is not None and unless.is_set()),
+            sleep=_sleep_unless(unless),
             before_sleep=self._store_is_down,
             reraise=True,
         )
         try:
             return retrying(once)
         except STORE_UNREACHABLE as exc:
-            if self.lease_left() > 0:  # the heartbeat stopped retrying as the run ended
+            if self.lease_left() > 0:  # told to stop retrying (the run is ending)
                 raise
             self._lose_lease(LAPSED)
             raise LeaseLost(LAPSED) from exc
@@ -189,10 +202,6 @@ class Reporter:
     def _wait_within_lease(self, retry_state: RetryCallState) -> float:
         # The last try comes as the lease runs out, not a backoff step after it.
         return max(0.0, min(_BACKOFF(retry_state), self.lease_left()))
-
-    def _lease_expired_or_stopping(self, retry_state: RetryCallState) -> bool:
-        ending_beat = threading.current_thread() is self._thread and self._stop.is_set()
-        return ending_beat or self.lease_left() <= 0
 
     def _store_is_down(self, retry_state: RetryCallState) -> None:
         if not self._store_down.is_set():
