@@ -26,6 +26,7 @@ from orchestrator.model_shapes import model_key_for
 from orchestrator.settings import TINY_MODEL_NAME, Settings, get_settings
 from orchestrator.storage import get_store
 from worker.phases import PHASE_RUNNERS, Handover, PhaseStopped
+from worker.recipe.oom import is_out_of_memory
 from worker.reporting import Reporter
 from worker.timing import PhaseClock, lora_targets_label
 
@@ -37,7 +38,7 @@ def _error_code(exc: BaseException) -> str:
         return exc.code
     if isinstance(exc, SoftTimeLimitExceeded):
         return "time_limit_exceeded"
-    if type(exc).__name__ == "OutOfMemoryError":
+    if is_out_of_memory(exc):
         return "out_of_memory"
     return "phase_error"
 
