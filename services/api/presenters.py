@@ -6,6 +6,7 @@ from collections import defaultdict
 from decimal import Decimal
 
 from orchestrator.cost import phase_cost
+from orchestrator.lifecycle import PhaseStatus
 from orchestrator.liveness import phase_detail
 from orchestrator.models import Job, Phase, PhaseTiming, Pool, utcnow
 from services.api.schemas import ErrorInfo, JobOut, Money, PhaseOut, PhaseTimingOut, Progress
@@ -41,7 +42,7 @@ def phase_out(phase: Phase, pool: Pool, runs: list[PhaseTiming] | None = None,
         progress=Progress(step=phase.step, total_steps=phase.total_steps, epoch=phase.epoch),
         cost=Money(amount=phase_cost(phase, pool, now), currency=pool.currency),
         started_at=phase.started_at,
-        last_heartbeat_at=phase.heartbeat_at if phase.status == "running" else None,
+        last_heartbeat_at=phase.heartbeat_at if phase.status == PhaseStatus.RUNNING else None,
         finished_at=phase.finished_at,
         error=error,
         timing=timing_out(runs or []),
