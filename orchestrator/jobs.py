@@ -12,7 +12,7 @@ from orchestrator import repository
 from orchestrator.base_models import check_fits_model, resolve_base_model
 from orchestrator.budgets import check_spending_limit
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
-from orchestrator.events import EventType, emit
+from orchestrator.events import EventType, emit, emit_for_phase
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.lifecycle import TERMINAL_JOB, JobStatus, PhaseStatus
 from orchestrator.models import Job, Phase, utcnow
@@ -186,8 +186,8 @@ def requeue_phase(session: Session, tenant_id: str, job_id: str, phase_name: str
             later.resume_key = None  # its checkpoints grew from an input that is replaced
     if start_from == "input":
         phase.resume_key = None
-    emit(session, job.id, EventType.PHASE_REQUEUED, phase=phase_name, attempt=phase.attempt,
-         start_from=start_from, resume_key=phase.resume_key)
+    emit_for_phase(session, phase, EventType.PHASE_REQUEUED, start_from=start_from,
+                   resume_key=phase.resume_key)
     queue_phase(session, job, phase, now=now, reason="requeue")
     refresh_job_status(session, job, now)
     return job

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator import dispatch, repository
 from orchestrator.cost import as_utc, close_meter
-from orchestrator.events import EventType, emit
+from orchestrator.events import EventType, emit_for_phase
 from orchestrator.lifecycle import PhaseStatus
 from orchestrator.liveness import record_workers
 from orchestrator.models import Phase, Pool, utcnow
@@ -84,14 +84,13 @@ def _reap_expired(session: Session, phase: Phase, pool: Pool, *, now: datetime,
         outcome = PhaseStatus.FAILED
     # The dead worker's measurements died with it; the billed seconds must not.
     record_run_timing(session, phase, outcome=outcome, billed_s=billed, timing=None, now=now)
-    emit(session, job.id, EventType.LEASE_EXPIRED, phase=phase.name, attempt=phase.attempt,
-         worker_id=phase.worker_id)
+    emit_for_phase(session, phase, EventType.LEASE_EXPIRED, worker_id=phase.worker_id)
     if outcome is PhaseStatus.CANCELLED:
         move(phase, PhaseStatus.CANCELLED)
         phase.finished_at = now
         phase.lease_expires_at = None
-        emit(session, job.id, EventType.PHASE_CANCELLED, phase=phase.name,
-             attempt=phase.attempt, step=phase.step, reason="lease_expired")
+        emit_for_phase(session, phase, EventType.PHASE_CANCELLED, step=phase.step,
+                       reason="lease_expired")
     elif outcome is PhaseStatus.FAILED:
         message = (f"the worker stopped renewing its lease; {phase.attempt} attempts used "
                    f"of {max_attempts}")
