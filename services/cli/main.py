@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import sys
@@ -22,6 +23,15 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 TERMINAL = {"succeeded", "failed", "cancelled"}
 BASE_MODEL_HELP = ("A model the server knows: a directory under its model root, by name, or an "
                    "allowed name. Defaults to the server's tiny Qwen3-VL.")
+
+
+def _require_worker_extra(command: str) -> None:
+    """Worker-only commands train or write models: without torch they would end in an import
+    traceback, so say at once what to install."""
+    if importlib.util.find_spec("torch") is None:
+        raise click.ClickException(
+            f"relaytune {command} needs torch, which is not installed here: "
+            "pip install 'relaytune[worker]'")
 
 
 def _use_data_dir(data_dir: Path | None) -> None:
@@ -58,6 +68,7 @@ app.add_command(admin.sweep)
 @click.option("--seed", default=0, show_default=True)
 def make_tiny_model(directory: Path, seed: int) -> None:
     """Write a tiny random Qwen3-VL checkpoint (real architecture, tokenizer, processor)."""
+    _require_worker_extra("make-tiny-model")
     from worker.tiny_model import write_tiny_model
 
     console.print(f"tiny Qwen3-VL at {write_tiny_model(directory, seed=seed)}")
@@ -82,6 +93,7 @@ def pool_queue(pool: str) -> str:
                    "from the CPUs this worker may use.")
 def worker(pool: str, loglevel: str, threads: int | None) -> None:
     """Run a Celery worker on the pool's queue: one process, a fresh child per phase."""
+    _require_worker_extra("worker")
     if threads is not None:
         # The children read it from the settings, which they inherit with the environment.
         os.environ["RELAYTUNE_WORKER_THREADS"] = str(threads)
@@ -113,6 +125,7 @@ def api(host: str, port: int) -> None:
 def up(port: int, data_dir: Path | None) -> None:
     """Start API, one worker per pool, SQLite, an embedded Redis and local storage; restart a
     worker or the API that dies."""
+    _require_worker_extra("up")
     from services.cli import standalone
 
     _use_data_dir(data_dir)
