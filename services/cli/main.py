@@ -15,12 +15,12 @@ import click
 from rich.console import Console
 from rich.live import Live
 
+from orchestrator.lifecycle import TERMINAL_JOB, JobStatus, PhaseStatus
 from orchestrator.settings import TINY_MODEL_NAME, get_settings
 from services.cli import admin
 
 # Off a terminal (CI logs, `make demo | tee`) rich would wrap tables at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 120)
-TERMINAL = {"succeeded", "failed", "cancelled"}
 BASE_MODEL_HELP = ("A model the server knows: a directory under its model root, by name, or an "
                    "allowed name. Defaults to the server's tiny Qwen3-VL.")
 
@@ -209,7 +209,7 @@ def _follow(client: Any, job: dict[str, Any]) -> dict[str, Any]:
     warned: set[str] = set()
     if console.is_terminal:
         with Live(phase_table(job), console=console, refresh_per_second=2) as live:
-            while job["status"] not in TERMINAL:
+            while job["status"] not in TERMINAL_JOB:
                 _warn_unserved(client, job, warned)
                 time.sleep(1.0)
                 job = client.job(job["id"])
@@ -222,7 +222,7 @@ def _follow(client: Any, job: dict[str, Any]) -> dict[str, Any]:
         if signature != last:
             console.print(progress_line(job), soft_wrap=True, markup=False)
         last = signature
-        if job["status"] in TERMINAL:
+        if job["status"] in TERMINAL_JOB:
             break
         _warn_unserved(client, job, warned)
         time.sleep(1.0)
@@ -239,7 +239,7 @@ def _warn_unserved(client: Any, job: dict[str, Any], warned: set[str]) -> None:
     pools = None
     # On an error the phases' own status_detail still tells.
     with contextlib.suppress(ApiError):
-        if any(p["status"] == "queued" for p in job["phases"]):
+        if any(p["status"] == PhaseStatus.QUEUED for p in job["phases"]):
             pools = client.pools()
     warnings = unserved_phases(job, pools)
     for name in warnings.keys() - warned:
@@ -341,7 +341,7 @@ def submit(folder: Path, api_url: str, key: str | None, base_model: str | None,
         if not wait:
             return
         job = _follow(client, job)
-        if job["status"] != "succeeded":
+        if job["status"] != JobStatus.SUCCEEDED:
             error = job.get("error") or {}
             raise click.ClickException(f"job {job['status']}: {error.get('message', '')}")
         target = output or get_settings().data_dir / "adapters" / f"{job['id']}.zip"
