@@ -68,8 +68,9 @@ def _resend_lost(session: Session, dispatcher: dispatch.Dispatcher, *, now: date
 
 
 def _backoff_over(phase: Phase, now: datetime, resend_after: timedelta) -> bool:
-    last = as_utc(phase.sent_at or phase.queued_at or now)
-    return now - last >= resend_after * 2 ** min(max((phase.sends or 1) - 1, 0), 6)
+    last: datetime = as_utc(phase.sent_at or phase.queued_at or now)
+    doublings = min(max((phase.sends or 1) - 1, 0), 6)
+    return bool(now - last >= resend_after * 2**doublings)
 
 
 def _reap_expired(session: Session, phase: Phase, pool: Pool, *, now: datetime,
