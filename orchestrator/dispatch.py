@@ -19,6 +19,11 @@ logger = logging.getLogger(__name__)
 _PENDING = "relaytune_pending_dispatch"
 
 
+def default_queue(pool: str) -> str:
+    """The queue a pool's workers listen on unless the pool names another."""
+    return f"gpu.{pool}"
+
+
 @dataclass(frozen=True)
 class PhaseMessage:
     job_id: str
@@ -34,7 +39,7 @@ class PhaseMessage:
 
     @property
     def route(self) -> str:
-        return self.queue or f"gpu.{self.pool}"
+        return self.queue or default_queue(self.pool)
 
     @property
     def task_id(self) -> str:

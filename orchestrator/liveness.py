@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator import repository
 from orchestrator.cost import as_utc
+from orchestrator.lifecycle import PhaseStatus
 from orchestrator.models import Phase, Worker
 
 # A few reaper rounds: a worker not seen for this long is taken to be gone.
@@ -60,10 +61,11 @@ def live_workers_by_queue(session: Session, now: datetime) -> dict[str, list[Wor
 def phase_detail(phase: Phase, queue: str, served: frozenset[str] | None,
                  now: datetime) -> PhaseDetail | None:
     """Why a phase is not moving, when the store can tell; `served` None means unknown."""
-    if phase.status == "running" and phase.lease_expires_at is not None \
+    if phase.status == PhaseStatus.RUNNING and phase.lease_expires_at is not None \
             and as_utc(phase.lease_expires_at) <= now:
         return PhaseDetail.STALLED
     waited_long = phase.queued_at is not None and as_utc(phase.queued_at) <= now - SEEN_WITHIN
-    if phase.status == "queued" and served is not None and queue not in served and waited_long:
+    if phase.status == PhaseStatus.QUEUED and served is not None and queue not in served \
+            and waited_long:
         return PhaseDetail.WAITING_FOR_WORKER
     return None

@@ -45,7 +45,7 @@ def check_broker(url: str, timeout: float = CHECK_TIMEOUT_S) -> None:
         finally:
             client.close()
         return
-    from kombu import Connection  # any other broker Celery speaks (AMQP, SQS, ...)
+    from kombu.connection import Connection  # any other broker Celery speaks (AMQP, SQS, ...)
 
     with Connection(url, connect_timeout=timeout) as connection:
         connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0,

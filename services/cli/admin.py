@@ -70,12 +70,13 @@ def _pool_options(command: Any) -> Any:
 
 def _print_pools(session: Session) -> None:
     from orchestrator import repository
+    from orchestrator.pools import pool_queue
 
     table = Table(title="pools")
     for column in ("name", "queue", "gpu", "memory", "bf16", "TFLOP/s", "GB/s", "price / h"):
         table.add_column(column)
     for p in repository.pools(session):
-        table.add_row(p.name, p.queue or f"gpu.{p.name}", p.gpu_model, f"{p.gpu_memory_gb} GiB",
+        table.add_row(p.name, pool_queue(p), p.gpu_model, f"{p.gpu_memory_gb} GiB",
                       "yes" if p.supports_bf16 else "no", f"{p.peak_tflops:g}",
                       f"{p.memory_bandwidth_gbs:g}", f"{p.hourly_price} {p.currency}")
     console.print(table)

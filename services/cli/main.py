@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import sys
@@ -14,14 +15,23 @@ import click
 from rich.console import Console
 from rich.live import Live
 
+from orchestrator.lifecycle import TERMINAL_JOB, JobStatus, PhaseStatus
 from orchestrator.settings import TINY_MODEL_NAME, get_settings
 from services.cli import admin
 
 # Off a terminal (CI logs, `make demo | tee`) rich would wrap tables at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 120)
-TERMINAL = {"succeeded", "failed", "cancelled"}
 BASE_MODEL_HELP = ("A model the server knows: a directory under its model root, by name, or an "
                    "allowed name. Defaults to the server's tiny Qwen3-VL.")
+
+
+def _require_worker_extra(command: str) -> None:
+    """Worker-only commands train or write models: without torch they would end in an import
+    traceback, so say at once what to install."""
+    if importlib.util.find_spec("torch") is None:
+        raise click.ClickException(
+            f"relaytune {command} needs torch, which is not installed here: "
+            "pip install 'relaytune[worker]'")
 
 
 def _use_data_dir(data_dir: Path | None) -> None:
@@ -58,6 +68,7 @@ app.add_command(admin.sweep)
 @click.option("--seed", default=0, show_default=True)
 def make_tiny_model(directory: Path, seed: int) -> None:
     """Write a tiny random Qwen3-VL checkpoint (real architecture, tokenizer, processor)."""
+    _require_worker_extra("make-tiny-model")
     from worker.tiny_model import write_tiny_model
 
     console.print(f"tiny Qwen3-VL at {write_tiny_model(directory, seed=seed)}")
@@ -82,6 +93,7 @@ def pool_queue(pool: str) -> str:
                    "from the CPUs this worker may use.")
 def worker(pool: str, loglevel: str, threads: int | None) -> None:
     """Run a Celery worker on the pool's queue: one process, a fresh child per phase."""
+    _require_worker_extra("worker")
     if threads is not None:
         # The children read it from the settings, which they inherit with the environment.
         os.environ["RELAYTUNE_WORKER_THREADS"] = str(threads)
@@ -113,6 +125,7 @@ def api(host: str, port: int) -> None:
 def up(port: int, data_dir: Path | None) -> None:
     """Start API, one worker per pool, SQLite, an embedded Redis and local storage; restart a
     worker or the API that dies."""
+    _require_worker_extra("up")
     from services.cli import standalone
 
     _use_data_dir(data_dir)
@@ -196,7 +209,7 @@ def _follow(client: Any, job: dict[str, Any]) -> dict[str, Any]:
     warned: set[str] = set()
     if console.is_terminal:
         with Live(phase_table(job), console=console, refresh_per_second=2) as live:
-            while job["status"] not in TERMINAL:
+            while job["status"] not in TERMINAL_JOB:
                 _warn_unserved(client, job, warned)
                 time.sleep(1.0)
                 job = client.job(job["id"])
@@ -209,7 +222,7 @@ def _follow(client: Any, job: dict[str, Any]) -> dict[str, Any]:
         if signature != last:
             console.print(progress_line(job), soft_wrap=True, markup=False)
         last = signature
-        if job["status"] in TERMINAL:
+        if job["status"] in TERMINAL_JOB:
             break
         _warn_unserved(client, job, warned)
         time.sleep(1.0)
@@ -226,7 +239,7 @@ def _warn_unserved(client: Any, job: dict[str, Any], warned: set[str]) -> None:
     pools = None
     # On an error the phases' own status_detail still tells.
     with contextlib.suppress(ApiError):
-        if any(p["status"] == "queued" for p in job["phases"]):
+        if any(p["status"] == PhaseStatus.QUEUED for p in job["phases"]):
             pools = client.pools()
     warnings = unserved_phases(job, pools)
     for name in warnings.keys() - warned:
@@ -328,7 +341,7 @@ def submit(folder: Path, api_url: str, key: str | None, base_model: str | None,
         if not wait:
             return
         job = _follow(client, job)
-        if job["status"] != "succeeded":
+        if job["status"] != JobStatus.SUCCEEDED:
             error = job.get("error") or {}
             raise click.ClickException(f"job {job['status']}: {error.get('message', '')}")
         target = output or get_settings().data_dir / "adapters" / f"{job['id']}.zip"

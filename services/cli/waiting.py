@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.lifecycle import PhaseStatus
+
 
 def unserved_phases(job: dict[str, Any], pools: list[dict[str, Any]] | None) -> dict[str, str]:
     """Phase name -> a warning, for each queued phase that waits on a pool with no live worker.
@@ -16,7 +18,7 @@ def unserved_phases(job: dict[str, Any], pools: list[dict[str, Any]] | None) -> 
     any_seen = any(live.values())
     warnings = {}
     for phase in job["phases"]:
-        if phase["status"] != "queued":
+        if phase["status"] != PhaseStatus.QUEUED:
             continue
         pool = phase["pool"]
         if phase.get("status_detail") == "waiting_for_worker" or (any_seen and live.get(pool) == 0):

@@ -215,8 +215,10 @@ def test_readiness_and_uploads_answer_503_naming_the_store_while_s3_fails(
         not_ready = client.get("/readyz")  # a probe that fails is not a missing object
         upload = client.post("/v1/datasets",
                              files={"file": ("ex.zip", zip_folder(example_dir))})
-    for response in (not_ready, upload):
-        assert response.status_code == 503, response.text
-        error = response.json()["error"]
-        assert error["code"] == "object_store_unavailable"
-        assert f"at {through_proxy.url}" in error["message"]
+    assert not_ready.status_code == 503, not_ready.text
+    assert not_ready.json()["error"]["code"] == "not_ready"
+    assert "the object store" in not_ready.json()["error"]["message"]
+    assert upload.status_code == 503, upload.text
+    error = upload.json()["error"]
+    assert error["code"] == "object_store_unavailable"
+    assert f"at {through_proxy.url}" in error["message"]

@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1/pools", tags=["pools"])
 
 def pool_out(pool: Pool, live: dict[str, list[Worker]]) -> PoolOut:
     """`live`: queue -> the workers seen on it lately."""
-    queue = pool.queue or f"gpu.{pool.name}"
+    queue = pools.pool_queue(pool)
     workers = live.get(queue, [])
     return PoolOut(
         name=pool.name,
