@@ -215,12 +215,6 @@ def record_checkpoint(
     )
 
 
-def best_checkpoint_key(session: Session, claim: Claim, *, step: int) -> str | None:
-    """Where the job's best checkpoint of that step lives (it may be an earlier phase's)."""
-    row = repository.best_checkpoint(session, claim.job_id, step)
-    return row.key if row else None
-
-
 def prune_checkpoints(session: Session, claim: Claim, *, keep: int) -> list[str]:
     """Forget all but the newest `keep` resumable checkpoints of the phase (every attempt) and
     all but its newest best (a best is written only on improvement, so the newest is the best);

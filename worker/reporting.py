@@ -289,10 +289,6 @@ class Reporter:
         for prefix in pruned:  # the rows are gone: nobody can be pointed at these any more
             delete_prefix(self.store, prefix)
 
-    def best_checkpoint_key(self, step: int) -> str | None:
-        return self.write(lambda session: runs.best_checkpoint_key(session, self.claim,
-                                                                   step=step))
-
     def event(self, type_: str, data: dict[str, Any]) -> None:
         self.write(lambda session: runs.record_event(session, self.claim, EventType(type_),
                                                      data))
