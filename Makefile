@@ -42,9 +42,9 @@ endif
 	$(PY) -m pip install -e '.[worker,dev]' $(TORCH_PINS)
 	touch $@
 
-# Real PostgreSQL, Redis and S3 for the tests: see tests/services/.
+# Real PostgreSQL, Redis and S3 for the tests: see tests/backing/.
 test: venv
-	$(PY) -m tests.services run -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m tests.backing run -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -16,9 +16,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 
 from orchestrator import dispatch
 from services.api.main import create_app
+from tests.backing.processes import free_port
 from tests.conftest import reset_caches
 from tests.factories import new_api_key
-from tests.services.processes import free_port
 
 Server = Callable[..., TestClient]
 

@@ -149,7 +149,7 @@ def test_run_returns_the_command_status(urls: services.ServiceUrls) -> None:
     names = list(urls.as_env())
     code = f"import os, sys; sys.exit(7 if all(os.environ.get(n) for n in {names!r}) else 1)"
     result = subprocess.run(
-        [sys.executable, "-m", "tests.services", "run", "--", sys.executable, "-c", code],
+        [sys.executable, "-m", "tests.backing", "run", "--", sys.executable, "-c", code],
         cwd=REPO_ROOT,
         timeout=120,
         check=False,
@@ -173,7 +173,7 @@ def test_run_stops_what_it_started_when_interrupted(
     expected_status: int,
 ) -> None:
     wrapper = subprocess.Popen(
-        [sys.executable, "-m", "tests.services", "run", "--",
+        [sys.executable, "-m", "tests.backing", "run", "--",
          sys.executable, "-c", WAITING_CHILD, services.ENV_S3_ENDPOINT],
         cwd=REPO_ROOT,
         env=_env_without_s3(),
