@@ -33,6 +33,20 @@ class PhaseMessage:
     # The pool's queue column at the time of sending; empty in messages from before it existed.
     queue: str = ""
 
+    def to_payload(self) -> dict[str, Any]:
+        """The task's one keyword argument: ids only, JSON."""
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> PhaseMessage:
+        """A delivered payload; ValueError when it is not one this class wrote."""
+        try:
+            return cls(job_id=str(payload["job_id"]), phase=str(payload["phase"]),
+                       attempt=int(payload["attempt"]), pool=str(payload["pool"]),
+                       queue=str(payload.get("queue", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a phase message: {payload!r}") from exc
+
     @property
     def task_name(self) -> str:
         return f"relaytune.phase.{self.phase}"
@@ -72,7 +86,7 @@ class CeleryDispatcher:
         )
 
     def send(self, message: PhaseMessage) -> None:
-        self.app.send_task(message.task_name, kwargs={"payload": asdict(message)},
+        self.app.send_task(message.task_name, kwargs={"payload": message.to_payload()},
                            queue=message.route, task_id=message.task_id)
 
     def waiting_task_ids(self, queues: Collection[str]) -> set[str] | None:

@@ -102,7 +102,7 @@ class Leased:
 
 def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
     """Raises PhaseNotClaimable for a delivery that does not own the phase."""
-    message = PhaseMessage(**payload)
+    message = PhaseMessage.from_payload(payload)
     settings = get_settings()
     sent_at = monotonic()
     with session_scope() as session:
