@@ -11,8 +11,10 @@ PYTEST_ARGS ?= -q
 # The interpreter that creates the venv: python3.11 where there is one, else python3 (>= 3.11).
 BOOTSTRAP_PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
 
-# Install a known torch first, so that resolving the worker extra never pulls another (CUDA)
-# build from PyPI. On x86_64 these are the releases this machine keeps on local disk.
+# torch and torchvision go in first, as one pinned pair: torchvision works only with the torch
+# release it was built for, and with torch already in place pip does not resolve it again for
+# the worker extra (to another build, possibly a multi-gigabyte CUDA one). Override the pair
+# with `make TORCH_PINS="torch==X torchvision==Y"`, or leave the choice to pip with `TORCH_PINS=`.
 PLATFORM := $(shell uname -s)-$(shell uname -m)
 ifeq ($(PLATFORM),Linux-x86_64)
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
@@ -40,9 +42,9 @@ endif
 	$(PY) -m pip install -e '.[worker,dev]' $(TORCH_PINS)
 	touch $@
 
-# Real PostgreSQL, Redis and S3 for the tests: see tests/services/.
+# Real PostgreSQL, Redis and S3 for the tests: see tests/backing/.
 test: venv
-	$(PY) -m tests.services run -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m tests.backing run -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+from orchestrator.lifecycle import PhaseStatus
 from orchestrator.models import Phase, Pool
 
 MICRO = Decimal("0.000001")
@@ -40,7 +41,7 @@ def meter_end(phase: Phase, now: datetime) -> datetime:
 
 
 def running_seconds(phase: Phase, now: datetime) -> float:
-    if phase.status == "running" and phase.started_at is not None:
+    if phase.status == PhaseStatus.RUNNING and phase.started_at is not None:
         return max(0.0, (meter_end(phase, now) - as_utc(phase.started_at)).total_seconds())
     return 0.0
 

@@ -1,79 +1,72 @@
-"""Validation of an uploaded data set zip before anything is stored, and its extraction later.
-
-The formats themselves (annotations_json, messages, openai_chat) are parsed in
-`orchestrator.dataformats`, the same code that the preprocess phase reads them with.
-"""
+"""Data sets: an upload is checked (orchestrator.dataset_archive), then stored, the object
+first and then the row, so no row points at nothing."""
 
 from __future__ import annotations
 
-import io
-import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import IO
+import hashlib
 
-from orchestrator.dataformats import ZipSource, find_data_file, read_dataset
-from orchestrator.errors import InvalidDataset
-from orchestrator.settings import get_settings
-from orchestrator.zip_limits import Inflater, ZipLimits, check_declared_sizes, check_directory_size
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
-# zipfile's ways of saying an archive is damaged (a bad CRC, a truncated stream, a compression
-# method it cannot read).
-DAMAGED = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError)
+from orchestrator.dataset_archive import validate_dataset_zip
+from orchestrator.errors import RequestTooLarge
+from orchestrator.layout import upload_key
+from orchestrator.models import Dataset, new_id
+from orchestrator.settings import Settings
+from orchestrator.storage import ObjectStore
+from orchestrator.zip_limits import ZipLimits
 
 
-@dataclass(frozen=True)
-class DatasetSummary:
-    format: str
-    num_samples: int
-    num_images: int
-    root: str  # folder inside the zip holding the data file ("" for the archive root)
+def create_dataset(
+    session: Session,
+    store: ObjectStore,
+    settings: Settings,
+    *,
+    tenant_id: str,
+    filename: str,
+    data: bytes,
+) -> Dataset:
+    if len(data) > settings.max_upload_bytes:
+        raise RequestTooLarge(
+            f"the upload has {len(data)} bytes; the limit is {settings.max_upload_bytes}",
+            param="file",
+        )
+    summary = validate_dataset_zip(
+        data, max_pixels=settings.max_image_pixels, max_images=settings.max_images,
+        limits=ZipLimits.from_settings(settings),
+    )
+    dataset_id = new_id()
+    key = upload_key(dataset_id)
+    store.put_bytes(key, data)
+    dataset = Dataset(
+        id=dataset_id,
+        tenant_id=tenant_id,
+        filename=filename,
+        format=summary.format,
+        num_samples=summary.num_samples,
+        num_images=summary.num_images,
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        storage_key=key,
+    )
+    _delete_unless_committed(session, store, key)
+    session.add(dataset)
+    session.flush()
+    return dataset
 
 
-def _check_paths(archive: zipfile.ZipFile) -> None:
-    """Refuse paths that would land outside the extraction folder."""
-    for info in archive.infolist():
-        path = PurePosixPath(info.filename)
-        if path.is_absolute() or ".." in path.parts or "\\" in info.filename:
-            raise InvalidDataset(f"unsafe path in zip: {info.filename}", param=info.filename)
+def _delete_unless_committed(session: Session, store: ObjectStore, key: str) -> None:
+    """The object is stored before its row commits: a transaction that rolls back instead (a
+    failed flush, a failed commit) takes the object with it, so no object is left orphaned."""
+    committed = False
 
+    def kept(_: Session) -> None:
+        nonlocal committed
+        committed = True
 
-@contextmanager
-def _open(file: IO[bytes], limits: ZipLimits) -> Iterator[zipfile.ZipFile]:
-    """The archive, once its paths and declared sizes pass; damage found later while inflating
-    is reported as such."""
-    check_directory_size(file, limits)
-    try:
-        archive = zipfile.ZipFile(file)
-    except zipfile.BadZipFile as exc:
-        raise InvalidDataset("the upload is not a zip archive", param="file") from exc
-    with archive:
-        _check_paths(archive)
-        check_declared_sizes(archive, limits)
-        try:
-            yield archive
-        except DAMAGED as exc:
-            raise InvalidDataset(f"the zip is damaged: {exc}", param="file") from exc
+    def undo(_: Session) -> None:
+        if not committed:
+            store.delete(key)
 
-
-def validate_dataset_zip(data: bytes, *, max_pixels: int, max_images: int,
-                         limits: ZipLimits | None = None) -> DatasetSummary:
-    """Raise InvalidDataset naming every bad row, file and field (in `details`); else summarise."""
-    limits = limits or ZipLimits()
-    with _open(io.BytesIO(data), limits) as archive:
-        dataset = read_dataset(ZipSource(archive, limits), max_pixels=max_pixels,
-                               max_images=max_images)
-    return DatasetSummary(dataset.format, len(dataset.samples), dataset.num_images, dataset.root)
-
-
-def extract_dataset(zip_path: Path, dest: Path, limits: ZipLimits | None = None) -> Path:
-    """Unpack a validated zip, within the same limits as the upload check (the stored zip is
-    checked again: limits may have changed, and the worker trusts nothing it did not count).
-    Returns the folder holding the data file (and images)."""
-    limits = limits or ZipLimits.from_settings(get_settings())
-    with zip_path.open("rb") as file, _open(file, limits) as archive:
-        root, _ = find_data_file(ZipSource(archive, limits).names())
-        Inflater(archive, limits).extract(dest)
-    return dest / root if root else dest
+    event.listen(session, "after_commit", kept, once=True)
+    event.listen(session, "after_rollback", undo, once=True)

@@ -29,6 +29,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# A database that went silent (a partition, a dead host) must fail a call within seconds, so a
+# run's retries stay inside its lease instead of hanging until TCP gives up (minutes).
+_POSTGRES_TIMEOUTS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
+
 # Every engine this process made, so a forked child can drop the connections it inherited.
 _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -40,6 +51,8 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
                                **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif url.startswith("postgresql"):
+        engine = create_engine(url, pool_pre_ping=pooled, connect_args=_POSTGRES_TIMEOUTS, **pool)
     else:
         engine = create_engine(url, pool_pre_ping=pooled, **pool)
     _engines.add(engine)

@@ -19,6 +19,11 @@ logger = logging.getLogger(__name__)
 _PENDING = "relaytune_pending_dispatch"
 
 
+def default_queue(pool: str) -> str:
+    """The queue a pool's workers listen on unless the pool names another."""
+    return f"gpu.{pool}"
+
+
 @dataclass(frozen=True)
 class PhaseMessage:
     job_id: str
@@ -28,13 +33,27 @@ class PhaseMessage:
     # The pool's queue column at the time of sending; empty in messages from before it existed.
     queue: str = ""
 
+    def to_payload(self) -> dict[str, Any]:
+        """The task's one keyword argument: ids only, JSON."""
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> PhaseMessage:
+        """A delivered payload; ValueError when it is not one this class wrote."""
+        try:
+            return cls(job_id=str(payload["job_id"]), phase=str(payload["phase"]),
+                       attempt=int(payload["attempt"]), pool=str(payload["pool"]),
+                       queue=str(payload.get("queue", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a phase message: {payload!r}") from exc
+
     @property
     def task_name(self) -> str:
         return f"relaytune.phase.{self.phase}"
 
     @property
     def route(self) -> str:
-        return self.queue or f"gpu.{self.pool}"
+        return self.queue or default_queue(self.pool)
 
     @property
     def task_id(self) -> str:
@@ -67,7 +86,7 @@ class CeleryDispatcher:
         )
 
     def send(self, message: PhaseMessage) -> None:
-        self.app.send_task(message.task_name, kwargs={"payload": asdict(message)},
+        self.app.send_task(message.task_name, kwargs={"payload": message.to_payload()},
                            queue=message.route, task_id=message.task_id)
 
     def waiting_task_ids(self, queues: Collection[str]) -> set[str] | None:

@@ -81,7 +81,7 @@ class StoreUnavailable(RelaytuneError):
     """The job store could not keep a change (connection lost, commit refused): retry later."""
 
     status_code = 503
-    code = "store_unavailable"
+    code = "unavailable"
 
 
 class Forbidden(RelaytuneError):

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from orchestrator.models import Event, utcnow
+from orchestrator.models import Event, Phase, utcnow
 
 
 class EventType(StrEnum):
@@ -51,3 +51,8 @@ def emit(
             created_at=utcnow(),
         )
     )
+
+
+def emit_for_phase(session: Session, phase: Phase, type_: EventType, **data: Any) -> None:
+    """An event about the phase's current attempt, filed under its job."""
+    emit(session, phase.job_id, type_, phase=phase.name, attempt=phase.attempt, **data)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from orchestrator import dispatch, repository
-from orchestrator.events import EventType, emit
+from orchestrator.events import EventType, emit_for_phase
 from orchestrator.lifecycle import PhaseStatus
 from orchestrator.plan import next_phase
 from orchestrator.runs import Claim, claim_phase
@@ -33,7 +33,6 @@ def continue_on_same_pool(
         return None
     if not dispatch.withdraw(session, job_id=nxt.job_id, phase=nxt.name, attempt=nxt.attempt):
         return None  # queued by someone else's transaction: its message is already out
-    emit(session, nxt.job_id, EventType.PHASE_FUSED, phase=nxt.name, attempt=nxt.attempt,
-         after=finished.phase, pool=nxt.pool)
+    emit_for_phase(session, nxt, EventType.PHASE_FUSED, after=finished.phase, pool=nxt.pool)
     return claim_phase(session, job_id=nxt.job_id, phase=nxt.name, attempt=nxt.attempt,
                        worker_id=worker_id, lease_seconds=lease_seconds)

@@ -12,13 +12,14 @@ from orchestrator import repository
 from orchestrator.base_models import check_fits_model, resolve_base_model
 from orchestrator.budgets import check_spending_limit
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
-from orchestrator.events import EventType, emit
+from orchestrator.events import EventType, emit, emit_for_phase
 from orchestrator.hyperparameters import Hyperparameters
-from orchestrator.lifecycle import TERMINAL_JOB, PhaseStatus
+from orchestrator.layout import job_dataset_key
+from orchestrator.lifecycle import TERMINAL_JOB, JobStatus, PhaseStatus
 from orchestrator.models import Job, Phase, utcnow
-from orchestrator.plan import DEFAULT_POOLS, PHASES, dataset_key
+from orchestrator.phase_moves import cancel_waiting, move, queue_phase, refresh_job_status
+from orchestrator.plan import DEFAULT_POOLS, PHASES
 from orchestrator.planner import AUTO, plan_job
-from orchestrator.relay import cancel_waiting, move, queue_phase, refresh_job_status
 from orchestrator.settings import get_settings
 from orchestrator.storage import ObjectStore
 
@@ -91,21 +92,21 @@ def submit_job(
         base_model=base_model,
         hyperparameters=hp.model_dump(),
         job_metadata=metadata or {},
-        status="queued",
+        status=JobStatus.QUEUED,
         created_at=now,
         updated_at=now,
         max_cost=max_cost,
         plan=planned.plan,
     )
     job.phases = [
-        Phase(name=name, position=i, pool=phase_pools[name], status="pending", attempt=0,
+        Phase(name=name, position=i, pool=phase_pools[name], status=PhaseStatus.PENDING, attempt=0,
               estimate=planned.estimates.get(name))
         for i, name in enumerate(PHASES)
     ]
     session.add(job)
     session.flush()
     # The job owns a copy of its data under its own prefix; the upload may be deleted later.
-    store.put_bytes(dataset_key(job.id), store.get_bytes(dataset.storage_key))
+    store.put_bytes(job_dataset_key(job.id), store.get_bytes(dataset.storage_key))
     emit(
         session,
         job.id,
@@ -153,7 +154,7 @@ def requeue_phase(session: Session, tenant_id: str, job_id: str, phase_name: str
             param="phase",
             code="unknown_phase",
         )
-    busy = [p.name for p in job.phases if p.status in ("queued", "running")]
+    busy = [p.name for p in job.phases if p.status in (PhaseStatus.QUEUED, PhaseStatus.RUNNING)]
     if busy:
         raise Conflict(
             f"phase '{busy[0]}' of job {job_id} is {by_name[busy[0]].status}; "
@@ -181,13 +182,13 @@ def requeue_phase(session: Session, tenant_id: str, job_id: str, phase_name: str
     for later in job.phases:
         if later.position > phase.position:
             if later.status != PhaseStatus.PENDING:
-                move(later, "pending")
+                move(later, PhaseStatus.PENDING)
             later.output_key = None
             later.resume_key = None  # its checkpoints grew from an input that is replaced
     if start_from == "input":
         phase.resume_key = None
-    emit(session, job.id, EventType.PHASE_REQUEUED, phase=phase_name, attempt=phase.attempt,
-         start_from=start_from, resume_key=phase.resume_key)
+    emit_for_phase(session, phase, EventType.PHASE_REQUEUED, start_from=start_from,
+                   resume_key=phase.resume_key)
     queue_phase(session, job, phase, now=now, reason="requeue")
     refresh_job_status(session, job, now)
     return job

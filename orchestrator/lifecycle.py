@@ -1,4 +1,6 @@
-"""The job and phase lifecycle: one transition table; every other move is an error."""
+"""The job and phase lifecycle: one transition table; every other move is an error.
+
+orchestrator.phase_moves applies these moves to stored phases."""
 
 from __future__ import annotations
 

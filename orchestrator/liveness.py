@@ -9,6 +9,7 @@ each was last seen, one row per worker.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator import repository
 from orchestrator.cost import as_utc
+from orchestrator.lifecycle import PhaseStatus
 from orchestrator.models import Phase, Worker
 
 # A few reaper rounds: a worker not seen for this long is taken to be gone.
@@ -42,17 +44,28 @@ def record_workers(session: Session, seen: Mapping[str, Sequence[str]], now: dat
 
 def served_queues(session: Session, now: datetime) -> frozenset[str]:
     """Queues some worker consumed lately."""
+    return frozenset(live_workers_by_queue(session, now))
+
+
+def live_workers_by_queue(session: Session, now: datetime) -> dict[str, list[Worker]]:
+    """Queue -> the workers seen consuming it lately, by hostname."""
+    by_queue: dict[str, list[Worker]] = defaultdict(list)
     rows = repository.workers_seen_since(session, now - SEEN_WITHIN)
-    return frozenset(q for row in rows for q in row.queues.split(",") if q)
+    for row in sorted(rows, key=lambda row: row.hostname):
+        for queue in row.queues.split(","):
+            if queue:
+                by_queue[queue].append(row)
+    return dict(by_queue)
 
 
 def phase_detail(phase: Phase, queue: str, served: frozenset[str] | None,
                  now: datetime) -> PhaseDetail | None:
     """Why a phase is not moving, when the store can tell; `served` None means unknown."""
-    if phase.status == "running" and phase.lease_expires_at is not None \
+    if phase.status == PhaseStatus.RUNNING and phase.lease_expires_at is not None \
             and as_utc(phase.lease_expires_at) <= now:
         return PhaseDetail.STALLED
     waited_long = phase.queued_at is not None and as_utc(phase.queued_at) <= now - SEEN_WITHIN
-    if phase.status == "queued" and served is not None and queue not in served and waited_long:
+    if phase.status == PhaseStatus.QUEUED and served is not None and queue not in served \
+            and waited_long:
         return PhaseDetail.WAITING_FOR_WORKER
     return None

@@ -54,6 +54,9 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # None: the key never expires. An expired or revoked key is kept, so it can be named in
+    # the 401 it gets and listed.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Admin keys may change pool prices and manage keys; ordinary keys see their tenant only.
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
 
@@ -243,3 +246,22 @@ class PhaseTiming(Base):
     peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
     fused: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IdempotencyKey(Base):
+    """The first successful result of a request sent with an `Idempotency-Key` header, written
+    in the transaction that created its job or data set: a retry gets this result back."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("tenant_id", "route", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    route: Mapped[str] = mapped_column(String(64))  # e.g. "POST /v1/jobs"
+    # sha256 of what the request asked for: a reuse of the key for another request is refused.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 index=True)

@@ -1,4 +1,5 @@
-"""The relay: which phases a job has, in which order, on which pools, over which epochs."""
+"""The relay's plan: which phases a job has, in which order, on which pools by default, and
+over which epochs each one trains."""
 
 from __future__ import annotations
 
@@ -34,10 +35,3 @@ def previous_phase(phase: str) -> str | None:
     index = PHASES.index(phase)
     return PHASES[index - 1] if index > 0 else None
 
-
-def storage_prefix(job_id: str, phase: str, attempt: int) -> str:
-    return f"jobs/{job_id}/{phase}/a{attempt}"
-
-
-def dataset_key(job_id: str) -> str:
-    return f"jobs/{job_id}/dataset/dataset.zip"

@@ -24,6 +24,7 @@ from pydantic import (
 from sqlalchemy.orm import Session
 
 from orchestrator import repository
+from orchestrator.dispatch import default_queue
 from orchestrator.errors import InvalidRequest
 from orchestrator.models import Pool
 
@@ -73,10 +74,16 @@ def check_name(name: str) -> str:
     return name
 
 
+def pool_queue(pool: Pool) -> str:
+    """The queue a stored pool's workers listen on."""
+    return pool.queue or default_queue(pool.name)
+
+
 def queue_of(session: Session, name: str) -> str:
-    """The queue a pool's workers listen on; gpu.<name> for a pool the store does not know."""
+    """The queue a pool's workers listen on; the default one for a pool the store does not
+    know."""
     pool = session.get(Pool, name)
-    return (pool.queue if pool is not None else "") or f"gpu.{name}"
+    return pool_queue(pool) if pool is not None else default_queue(name)
 
 
 def upsert_pool(session: Session, name: str, changes: PoolChanges, *,
@@ -93,7 +100,7 @@ def upsert_pool(session: Session, name: str, changes: PoolChanges, *,
                 f"pool '{name}' is new: {', '.join(missing)} must be given",
                 param=missing[0], code="missing_field",
             )
-        pool = Pool(name=name, queue=f"gpu.{name}", supports_bf16=True, peak_tflops=0.0,
+        pool = Pool(name=name, queue=default_queue(name), supports_bf16=True, peak_tflops=0.0,
                     memory_bandwidth_gbs=0.0, currency=_house_currency(session))
         session.add(pool)
     for field, value in fields.items():

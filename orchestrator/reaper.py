@@ -12,10 +12,17 @@ from sqlalchemy.orm import Session
 
 from orchestrator import dispatch, repository
 from orchestrator.cost import as_utc, close_meter
-from orchestrator.events import EventType, emit
+from orchestrator.events import EventType, emit_for_phase
+from orchestrator.lifecycle import PhaseStatus
 from orchestrator.liveness import record_workers
 from orchestrator.models import Phase, Pool, utcnow
-from orchestrator.relay import mark_failed, move, phase_message, queue_phase, refresh_job_status
+from orchestrator.phase_moves import (
+    mark_failed,
+    move,
+    phase_message,
+    queue_phase,
+    refresh_job_status,
+)
 from orchestrator.timings import record_run_timing
 
 logger = logging.getLogger(__name__)
@@ -67,8 +74,9 @@ def _resend_lost(session: Session, dispatcher: dispatch.Dispatcher, *, now: date
 
 
 def _backoff_over(phase: Phase, now: datetime, resend_after: timedelta) -> bool:
-    last = as_utc(phase.sent_at or phase.queued_at or now)
-    return now - last >= resend_after * 2 ** min(max((phase.sends or 1) - 1, 0), 6)
+    last: datetime = as_utc(phase.sent_at or phase.queued_at or now)
+    doublings = min(max((phase.sends or 1) - 1, 0), 6)
+    return bool(now - last >= resend_after * 2**doublings)
 
 
 def _reap_expired(session: Session, phase: Phase, pool: Pool, *, now: datetime,
@@ -76,30 +84,29 @@ def _reap_expired(session: Session, phase: Phase, pool: Pool, *, now: datetime,
     job = phase.job
     billed = close_meter(phase, pool, now)
     if job.cancel_requested_at is not None:
-        outcome = "cancelled"  # the user asked to stop: never run it again
+        outcome = PhaseStatus.CANCELLED  # the user asked to stop: never run it again
     elif phase.attempt < max_attempts:
-        outcome = "queued"
+        outcome = PhaseStatus.QUEUED
     else:
-        outcome = "failed"
+        outcome = PhaseStatus.FAILED
     # The dead worker's measurements died with it; the billed seconds must not.
     record_run_timing(session, phase, outcome=outcome, billed_s=billed, timing=None, now=now)
-    emit(session, job.id, EventType.LEASE_EXPIRED, phase=phase.name, attempt=phase.attempt,
-         worker_id=phase.worker_id)
-    if outcome == "cancelled":
-        move(phase, "cancelled")
+    emit_for_phase(session, phase, EventType.LEASE_EXPIRED, worker_id=phase.worker_id)
+    if outcome is PhaseStatus.CANCELLED:
+        move(phase, PhaseStatus.CANCELLED)
         phase.finished_at = now
         phase.lease_expires_at = None
-        emit(session, job.id, EventType.PHASE_CANCELLED, phase=phase.name,
-             attempt=phase.attempt, step=phase.step, reason="lease_expired")
-    elif outcome == "failed":
+        emit_for_phase(session, phase, EventType.PHASE_CANCELLED, step=phase.step,
+                       reason="lease_expired")
+    elif outcome is PhaseStatus.FAILED:
         message = (f"the worker stopped renewing its lease; {phase.attempt} attempts used "
                    f"of {max_attempts}")
         mark_failed(session, phase, code="lease_expired", message=message, now=now)
     logger.warning("reaper: lease of job %s phase %s attempt %d (worker %s) expired; %s",
                    job.id, phase.name, phase.attempt, phase.worker_id,
-                   {"cancelled": "closed as cancelled, the job has a cancel request",
-                    "failed": f"failed, {max_attempts} attempts used",
-                    "queued": "re-queued"}[outcome])
-    if outcome == "queued":
+                   {PhaseStatus.CANCELLED: "closed as cancelled, the job has a cancel request",
+                    PhaseStatus.FAILED: f"failed, {max_attempts} attempts used",
+                    PhaseStatus.QUEUED: "re-queued"}[outcome])
+    if outcome is PhaseStatus.QUEUED:
         queue_phase(session, job, phase, now=now, reason="lease_expired")
     refresh_job_status(session, job, now)

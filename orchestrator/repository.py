@@ -11,11 +11,14 @@ from sqlalchemy import Row, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from orchestrator.errors import NotFound
+from orchestrator.layout import CheckpointKind, job_dataset_key
+from orchestrator.lifecycle import PhaseStatus
 from orchestrator.models import (
     ApiKey,
     Checkpoint,
     Dataset,
     Event,
+    IdempotencyKey,
     Job,
     Phase,
     PhaseTiming,
@@ -78,10 +81,41 @@ def timing_outcomes(session: Session) -> list[tuple[str, str, str, int]]:
     return [(phase, pool, outcome, count) for phase, pool, outcome, count in rows]
 
 
-def api_key_by_hash(session: Session, key_hash: str) -> ApiKey | None:
-    return session.scalar(
-        select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
-    )
+def api_key_with_hash(session: Session, key_hash: str) -> ApiKey | None:
+    """The key with this hash, revoked or expired ones too (their 401 says which)."""
+    return session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+
+
+def api_keys(session: Session, tenant_id: str | None = None) -> Sequence[ApiKey]:
+    """Keys, of one tenant or of all, newest first, with their tenants loaded."""
+    query = select(ApiKey).options(selectinload(ApiKey.tenant))
+    if tenant_id is not None:
+        query = query.where(ApiKey.tenant_id == tenant_id)
+    return session.scalars(query.order_by(ApiKey.created_at.desc(), ApiKey.id)).all()
+
+
+def api_keys_matching(session: Session, prefix_or_id: str) -> Sequence[ApiKey]:
+    """Keys whose id is this, or whose shown prefix starts with it."""
+    return session.scalars(
+        select(ApiKey).options(selectinload(ApiKey.tenant)).where(
+            (ApiKey.id == prefix_or_id) | ApiKey.prefix.startswith(prefix_or_id, autoescape=True)
+        ).order_by(ApiKey.created_at)
+    ).all()
+
+
+def idempotency_record(session: Session, tenant_id: str, route: str, key: str
+                       ) -> IdempotencyKey | None:
+    return session.scalar(select(IdempotencyKey).where(
+        IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.route == route,
+        IdempotencyKey.key == key))
+
+
+def delete_idempotency_records_before(session: Session, before: datetime, *, limit: int) -> None:
+    """Forget up to `limit` results recorded before `before`, skipping rows another
+    transaction holds (it is replacing them), so the clean-up never waits on a request."""
+    old = (select(IdempotencyKey.id).where(IdempotencyKey.created_at < before)
+           .limit(limit).with_for_update(skip_locked=True))
+    session.execute(delete(IdempotencyKey).where(IdempotencyKey.id.in_(old.scalar_subquery())))
 
 
 def dataset_for_tenant(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
@@ -158,7 +192,8 @@ def checkpoint_by_key(session: Session, job_id: str, key: str) -> Checkpoint | N
 def best_checkpoint(session: Session, job_id: str, step: int) -> Checkpoint | None:
     return session.scalar(
         select(Checkpoint)
-        .where(Checkpoint.job_id == job_id, Checkpoint.kind == "best", Checkpoint.step == step)
+        .where(Checkpoint.job_id == job_id, Checkpoint.kind == CheckpointKind.BEST,
+               Checkpoint.step == step)
         .order_by(Checkpoint.created_at.desc())
         .limit(1)
     )
@@ -178,7 +213,7 @@ def checkpoints_of_kinds(
 def expired_leases(session: Session, now: datetime) -> Sequence[Phase]:
     return session.scalars(
         select(Phase)
-        .where(Phase.status == "running", Phase.lease_expires_at < now)
+        .where(Phase.status == PhaseStatus.RUNNING, Phase.lease_expires_at < now)
         .with_for_update(skip_locked=True)
     ).all()
 
@@ -186,7 +221,7 @@ def expired_leases(session: Session, now: datetime) -> Sequence[Phase]:
 def stale_queued(session: Session, before: datetime) -> Sequence[Phase]:
     """Queued phases whose message was last sent before `before`."""
     return session.scalars(
-        select(Phase).where(Phase.status == "queued",
+        select(Phase).where(Phase.status == PhaseStatus.QUEUED,
                             func.coalesce(Phase.sent_at, Phase.queued_at) < before)
     ).all()
 
@@ -213,7 +248,8 @@ def tenant_running_phases(session: Session, tenant_id: str, since: datetime) -> 
     return session.scalars(
         select(Phase)
         .join(Job, Job.id == Phase.job_id)
-        .where(Job.tenant_id == tenant_id, Job.created_at >= since, Phase.status == "running")
+        .where(Job.tenant_id == tenant_id, Job.created_at >= since,
+               Phase.status == PhaseStatus.RUNNING)
     ).all()
 
 
@@ -230,7 +266,7 @@ def attempt_is_queued(session: Session, job_id: str, phase: str, attempt: int) -
     return session.scalar(
         select(func.count()).select_from(Phase).where(
             Phase.job_id == job_id, Phase.name == phase, Phase.attempt == attempt,
-            Phase.status == "queued")
+            Phase.status == PhaseStatus.QUEUED)
     ) == 1
 
 
@@ -241,7 +277,7 @@ def recent_timings(session: Session, phases: Collection[str], pool: str, model_k
     same LoRA targets and micro-batch): what learned profiles are made of."""
     query = select(PhaseTiming).where(
         PhaseTiming.phase.in_(phases), PhaseTiming.pool == pool,
-        PhaseTiming.model_key == model_key, PhaseTiming.outcome == "succeeded")
+        PhaseTiming.model_key == model_key, PhaseTiming.outcome == PhaseStatus.SUCCEEDED)
     if lora_targets is not None:
         query = query.where(PhaseTiming.lora_targets == lora_targets)
     if micro_batch is not None:
@@ -258,7 +294,8 @@ def recent_artifact_sizes(session: Session, model_key: str, *, limit: int
         Checkpoint, (Checkpoint.job_id == PhaseTiming.job_id)
         & (Checkpoint.phase == PhaseTiming.phase) & (Checkpoint.attempt == PhaseTiming.attempt)
     ).where(PhaseTiming.phase == "preprocess", PhaseTiming.model_key == model_key,
-            PhaseTiming.outcome == "succeeded", Checkpoint.kind == "artifact")
+            PhaseTiming.outcome == PhaseStatus.SUCCEEDED,
+            Checkpoint.kind == CheckpointKind.ARTIFACT)
     rows = session.execute(
         query.order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(limit))
     return [(int(nbytes), int(samples)) for nbytes, samples in rows]
@@ -266,13 +303,15 @@ def recent_artifact_sizes(session: Session, model_key: str, *, limit: int
 
 def measured_model_keys(session: Session) -> list[str]:
     rows = session.scalars(select(PhaseTiming.model_key).where(
-        PhaseTiming.model_key.is_not(None), PhaseTiming.outcome == "succeeded").distinct())
+        PhaseTiming.model_key.is_not(None), PhaseTiming.outcome == PhaseStatus.SUCCEEDED
+    ).distinct())
     return sorted(k for k in rows if k)
 
 
 def queued_phases_by_pool(session: Session) -> dict[str, int]:
     rows = session.execute(
-        select(Phase.pool, func.count()).where(Phase.status == "queued").group_by(Phase.pool)
+        select(Phase.pool, func.count())
+        .where(Phase.status == PhaseStatus.QUEUED).group_by(Phase.pool)
     ).all()
     return {pool: count for pool, count in rows}
 
@@ -292,7 +331,8 @@ def stored_object_refs(session: Session) -> tuple[list[str | None], list[tuple[s
     for output, resume in session.execute(select(Phase.output_key, Phase.resume_key)):
         refs += [output, resume]
     refs += list(session.scalars(select(Job.adapter_key)))
-    refs += [f"jobs/{job_id}/dataset/dataset.zip" for job_id in session.scalars(select(Job.id))]
+    refs += [job_dataset_key(job_id) for job_id in session.scalars(select(Job.id))]
+    in_flight = (PhaseStatus.QUEUED, PhaseStatus.RUNNING)
     live = session.execute(select(Phase.job_id, Phase.name, Phase.attempt)
-                           .where(Phase.status.in_(("queued", "running")))).all()
+                           .where(Phase.status.in_(in_flight))).all()
     return refs, [(job_id, name, attempt) for job_id, name, attempt in live]

@@ -13,20 +13,22 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session
 
-from orchestrator import repository
+from orchestrator import layout, repository
 from orchestrator.cost import close_meter
 from orchestrator.errors import LeaseLost, PhaseNotClaimable
 from orchestrator.events import EventType, emit
 from orchestrator.hyperparameters import Hyperparameters
+from orchestrator.layout import RESUMABLE_KINDS, CheckpointKind
+from orchestrator.lifecycle import PhaseStatus
 from orchestrator.models import Checkpoint, Phase, utcnow
-from orchestrator.plan import dataset_key, epoch_range, next_phase, previous_phase, storage_prefix
-from orchestrator.relay import (
+from orchestrator.phase_moves import (
     cancel_waiting,
     mark_failed,
     move,
     queue_phase,
     refresh_job_status,
 )
+from orchestrator.plan import epoch_range, next_phase, previous_phase
 from orchestrator.timings import RunTiming, record_run_timing
 
 
@@ -39,11 +41,16 @@ class Claim:
     attempt: int
     pool: str
     base_model: str
-    hyperparameters: dict[str, Any]
+    # Validated once here: a job stored before a field existed gets that field's default.
+    hyperparameters: Hyperparameters
+    # Keys in the object store (see orchestrator.layout).
     input_key: str  # the previous phase's recorded output (or the dataset for preprocess)
     artifact_key: str  # the preprocess phase's recorded output ("" for preprocess itself)
     resume_key: str  # a checkpoint of an earlier run of this phase to continue from, or ""
-    output_prefix: str
+    # The job's best checkpoint as this run starts (the warmup's, or an earlier attempt's of
+    # this phase), or "": what a final phase exports when its own epochs never beat it.
+    best_key: str
+    run_prefix: str  # where this attempt writes its checkpoints and its output
     start_epoch: int
     end_epoch: int
 
@@ -59,10 +66,10 @@ def claim_phase(
             Phase.job_id == job_id,
             Phase.name == phase,
             Phase.attempt == attempt,
-            Phase.status == "queued",
+            Phase.status == PhaseStatus.QUEUED,
         )
         .values(
-            status="running",
+            status=PhaseStatus.RUNNING,
             worker_id=worker_id,
             started_at=now,
             heartbeat_at=now,
@@ -78,10 +85,10 @@ def claim_phase(
         session.refresh(p)
     row = next(p for p in job.phases if p.name == phase)
     prev = previous_phase(phase)
-    input_key = dataset_key(job_id)
+    input_key = layout.job_dataset_key(job_id)
     if prev is not None:
         prev_row = next(p for p in job.phases if p.name == prev)
-        if prev_row.status != "succeeded" or not prev_row.output_key:
+        if prev_row.status != PhaseStatus.SUCCEEDED or not prev_row.output_key:
             raise PhaseNotClaimable(f"phase {prev} of job {job_id} has no recorded output")
         input_key = prev_row.output_key
     artifact_key = "" if phase == "preprocess" else (job.phases[0].output_key or "")
@@ -95,26 +102,37 @@ def claim_phase(
         pool=row.pool,
     )
     refresh_job_status(session, job, now)
-    epochs = epoch_range(phase, Hyperparameters.model_validate(job.hyperparameters))
+    hyperparameters = Hyperparameters.model_validate(job.hyperparameters)
+    epochs = epoch_range(phase, hyperparameters)
     return Claim(
         job_id=job_id,
         phase=phase,
         attempt=attempt,
         pool=row.pool,
         base_model=job.base_model,
-        hyperparameters=dict(job.hyperparameters),
+        hyperparameters=hyperparameters,
         input_key=input_key,
         artifact_key=artifact_key,
         resume_key=row.resume_key or "",
-        output_prefix=storage_prefix(job_id, phase, attempt),
+        best_key=_best_key(session, job_id, start=row.resume_key or input_key),
+        run_prefix=layout.run_prefix(job_id, phase, attempt),
         start_epoch=epochs.start,
         end_epoch=epochs.end,
     )
 
 
+def _best_key(session: Session, job_id: str, *, start: str) -> str:
+    """The best checkpoint that the checkpoint a run starts from names: every checkpoint's
+    manifest carries the job's best so far (an artifact or a data set names none)."""
+    row = repository.checkpoint_by_key(session, job_id, start)
+    step = ((row.manifest or {}).get("best") or {}).get("step") if row else None
+    best = repository.best_checkpoint(session, job_id, step) if step is not None else None
+    return best.key if best else ""
+
+
 def _fenced_phase(session: Session, claim: Claim) -> Phase:
     phase = repository.phase_of(session, claim.job_id, claim.phase, lock=True)
-    if phase is None or phase.attempt != claim.attempt or phase.status != "running":
+    if phase is None or phase.attempt != claim.attempt or phase.status != PhaseStatus.RUNNING:
         raise LeaseLost(
             f"phase {claim.phase} of job {claim.job_id} attempt {claim.attempt} "
             "is no longer this run's"
@@ -162,10 +180,6 @@ def report_progress(
     return phase.job.cancel_requested_at is not None
 
 
-# Checkpoints a re-run can continue from; "best", "artifact" and "adapter" are outputs instead.
-RESUMABLE_KINDS = frozenset({"step", "time", "epoch", "stop", "final"})
-
-
 def record_checkpoint(
     session: Session,
     claim: Claim,
@@ -177,8 +191,9 @@ def record_checkpoint(
     manifest: dict[str, Any],
 ) -> None:
     """Called after every object of the checkpoint is uploaded: only now does it exist."""
+    kind = CheckpointKind(kind)
     phase = _fenced_phase(session, claim)
-    if kind in RESUMABLE_KINDS:
+    if kind in RESUMABLE_KINDS:  # a best, the artifact and the export are outputs instead
         phase.resume_key = key
     # A step redone after an out-of-memory rollback writes its checkpoint again: same key.
     row = repository.checkpoint_by_key(session, claim.job_id, key) or Checkpoint(
@@ -200,12 +215,6 @@ def record_checkpoint(
     )
 
 
-def best_checkpoint_key(session: Session, claim: Claim, *, step: int) -> str | None:
-    """Where the job's best checkpoint of that step lives (it may be an earlier phase's)."""
-    row = repository.best_checkpoint(session, claim.job_id, step)
-    return row.key if row else None
-
-
 def prune_checkpoints(session: Session, claim: Claim, *, keep: int) -> list[str]:
     """Forget all but the newest `keep` resumable checkpoints of the phase (every attempt) and
     all but its newest best (a best is written only on improvement, so the newest is the best);
@@ -213,9 +222,10 @@ def prune_checkpoints(session: Session, claim: Claim, *, keep: int) -> list[str]
     _fenced_phase(session, claim)
     # A phase's final checkpoint is its output, not a candidate for pruning.
     rolling = repository.checkpoints_of_kinds(
-        session, claim.job_id, claim.phase, RESUMABLE_KINDS - {"final"}
+        session, claim.job_id, claim.phase, RESUMABLE_KINDS - {CheckpointKind.FINAL}
     )
-    bests = repository.checkpoints_of_kinds(session, claim.job_id, claim.phase, {"best"})
+    bests = repository.checkpoints_of_kinds(session, claim.job_id, claim.phase,
+                                            {CheckpointKind.BEST})
     stale = [*rolling[keep:], *bests[1:]]
     for row in stale:
         session.delete(row)
@@ -228,7 +238,7 @@ def record_event(session: Session, claim: Claim, type_: EventType, data: dict[st
     emit(session, claim.job_id, type_, phase=claim.phase, attempt=claim.attempt, **data)
 
 
-def _release(session: Session, claim: Claim, outcome: str, timing: RunTiming | None
+def _release(session: Session, claim: Claim, outcome: PhaseStatus, timing: RunTiming | None
              ) -> tuple[Phase, datetime]:
     """Close the run's meter and write its timing row, before the phase moves to `outcome`."""
     phase = _fenced_phase(session, claim)
@@ -238,7 +248,7 @@ def _release(session: Session, claim: Claim, outcome: str, timing: RunTiming | N
     return phase, now
 
 
-def _finish(session: Session, claim: Claim, status: str, timing: RunTiming | None) -> Phase:
+def _finish(session: Session, claim: Claim, status: PhaseStatus, timing: RunTiming | None) -> Phase:
     phase, now = _release(session, claim, status, timing)
     move(phase, status)
     phase.finished_at = now
@@ -255,7 +265,7 @@ def complete_phase(
     timing: RunTiming | None = None,
 ) -> None:
     """Record the output; queue the next phase (sent after commit) unless a cancel is pending."""
-    phase = _finish(session, claim, "succeeded", timing)
+    phase = _finish(session, claim, PhaseStatus.SUCCEEDED, timing)
     phase.output_key = output_key
     job = phase.job
     emit(
@@ -284,7 +294,7 @@ def complete_phase(
 def fail_phase(session: Session, claim: Claim, *, code: str, message: str,
                details: list[dict[str, Any]] | None = None,
                timing: RunTiming | None = None) -> None:
-    phase, now = _release(session, claim, "failed", timing)
+    phase, now = _release(session, claim, PhaseStatus.FAILED, timing)
     mark_failed(session, phase, code=code, message=message, now=now, details=details)
     refresh_job_status(session, phase.job, now)
 
@@ -292,7 +302,7 @@ def fail_phase(session: Session, claim: Claim, *, code: str, message: str,
 def acknowledge_cancel(session: Session, claim: Claim, *, timing: RunTiming | None = None
                        ) -> None:
     """The run saw the cancel request, saved its state and stopped."""
-    phase = _finish(session, claim, "cancelled", timing)
+    phase = _finish(session, claim, PhaseStatus.CANCELLED, timing)
     emit(
         session,
         claim.job_id,

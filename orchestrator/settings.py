@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The default base model: a tiny random Qwen3-VL that every worker writes for itself.
 TINY_MODEL_NAME = "tiny-qwen3-vl"
+# A derived heartbeat is a quarter of the lease (three beats may be missed before it runs
+# out), but never rarer than this.
+MAX_DERIVED_HEARTBEAT_SECONDS = 30.0
 
 
 class Settings(BaseSettings):
@@ -26,6 +29,9 @@ class Settings(BaseSettings):
     s3_access_key: str = ""
     s3_secret_key: str = ""
     s3_region: str = "us-east-1"
+    # Attempts per S3 request (the first included), with exponential backoff between them;
+    # a request that fails every one fails the phase with an error naming the store.
+    s3_max_attempts: int = Field(default=5, ge=1, le=20)
     # Base models a job may name (orchestrator/base_models.py): the default, any directory
     # under model_root (default <data_dir>/models), and the allowed names, comma-separated
     # (hub ids in the workers' cache, or directories elsewhere).
@@ -53,8 +59,9 @@ class Settings(BaseSettings):
     max_dataset_bytes: int = 512 * 1024**2
     max_image_pixels: int = 4096 * 4096
     # A running phase renews its lease every heartbeat; the reaper re-queues it after expiry.
-    lease_seconds: int = 120
-    heartbeat_seconds: float = 30.0
+    # A heartbeat of 0 is derived from the lease; a set one must be at most half of it.
+    lease_seconds: int = Field(default=120, ge=1)
+    heartbeat_seconds: float = Field(default=0.0, ge=0)
     max_attempts: int = 3
     # A worker that finishes a phase runs the next one itself when it is queued on the same
     # pool: one process, one model load, no storage round trip between them.
@@ -86,7 +93,21 @@ class Settings(BaseSettings):
         self.default_base_model = self.default_base_model.strip() or TINY_MODEL_NAME
         if self.environment == "production" and not self.s3_endpoint:
             raise ValueError("RELAYTUNE_S3_ENDPOINT is required in production")
+        self._derive_heartbeat()
         return self
+
+    def _derive_heartbeat(self) -> None:
+        lease = self.lease_seconds
+        if not self.heartbeat_seconds:
+            self.heartbeat_seconds = min(lease / 4, MAX_DERIVED_HEARTBEAT_SECONDS)
+        elif self.heartbeat_seconds > lease / 2:
+            # One late beat (a slow commit, a busy database) would let the lease run out and
+            # the reaper would take a healthy run away from its worker.
+            raise ValueError(
+                f"RELAYTUNE_HEARTBEAT_SECONDS ({self.heartbeat_seconds:g}) must be at most half "
+                f"of RELAYTUNE_LEASE_SECONDS ({lease}); unset RELAYTUNE_HEARTBEAT_SECONDS to "
+                f"derive it from the lease (a quarter of it, at most "
+                f"{MAX_DERIVED_HEARTBEAT_SECONDS:g} s)")
 
     @field_validator("allowed_models", mode="before")
     @classmethod

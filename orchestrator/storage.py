@@ -1,17 +1,33 @@
 """Object storage behind one interface: S3 (boto3's transfer manager) or a local directory.
 
-Phases hand over only through this store, so pools can run on different machines.
+Phases hand over only through this store, so pools can run on different machines. Reading a
+key that is not there raises FileNotFoundError in both; S3 requests are retried with backoff,
+and one that fails every attempt raises ObjectStoreUnavailable naming the bucket and endpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestrator.errors import RelaytuneError
+from orchestrator.layout import MANIFEST_FILE, key_in, listing_prefix, manifest_key
 from orchestrator.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+class ObjectStoreUnavailable(RelaytuneError):
+    """The object store failed a request (after its retries); the message names the store."""
+
+    status_code = 503
+    code = "object_store_unavailable"
 
 
 class ObjectStore(Protocol):
@@ -28,19 +44,19 @@ class ObjectStore(Protocol):
 def publish_dir(store: ObjectStore, local_dir: Path, prefix: str) -> int:
     """Upload a checkpoint directory with its manifest.json last, so that a reader who finds
     the manifest finds every file it lists; returns the bytes written."""
-    manifest = local_dir / "manifest.json"
+    manifest = local_dir / MANIFEST_FILE
     total = 0
     for path in sorted(p for p in local_dir.rglob("*") if p.is_file() and p != manifest):
-        store.put_file(f"{prefix.rstrip('/')}/{path.relative_to(local_dir).as_posix()}", path)
+        store.put_file(key_in(prefix, path.relative_to(local_dir).as_posix()), path)
         total += path.stat().st_size
     if manifest.is_file():
-        store.put_file(f"{prefix.rstrip('/')}/manifest.json", manifest)
+        store.put_file(manifest_key(prefix), manifest)
         total += manifest.stat().st_size
     return total
 
 
 def download_dir(store: ObjectStore, prefix: str, local_dir: Path) -> list[Path]:
-    prefix = prefix.rstrip("/") + "/"
+    prefix = listing_prefix(prefix)
     paths = []
     for key in store.list(prefix):
         target = local_dir / key[len(prefix) :]
@@ -53,8 +69,13 @@ def download_dir(store: ObjectStore, prefix: str, local_dir: Path) -> list[Path]
 
 
 def delete_prefix(store: ObjectStore, prefix: str) -> None:
-    for key in store.list(prefix.rstrip("/") + "/"):
-        store.delete(key)
+    """Delete objects that no row points to any more. Best effort: what a failing store keeps
+    is an orphan, which the sweep deletes later; the caller's work has already succeeded."""
+    try:
+        for key in store.list(listing_prefix(prefix)):
+            store.delete(key)
+    except ObjectStoreUnavailable as exc:
+        logger.warning("left %s to the sweep: %s", prefix, exc.message)
 
 
 class LocalStore:
@@ -113,15 +134,28 @@ class LocalStore:
         self._path(key).unlink(missing_ok=True)
 
 
+# Files this large go up in parts of MULTIPART_CHUNKSIZE, each retried on its own.
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_CHUNKSIZE = 8 * 1024 * 1024
+
+
 class S3Store:
+    """An S3 bucket. Every request is retried with exponential backoff and jitter (botocore's
+    standard mode: 5xx answers, throttling, dropped connections) up to `max_attempts` times;
+    multipart uploads retry each part and are aborted when one part fails for good."""
+
     def __init__(
-        self, *, endpoint: str, bucket: str, access_key: str, secret_key: str, region: str
+        self, *, endpoint: str, bucket: str, access_key: str, secret_key: str, region: str,
+        max_attempts: int = 5, multipart_threshold: int = MULTIPART_THRESHOLD,
+        multipart_chunksize: int = MULTIPART_CHUNKSIZE,
     ):
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
         self.bucket = bucket
+        self.endpoint = endpoint
+        self.max_attempts = max_attempts
         self.client: Any = boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -129,34 +163,81 @@ class S3Store:
             aws_secret_access_key=secret_key or None,
             region_name=region,
             config=Config(
-                retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"}
+                retries={"total_max_attempts": max_attempts, "mode": "standard"},
+                s3={"addressing_style": "path"},
             ),
         )
-        self.transfer = TransferConfig(multipart_threshold=64 * 1024 * 1024)
+        self.transfer = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=multipart_chunksize,
+            num_download_attempts=max_attempts,
+        )
+
+    def __str__(self) -> str:
+        return f"S3 bucket {self.bucket!r} at {self.endpoint}"
+
+    @contextlib.contextmanager
+    def _failures(self, action: str, key: str, *, reading: bool = False) -> Iterator[None]:
+        """A key missing on a read becomes FileNotFoundError; any other failure
+        ObjectStoreUnavailable, naming this store, the key and what the store answered."""
+        from boto3.exceptions import Boto3Error
+        from botocore import exceptions as botocore_errors
+        from botocore.exceptions import BotoCoreError, ClientError
+        from s3transfer import exceptions as transfer
+
+        try:
+            yield
+        except ClientError as exc:
+            if reading and _is_missing(exc):
+                raise FileNotFoundError(f"no object {key} in {self}") from exc
+            raise self._unavailable(action, key, _client_error_reason(exc)) from exc
+        except (BotoCoreError, Boto3Error, transfer.RetriesExceededError,
+                transfer.S3UploadFailedError, transfer.S3DownloadFailedError) as exc:
+            cause = _botocore_cause(exc)
+            if isinstance(cause, ClientError):
+                raise self._unavailable(action, key, _client_error_reason(cause)) from exc
+            reason = f"{type(cause).__name__}: {cause}"
+            if isinstance(cause, botocore_errors.ConnectionError | botocore_errors.HTTPClientError):
+                # transient: it failed every attempt
+                reason += f" ({self.max_attempts} attempts)"
+            raise self._unavailable(action, key, reason) from exc
+
+    def _unavailable(self, action: str, key: str, reason: str) -> ObjectStoreUnavailable:
+        return ObjectStoreUnavailable(f"the object store ({self}) failed to {action} {key!r}: "
+                                      f"{reason}", param=key)
 
     def ensure_bucket(self) -> None:
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except self.client.exceptions.ClientError:
+        with self._failures("find or create the bucket", self.bucket):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+                return
+            except self.client.exceptions.ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
+                    raise
             self.client.create_bucket(Bucket=self.bucket)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+        with self._failures("write", key):
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
 
     def put_file(self, key: str, path: Path) -> None:
-        self.client.upload_file(str(path), self.bucket, key, Config=self.transfer)
+        with self._failures("write", key):
+            self.client.upload_file(str(path), self.bucket, key, Config=self.transfer)
 
     def get_bytes(self, key: str) -> bytes:
-        return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        with self._failures("read", key, reading=True):
+            return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
     def get_file(self, key: str, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.client.download_file(self.bucket, key, str(path), Config=self.transfer)
+        with self._failures("read", key, reading=True):
+            self.client.download_file(self.bucket, key, str(path), Config=self.transfer)
 
     def exists(self, key: str) -> bool:
         try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-        except self.client.exceptions.ClientError:
+            with self._failures("look up", key, reading=True):
+                self.client.head_object(Bucket=self.bucket, Key=key)
+        except FileNotFoundError:
             return False
         return True
 
@@ -166,14 +247,53 @@ class S3Store:
     def list_modified(self, prefix: str) -> dict[str, datetime]:
         """Keys under the prefix with when each was last written."""
         modified: dict[str, datetime] = {}
-        for page in self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix
-        ):
-            modified.update((obj["Key"], obj["LastModified"]) for obj in page.get("Contents", []))
+        with self._failures("list", prefix):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            ):
+                modified.update((obj["Key"], obj["LastModified"])
+                                for obj in page.get("Contents", []))
         return modified
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=key)
+        with self._failures("delete", key):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+
+def _is_missing(exc: Any) -> bool:
+    """A 404 for the key; a missing bucket is the store's fault, not the key's."""
+    code = exc.response.get("Error", {}).get("Code")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code != "NoSuchBucket" and (status == 404 or code in ("NoSuchKey", "NotFound"))
+
+
+def _client_error_reason(exc: Any) -> str:
+    """What the store answered, and after how many attempts: 'HTTP 503 (SlowDown: Please
+    reduce your request rate), 5 attempts'."""
+    error = exc.response.get("Error", {})
+    meta = exc.response.get("ResponseMetadata", {})
+    code, message = error.get("Code", ""), error.get("Message", "")
+    what = ": ".join(p for p in (code if not code.isdigit() else "", message) if p)
+    status = meta.get("HTTPStatusCode")
+    answer = f"HTTP {status}" if status else "an error"
+    attempts = int(meta.get("RetryAttempts", 0)) + 1
+    return f"{answer}{f' ({what})' if what else ''}, {attempts} attempt{'s' * (attempts > 1)}"
+
+
+def _botocore_cause(exc: BaseException) -> BaseException:
+    """boto3's transfer manager wraps the client's error in its own (S3UploadFailedError,
+    RetriesExceededError); the outermost botocore error in the chain says what went wrong."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ClientError | BotoCoreError):
+            return current
+        seen.add(id(current))
+        current = (current.__cause__ or current.__context__
+                   or getattr(current, "last_exception", None))
+    return exc
 
 
 def make_store(settings: Settings) -> ObjectStore:
@@ -184,6 +304,7 @@ def make_store(settings: Settings) -> ObjectStore:
             access_key=settings.s3_access_key,
             secret_key=settings.s3_secret_key,
             region=settings.s3_region,
+            max_attempts=settings.s3_max_attempts,
         )
         store.ensure_bucket()
         return store

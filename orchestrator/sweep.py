@@ -3,30 +3,27 @@ checkpoints uploaded but never recorded, half-written ones, outputs of lost atte
 whatever a deleted job left behind.
 
 A row points at a key or at a prefix (a checkpoint directory, a phase's output). A prefix
-covers what is under it, except another checkpoint directory of the same run: an attempt's
-output prefix (the artifact, the exported adapter) sits above that run's step checkpoints,
-which live and die by their own rows. The attempt of a phase that is queued or running is
-left alone whatever its age, since a run records its uploads only once they are complete.
+covers what is under it, except another checkpoint directory of the same run: the artifact
+and the export lie at the top of their run's prefix (see orchestrator.layout), above that
+run's checkpoints, which live and die by their own rows. The attempt of a phase that is queued
+or running is left alone whatever its age, since a run records its uploads only once they are
+complete.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from orchestrator import repository
-from orchestrator.plan import storage_prefix
+from orchestrator.layout import JOBS_PREFIX, is_checkpoint_dir, listing_prefix, run_prefix
 from orchestrator.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
 
-JOBS_PREFIX = "jobs/"
-# The directory names worker/phases.py gives checkpoints under a run's prefix.
-_CHECKPOINT_DIR = re.compile(r"^(?:(?:step|time|epoch|stop|best)-\d+|final)/")
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,7 @@ def is_referenced(key: str, refs: set[str]) -> bool:
         prefix = "/".join(parts[:end])
         if prefix in refs:
             rest = "/".join(parts[end:])
-            if not rest or not _CHECKPOINT_DIR.match(rest):
+            if not rest or not is_checkpoint_dir(rest):
                 return True
     return False
 
@@ -50,7 +47,8 @@ def sweep(session: Session, store: ObjectStore, *, grace: timedelta, now: dateti
           dry_run: bool = False) -> SweepResult:
     raw_refs, live = repository.stored_object_refs(session)
     refs = {ref.rstrip("/") for ref in raw_refs if ref}
-    in_flight = tuple(storage_prefix(job, phase, attempt) + "/" for job, phase, attempt in live)
+    in_flight = tuple(listing_prefix(run_prefix(job, phase, attempt))
+                      for job, phase, attempt in live)
     deleted: list[str] = []
     kept = 0
     for key, modified in sorted(store.list_modified(JOBS_PREFIX).items()):

@@ -51,7 +51,7 @@ class RunTiming:
     fused: bool = False
 
     def named_seconds(self) -> float:
-        return sum(getattr(self, f"{name}_s") for name in COMPONENTS)
+        return sum(float(getattr(self, f"{name}_s")) for name in COMPONENTS)
 
 
 def queue_wait_seconds(phase: Phase) -> float:

@@ -41,7 +41,7 @@ QA = {"question": "Which part is abnormal?", "answer": "the capacitor"}
 CLI = "from services.cli.main import app; app()"
 EXTRACT = (
     "import resource, sys; from pathlib import Path\n"
-    "from orchestrator.datasets import extract_dataset\n"
+    "from orchestrator.dataset_archive import extract_dataset\n"
     "outcome = 'extracted'\n"
     "try:\n    extract_dataset(Path(sys.argv[1]), Path(sys.argv[2]))\n"
     "except Exception as exc:\n    outcome = f'{type(exc).__name__}: {exc}'[:300]\n"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from orchestrator.dispatch import default_queue
 from orchestrator.estimate import (
     COMPONENTS,
     DatasetSize,
@@ -38,7 +39,7 @@ def seeded_pools() -> dict[str, Pool]:
     initial = importlib.import_module("migrations.versions.20261128_0001_initial")
     facts = importlib.import_module("migrations.versions.20261128_0003_cost_truth").POOL_FACTS
     return {row["name"]: Pool(**{**row, "hourly_price": Decimal(row["hourly_price"])},
-                              queue=f"gpu.{row['name']}", **facts[row["name"]])
+                              queue=default_queue(row["name"]), **facts[row["name"]])
             for row in initial.SEED_POOLS}
 
 

@@ -39,7 +39,7 @@ COLUMNS = (("exact_match", "exact match"), ("token_accuracy", "token accuracy"),
            ("rouge_l", "ROUGE-L"), ("val_loss", "val loss"))
 
 
-def _train(artifact: Path, model_dir: str, hp: dict[str, Any], start: int, end: int,
+def _train(artifact: Path, model_dir: str, hp: Hyperparameters, start: int, end: int,
            resume: Path | None, out: Path) -> Path:
     result = train_epochs(artifact_dir=artifact, model_dir=model_dir, hyperparameters=hp,
                           start_epoch=start, end_epoch=end, resume_dir=resume, out_dir=out,
@@ -86,19 +86,17 @@ def samples_markdown(report: dict[str, Any]) -> str:
 
 def run(work: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     hp = Hyperparameters.model_validate(overrides)
-    hyperparameters = hp.model_dump()
     model_dir = str(write_tiny_model(work / "tiny-qwen3-vl", seed=0))
     artifact = work / "artifact"
-    build_artifact(EXAMPLE, model_dir, artifact, hyperparameters=hyperparameters)
+    build_artifact(EXAMPLE, model_dir, artifact, hyperparameters=hp)
     # Two calls, as the relay runs them: warmup epochs, then the rest resumed from its checkpoint.
-    warmup = _train(artifact, model_dir, hyperparameters, 0, hp.warmup_epochs, None,
-                    work / "warmup")
-    final = _train(artifact, model_dir, hyperparameters, hp.warmup_epochs, hp.total_epochs,
-                   warmup, work / "final")
+    warmup = _train(artifact, model_dir, hp, 0, hp.warmup_epochs, None, work / "warmup")
+    final = _train(artifact, model_dir, hp, hp.warmup_epochs, hp.total_epochs, warmup,
+                   work / "final")
     checkpoint = _checkpoint_to_export([work / "warmup", work / "final"], final)
     return evaluate_and_export(artifact_dir=artifact, model_dir=model_dir,
                                checkpoint_dir=checkpoint, out_dir=work / "export",
-                               base_model_name="tiny-qwen3-vl", hyperparameters=hyperparameters)
+                               base_model_name="tiny-qwen3-vl", hyperparameters=hp)
 
 
 def main() -> int:

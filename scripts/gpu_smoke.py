@@ -38,7 +38,7 @@ def _max_diff(a: dict[str, Any], b: dict[str, Any]) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-def _train(work: Path, name: str, hp: dict[str, Any], start: int, end: int,
+def _train(work: Path, name: str, hp: Hyperparameters, start: int, end: int,
            resume: Path | None, losses: list[float]) -> Any:
     def on_progress(step: int, total: int, epoch: int, metrics: dict[str, float]) -> None:
         losses.append(float(metrics["loss"]))
@@ -50,7 +50,7 @@ def _train(work: Path, name: str, hp: dict[str, Any], start: int, end: int,
 
 def check(work: Path, precision: str, **extra: Any) -> dict[str, Any]:
     hp = Hyperparameters(total_epochs=3, warmup_epochs=2, precision=precision,  # type: ignore[arg-type]
-                         learning_rate=5e-3, lora_dropout=0.0, **extra).model_dump()
+                         learning_rate=5e-3, lora_dropout=0.0, **extra)
     tag = f"{precision}-{'-'.join(extra) or 'plain'}"
     started = time.perf_counter()
     whole: list[float] = []
@@ -82,7 +82,8 @@ def main() -> int:
         work = Path(tmp)
         write_tiny_model(work / "model", seed=0)
         build_artifact(EXAMPLE, str(work / "model"), work / "artifact",
-                       hyperparameters={"augmentation": {"enabled": False}})
+                       hyperparameters=Hyperparameters.model_validate(
+                           {"augmentation": {"enabled": False}}))
         cases: list[tuple[str, dict[str, Any]]] = [
             ("bf16", {}), ("fp16", {}), ("bf16", {"gradient_checkpointing": True}),
             ("bf16", {"modules_to_save": ["lm_head"]}),

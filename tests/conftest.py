@@ -25,7 +25,7 @@ REDIS_URL = os.environ.get("RELAYTUNE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 S3_ENDPOINT = os.environ.get("RELAYTUNE_TEST_S3_ENDPOINT", "")
 
 DATA_TABLES = ("phase_timings", "checkpoints", "events", "phases", "jobs", "datasets",
-               "api_keys", "tenants", "workers")
+               "api_keys", "tenants", "workers", "idempotency_keys")
 
 
 def reset_caches() -> None:
@@ -165,13 +165,23 @@ def tiny_model_dir(model_root: Path) -> str:
     return str(write_tiny_model(model_root / "tiny-qwen3-vl", seed=0))
 
 
-@pytest.fixture
-def private_broker_url(service_env: dict[str, str]) -> str:
-    """An empty Redis database for one test's Celery traffic. Chosen by process id, so two test
-    runs on one machine (a developer's and CI's) do not consume each other's messages."""
+@pytest.fixture(scope="session")
+def private_redis_url(service_env: dict[str, str]) -> Iterator[str]:
+    """A Redis database that this test run has claimed for itself until it ends, so two runs
+    on one machine (a developer's and CI's) never consume each other's messages."""
     import redis
 
-    database = 1 + os.getpid() % 14  # 0 is the developer's, 15 the suite's default
-    url = service_env["RELAYTUNE_BROKER_URL"].rsplit("/", 1)[0] + f"/{database}"
-    redis.Redis.from_url(url).flushdb()
-    return url
+    from tests.redis_databases import RedisDatabaseClaim
+
+    with RedisDatabaseClaim(service_env["RELAYTUNE_BROKER_URL"]) as url:
+        yield url
+        redis.Redis.from_url(url).flushdb()  # the next run to claim it starts from nothing
+
+
+@pytest.fixture
+def private_broker_url(private_redis_url: str) -> str:
+    """This run's own Redis database, emptied for one test's Celery traffic."""
+    import redis
+
+    redis.Redis.from_url(private_redis_url).flushdb()
+    return private_redis_url

@@ -45,7 +45,16 @@ def make_celery() -> Celery:
         task_soft_time_limit=hard_limit - 300,
         # Redis re-delivers unacked messages after this; it must outlast the longest phase.
         broker_transport_options={"visibility_timeout": hard_limit + 3600},
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A broker blip must not kill a running phase. With True, Celery terminates every
+        # unacked late-ack task when the broker connection drops, because that delivery can
+        # no longer be acked and will come again; the phase then waits out its lease before
+        # the reaper re-runs it. Here the job store, not the broker, decides who runs a
+        # phase: the run goes on and reports through the database. Its message comes again
+        # (Redis puts an unacked message back when the channel closes, or after the
+        # visibility timeout if it could not), and the duplicate is harmless: the parent
+        # drops a delivery whose attempt is no longer queued (worker.strategy), and a claim
+        # that gets past that check is refused by the fenced update.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_send_sent_event=True,
         worker_send_task_events=True,
         task_ignore_result=True,

@@ -9,14 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.base_models import resolve_base_model
-from orchestrator.datasets import extract_dataset
+from orchestrator.dataset_archive import extract_dataset
+from orchestrator.layout import CheckpointKind, artifact_key, checkpoint_key, export_key
 from orchestrator.runs import Claim
 from orchestrator.settings import get_settings
 from orchestrator.storage import ObjectStore, download_dir
 from worker.reporting import Reporter
+
+if TYPE_CHECKING:
+    from worker.recipe.train import Trainer, TrainResult
 
 
 class PhaseStopped(Exception):
@@ -32,16 +36,8 @@ class Handover:
     the artifact on local disk and the training run's live state, neither fetched again."""
 
     artifact_dir: Path | None = None
-    carry: Any = None  # worker.recipe.train.Carry of the last finished training call
+    carry: Trainer | None = None  # the training state of the last finished training call
     carry_key: str = ""  # the checkpoint key that state was published under
-
-
-def checkpoint_key(claim: Claim, kind: str, step: int) -> str:
-    """Every checkpoint of a run under the run's own prefix; the kind keeps a best and an
-    epoch checkpoint of the same step apart."""
-    if kind == "final":
-        return f"{claim.output_prefix}/final"
-    return f"{claim.output_prefix}/{kind}-{step}"
 
 
 def model_dir(claim: Claim) -> str:
@@ -77,9 +73,10 @@ def run_preprocess(
         )
     clock.count(samples=int(manifest.get("num_samples") or 0),
                 tokens=int((manifest.get("token_counts") or {}).get("total") or 0))
-    reporter.checkpoint(artifact_dir, claim.output_prefix, kind="artifact", step=0)
+    output_key = artifact_key(claim.run_prefix)
+    reporter.checkpoint(artifact_dir, output_key, kind=CheckpointKind.ARTIFACT, step=0)
     handover.artifact_dir = artifact_dir
-    return claim.output_prefix, {
+    return output_key, {
         "num_samples": manifest.get("num_samples"),
         "validation": manifest.get("validation"),
         "augmented_samples": (manifest.get("augmentation") or {}).get("augmented_samples"),
@@ -89,7 +86,7 @@ def run_preprocess(
 def _train(
     claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, handover: Handover,
     start_from: str | None,
-) -> tuple[Any, Path]:
+) -> tuple[TrainResult, Path]:
     """Train the claim's epochs. A re-run (lost lease, OOM'd worker) continues from this
     phase's own latest checkpoint; otherwise from `start_from` (the previous phase's output),
     which this process may still hold live when it ran the previous phase itself."""
@@ -109,8 +106,9 @@ def _train(
         resume_dir = work / "resume"
         _download(reporter, store, resume_key, resume_dir)
 
-    def on_checkpoint(ckpt_dir: Path, step: int, kind: str) -> None:
-        reporter.checkpoint(ckpt_dir, checkpoint_key(claim, kind, step), kind=kind, step=step)
+    def on_checkpoint(ckpt_dir: Path, step: int, kind: CheckpointKind) -> None:
+        key = checkpoint_key(claim.run_prefix, kind, step)
+        reporter.checkpoint(ckpt_dir, key, kind=kind, step=step)
 
     def on_ready() -> None:
         clock.switch("train")
@@ -146,7 +144,7 @@ def _train(
     return result, artifact_dir
 
 
-def _summary(result: Any) -> dict[str, Any]:
+def _summary(result: TrainResult) -> dict[str, Any]:
     return {
         "global_step": result.global_step,
         "loss": result.last_loss,
@@ -165,24 +163,22 @@ def run_warmup(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter,
                handover: Handover) -> PhaseOutput:
     result, _ = _train(claim, store, work, reporter, handover, start_from=None)
     # The loop handed its final checkpoint to on_checkpoint, which published it under this key.
-    output_key = checkpoint_key(claim, "final", result.global_step)
+    output_key = checkpoint_key(claim.run_prefix, CheckpointKind.FINAL, result.global_step)
     handover.carry, handover.carry_key = result.carry, output_key
     return output_key, _summary(result)
 
 
 def _best_checkpoint_dir(
-    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, result: Any
+    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, result: TrainResult
 ) -> Path:
-    """The checkpoint to export: this run's best, an earlier phase's best (the warmup's, when
+    """The checkpoint to export: this run's best, the best it started from (the warmup's, when
     the final epochs never beat it), or the last one when there is no validation set."""
     if result.best_checkpoint_dir is not None:
         return Path(result.best_checkpoint_dir)
-    if result.best_step is not None:
-        key = reporter.best_checkpoint_key(result.best_step)
-        if key:
-            target = work / "best"
-            _download(reporter, store, key, target)
-            return target
+    if result.best_step is not None and claim.best_key:
+        target = work / "best"
+        _download(reporter, store, claim.best_key, target)
+        return target
     return Path(result.checkpoint_dir)
 
 
@@ -206,9 +202,11 @@ def run_final(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter,
             on_export=lambda: clock.switch("export"),
         )
     clock.count(validation_samples=int(report["num_samples"]))
-    reporter.checkpoint(export_dir, claim.output_prefix, kind="adapter", step=result.global_step)
+    output_key = export_key(claim.run_prefix)
+    reporter.checkpoint(export_dir, output_key, kind=CheckpointKind.ADAPTER,
+                        step=result.global_step)
     reporter.event("evaluation", report["summary"])
-    return claim.output_prefix, _summary(result)
+    return output_key, _summary(result)
 
 
 PHASE_RUNNERS: dict[

@@ -7,22 +7,26 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import Session
 
 from orchestrator import budgets, fusion, runs
 from orchestrator.base_models import resolve_base_model
+from orchestrator.budgets import BudgetStop
 from orchestrator.dataformats.common import public_message
 from orchestrator.db import session_scope
 from orchestrator.dispatch import PhaseMessage
 from orchestrator.errors import LeaseLost, RelaytuneError
-from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.model_shapes import model_key_for
 from orchestrator.settings import TINY_MODEL_NAME, Settings, get_settings
 from orchestrator.storage import get_store
 from worker.phases import PHASE_RUNNERS, Handover, PhaseStopped
+from worker.recipe.oom import is_out_of_memory
 from worker.reporting import Reporter
 from worker.timing import PhaseClock, lora_targets_label
 
@@ -34,7 +38,7 @@ def _error_code(exc: BaseException) -> str:
         return exc.code
     if isinstance(exc, SoftTimeLimitExceeded):
         return "time_limit_exceeded"
-    if type(exc).__name__ == "OutOfMemoryError":
+    if is_out_of_memory(exc):
         return "out_of_memory"
     return "phase_error"
 
@@ -61,14 +65,19 @@ def ensure_base_model(base_model: str, settings: Settings) -> str:
     return model.location
 
 
-def _refused_for_budget(claim: runs.Claim, clock: PhaseClock) -> bool:
+def _refused_for_budget(claim: runs.Claim, reporter: Reporter) -> bool:
     """A job that has spent its budget fails the phase now, before any download or load."""
-    with session_scope() as session:
+
+    def check(session: Session) -> BudgetStop | None:
         stop = budgets.stop_for_budget(session, claim.job_id, claim.phase, at_claim=True)
         if stop is not None:
-            logger.warning("%s of job %s refused: %s", claim.phase, claim.job_id, stop.message)
             runs.fail_phase(session, claim, code=stop.code, message=stop.message,
-                            timing=clock.timing())
+                            timing=reporter.clock.timing())
+        return stop
+
+    stop = reporter.write(check)
+    if stop is not None:
+        logger.warning("%s of job %s refused: %s", claim.phase, claim.job_id, stop.message)
     return stop is not None
 
 
@@ -77,76 +86,106 @@ def start_clock(claim: runs.Claim) -> PhaseClock:
     clock = PhaseClock()
     clock.note(model_key=model_key_for(claim.base_model))
     if claim.phase != "preprocess":  # training settings would only split preprocess profiles
-        hp = Hyperparameters.model_validate(claim.hyperparameters)
+        hp = claim.hyperparameters
         clock.note(lora_targets=lora_targets_label(hp.target_modules), micro_batch=hp.batch_size)
     return clock
 
 
+@dataclass(frozen=True)
+class Leased:
+    """A claim, and the monotonic time just before the write that took it: its lease runs
+    from then."""
+
+    claim: runs.Claim
+    at: float
+
+
 def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
     """Raises PhaseNotClaimable for a delivery that does not own the phase."""
-    message = PhaseMessage(**payload)
+    message = PhaseMessage.from_payload(payload)
     settings = get_settings()
+    sent_at = monotonic()
     with session_scope() as session:
-        claim: runs.Claim | None = runs.claim_phase(
+        claim = runs.claim_phase(
             session, job_id=message.job_id, phase=message.phase, attempt=message.attempt,
             worker_id=worker_id, lease_seconds=settings.lease_seconds)
+    leased: Leased | None = Leased(claim, sent_at)
     handover = Handover()
     fused = False
     with tempfile.TemporaryDirectory(prefix=f"relaytune-{message.phase}-") as tmp:
-        while claim is not None:
-            claim = _run_claim(claim, Path(tmp) / claim.phase, handover, worker_id=worker_id,
-                               fused=fused)
+        while leased is not None:
+            leased = _run_claim(leased, Path(tmp) / leased.claim.phase, handover,
+                                worker_id=worker_id, fused=fused)
             fused = True
 
 
-def _run_claim(claim: runs.Claim, work: Path, handover: Handover, *, worker_id: str,
-               fused: bool) -> runs.Claim | None:
+def _run_claim(leased: Leased, work: Path, handover: Handover, *, worker_id: str,
+               fused: bool) -> Leased | None:
     """Run one claimed phase to its outcome; returns the next phase's claim when this process
     is to run it too."""
+    claim = leased.claim
     settings = get_settings()
-    store = get_store()
     clock = start_clock(claim)
     clock.facts.fused = fused
     logger.info("claimed %s of job %s (attempt %d%s)", claim.phase, claim.job_id, claim.attempt,
                 ", fused with the previous phase" if fused else "")
-    if _refused_for_budget(claim, clock):
-        return None
-    work.mkdir(parents=True, exist_ok=True)
-    with Reporter(claim, store, settings, clock) as reporter:
+    with Reporter(claim, get_store(), settings, clock, leased_at=leased.at) as reporter:
         try:
-            with clock.measure("startup"):
-                ensure_base_model(claim.base_model, settings)
-            output_key, summary = PHASE_RUNNERS[claim.phase](claim, store, work, reporter,
-                                                             handover)
-        except PhaseStopped:
-            if reporter.lease_lost.is_set():
-                logger.warning("lost the lease of %s; stopping without writing", claim.phase)
+            if _refused_for_budget(claim, reporter):
                 return None
-            stop = None if reporter.cancel_requested.is_set() else reporter.budget_stop
-            with session_scope() as session:
-                if stop is not None:  # failed, with its stop checkpoint as the resume point
-                    runs.fail_phase(session, claim, code=stop.code, message=stop.message,
-                                    timing=clock.timing())
-                else:
-                    runs.acknowledge_cancel(session, claim, timing=clock.timing())
+            work.mkdir(parents=True, exist_ok=True)
+            return _run_and_record(claim, work, handover, reporter, worker_id=worker_id)
+        except LeaseLost as exc:
+            # Expected when the reaper re-queued the phase first (the store stayed out of
+            # reach, or this worker stalled): the newer attempt owns it, so this run stops
+            # without writing. One line says so; a traceback would read as a failure.
+            logger.warning("job %s phase %s attempt %d lost its lease, stopping without "
+                           "writing: %s", claim.job_id, claim.phase, claim.attempt,
+                           reporter.lease_lost_because or exc.message)
             return None
-        except LeaseLost:
-            logger.warning("lost the lease of %s; a newer attempt owns it", claim.phase)
+
+
+def _run_and_record(claim: runs.Claim, work: Path, handover: Handover, reporter: Reporter,
+                    *, worker_id: str) -> Leased | None:
+    """The phase's work, then its outcome written through the reporter (retried while the
+    store is out of reach). Raises LeaseLost when the phase is no longer this run's."""
+    settings = get_settings()
+    clock = reporter.clock
+    try:
+        with clock.measure("startup"):
+            ensure_base_model(claim.base_model, settings)
+        output_key, summary = PHASE_RUNNERS[claim.phase](claim, reporter.store, work, reporter,
+                                                         handover)
+    except PhaseStopped:
+        if reporter.lease_lost.is_set():
+            raise LeaseLost(reporter.lease_lost_because) from None
+        stop = None if reporter.cancel_requested.is_set() else reporter.budget_stop
+        if stop is not None:  # failed, with its stop checkpoint as the resume point
+            reporter.write(lambda session: runs.fail_phase(
+                session, claim, code=stop.code, message=stop.message, timing=clock.timing()))
+        else:
+            reporter.write(lambda session: runs.acknowledge_cancel(session, claim,
+                                                                   timing=clock.timing()))
+        return None
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        logger.exception("phase %s of job %s failed", claim.phase, claim.job_id)
+        code, message = _error_code(exc), public_error(exc, settings)
+        details = exc.details if isinstance(exc, RelaytuneError) else None
+        reporter.write(lambda session: runs.fail_phase(
+            session, claim, code=code, message=message, details=details,
+            timing=clock.timing()))
+        return None
+
+    def complete(session: Session) -> Leased | None:
+        runs.complete_phase(session, claim, output_key=output_key, summary=summary,
+                            timing=clock.timing())
+        if not settings.fuse_same_pool_phases:
             return None
-        except Exception as exc:
-            logger.exception("phase %s of job %s failed", claim.phase, claim.job_id)
-            with session_scope() as session:
-                runs.fail_phase(
-                    session, claim, code=_error_code(exc),
-                    message=public_error(exc, settings),
-                    details=exc.details if isinstance(exc, RelaytuneError) else None,
-                    timing=clock.timing(),
-                )
-            return None
-        with session_scope() as session:
-            runs.complete_phase(session, claim, output_key=output_key, summary=summary,
-                                timing=clock.timing())
-            if not settings.fuse_same_pool_phases:
-                return None
-            return fusion.continue_on_same_pool(session, claim, worker_id=worker_id,
-                                                lease_seconds=settings.lease_seconds)
+        sent_at = monotonic()
+        nxt = fusion.continue_on_same_pool(session, claim, worker_id=worker_id,
+                                           lease_seconds=settings.lease_seconds)
+        return None if nxt is None else Leased(nxt, sent_at)
+
+    return reporter.write(complete)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator import repository
 from orchestrator.db import make_engine
+from orchestrator.dispatch import PhaseMessage
 from orchestrator.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -30,23 +31,22 @@ def _parent_sessions() -> sessionmaker[Session]:
     return sessionmaker(make_engine(get_settings().database_url, pooled=False))
 
 
-def is_stale(payload: dict[str, Any]) -> bool:
+def is_stale(message: PhaseMessage) -> bool:
     try:
         with _parent_sessions()() as session:
             return not repository.attempt_is_queued(
-                session, str(payload["job_id"]), str(payload["phase"]), int(payload["attempt"]))
+                session, message.job_id, message.phase, message.attempt)
     except Exception:  # unknown: let the child's claim decide
         logger.debug("could not check a delivery before running it", exc_info=True)
         return False
 
 
-def _payload(message: Any) -> dict[str, Any] | None:
+def _phase_message(message: Any) -> PhaseMessage | None:
     try:
         _args, kwargs, _embed = message.decode()
-        payload = kwargs.get("payload")
-    except Exception:
+        return PhaseMessage.from_payload(kwargs["payload"])
+    except Exception:  # not ours to judge: the task itself will refuse it
         return None
-    return payload if isinstance(payload, dict) else None
 
 
 def drop_stale_deliveries(task: Task, app: Celery, consumer: Any, **options: Any) -> Any:
@@ -55,11 +55,11 @@ def drop_stale_deliveries(task: Task, app: Celery, consumer: Any, **options: Any
 
     def on_message(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any,
                    **kwargs: Any) -> Any:
-        payload = _payload(message)
-        if payload is not None and is_stale(payload):
+        phase_message = _phase_message(message)
+        if phase_message is not None and is_stale(phase_message):
             logger.info("dropped a stale delivery of %s (job %s attempt %s): the attempt is "
-                        "no longer queued", task.name, payload.get("job_id"),
-                        payload.get("attempt"))
+                        "no longer queued", task.name, phase_message.job_id,
+                        phase_message.attempt)
             ack(logger, consumer.connection_errors)
             return None
         return handle(message, body, ack, reject, callbacks, **kwargs)

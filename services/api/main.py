@@ -9,7 +9,7 @@ from services.api.deps import refuse_nul
 from services.api.error_schemas import API_ERRORS, OPERATOR_ERRORS, PROBE_ERRORS
 from services.api.errors import install_error_handlers
 from services.api.lifespan import lifespan
-from services.api.routes import datasets, estimates, jobs, metrics, pools, system, tenants
+from services.api.routes import api_keys, datasets, estimates, jobs, metrics, pools, system, tenants
 
 
 def create_app() -> FastAPI:
@@ -24,7 +24,7 @@ def create_app() -> FastAPI:
     # The error responses are declared per router, so the schema shows every route's envelope.
     app.include_router(system.router, responses=PROBE_ERRORS)
     for api_router in (pools.router, tenants.router, datasets.router, jobs.router,
-                       estimates.router):
+                       estimates.router, api_keys.router):
         app.include_router(api_router, responses=API_ERRORS, dependencies=[Depends(refuse_nul)])
     app.include_router(metrics.router, responses=OPERATOR_ERRORS)
     return app

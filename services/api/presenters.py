@@ -6,8 +6,10 @@ from collections import defaultdict
 from decimal import Decimal
 
 from orchestrator.cost import phase_cost
+from orchestrator.lifecycle import PhaseStatus
 from orchestrator.liveness import phase_detail
 from orchestrator.models import Job, Phase, PhaseTiming, Pool, utcnow
+from orchestrator.pools import pool_queue
 from services.api.schemas import ErrorInfo, JobOut, Money, PhaseOut, PhaseTimingOut, Progress
 
 
@@ -36,12 +38,12 @@ def phase_out(phase: Phase, pool: Pool, runs: list[PhaseTiming] | None = None,
         pool=phase.pool,
         gpu_model=pool.gpu_model,
         status=phase.status,
-        status_detail=phase_detail(phase, pool.queue or f"gpu.{pool.name}", served_queues, now),
+        status_detail=phase_detail(phase, pool_queue(pool), served_queues, now),
         attempt=phase.attempt,
         progress=Progress(step=phase.step, total_steps=phase.total_steps, epoch=phase.epoch),
         cost=Money(amount=phase_cost(phase, pool, now), currency=pool.currency),
         started_at=phase.started_at,
-        last_heartbeat_at=phase.heartbeat_at if phase.status == "running" else None,
+        last_heartbeat_at=phase.heartbeat_at if phase.status == PhaseStatus.RUNNING else None,
         finished_at=phase.finished_at,
         error=error,
         timing=timing_out(runs or []),

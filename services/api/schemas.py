@@ -197,6 +197,12 @@ class CheckpointOut(BaseModel):
     created_at: UtcDatetime
 
 
+class PoolWorkerOut(BaseModel):
+    hostname: str = Field(description="The worker's Celery hostname, e.g. t4@host")
+    last_seen_at: UtcDatetime = Field(description="When the reaper last saw it consume the "
+                                      "pool's queue")
+
+
 class PoolOut(BaseModel):
     name: str
     queue: str
@@ -206,3 +212,7 @@ class PoolOut(BaseModel):
     peak_tflops: float
     memory_bandwidth_gbs: float
     hourly_price: Money
+    live_workers: int = Field(0, description="Workers seen consuming the pool's queue lately "
+                              "(within a few reaper rounds); 0: its phases wait until one starts")
+    workers: list[PoolWorkerOut] = Field(default_factory=list,
+                                         description="Those workers, by hostname")

@@ -1,5 +1,5 @@
-"""Operator commands that talk to the job store directly (like `api-key create`): pools and
-tenants' spending limits. Prices and limits change here, not in code."""
+"""Operator commands that talk to the job store directly: API keys, pools and tenants'
+spending limits. Keys, prices and limits change here, not in code."""
 
 from __future__ import annotations
 
@@ -70,15 +70,86 @@ def _pool_options(command: Any) -> Any:
 
 def _print_pools(session: Session) -> None:
     from orchestrator import repository
+    from orchestrator.pools import pool_queue
 
     table = Table(title="pools")
     for column in ("name", "queue", "gpu", "memory", "bf16", "TFLOP/s", "GB/s", "price / h"):
         table.add_column(column)
     for p in repository.pools(session):
-        table.add_row(p.name, p.queue or f"gpu.{p.name}", p.gpu_model, f"{p.gpu_memory_gb} GiB",
+        table.add_row(p.name, pool_queue(p), p.gpu_model, f"{p.gpu_memory_gb} GiB",
                       "yes" if p.supports_bf16 else "no", f"{p.peak_tflops:g}",
                       f"{p.memory_bandwidth_gbs:g}", f"{p.hourly_price} {p.currency}")
     console.print(table)
+
+
+@click.group("api-key")
+def api_key() -> None:
+    """Create, list and revoke API keys (the keys themselves are shown only at creation)."""
+
+
+def _expires_in(_: Any, __: Any, value: str | None) -> Any:
+    from orchestrator.auth import parse_duration
+    from orchestrator.errors import InvalidRequest
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value, param="--expires-in")
+    except InvalidRequest as exc:
+        raise click.BadParameter(exc.message) from exc
+
+
+@api_key.command("create")
+@click.option("--tenant", required=True, help="Tenant name; created if new.")
+@click.option("--admin", is_flag=True, help="May also manage pools, spending limits and keys.")
+@click.option("--expires-in", callback=_expires_in,
+              help="Lifetime: a number and a unit (s, m, h, d, w), like 30d. Default: never.")
+def api_key_create(tenant: str, admin: bool, expires_in: Any) -> None:
+    """Print a new API key for TENANT (stored hashed; shown only now)."""
+    from orchestrator.auth import create_api_key
+
+    with _store() as session:
+        key = create_api_key(session, tenant, admin=admin, expires_in=expires_in)
+    click.echo(key)
+
+
+def _when(moment: Any) -> str:
+    from orchestrator.cost import as_utc
+
+    return as_utc(moment).strftime("%Y-%m-%d %H:%M:%SZ") if moment is not None else "-"
+
+
+@api_key.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's keys.")
+def api_key_list(tenant: str | None) -> None:
+    """Every key (revoked and expired ones too), newest first; never the key itself."""
+    from orchestrator.auth import key_status, list_api_keys
+
+    table = Table(title="API keys")
+    for column in ("id", "prefix", "tenant", "admin", "created", "expires", "revoked",
+                   "status"):
+        table.add_column(column)
+    with _store() as session:
+        for key in list_api_keys(session, tenant):
+            table.add_row(key.id, f"{key.prefix}…", key.tenant.name,
+                          "yes" if key.is_admin else "no", _when(key.created_at),
+                          _when(key.expires_at), _when(key.revoked_at), key_status(key))
+    console.print(table)
+
+
+@api_key.command("revoke")
+@click.argument("prefix_or_id")
+def api_key_revoke(prefix_or_id: str) -> None:
+    """Revoke the key with this id or prefix (as `api-key list` shows them) at once."""
+    from orchestrator.auth import find_api_key, revoke_api_key
+
+    with _store() as session:
+        key = find_api_key(session, prefix_or_id)
+        already = key.revoked_at is not None
+        revoke_api_key(session, key)
+        done = "was already revoked at" if already else "revoked at"
+        console.print(f"key {key.prefix}… of tenant {key.tenant.name} ({key.id}) "
+                      f"{done} {_when(key.revoked_at)}", highlight=False)
 
 
 @click.group()

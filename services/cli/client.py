@@ -55,3 +55,6 @@ class Client:
 
     def adapter(self, job_id: str) -> bytes:
         return self._check(self.http.get(f"/v1/jobs/{job_id}/adapter")).content
+
+    def pools(self) -> list[dict[str, Any]]:
+        return list(self._check(self.http.get("/v1/pools")).json())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import signal
 import sys
@@ -13,14 +15,23 @@ import click
 from rich.console import Console
 from rich.live import Live
 
+from orchestrator.lifecycle import TERMINAL_JOB, JobStatus, PhaseStatus
 from orchestrator.settings import TINY_MODEL_NAME, get_settings
 from services.cli import admin
 
 # Off a terminal (CI logs, `make demo | tee`) rich would wrap tables at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 120)
-TERMINAL = {"succeeded", "failed", "cancelled"}
 BASE_MODEL_HELP = ("A model the server knows: a directory under its model root, by name, or an "
                    "allowed name. Defaults to the server's tiny Qwen3-VL.")
+
+
+def _require_worker_extra(command: str) -> None:
+    """Worker-only commands train or write models: without torch they would end in an import
+    traceback, so say at once what to install."""
+    if importlib.util.find_spec("torch") is None:
+        raise click.ClickException(
+            f"relaytune {command} needs torch, which is not installed here: "
+            "pip install 'relaytune[worker]'")
 
 
 def _use_data_dir(data_dir: Path | None) -> None:
@@ -46,23 +57,7 @@ def migrate() -> None:
     console.print("schema is at head")
 
 
-@app.group("api-key")
-def api_key() -> None:
-    """Manage API keys."""
-
-
-@api_key.command("create")
-@click.option("--tenant", required=True, help="Tenant name; created if new.")
-@click.option("--admin", is_flag=True, help="May also change pools and spending limits.")
-def api_key_create(tenant: str, admin: bool) -> None:
-    """Print a new API key for TENANT (stored hashed; shown only now)."""
-    from orchestrator.auth import create_api_key
-    from orchestrator.db import session_scope
-
-    with session_scope() as session:
-        click.echo(create_api_key(session, tenant, admin=admin))
-
-
+app.add_command(admin.api_key)
 app.add_command(admin.pools)
 app.add_command(admin.tenants)
 app.add_command(admin.sweep)
@@ -73,6 +68,7 @@ app.add_command(admin.sweep)
 @click.option("--seed", default=0, show_default=True)
 def make_tiny_model(directory: Path, seed: int) -> None:
     """Write a tiny random Qwen3-VL checkpoint (real architecture, tokenizer, processor)."""
+    _require_worker_extra("make-tiny-model")
     from worker.tiny_model import write_tiny_model
 
     console.print(f"tiny Qwen3-VL at {write_tiny_model(directory, seed=seed)}")
@@ -97,6 +93,7 @@ def pool_queue(pool: str) -> str:
                    "from the CPUs this worker may use.")
 def worker(pool: str, loglevel: str, threads: int | None) -> None:
     """Run a Celery worker on the pool's queue: one process, a fresh child per phase."""
+    _require_worker_extra("worker")
     if threads is not None:
         # The children read it from the settings, which they inherit with the environment.
         os.environ["RELAYTUNE_WORKER_THREADS"] = str(threads)
@@ -126,12 +123,20 @@ def api(host: str, port: int) -> None:
 @click.option("--port", default=7860, show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None)
 def up(port: int, data_dir: Path | None) -> None:
-    """Start API, one worker per pool, SQLite, an embedded Redis and local storage."""
+    """Start API, one worker per pool, SQLite, an embedded Redis and local storage; restart a
+    worker or the API that dies."""
+    _require_worker_extra("up")
     from services.cli import standalone
 
     _use_data_dir(data_dir)
+    try:
+        listener = standalone.listen(port)
+    except standalone.PortInUse as exc:
+        raise click.ClickException(str(exc)) from exc
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logs = settings.data_dir / "logs"
+    standalone.log_events(console, logs / "up.log")
     env = {**os.environ, "RELAYTUNE_DATA_DIR": str(settings.data_dir)}
     tree = standalone.ProcessTree()
     stop = {"requested": False}
@@ -141,11 +146,11 @@ def up(port: int, data_dir: Path | None) -> None:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    ctx = click.get_current_context()
     try:
         if "RELAYTUNE_BROKER_URL" not in os.environ:
             env["RELAYTUNE_BROKER_URL"], redis = standalone.start_embedded_redis(settings.data_dir)
-            tree.add("redis", redis)
-        ctx = click.get_current_context()
+            tree.add("broker (redis)", redis)
         ctx.invoke(migrate)
         pool_names = _prepare_pools(settings.pools_file)
         tiny_default = settings.default_base_model == TINY_MODEL_NAME
@@ -159,20 +164,25 @@ def up(port: int, data_dir: Path | None) -> None:
             with session_scope() as session:
                 key_file.write_text(create_api_key(session, "local"))
             key_file.chmod(0o600)
-        standalone.launch(tree, port=port, env=env, logs=settings.data_dir / "logs",
-                          pools=pool_names)
+        standalone.launch(tree, listener=listener, env=env, logs=logs, pools=pool_names)
         url = f"http://127.0.0.1:{port}"
-        standalone.wait_ready(url)
+        try:
+            standalone.wait_ready(url, alive=lambda: tree.alive("api"))
+        except RuntimeError as exc:
+            raise click.ClickException(f"{exc}; see {logs / 'api.log'}") from exc
         console.print(f"relaytune is up at {url} (docs at {url}/docs); API key in {key_file}; "
-                      f"logs in {settings.data_dir / 'logs'}. Ctrl-C stops everything.")
+                      f"logs in {logs}. Ctrl-C stops everything.")
         while not stop["requested"]:
-            exited = tree.first_exited()
-            if exited:
-                raise click.ClickException(f"{exited} exited; see {settings.data_dir / 'logs'}")
+            tree.supervise()
             time.sleep(0.5)
+    except standalone.ChildExited as exc:
+        standalone.logger.error("%s and cannot be restarted safely; stopping everything (see "
+                                "%s)", exc, logs)
+        ctx.exit(1)
     finally:
         console.print("stopping relaytune …")
         tree.stop()
+        listener.close()
 
 
 def _prepare_pools(pools_file: Path | None) -> list[str]:
@@ -192,12 +202,15 @@ def _prepare_pools(pools_file: Path | None) -> list[str]:
 
 
 def _follow(client: Any, job: dict[str, Any]) -> dict[str, Any]:
-    """Poll the job until it ends: a live table on a terminal, a line per change elsewhere."""
+    """Poll the job until it ends: a live table on a terminal, a line per change elsewhere;
+    a warning whenever a queued phase's pool has no live worker."""
     from services.cli.render import phase_table, progress_line
 
+    warned: set[str] = set()
     if console.is_terminal:
         with Live(phase_table(job), console=console, refresh_per_second=2) as live:
-            while job["status"] not in TERMINAL:
+            while job["status"] not in TERMINAL_JOB:
+                _warn_unserved(client, job, warned)
                 time.sleep(1.0)
                 job = client.job(job["id"])
                 live.update(phase_table(job))
@@ -209,12 +222,31 @@ def _follow(client: Any, job: dict[str, Any]) -> dict[str, Any]:
         if signature != last:
             console.print(progress_line(job), soft_wrap=True, markup=False)
         last = signature
-        if job["status"] in TERMINAL:
+        if job["status"] in TERMINAL_JOB:
             break
+        _warn_unserved(client, job, warned)
         time.sleep(1.0)
         job = client.job(job["id"])
     console.print(phase_table(job))
     return job
+
+
+def _warn_unserved(client: Any, job: dict[str, Any], warned: set[str]) -> None:
+    """Warn once each time a queued phase starts waiting on a pool with no live worker."""
+    from services.cli.client import ApiError
+    from services.cli.waiting import unserved_phases
+
+    pools = None
+    # On an error the phases' own status_detail still tells.
+    with contextlib.suppress(ApiError):
+        if any(p["status"] == PhaseStatus.QUEUED for p in job["phases"]):
+            pools = client.pools()
+    warnings = unserved_phases(job, pools)
+    for name in warnings.keys() - warned:
+        console.print(f"warning: {warnings[name]}", style="yellow", markup=False,
+                      highlight=False, soft_wrap=True)
+    warned.clear()
+    warned.update(warnings)
 
 
 def _api_key(explicit: str | None) -> str:
@@ -309,7 +341,7 @@ def submit(folder: Path, api_url: str, key: str | None, base_model: str | None,
         if not wait:
             return
         job = _follow(client, job)
-        if job["status"] != "succeeded":
+        if job["status"] != JobStatus.SUCCEEDED:
             error = job.get("error") or {}
             raise click.ClickException(f"job {job['status']}: {error.get('message', '')}")
         target = output or get_settings().data_dir / "adapters" / f"{job['id']}.zip"

@@ -14,8 +14,8 @@ from tests.orchestrator.relay_helpers import claim, complete
 
 def _finish_with_adapter(final: Claim, weights: bytes) -> None:
     store = get_store()
-    store.put_bytes(f"{final.output_prefix}/adapter/adapter_model.safetensors", weights)
-    store.put_bytes(f"{final.output_prefix}/evaluation.json", b'{"attempt": %d}' % final.attempt)
+    store.put_bytes(f"{final.run_prefix}/adapter/adapter_model.safetensors", weights)
+    store.put_bytes(f"{final.run_prefix}/evaluation.json", b'{"attempt": %d}' % final.attempt)
     complete(final)
 
 

@@ -50,7 +50,7 @@ def _count(model: Any) -> int:
 def _assert_unavailable(response: Any) -> None:
     assert response.status_code == 503, response.text
     error = response.json()["error"]
-    assert error["code"] == "store_unavailable"
+    assert error["code"] == "unavailable"
     assert error["message"]
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from orchestrator import dispatch
+from orchestrator.db import session_scope
+from orchestrator.liveness import SEEN_WITHIN
+from orchestrator.models import Worker, utcnow
 from tests.factories import new_api_key
+from tests.orchestrator.relay_helpers import run_reaper
 
 H100 = {"gpu_model": "NVIDIA H100", "gpu_memory_gb": 80, "hourly_price": "20",
         "queue": "gpu.h100-spot", "supports_bf16": True, "peak_tflops": 989}
@@ -29,7 +35,24 @@ def test_pools_list_their_queue_gpu_and_price(client: TestClient) -> None:
     assert a10 == {"name": "a10", "queue": "gpu.a10", "gpu_model": "NVIDIA A10",
                    "gpu_memory_gb": 24, "supports_bf16": True, "peak_tflops": 125.0,
                    "memory_bandwidth_gbs": 600.0,
-                   "hourly_price": {"amount": "3.0000", "currency": "CNY"}}
+                   "hourly_price": {"amount": "3.0000", "currency": "CNY"},
+                   "live_workers": 0, "workers": []}
+
+
+def test_pools_show_the_workers_the_reaper_saw_lately_and_none_once_they_are_stale(
+    client: TestClient, recorded_dispatch: dispatch.RecordingDispatcher
+) -> None:
+    recorded_dispatch.workers = {"t4@host": ["gpu.t4"], "spare@host": ["gpu.a10", "gpu.t4"]}
+    run_reaper()
+    pools = _pools(client)
+    assert pools["t4"]["live_workers"] == 2
+    assert [w["hostname"] for w in pools["t4"]["workers"]] == ["spare@host", "t4@host"]
+    assert pools["t4"]["workers"][0]["last_seen_at"].endswith("Z")
+    assert (pools["a10"]["live_workers"], pools["a100"]["live_workers"]) == (1, 0)
+    with session_scope() as session:  # as if no worker answered for a few reaper rounds
+        session.execute(update(Worker).values(
+            last_seen_at=utcnow() - SEEN_WITHIN - timedelta(seconds=1)))
+    assert {(p["live_workers"], len(p["workers"])) for p in _pools(client).values()} == {(0, 0)}
 
 
 def test_an_ordinary_key_may_not_change_a_pool(client: TestClient) -> None:

@@ -18,7 +18,7 @@ def _run_preprocess(job_id: str, attempt: int, timing: RunTiming, *, fail: bool)
         if fail:
             runs.fail_phase(session, claim, code="phase_error", message="boom", timing=timing)
         else:
-            runs.complete_phase(session, claim, output_key=claim.output_prefix, summary={},
+            runs.complete_phase(session, claim, output_key=claim.run_prefix, summary={},
                                 timing=timing)
 
 

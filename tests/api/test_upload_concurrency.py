@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from orchestrator import dataset_uploads
+from orchestrator import datasets
 from tests.factories import dataset_zip
 
 # Only a bound on how long a stalled test hangs before it fails; nothing is timed.
@@ -19,7 +19,7 @@ def test_health_answers_while_an_upload_is_being_validated(
     client: TestClient, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     started, released, gave_up = threading.Event(), threading.Event(), threading.Event()
-    real_validate = dataset_uploads.validate_dataset_zip
+    real_validate = datasets.validate_dataset_zip
 
     def slow_validate(*args: Any, **kwargs: Any) -> Any:
         started.set()
@@ -27,7 +27,7 @@ def test_health_answers_while_an_upload_is_being_validated(
             gave_up.set()
         return real_validate(*args, **kwargs)
 
-    monkeypatch.setattr(dataset_uploads, "validate_dataset_zip", slow_validate)
+    monkeypatch.setattr(datasets, "validate_dataset_zip", slow_validate)
     uploads: list[Any] = []
     uploader = threading.Thread(target=lambda: uploads.append(
         client.post("/v1/datasets", files={"file": ("d.zip", dataset_zip())})))

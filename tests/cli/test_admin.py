@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from click.testing import CliRunner
 
 from orchestrator.auth import hash_key
@@ -80,3 +81,40 @@ def test_tenants_set_and_clear_a_spending_limit(clean_db: None) -> None:
     assert code == 0 and "none" in output
     with session_scope() as session:
         assert session.query(Tenant).filter_by(name="acme").one().spending_limit is None
+
+
+def test_api_keys_are_listed_without_the_key_and_revoked_by_prefix(clean_db: None) -> None:
+    from orchestrator.auth import authenticate_key
+    from orchestrator.errors import Unauthorized
+
+    code, output = _invoke("api-key", "create", "--tenant", "acme", "--expires-in", "30d")
+    assert code == 0, output
+    key = output.strip().splitlines()[-1]
+    _invoke("api-key", "create", "--tenant", "ops", "--admin")
+    code, listing = _invoke("api-key", "list")
+    assert code == 0, listing
+    assert key[:10] in listing and key not in listing and "ops" in listing
+    with session_scope() as session:
+        row = session.query(ApiKey).filter_by(key_hash=hash_key(key)).one()
+        assert row.expires_at is not None and row.id in listing
+    code, listing = _invoke("api-key", "list", "--tenant", "ops")
+    assert code == 0 and key[:10] not in listing
+    code, output = _invoke("api-key", "revoke", key[:10])
+    assert code == 0 and "revoked at" in output
+    code, output = _invoke("api-key", "revoke", row.id)
+    assert code == 0 and "already revoked" in output
+    with session_scope() as session, pytest.raises(Unauthorized, match="revoked"):
+        authenticate_key(session, key)
+    code, listing = _invoke("api-key", "list", "--tenant", "acme")
+    assert "revoked" in listing
+
+
+def test_api_key_mistakes_are_named(clean_db: None) -> None:
+    code, output = _invoke("api-key", "create", "--tenant", "acme", "--expires-in", "30x")
+    assert code == 2 and "--expires-in" in output
+    code, output = _invoke("api-key", "revoke", "rt_nothing")
+    assert code == 1 and "no API key has the id or prefix 'rt_nothing'" in output
+    code, output = _invoke("api-key", "list", "--tenant", "nobody")
+    assert code == 1 and "tenant 'nobody' not found" in output
+    with session_scope() as session:
+        assert session.query(ApiKey).count() == 0

@@ -1,8 +1,10 @@
-"""`relaytune up`: one process tree under one data directory, stopped cleanly by Ctrl-C."""
+"""`relaytune up`: one process tree under one data directory, supervised, stopped cleanly by
+Ctrl-C."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,8 +14,9 @@ import zipfile
 from pathlib import Path
 
 import httpx
+import pytest
 
-from services.cli.standalone import free_port, wait_ready
+from services.cli.standalone import Backoff, ProcessTree, free_port, wait_ready
 
 
 def _processes_using(data_dir: Path) -> list[int]:
@@ -45,16 +48,25 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_up_runs_a_submitted_job_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
-    data_dir = tmp_path / "rt"
-    port = free_port()
+def _env(**settings: str) -> dict[str, str]:
+    """The test run's environment without its RELAYTUNE_ settings: `up` makes its own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYTUNE_")}
-    env["RELAYTUNE_REAPER_INTERVAL_SECONDS"] = "1"
-    up = subprocess.Popen(
+    return {**env, **{f"RELAYTUNE_{name.upper()}": value for name, value in settings.items()}}
+
+
+def _up(data_dir: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [sys.executable, "-m", "services.cli.main", "up", "--port", str(port),
          "--data-dir", str(data_dir)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
+
+
+def test_up_runs_a_submitted_job_and_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    data_dir = tmp_path / "rt"
+    port = free_port()
+    env = _env(reaper_interval_seconds="1")
+    up = _up(data_dir, port, env)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, timeout=180, alive=lambda: up.poll() is None)
@@ -99,3 +111,111 @@ def test_up_runs_a_submitted_job_and_ctrl_c_stops_every_process(tmp_path: Path) 
     assert not port_open(broker_port)
     assert not port_open(port)
     assert "stopping relaytune" in output
+
+
+def _logged(log: Path, pattern: str, timeout: float = 120.0) -> re.Match[str]:
+    """The first match of `pattern` in `up`'s log, once it is written."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(pattern, log.read_text()) if log.exists() else None
+        if found:
+            return found
+        time.sleep(0.2)
+    written = log.read_text()[-3000:] if log.exists() else "(no log)"
+    raise AssertionError(f"{pattern!r} not in {log}: {written}")
+
+
+def _children_named(parent: int, name: bytes) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == parent and name in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_killed_worker_is_restarted_and_a_dead_broker_stops_everything(tmp_path: Path) -> None:
+    data_dir = tmp_path / "rt"
+    port = free_port()
+    up = _up(data_dir, port, _env(worker_preload="false"))
+    log = data_dir / "logs" / "up.log"
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", timeout=180, alive=lambda: up.poll() is None)
+        first = int(_logged(log, r"started worker-t4 \(pid (\d+)\)")[1])
+        os.kill(first, signal.SIGKILL)
+        restarted = int(_logged(log, r"worker-t4 restarted \(pid (\d+)")[1])
+        assert restarted != first
+        assert b"--pool\0t4" in Path(f"/proc/{restarted}/cmdline").read_bytes()
+        assert f"worker-t4 (pid {first}) was killed by SIGKILL; restarting it in" in \
+            log.read_text()
+        assert up.poll() is None
+        # The broker cannot come back without losing the messages it held: `up` stops.
+        (broker,) = _children_named(up.pid, b"redis-server")
+        os.kill(broker, signal.SIGKILL)
+        output = up.communicate(timeout=120)[0].decode()
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+            up.communicate(timeout=90)
+    assert up.returncode == 1, output
+    # the terminal says what the log says
+    assert f"worker-t4 (pid {first}) was killed by SIGKILL" in output, output
+    assert f"worker-t4 restarted (pid {restarted}" in output, output
+    assert "broker (redis)" in output and "cannot be restarted safely" in output, output
+    assert "stopping relaytune" in output
+    deadline = time.monotonic() + 10
+    while _processes_using(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_using(data_dir) == []
+    assert not port_open(port)
+
+
+def test_up_on_a_taken_port_names_it_and_starts_nothing(tmp_path: Path) -> None:
+    with socket.socket() as other_server:
+        other_server.bind(("127.0.0.1", 0))
+        other_server.listen()
+        port = other_server.getsockname()[1]
+        up = subprocess.run(
+            [sys.executable, "-m", "services.cli.main", "up", "--port", str(port),
+             "--data-dir", str(tmp_path / "rt")],
+            env=_env(), capture_output=True, text=True, timeout=120,
+        )
+    assert up.returncode != 0
+    assert f"port {port}" in up.stderr and "already in use" in up.stderr, up.stderr
+    assert "--port" in up.stderr
+    assert not (tmp_path / "rt").exists()
+
+
+def test_restart_delays_double_up_to_a_cap() -> None:
+    backoff = Backoff(first=1, cap=8)
+    assert [backoff.delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 8, 8]
+
+
+def _kill_and_wait_for_restart(tree: ProcessTree) -> int:
+    (child,) = tree.children
+    dead = child.process.pid
+    child.process.kill()
+    child.process.wait()
+    while child.process.pid == dead:
+        tree.supervise()
+        time.sleep(0.01)
+    return child.deaths_in_a_row
+
+
+@pytest.mark.parametrize(("reset_after", "deaths"), [(3600.0, [1, 2, 3]), (0.0, [1, 1, 1])])
+def test_quick_deaths_in_a_row_lengthen_the_delay_and_a_long_run_resets_it(
+    tmp_path: Path, reset_after: float, deaths: list[int]
+) -> None:
+    tree = ProcessTree(backoff=Backoff(first=0.01, cap=0.05, reset_after=reset_after))
+    tree.spawn("sleeper", ["sleep", "60"], dict(os.environ), tmp_path / "sleeper.log")
+    try:
+        assert [_kill_and_wait_for_restart(tree) for _ in deaths] == deaths
+        assert tree.children[0].restarts == len(deaths)
+        assert tree.alive("sleeper")
+    finally:
+        tree.stop()

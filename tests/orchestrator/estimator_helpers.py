@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from orchestrator.dispatch import default_queue
 from orchestrator.models import Pool
 
 GPUS = {
@@ -18,7 +19,7 @@ SEED_PRICES = {"t4": "1", "a10": "3", "a100": "8"}
 def pool(name: str, price: str | Decimal, gpu: str | None = None) -> Pool:
     model, memory, bf16, tflops, bandwidth = GPUS[gpu or name]
     return Pool(name=name, gpu_model=model, gpu_memory_gb=memory, hourly_price=Decimal(price),
-                currency="CNY", queue=f"gpu.{name}", supports_bf16=bf16, peak_tflops=tflops,
+                currency="CNY", queue=default_queue(name), supports_bf16=bf16, peak_tflops=tflops,
                 memory_bandwidth_gbs=bandwidth)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import update
 
 from orchestrator import jobs, runs
-from orchestrator.dataset_uploads import create_dataset
+from orchestrator.datasets import create_dataset
 from orchestrator.db import session_scope
 from orchestrator.models import Event, Job, Phase, Tenant, utcnow
 from orchestrator.reaper import reap
@@ -51,7 +51,7 @@ def claim(job_id: str, phase: str, attempt: int = 1, worker: str = "w1") -> runs
 
 def complete(claim_: runs.Claim) -> None:
     with session_scope() as session:
-        runs.complete_phase(session, claim_, output_key=claim_.output_prefix, summary={})
+        runs.complete_phase(session, claim_, output_key=claim_.run_prefix, summary={})
 
 
 def cancel(job_id: str) -> None:

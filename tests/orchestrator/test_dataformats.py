@@ -21,7 +21,7 @@ from orchestrator.dataformats import (
     ZipSource,
     read_dataset,
 )
-from orchestrator.datasets import extract_dataset
+from orchestrator.dataset_archive import extract_dataset
 from orchestrator.errors import InvalidDataset
 
 

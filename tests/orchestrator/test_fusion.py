@@ -22,7 +22,7 @@ def _claim(job_id: str, phase: str) -> runs.Claim:
 
 def _complete_and_continue(claim: runs.Claim) -> runs.Claim | None:
     with session_scope() as session:
-        runs.complete_phase(session, claim, output_key=claim.output_prefix, summary={})
+        runs.complete_phase(session, claim, output_key=claim.run_prefix, summary={})
         return fusion.continue_on_same_pool(session, claim, worker_id="w1",
                                             lease_seconds=LEASE)
 
@@ -48,7 +48,7 @@ def test_next_phase_on_the_same_pool_is_claimed_in_process(
     final = _complete_and_continue(warm)
     assert final is not None
     assert (final.phase, final.attempt, final.pool) == ("final", 1, "a100")
-    assert final.input_key == warm.output_prefix
+    assert final.input_key == warm.run_prefix
     assert (final.start_epoch, final.end_epoch) == (2, 3)
     # No message for the fused phase: nobody else can pick it up.
     assert [m.phase for m in recorded_dispatch.sent] == ["preprocess", "warmup"]

@@ -28,7 +28,7 @@ from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 from orchestrator import db, dispatch, jobs, runs, storage
-from orchestrator.dataset_uploads import create_dataset
+from orchestrator.datasets import create_dataset
 from orchestrator.db import session_scope
 from orchestrator.errors import IllegalTransition, LeaseLost, PhaseNotClaimable, RelaytuneError
 from orchestrator.lifecycle import TERMINAL_JOB, derive_job_status
@@ -155,14 +155,14 @@ class Lifecycle(RuleBasedStateMachine):
     def checkpoint(self, pick: int) -> None:
         claim = self._claim(pick)
         worker_call(lambda s: runs.record_checkpoint(
-            s, claim, kind="step", key=f"{claim.output_prefix}/step-1", step=1, size=1,
+            s, claim, kind="step", key=f"{claim.run_prefix}/step-1", step=1, size=1,
             manifest={}))
 
     @precondition(lambda self: self.claims)
     @rule(pick=st.integers(0, 50))
     def complete(self, pick: int) -> None:
         claim = self._claim(pick)
-        worker_call(lambda s: runs.complete_phase(s, claim, output_key=claim.output_prefix,
+        worker_call(lambda s: runs.complete_phase(s, claim, output_key=claim.run_prefix,
                                                   summary={}))
 
     @precondition(lambda self: self.claims)
@@ -284,7 +284,7 @@ class Lifecycle(RuleBasedStateMachine):
             if runs.heartbeat(session, claim, lease_seconds=LEASE):
                 runs.acknowledge_cancel(session, claim)
             else:
-                runs.complete_phase(session, claim, output_key=claim.output_prefix, summary={})
+                runs.complete_phase(session, claim, output_key=claim.run_prefix, summary={})
 
         worker_call(finish)
 

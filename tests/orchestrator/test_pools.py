@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from orchestrator import dispatch, jobs, runs
 from orchestrator.cost import phase_cost
-from orchestrator.dataset_uploads import create_dataset
+from orchestrator.datasets import create_dataset
 from orchestrator.db import session_scope
 from orchestrator.errors import InvalidRequest
 from orchestrator.models import Job, Phase, Pool, Tenant, utcnow

@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy import update
 
 from orchestrator import dispatch, jobs, runs
-from orchestrator.dataset_uploads import create_dataset
+from orchestrator.datasets import create_dataset
 from orchestrator.db import session_scope
 from orchestrator.errors import IllegalTransition, InvalidRequest, LeaseLost, PhaseNotClaimable
+from orchestrator.layout import CheckpointKind, checkpoint_key
 from orchestrator.models import Job, Phase, Tenant, utcnow
 from orchestrator.reaper import reap
 from orchestrator.settings import get_settings
@@ -44,7 +45,7 @@ def _claim(job_id: str, phase: str, attempt: int = 1, worker: str = "w1") -> run
 
 def _complete(claim: runs.Claim) -> None:
     with session_scope() as session:
-        runs.complete_phase(session, claim, output_key=claim.output_prefix, summary={})
+        runs.complete_phase(session, claim, output_key=claim.run_prefix, summary={})
 
 
 def _job(job_id: str) -> Job:
@@ -59,17 +60,17 @@ def test_relay_hands_off_phase_by_phase(job_id: str,
                                         recorded_dispatch: dispatch.RecordingDispatcher) -> None:
     pre = _claim(job_id, "preprocess")
     assert pre.input_key == f"jobs/{job_id}/dataset/dataset.zip"
-    assert pre.output_prefix == f"jobs/{job_id}/preprocess/a1"
+    assert pre.run_prefix == f"jobs/{job_id}/preprocess/a1"
     assert _job(job_id).status == "running"
     _complete(pre)
     assert [(m.phase, m.queue) for m in recorded_dispatch.sent][-1] == ("warmup", "gpu.a10")
     warm = _claim(job_id, "warmup")
-    assert warm.input_key == pre.output_prefix
+    assert warm.input_key == pre.run_prefix
     assert (warm.start_epoch, warm.end_epoch) == (0, 2)
     _complete(warm)
     final = _claim(job_id, "final")
     assert (final.start_epoch, final.end_epoch) == (2, 3)
-    assert final.input_key == warm.output_prefix
+    assert final.input_key == warm.run_prefix
     _complete(final)
     job = _job(job_id)
     assert job.status == "succeeded"
@@ -102,7 +103,7 @@ def test_a_run_that_lost_its_lease_cannot_write(job_id: str) -> None:
         with pytest.raises(LeaseLost), session_scope() as session:
             write(session)
     _complete(fresh)
-    assert _job(job_id).phases[0].output_key == fresh.output_prefix
+    assert _job(job_id).phases[0].output_key == fresh.run_prefix
 
 
 def test_reaper_gives_up_after_max_attempts(job_id: str) -> None:
@@ -136,7 +137,7 @@ def test_dispatch_waits_for_commit(job_id: str,
     pre = _claim(job_id, "preprocess")
     sent_before = len(recorded_dispatch.sent)
     with pytest.raises(RuntimeError), session_scope() as session:
-        runs.complete_phase(session, pre, output_key=pre.output_prefix, summary={})
+        runs.complete_phase(session, pre, output_key=pre.run_prefix, summary={})
         raise RuntimeError("the request failed after the phase completed")
     assert len(recorded_dispatch.sent) == sent_before
     assert _job(job_id).phases[1].status == "pending"
@@ -169,7 +170,7 @@ def test_cost_accrues_from_run_time_and_pool_price(job_id: str) -> None:
 
 
 def test_illegal_moves_raise(job_id: str) -> None:
-    from orchestrator.relay import move
+    from orchestrator.phase_moves import move
 
     with session_scope() as session:
         phase = session.get(Job, job_id).phases[2]  # type: ignore[union-attr]
@@ -179,10 +180,13 @@ def test_illegal_moves_raise(job_id: str) -> None:
             move(phase, "succeeded")
 
 
-def _checkpoint(claim: runs.Claim, kind: str, step: int) -> str:
-    key = f"{claim.output_prefix}/{kind}-{step}"
+def _checkpoint(claim: runs.Claim, kind: str, step: int, *, best: int | None = None) -> str:
+    """Record a checkpoint; `best` is the step of the job's best that its manifest carries."""
+    key = checkpoint_key(claim.run_prefix, CheckpointKind(kind), step)
+    manifest = {} if best is None else {"best": {"metric": "val_loss", "value": 0.5, "step": best}}
     with session_scope() as session:
-        runs.record_checkpoint(session, claim, kind=kind, key=key, step=step, size=1, manifest={})
+        runs.record_checkpoint(session, claim, kind=kind, key=key, step=step, size=1,
+                               manifest=manifest)
     return key
 
 
@@ -200,7 +204,7 @@ def test_a_rerun_after_a_lost_lease_resumes_from_the_latest_checkpoint(job_id: s
         reap(session, max_attempts=3, resend_after_seconds=LEASE)
     second = _claim(job_id, "warmup", attempt=2)
     assert second.resume_key == latest
-    assert second.output_prefix.endswith("/warmup/a2")
+    assert second.run_prefix.endswith("/warmup/a2")
 
 
 def test_requeue_continues_from_the_latest_checkpoint_or_from_the_input(job_id: str) -> None:
@@ -259,3 +263,32 @@ def test_pruning_keeps_the_newest_resumable_checkpoints_and_the_best(job_id: str
 
         left = {c.key for c in repository.checkpoints(session, job_id)}
     assert left == {keys[1], keys[2], best}
+
+
+def test_a_run_is_handed_the_best_checkpoint_it_starts_from(job_id: str) -> None:
+    _complete(_claim(job_id, "preprocess"))
+    warm = _claim(job_id, "warmup")
+    assert warm.best_key == ""  # a first run starts from the artifact, which names no best
+    warm_best = _checkpoint(warm, "best", 2, best=2)
+    with session_scope() as session:
+        runs.complete_phase(session, warm, output_key=_checkpoint(warm, "final", 4, best=2),
+                            summary={})
+    final = _claim(job_id, "final")
+    assert final.best_key == warm_best
+    # Its epochs beat the warmup's best, then its worker dies: the re-run continues from a
+    # checkpoint that names the new best.
+    own_best = _checkpoint(final, "best", 5, best=5)
+    _checkpoint(final, "step", 6, best=5)
+    with session_scope() as session:
+        session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == "final")
+                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    with session_scope() as session:
+        reap(session, max_attempts=3, resend_after_seconds=LEASE)
+    again = _claim(job_id, "final", attempt=2)
+    assert again.best_key == own_best
+    with session_scope() as session:
+        runs.fail_phase(session, again, code="phase_error", message="boom")
+        tenant_id = session.get(Job, job_id).tenant_id  # type: ignore[union-attr]
+    with session_scope() as session:
+        jobs.requeue_phase(session, tenant_id, job_id, "final", start_from="input")
+    assert _claim(job_id, "final", attempt=3).best_key == warm_best  # the warmup's output again

@@ -48,14 +48,14 @@ def job_id(clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher) -> s
 
 def test_sweep_deletes_only_objects_no_row_points_to(job_id: str) -> None:
     pre = claim(job_id, "preprocess")
-    artifact = f"{pre.output_prefix}/artifact.jsonl"
-    _put(artifact, f"{pre.output_prefix}/manifest.json")
+    artifact = f"{pre.run_prefix}/artifact.jsonl"
+    _put(artifact, f"{pre.run_prefix}/manifest.json")
     complete(pre)
     warm = claim(job_id, "warmup")
-    kept_checkpoint = f"{warm.output_prefix}/step-2/adapter.bin"
-    half_written = f"{warm.output_prefix}/step-4/adapter.bin"  # uploaded, never recorded
+    kept_checkpoint = f"{warm.run_prefix}/step-2/adapter.bin"
+    half_written = f"{warm.run_prefix}/step-4/adapter.bin"  # uploaded, never recorded
     _put(kept_checkpoint, half_written)
-    _record(warm, "step", f"{warm.output_prefix}/step-2")
+    _record(warm, "step", f"{warm.run_prefix}/step-2")
     expire_lease(job_id, "warmup")
     run_reaper()  # attempt 2 is queued: whatever it uploads is still in flight
     in_flight = f"jobs/{job_id}/warmup/a2/step-1/adapter.bin"

@@ -55,7 +55,7 @@ def _assert_adds_up(row: PhaseTiming) -> None:
 def test_a_completed_run_records_its_components_and_the_rest_as_other(job_id: str) -> None:
     claim = _claim_an_hour_ago(job_id, "preprocess")
     with session_scope() as session:
-        runs.complete_phase(session, claim, output_key=claim.output_prefix, summary={},
+        runs.complete_phase(session, claim, output_key=claim.run_prefix, summary={},
                             timing=MEASURED)
     [row] = _rows(job_id)
     assert (row.phase, row.attempt, row.pool, row.outcome) == ("preprocess", 1, "t4", "succeeded")
@@ -97,7 +97,7 @@ def test_measured_components_beyond_the_billed_time_leave_other_at_zero(job_id: 
         claim = runs.claim_phase(session, job_id=job_id, phase="preprocess", attempt=1,
                                  worker_id="w1", lease_seconds=LEASE)
     with session_scope() as session:
-        runs.complete_phase(session, claim, output_key=claim.output_prefix, summary={},
+        runs.complete_phase(session, claim, output_key=claim.run_prefix, summary={},
                             timing=MEASURED)
     [row] = _rows(job_id)
     assert row.other_s == 0.0
@@ -107,7 +107,7 @@ def test_measured_components_beyond_the_billed_time_leave_other_at_zero(job_id: 
 def test_a_run_without_measurements_bills_everything_as_other(job_id: str) -> None:
     claim = _claim_an_hour_ago(job_id, "preprocess")
     with session_scope() as session:
-        runs.complete_phase(session, claim, output_key=claim.output_prefix, summary={})
+        runs.complete_phase(session, claim, output_key=claim.run_prefix, summary={})
     [row] = _rows(job_id)
     assert row.other_s == pytest.approx(row.billed_s)
     assert row.model_key == "qwen3-vl-8b"  # known from the job, measured or not

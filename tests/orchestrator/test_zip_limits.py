@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from orchestrator.datasets import extract_dataset, validate_dataset_zip
+from orchestrator.dataset_archive import extract_dataset, validate_dataset_zip
 from orchestrator.errors import InvalidDataset
 from orchestrator.zip_limits import Inflater, ZipLimits
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from orchestrator.hyperparameters import Hyperparameters
+
 CORNERS = {
     "top left": (0, 0),
     "top right": (40, 0),
@@ -47,8 +49,8 @@ def artifact_dir(
     from worker.recipe.preprocess import build_artifact
 
     out = tmp_path_factory.mktemp("artifact")
-    build_artifact(dataset_dir, tiny_model_dir, out,
-                   hyperparameters={"seed": 1, "augmentation": {"enabled": False}})
+    hp = Hyperparameters.model_validate({"seed": 1, "augmentation": {"enabled": False}})
+    build_artifact(dataset_dir, tiny_model_dir, out, hyperparameters=hp)
     return out
 
 
@@ -76,6 +78,7 @@ def train_artifact_dir(
     from worker.recipe.preprocess import build_artifact
 
     out = tmp_path_factory.mktemp("train-artifact")
-    hp = {"seed": 1, "validation_samples": 1, "augmentation": {"enabled": False}}
+    hp = Hyperparameters.model_validate(
+        {"seed": 1, "validation_samples": 1, "augmentation": {"enabled": False}})
     build_artifact(dataset_dir, tiny_model_dir, out, hyperparameters=hp)
     return out

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.hyperparameters import Hyperparameters
 from worker.recipe.train import TrainHooks, TrainResult, train_epochs
 
 HP: dict[str, Any] = {
@@ -75,7 +76,7 @@ def train(
     return train_epochs(
         artifact_dir=artifact_dir,
         model_dir=model_dir,
-        hyperparameters=hp or HP,
+        hyperparameters=Hyperparameters.model_validate(hp or HP),
         start_epoch=start,
         end_epoch=end,
         resume_dir=resume_dir,
@@ -113,11 +114,13 @@ def assert_same_losses(got: dict[int, float], want: dict[int, float]) -> None:
 RESUME_SCRIPT = """
 import json, sys
 from pathlib import Path
+from orchestrator.hyperparameters import Hyperparameters
 from worker.recipe.train import TrainHooks, train_epochs
 args = json.loads(sys.argv[1])
 losses = []
 result = train_epochs(
-    artifact_dir=Path(args["artifact"]), model_dir=args["model"], hyperparameters=args["hp"],
+    artifact_dir=Path(args["artifact"]), model_dir=args["model"],
+    hyperparameters=Hyperparameters.model_validate(args["hp"]),
     start_epoch=args["start"], end_epoch=args["end"], resume_dir=Path(args["resume"]),
     out_dir=Path(args["out"]),
     hooks=TrainHooks(on_progress=lambda s, t, e, m: losses.append([s, t, m["loss"], m["lr"]])),

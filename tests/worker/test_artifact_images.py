@@ -32,7 +32,7 @@ def example_artifact(tmp_path_factory: pytest.TempPathFactory, example_dir: Path
                      tiny_model_dir: str) -> Path:
     """The bundled example with the default hyperparameters (augmented copies included)."""
     out = tmp_path_factory.mktemp("example-artifact")
-    build_artifact(example_dir, tiny_model_dir, out, hyperparameters={})
+    build_artifact(example_dir, tiny_model_dir, out, hyperparameters=Hyperparameters())
     return out
 
 
@@ -156,7 +156,7 @@ def test_fp32_patches_on_request_load_the_same(example_artifact: Path, example_d
                                                tiny_model_dir: str, tmp_path: Path) -> None:
     import torch
 
-    build_artifact(example_dir, tiny_model_dir, tmp_path, hyperparameters={},
+    build_artifact(example_dir, tiny_model_dir, tmp_path, hyperparameters=Hyperparameters(),
                    compact_images=False)
     manifest, samples = load_artifact(tmp_path)
     _, compact = load_artifact(example_artifact)

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from orchestrator import budgets, dispatch, jobs
-from orchestrator.dataset_uploads import create_dataset
+from orchestrator.datasets import create_dataset
 from orchestrator.db import session_scope
 from orchestrator.models import Event, Job, Pool, Tenant
 from orchestrator.settings import get_settings

@@ -11,7 +11,7 @@ from celery.contrib.testing.worker import start_worker
 from sqlalchemy import select
 
 from orchestrator import dispatch, jobs
-from orchestrator.dataset_uploads import create_dataset
+from orchestrator.datasets import create_dataset
 from orchestrator.db import session_scope
 from orchestrator.models import Event, Job, Tenant
 from orchestrator.settings import get_settings

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.hyperparameters import Hyperparameters
 from tests.worker.conftest import CORNERS
 from tests.worker.test_export import HP, write_random_checkpoint
 from worker.recipe.evaluate import (
@@ -42,7 +43,7 @@ def report(artifact_dir: Path, tiny_model_dir: str, checkpoint: Path, export_dir
         checkpoint_dir=checkpoint,
         out_dir=export_dir,
         base_model_name="Qwen/Qwen3-VL-8B-Instruct",
-        hyperparameters={"eval_max_new_tokens": MAX_NEW_TOKENS},
+        hyperparameters=Hyperparameters(eval_max_new_tokens=MAX_NEW_TOKENS),
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.hyperparameters import Hyperparameters
 from tests.worker.conftest import QUESTION
 from worker.recipe import CHECKPOINT_FORMAT
 
@@ -30,7 +31,8 @@ def write_random_checkpoint(model_dir: str, ckpt_dir: Path, **manifest: Any) -> 
 
     from worker.recipe.lora import load_base, wrap_with_lora
 
-    model = wrap_with_lora(load_base(model_dir, torch.device("cpu"), torch.float32), HP, 7)
+    base = load_base(model_dir, torch.device("cpu"), torch.float32)
+    model = wrap_with_lora(base, Hyperparameters.model_validate(HP))  # seed 7
     generator = torch.Generator().manual_seed(11)
     with torch.no_grad():
         for name, param in model.named_parameters():

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.hyperparameters import Hyperparameters
 from tests.worker.recipe_helpers import HP
 from worker.recipe.lora import language_model_targets, lora_module_names, wrap_with_lora
 
@@ -34,7 +35,7 @@ def _wrapped(model_dir: str, **options: Any) -> Any:
     from worker.recipe.lora import load_base
 
     base = load_base(model_dir, torch.device("cpu"), torch.float32)
-    return wrap_with_lora(base, {**HP, **options}, seed=0)
+    return wrap_with_lora(base, Hyperparameters.model_validate({**HP, **options, "seed": 0}))
 
 
 def test_target_regex_stays_inside_the_language_model() -> None:

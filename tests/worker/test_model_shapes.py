@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from orchestrator.estimate import validation_count
+from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.model_shapes import SHAPES, TINY, model_key_for
 from tests.worker.recipe_helpers import HP
 from worker.recipe.preprocess import split_validation
@@ -38,7 +39,8 @@ def test_tiny_catalog_counts_are_the_built_models(tiny_model_dir: str) -> None:
 def test_tiny_lora_counts_are_what_peft_trains(tiny_model_dir: str, targets: Any) -> None:
     from worker.recipe.lora import wrap_with_lora
 
-    model = wrap_with_lora(_base(tiny_model_dir), {**HP, "target_modules": targets}, seed=0)
+    hp = Hyperparameters.model_validate({**HP, "target_modules": targets, "seed": 0})
+    model = wrap_with_lora(_base(tiny_model_dir), hp)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable == SHAPES[TINY].lora_params(targets, rank=HP["lora_rank"])
 

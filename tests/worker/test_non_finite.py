@@ -9,8 +9,8 @@ import pytest
 
 from orchestrator.errors import RelaytuneError
 from tests.worker.recipe_helpers import HP, Recorder, train
-from worker.recipe import run as run_module
-from worker.recipe.run import NonFiniteLoss
+from worker.recipe import train as train_module
+from worker.recipe.train import NonFiniteLoss
 from worker.runner import _error_code
 
 
@@ -27,7 +27,7 @@ def test_a_non_finite_step_stops_training_before_any_update(
 ) -> None:
     import torch
 
-    real_stats = run_module.token_stats
+    real_stats = train_module.token_stats
     calls = {"n": 0}
     models: list[Any] = []
 
@@ -41,14 +41,14 @@ def test_a_non_finite_step_stops_training_before_any_update(
             logits.register_hook(lambda grad: grad * float("inf"))
         return (loss_sum, *rest)
 
-    real_step = run_module.TrainingRun.optimizer_step
+    real_step = train_module.Trainer.optimizer_step
 
     def remember_model(self: Any, window: list[int]) -> Any:
         models.append(self.model)
         return real_step(self, window)
 
-    monkeypatch.setattr(run_module, "token_stats", diverging_stats)
-    monkeypatch.setattr(run_module.TrainingRun, "optimizer_step", remember_model)
+    monkeypatch.setattr(train_module, "token_stats", diverging_stats)
+    monkeypatch.setattr(train_module.Trainer, "optimizer_step", remember_model)
     recorder = Recorder()
     with pytest.raises(NonFiniteLoss) as raised:
         train(train_artifact_dir, tiny_model_dir, tmp_path, 0, HP["total_epochs"],

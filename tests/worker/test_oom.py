@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.hyperparameters import Hyperparameters
 from tests.worker.recipe_helpers import HP, Recorder, assert_same_adapter, assert_same_losses
 from worker.recipe.oom import MemoryPlan, OutOfMemory, is_out_of_memory
 from worker.recipe.train import TrainHooks, TrainResult, train_epochs
@@ -29,7 +30,8 @@ class OutOfMemoryError(RuntimeError):
 
 def _run(artifact: Path, model: str, out: Path, hooks: TrainHooks,
          hp: dict[str, Any] | None = None) -> TrainResult:
-    return train_epochs(artifact_dir=artifact, model_dir=model, hyperparameters=hp or NO_DROPOUT,
+    return train_epochs(artifact_dir=artifact, model_dir=model,
+                        hyperparameters=Hyperparameters.model_validate(hp or NO_DROPOUT),
                         start_epoch=0, end_epoch=3, resume_dir=None, out_dir=out, hooks=hooks)
 
 

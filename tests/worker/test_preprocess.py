@@ -9,13 +9,10 @@ from typing import Any
 import pytest
 
 from orchestrator.errors import InvalidDataset, InvalidRequest
+from orchestrator.hyperparameters import Hyperparameters
 from tests.worker.conftest import write_corner_dataset
-from worker.recipe.preprocess import (
-    IGNORE_INDEX,
-    build_artifact,
-    load_artifact,
-    split_validation,
-)
+from worker.recipe.data import IGNORE_INDEX
+from worker.recipe.preprocess import build_artifact, load_artifact, split_validation
 
 NO_AUGMENTATION: dict[str, Any] = {"enabled": False}
 
@@ -36,7 +33,8 @@ def _messages_dataset(root: Path, rows: list[dict[str, Any]],
 
 
 def _build(dataset: Path, model: str, out: Path, **hp: Any) -> tuple[dict[str, Any], list[Any]]:
-    build_artifact(dataset, model, out, hyperparameters={"seed": 7, **hp})
+    build_artifact(dataset, model, out,
+                   hyperparameters=Hyperparameters.model_validate({"seed": 7, **hp}))
     return load_artifact(out)
 
 
@@ -234,7 +232,8 @@ def test_samples_too_long_are_refused_not_cut(corners: Path, tiny_model_dir: str
                                               tmp_path: Path) -> None:
     with pytest.raises(InvalidDataset) as excinfo:
         build_artifact(corners, tiny_model_dir, tmp_path, max_length=8,
-                       hyperparameters={"seed": 0, "augmentation": NO_AUGMENTATION})
+                       hyperparameters=Hyperparameters.model_validate(
+                           {"seed": 0, "augmentation": NO_AUGMENTATION}))
     error = excinfo.value
     assert (error.code, error.param) == ("sample_too_long", "case0.png")
     assert [d["param"] for d in error.details or []] == [f"case{i}.png" for i in range(8)]
@@ -247,6 +246,7 @@ def test_bad_rows_in_the_folder_are_all_named(tiny_model_dir: str, tmp_path: Pat
     (root / "images" / "case1.png").unlink()
     (root / "images" / "case2.png").write_bytes(b"not an image")
     with pytest.raises(InvalidDataset) as excinfo:
-        build_artifact(root, tiny_model_dir, tmp_path / "out", hyperparameters={"seed": 0})
+        build_artifact(root, tiny_model_dir, tmp_path / "out",
+                       hyperparameters=Hyperparameters(seed=0))
     assert [(d["param"], d["code"]) for d in excinfo.value.details or []] == [
         ("case1.png", "missing_image"), ("case2.png", "invalid_image")]

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.worker.conftest import QUESTION
-from worker.recipe.preprocess import IGNORE_INDEX, load_artifact
+from worker.recipe.data import IGNORE_INDEX
+from worker.recipe.preprocess import load_artifact
 
 
 def test_artifact_trains_only_on_answer_tokens(

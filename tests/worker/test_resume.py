@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.hyperparameters import Hyperparameters
 from tests.worker.recipe_helpers import (
     HP,
     STEPS_PER_EPOCH,
@@ -63,8 +64,9 @@ def test_carried_state_continues_like_the_checkpoint(
     first = train(train_artifact_dir, tiny_model_dir, tmp_path / "warmup", 0, 2, recorder=warmup)
     assert first.carry is not None
     second = train_epochs(artifact_dir=train_artifact_dir, model_dir=tiny_model_dir,
-                          hyperparameters=HP, start_epoch=2, end_epoch=3, resume_dir=None,
-                          out_dir=tmp_path / "final", hooks=final.hooks(), carry=first.carry)
+                          hyperparameters=Hyperparameters.model_validate(HP), start_epoch=2,
+                          end_epoch=3, resume_dir=None, out_dir=tmp_path / "final",
+                          hooks=final.hooks(), carry=first.carry)
     assert second.global_step == reference.global_step
     assert_same_losses({**warmup.losses(), **final.losses()}, recorder.losses())
     assert_same_adapter(second.checkpoint_dir, reference.checkpoint_dir, atol=0.0)
@@ -79,8 +81,9 @@ def test_carried_state_must_stand_at_the_start_epoch(
     assert first.carry is not None
     with pytest.raises(CheckpointMismatch, match="not at the start of epoch 2"):
         train_epochs(artifact_dir=train_artifact_dir, model_dir=tiny_model_dir,
-                     hyperparameters=HP, start_epoch=2, end_epoch=3, resume_dir=None,
-                     out_dir=tmp_path / "final", hooks=Recorder().hooks(), carry=first.carry)
+                     hyperparameters=Hyperparameters.model_validate(HP), start_epoch=2,
+                     end_epoch=3, resume_dir=None, out_dir=tmp_path / "final",
+                     hooks=Recorder().hooks(), carry=first.carry)
 
 
 def test_stop_mid_epoch_resumes_exactly(

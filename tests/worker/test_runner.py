@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from orchestrator import dispatch, jobs, repository
-from orchestrator.dataset_uploads import create_dataset
+from orchestrator.datasets import create_dataset
 from orchestrator.db import session_scope
 from orchestrator.models import Event, Job, Phase, PhaseTiming, Tenant, utcnow
 from orchestrator.reaper import reap

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.hyperparameters import Hyperparameters
 from tests.worker.recipe_helpers import (
     HP,
     Recorder,
@@ -16,7 +17,6 @@ from tests.worker.recipe_helpers import (
     manifest,
     train,
 )
-from worker.recipe import run as run_module
 from worker.recipe import train as train_module
 from worker.recipe.precision import (
     DeviceFacts,
@@ -24,8 +24,8 @@ from worker.recipe.precision import (
     PrecisionUnsupported,
     choose_precision,
 )
-from worker.recipe.run import lr_warmup_steps
-from worker.recipe.train import train_epochs, warmup_cosine
+from worker.recipe.schedule import lr_warmup_steps, warmup_cosine
+from worker.recipe.train import train_epochs
 
 CKPT_FILES = ["adapter", "manifest.json", "training_state.pt"]
 
@@ -84,7 +84,8 @@ def test_step_and_time_checkpoints_keep_the_last_k(
         record_progress(step, total, epoch, metrics)
 
     hooks.on_progress = on_progress
-    train_epochs(artifact_dir=train_artifact_dir, model_dir=tiny_model_dir, hyperparameters=hp,
+    train_epochs(artifact_dir=train_artifact_dir, model_dir=tiny_model_dir,
+                 hyperparameters=Hyperparameters.model_validate(hp),
                  start_epoch=0, end_epoch=2, resume_dir=None, out_dir=tmp_path, hooks=hooks)
     rolling = [(s, k) for _, s, k in recorder.checkpoints if k not in ("best", "final")]
     # 5 steps per epoch. Any checkpoint restarts the interval; one reason is named per save.
@@ -173,7 +174,7 @@ def test_fp16_with_grad_scaler_checkpoints_and_resumes(
     import torch
 
     fp16 = Precision(name="fp16", device=torch.device("cpu"), dtype=torch.float16)
-    monkeypatch.setattr(run_module, "resolve_precision", lambda request: fp16)
+    monkeypatch.setattr(train_module, "resolve_precision", lambda request: fp16)
     ref = Recorder()
     whole = train(train_artifact_dir, tiny_model_dir, tmp_path / "a", 0, 2, recorder=ref)
     assert whole.precision == "fp16"
@@ -214,6 +215,7 @@ def test_on_ready_runs_once_after_the_model_load_and_before_the_first_step(
     hooks.on_ready = lambda: calls.append("ready")
     hooks.before_step = lambda step: calls.append(f"step {step}")
     train_epochs(artifact_dir=train_artifact_dir, model_dir=tiny_model_dir,
-                 hyperparameters={**HP, "total_epochs": 1, "warmup_epochs": 1},
+                 hyperparameters=Hyperparameters.model_validate(
+                     {**HP, "total_epochs": 1, "warmup_epochs": 1}),
                  start_epoch=0, end_epoch=1, resume_dir=None, out_dir=tmp_path, hooks=hooks)
     assert calls == ["ready", "step 0", "step 1"]

@@ -8,9 +8,9 @@ Layout of a checkpoint directory:
     manifest.json        format, kind, position, metrics, best, memory plan, precision,
                          hyperparameters (written last)
 
-Kinds: "step", "time" and "epoch" are the rolling checkpoints (keep the last k), "stop" is
-written on a stop request, "best" whenever the validation metric improves, "final" at the end
-of a train_epochs call.
+Kinds (orchestrator.layout.CheckpointKind): "step", "time" and "epoch" are the rolling
+checkpoints (keep the last k), "stop" is written on a stop request, "best" whenever the
+validation metric improves, "final" at the end of a train_epochs call.
 """
 
 from __future__ import annotations
@@ -18,16 +18,15 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from orchestrator.errors import RelaytuneError
+from orchestrator.layout import ADAPTER_DIR, MANIFEST_FILE
 from worker.recipe import CHECKPOINT_FORMAT
 
-ADAPTER_DIR = "adapter"
 STATE_FILE = "training_state.pt"
-MANIFEST_FILE = "manifest.json"
 
 
 class CheckpointMismatch(RelaytuneError):
@@ -47,9 +46,6 @@ class Position:
     total_steps: int
 
 
-ROLLING_KINDS = ("step", "time", "epoch", "stop")
-
-
 @dataclass
 class Best:
     """The best validation value seen so far in the whole job (it travels in checkpoints)."""
@@ -62,6 +58,14 @@ class Best:
         if self.value is None:
             return True
         return value < self.value if self.metric == "val_loss" else value > self.value
+
+    @classmethod
+    def restored(cls, saved: dict[str, Any] | None, metric: str) -> Best:
+        """The best a checkpoint carried; none yet if it was chosen by another metric."""
+        saved = saved or {}
+        if saved.get("metric") != metric:
+            return cls(metric)
+        return cls(metric, saved.get("value"), saved.get("step"))
 
 
 def rng_state() -> dict[str, Any]:
@@ -106,20 +110,10 @@ def restore_rng(state: dict[str, Any]) -> None:
     )
 
 
-def save_checkpoint(
-    ckpt_dir: Path,
-    *,
-    model: Any,
-    optimizer: Any,
-    scheduler: Any,
-    scaler: Any,
-    position: Position,
-    best: Best,
-    kind: str,
-    info: dict[str, Any],
-    hyperparameters: dict[str, Any],
-) -> Path:
-    """Write a checkpoint; `info` (metrics, memory plan, precision) goes into the manifest."""
+def save_checkpoint(ckpt_dir: Path, model: Any, state: dict[str, Any],
+                    manifest: dict[str, Any]) -> Path:
+    """Write the adapter, the training state (everything else an exact resume needs: optimizer,
+    schedule, scaler, RNG, position, best) and, last, the manifest that describes them."""
     import torch
 
     ckpt_dir = Path(ckpt_dir)
@@ -127,21 +121,8 @@ def save_checkpoint(
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True)
     model.save_pretrained(ckpt_dir / ADAPTER_DIR, safe_serialization=True)
-    state = training_state(optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                           position=position, best=best)
     torch.save(state, ckpt_dir / STATE_FILE)
-    manifest = {
-        "format": CHECKPOINT_FORMAT,
-        "kind": kind,
-        "step": position.global_step,
-        "epoch": position.epoch,
-        "steps_in_epoch": position.steps_in_epoch,
-        "total_steps": position.total_steps,
-        **info,
-        "best": asdict(best),
-        "hyperparameters": hyperparameters,
-        "files": [ADAPTER_DIR, STATE_FILE],
-    }
+    manifest = {"format": CHECKPOINT_FORMAT, **manifest, "files": [ADAPTER_DIR, STATE_FILE]}
     # Written last: a directory with a manifest holds a checkpoint that can load.
     (ckpt_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return ckpt_dir
@@ -167,30 +148,8 @@ def read_manifest(ckpt_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def _load_extras(state: dict[str, Any], *, optimizer: Any, scheduler: Any, scaler: Any,
-                 best_metric: str) -> tuple[Position, Best]:
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    # A checkpoint from a bf16 or fp32 run has no scaler state; an fp16 run then starts a
-    # fresh scaler, and a run without one ignores the saved state.
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    restore_rng(state["rng"])
-    saved_best = state.get("best") or {}
-    best = Best(best_metric)
-    if saved_best.get("metric") == best_metric:
-        best = Best(best_metric, saved_best.get("value"), saved_best.get("step"))
-    return Position(**state["position"]), best
-
-
-def load_checkpoint(
-    ckpt_dir: Path, *, model: Any, optimizer: Any, scheduler: Any, scaler: Any, best_metric: str
-) -> tuple[Position, Best]:
-    """Restore adapter, optimizer, scheduler, scaler and RNG in place; return the saved
-    position and the best validation value so far.
-
-    Call it after the model and optimizer are built, since building them draws from the RNG.
-    """
+def load_checkpoint(ckpt_dir: Path, model: Any) -> dict[str, Any]:
+    """Load the adapter weights into `model` in place; return the saved training state."""
     import torch
 
     from worker.recipe.lora import load_adapter_weights
@@ -199,9 +158,8 @@ def load_checkpoint(
     read_manifest(ckpt_dir)
     load_adapter_weights(model, ckpt_dir / ADAPTER_DIR)
     # weights_only: tensors, numbers, strings and tuples only, so no pickled code runs.
-    state = torch.load(ckpt_dir / STATE_FILE, weights_only=True)
-    return _load_extras(state, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                        best_metric=best_metric)
+    state: dict[str, Any] = torch.load(ckpt_dir / STATE_FILE, weights_only=True)
+    return state
 
 
 def _to_cpu(value: Any) -> Any:
@@ -216,37 +174,19 @@ def _to_cpu(value: Any) -> Any:
     return value
 
 
-def training_state(*, optimizer: Any, scheduler: Any, scaler: Any, position: Position,
-                   best: Best) -> dict[str, Any]:
-    """Everything besides the weights that an exact resume needs."""
-    return {
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": rng_state(),
-        "position": asdict(position),
-        "best": asdict(best),
-    }
-
-
-def snapshot(*, model: Any, optimizer: Any, scheduler: Any, scaler: Any, position: Position,
-             best: Best) -> dict[str, Any]:
+def snapshot(model: Any, state: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint in host memory (trainable weights + training state), to roll back to when
-    an optimizer step fails half-way. For LoRA it is small; it is taken only when a checkpoint
-    is written, not at every step."""
+    an optimizer step fails half-way. For LoRA it is small."""
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    state = training_state(optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                           position=position, best=best)
-    return _to_cpu({"trainable": trainable, **state})
+    return cast(dict[str, Any], _to_cpu({"trainable": trainable, **state}))
 
 
-def restore_snapshot(state: dict[str, Any], *, model: Any, optimizer: Any, scheduler: Any,
-                     scaler: Any, best_metric: str) -> tuple[Position, Best]:
+def restore_snapshot(model: Any, saved: dict[str, Any]) -> dict[str, Any]:
+    """Copy the snapshot's trainable weights back into `model`; return its training state."""
     import torch
 
     params = dict(model.named_parameters())
     with torch.no_grad():
-        for name, value in state["trainable"].items():
+        for name, value in saved["trainable"].items():
             params[name].copy_(value)
-    return _load_extras(state, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                        best_metric=best_metric)
+    return saved

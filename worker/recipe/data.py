@@ -1,13 +1,19 @@
-"""Batching for the recipe: padding collate, seeded per-epoch order, optimizer-step windows."""
+"""Token conventions and batching for the recipe: padding collate, seeded per-epoch order,
+optimizer-step windows."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from worker.recipe.preprocess import IGNORE_INDEX
-
 if TYPE_CHECKING:
     import torch
+
+# The label of a token that is not trained on (prompt, image and padding tokens): the
+# cross-entropy's ignore_index.
+IGNORE_INDEX = -100
+# Qwen's chat template closes every turn with this token: the last trained token of every
+# answer, and where a generated answer ends.
+TURN_END = "<|im_end|>"
 
 Batch = dict[str, "torch.Tensor"]
 

@@ -6,7 +6,7 @@ tokens, and exact match and ROUGE-L of greedy answers generated from the prompt 
 
 Output layout (out_dir):
     adapter/          PEFT format (see worker.recipe.export)
-    merged/           only with hyperparameters["export_merged"]
+    merged/           only with the hyperparameter export_merged
     evaluation.json   the report (schema EVALUATION_SCHEMA), also returned; report["summary"]
                       holds the same figures as flat numbers for an event
 """
@@ -16,44 +16,23 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.hyperparameters import Hyperparameters
-from worker.recipe.checkpoint import ADAPTER_DIR, read_manifest
-from worker.recipe.data import collate, to_device
+from orchestrator.layout import ADAPTER_DIR, EVALUATION_FILE, MERGED_DIR
+from worker.recipe.checkpoint import read_manifest
+from worker.recipe.data import IGNORE_INDEX, TURN_END, collate, to_device
 from worker.recipe.export import save_adapter, save_merged
-from worker.recipe.lora import load_base, pick_device
+from worker.recipe.lora import load_base
 from worker.recipe.metrics import MODEL_INPUTS, answer_scores, evaluate_samples
-from worker.recipe.preprocess import IGNORE_INDEX, load_artifact
+from worker.recipe.precision import resolve_precision
+from worker.recipe.preprocess import load_artifact
 
 logger = logging.getLogger(__name__)
 
 EVALUATION_SCHEMA = "relaytune.evaluation.v1"
-EVALUATION_FILE = "evaluation.json"
-MERGED_DIR = "merged"
 METRICS = ("exact_match", "token_accuracy", "rouge_l", "val_loss")
-# Qwen's chat template closes every turn with this token; the answers are trained to end on it.
-TURN_END = "<|im_end|>"
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    best_metric: str
-    export_merged: bool
-    max_new_tokens: int
-
-    @classmethod
-    def from_hyperparameters(cls, hp: dict[str, Any]) -> EvalOptions:
-        # The job's hyperparameters were validated at submit; a missing key (an older job, a
-        # direct call) takes the same default a new job would get.
-        defaults = Hyperparameters()
-        return cls(
-            best_metric=str(hp.get("best_metric", defaults.best_metric)),
-            export_merged=bool(hp.get("export_merged", defaults.export_merged)),
-            max_new_tokens=int(hp.get("eval_max_new_tokens", defaults.eval_max_new_tokens)),
-        )
 
 
 def prompt_and_reference(sample: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
@@ -177,12 +156,13 @@ def evaluate_and_export(
     checkpoint_dir: Path,
     out_dir: Path,
     base_model_name: str | None = None,
-    hyperparameters: dict[str, Any] | None = None,
+    hyperparameters: Hyperparameters | None = None,
     on_export: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Score base and base + checkpoint adapter on the artifact's val samples; export; report.
 
-    hyperparameters default to those the checkpoint was trained with. base_model_name, if
+    hyperparameters default to those the checkpoint was trained with. The model runs in the
+    precision training ran in on this device (worker.recipe.precision). base_model_name, if
     given, is recorded in adapter_config.json in place of model_dir (often a download path).
     on_export() runs when scoring is done and the export begins (a caller timing the two).
     Returns the report written to out_dir/evaluation.json.
@@ -192,13 +172,15 @@ def evaluate_and_export(
 
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     ckpt = read_manifest(checkpoint_dir)
-    hp = hyperparameters if hyperparameters is not None else ckpt.get("hyperparameters", {})
-    options = EvalOptions.from_hyperparameters(hp)
+    # A checkpoint records the job's hyperparameters with their defaults filled in.
+    hp = (hyperparameters if hyperparameters is not None
+          else Hyperparameters.model_validate(ckpt.get("hyperparameters", {})))
     manifest, samples = load_artifact(Path(artifact_dir))
     val_idx: list[int] = list(manifest["val"])
     pad_id = int(manifest["pad_token_id"])
     tokenizer = AutoProcessor.from_pretrained(model_dir).tokenizer
-    device, dtype = pick_device()
+    precision = resolve_precision(hp.precision)
+    device, dtype = precision.device, precision.dtype
     model = PeftModel.from_pretrained(
         load_base(model_dir, device, dtype), str(checkpoint_dir / ADAPTER_DIR)
     )
@@ -207,33 +189,35 @@ def evaluate_and_export(
 
     def answer(prompt: dict[str, Any]) -> str:
         ids = generate_answer(model, prompt, pad_token_id=pad_id, stop_ids=stop_ids,
-                              max_new_tokens=options.max_new_tokens, device=device, dtype=dtype)
+                              max_new_tokens=hp.eval_max_new_tokens, device=device, dtype=dtype)
         return str(tokenizer.decode(ids, skip_special_tokens=True)).strip()
 
-    rows = []
-    for index in val_idx:
-        prompt, reference = prompt_and_reference(samples[index])
-        adapter_answer = answer(prompt)
+    # Under the autocast training's validation runs under, so val_loss means the same here.
+    with precision.autocast():
+        rows = []
+        for index in val_idx:
+            prompt, reference = prompt_and_reference(samples[index])
+            adapter_answer = answer(prompt)
+            with model.disable_adapter():
+                base_answer = answer(prompt)
+            rows.append({
+                "file": manifest["files"][index],
+                "reference": str(tokenizer.decode(reference, skip_special_tokens=True)).strip(),
+                "base_answer": base_answer,
+                "adapter_answer": adapter_answer,
+            })
+        references = [r["reference"] for r in rows]
+        adapter_metrics = _score(model, samples, val_idx, pad_id,
+                                 [r["adapter_answer"] for r in rows], references, device, dtype)
         with model.disable_adapter():
-            base_answer = answer(prompt)
-        rows.append({
-            "file": manifest["files"][index],
-            "reference": str(tokenizer.decode(reference, skip_special_tokens=True)).strip(),
-            "base_answer": base_answer,
-            "adapter_answer": adapter_answer,
-        })
-    references = [r["reference"] for r in rows]
-    adapter_metrics = _score(model, samples, val_idx, pad_id,
-                             [r["adapter_answer"] for r in rows], references, device, dtype)
-    with model.disable_adapter():
-        base_metrics = _score(model, samples, val_idx, pad_id,
-                              [r["base_answer"] for r in rows], references, device, dtype)
+            base_metrics = _score(model, samples, val_idx, pad_id,
+                                  [r["base_answer"] for r in rows], references, device, dtype)
 
     if on_export is not None:
         on_export()
     out_dir.mkdir(parents=True, exist_ok=True)
     adapter_export = save_adapter(model, out_dir / ADAPTER_DIR, base_model_name)
-    merged = save_merged(model, model_dir, out_dir / MERGED_DIR) if options.export_merged else None
+    merged = save_merged(model, model_dir, out_dir / MERGED_DIR) if hp.export_merged else None
 
     report: dict[str, Any] = {
         "schema": EVALUATION_SCHEMA,
@@ -242,8 +226,8 @@ def evaluate_and_export(
         "adapter": adapter_metrics,
         "delta": {m: _difference(adapter_metrics[m], base_metrics[m]) for m in METRICS},
         "samples": rows,
-        "best_checkpoint": _best_checkpoint(ckpt, options.best_metric, adapter_metrics),
-        "generation": {"greedy": True, "max_new_tokens": options.max_new_tokens},
+        "best_checkpoint": _best_checkpoint(ckpt, hp.best_metric, adapter_metrics),
+        "generation": {"greedy": True, "max_new_tokens": hp.eval_max_new_tokens},
         "adapter_export": adapter_export,
         "merged": merged,
     }

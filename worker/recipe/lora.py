@@ -8,20 +8,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.hyperparameters import Hyperparameters
+
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
-
-
-def pick_device() -> tuple[torch.device, torch.dtype]:
-    """bf16 on a GPU that supports it; fp32 otherwise (fp16 would need loss scaling)."""
-    import torch
-
-    if torch.cuda.is_available():
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        return torch.device("cuda"), dtype
-    return torch.device("cpu"), torch.float32
 
 
 def load_base(model_dir: str, device: torch.device, dtype: torch.dtype) -> Any:
@@ -66,16 +58,18 @@ def linear_names(model: Any, scope: str) -> list[str]:
     )
 
 
-def target_regex(model: Any, hyperparameters: dict[str, Any]) -> str:
+def target_regex(model: Any, hp: Hyperparameters) -> str:
     """The module paths that get LoRA: the language model's named projections (or all its
     linear layers), plus the vision blocks and the mergers on request."""
-    requested = hyperparameters["target_modules"]
+    requested = hp.target_modules
     names = (
         linear_names(model, LANGUAGE_MODEL_SCOPE) if requested == "all-linear" else list(requested)
     )
     patterns = [language_model_targets(names)]
-    for flag, scope in (("tune_vision", VISION_BLOCKS_SCOPE), ("tune_merger", MERGER_SCOPE)):
-        if hyperparameters.get(flag):
+    extra_scopes = (("tune_vision", hp.tune_vision, VISION_BLOCKS_SCOPE),
+                    ("tune_merger", hp.tune_merger, MERGER_SCOPE))
+    for flag, wanted, scope in extra_scopes:
+        if wanted:
             found = linear_names(model, scope)
             if not found:
                 raise ValueError(f"{flag}: this model has no linear layers in {scope!r}")
@@ -83,24 +77,25 @@ def target_regex(model: Any, hyperparameters: dict[str, Any]) -> str:
     return "|".join(f"(?:{p})" for p in patterns)
 
 
-def lora_config(hyperparameters: dict[str, Any], model: Any) -> Any:
+def lora_config(hp: Hyperparameters, model: Any) -> Any:
     from peft import LoraConfig, TaskType
 
     # peft annotates lora_alpha as int but only computes alpha / r, so a float alpha is kept.
     options: dict[str, Any] = {
-        "r": int(hyperparameters["lora_rank"]),
-        "lora_alpha": float(hyperparameters["lora_alpha"]),
-        "lora_dropout": float(hyperparameters["lora_dropout"]),
-        "target_modules": target_regex(model, hyperparameters),
-        "modules_to_save": list(hyperparameters.get("modules_to_save") or []) or None,
+        "r": hp.lora_rank,
+        "lora_alpha": hp.lora_alpha,
+        "lora_dropout": hp.lora_dropout,
+        "target_modules": target_regex(model, hp),
+        "modules_to_save": list(hp.modules_to_save) or None,
         "bias": "none",
         "task_type": TaskType.CAUSAL_LM,
     }
     return LoraConfig(**options)
 
 
-def wrap_with_lora(base: Any, hyperparameters: dict[str, Any], seed: int) -> Any:
-    """Add fresh LoRA layers; the seed fixes their initial values (A is random, B is zero).
+def wrap_with_lora(base: Any, hp: Hyperparameters) -> Any:
+    """Add fresh LoRA layers; the job's seed fixes their initial values (A is random, B is
+    zero).
 
     Trainable parameters are kept in fp32 whatever the base's dtype: they are the optimizer's
     master copy, and fp16 gradients could not be unscaled by a GradScaler.
@@ -110,17 +105,15 @@ def wrap_with_lora(base: Any, hyperparameters: dict[str, Any], seed: int) -> Any
 
     # fork_rng: the init is seeded without disturbing the RNG stream that dropout will use.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = get_peft_model(base, lora_config(hyperparameters, base))
+        torch.manual_seed(hp.seed)
+        model = get_peft_model(base, lora_config(hp, base))
     trainable = [p for p in model.parameters() if p.requires_grad]
     for param in trainable:
         if param.dtype != torch.float32:
             param.data = param.data.float()
     total = sum(p.numel() for p in model.parameters())
     if not trainable:
-        raise ValueError(
-            f"target_modules {hyperparameters['target_modules']} match no language-model layer"
-        )
+        raise ValueError(f"target_modules {hp.target_modules} match no language-model layer")
     count = sum(p.numel() for p in trainable)
     logger.info("LoRA: %d of %d parameters trainable (%.3f%%)", count, total, 100.0 * count / total)
     return model

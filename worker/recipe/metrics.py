@@ -7,8 +7,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from worker.recipe.data import Batch, collate, to_device
-from worker.recipe.preprocess import IGNORE_INDEX
+from worker.recipe.data import IGNORE_INDEX, Batch, collate, to_device
 
 if TYPE_CHECKING:
     import torch

@@ -56,7 +56,7 @@ def image_from_patches(image_processor: Any, patches: torch.Tensor, grid: list[i
     normalised = grid_view.permute(4, 0, 2, 5, 1, 3, 6).reshape(channels, h * patch, w * patch)
     mean = torch.tensor(image_processor.image_mean).view(-1, 1, 1)
     std = torch.tensor(image_processor.image_std).view(-1, 1, 1)
-    pixels = (normalised * std + mean) / image_processor.rescale_factor
+    pixels: torch.Tensor = (normalised * std + mean) / image_processor.rescale_factor
     return pixels.round().clamp(0, 255).to(torch.uint8)
 
 

@@ -1,4 +1,5 @@
-"""Which numeric precision training runs in, and the device facts that decide it.
+"""Which numeric precision training and evaluation run in, and the device facts that decide
+it: `resolve_precision` is the one place that chooses, for both.
 
 - bf16: on a GPU that supports it (A10, A100, H100). The base model is stored in bf16.
 - fp16: on a CUDA GPU without bf16 (T4-class), with a GradScaler: fp16 gradients underflow
@@ -98,6 +99,8 @@ def choose_precision(request: str, facts: DeviceFacts) -> str:
 
 
 def resolve_precision(request: str) -> Precision:
+    """The device, dtype and autocast for the job's `precision` hyperparameter on this
+    machine."""
     import torch
 
     facts = device_facts()

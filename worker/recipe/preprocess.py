@@ -24,7 +24,6 @@ import json
 import logging
 import random
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,10 @@ from orchestrator.base_models import DEFAULT_MAX_IMAGE_TOKENS
 from orchestrator.dataformats import DirectorySource, ImagePart, Problems, Sample, read_dataset
 from orchestrator.errors import InvalidDataset, InvalidRequest
 from orchestrator.hyperparameters import Hyperparameters
+from orchestrator.layout import MANIFEST_FILE
 from worker.recipe import ARTIFACT_FORMAT, ARTIFACT_FORMATS_READ
 from worker.recipe.augment import AugmentationPlan, augment_image, copy_seed
+from worker.recipe.data import IGNORE_INDEX
 from worker.recipe.pixels import (
     IMAGE_PROCESSOR_DIR,
     compact_sample,
@@ -43,11 +44,8 @@ from worker.recipe.pixels import (
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 SAMPLES_FILE = "samples.pt"
-MANIFEST_FILE = "manifest.json"
 DEFAULT_MAX_LENGTH = 4096
-END_TOKEN = "<|im_end|>"  # Qwen's end of a turn: the last trained token of every answer
 SMALL_DATASET = 20  # up to this many samples, a default validation split holds out only a few
 MAX_SMALL_VALIDATION = 3
 
@@ -270,7 +268,7 @@ def _compact_images(samples: list[dict[str, Any]], processor: Any, out_dir: Path
 
 
 def build_artifact(dataset_dir: Path, model_dir: str, out_dir: Path, *,
-                   hyperparameters: Mapping[str, Any], max_length: int = DEFAULT_MAX_LENGTH,
+                   hyperparameters: Hyperparameters, max_length: int = DEFAULT_MAX_LENGTH,
                    compact_images: bool = True) -> dict[str, Any]:
     """Check, split, augment and tokenize dataset_dir with model_dir's processor into out_dir;
     return the manifest. Bad rows and over-long samples raise one InvalidDataset naming all.
@@ -278,7 +276,7 @@ def build_artifact(dataset_dir: Path, model_dir: str, out_dir: Path, *,
     import torch
     from transformers import AutoProcessor
 
-    hp = Hyperparameters.model_validate(dict(hyperparameters))
+    hp = hyperparameters
     dataset = read_dataset(DirectorySource(Path(dataset_dir)))
     processor = AutoProcessor.from_pretrained(model_dir)
     image_size = image_size_bounds(processor.image_processor, hp.min_pixels, hp.max_pixels)

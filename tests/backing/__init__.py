@@ -1,6 +1,6 @@
 """Real PostgreSQL, Redis and S3 endpoints for the test suite.
 
-    python -m tests.services run -- python -m pytest -q
+    python -m tests.backing run -- python -m pytest -q
 
 Each service is taken from its RELAYTUNE_TEST_* variable, else the local server on its standard
 port, else started here on a free port (details in cli.py). A conftest can get the same for one

@@ -21,7 +21,7 @@ LOCALHOST = "127.0.0.1"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 
-log = logging.getLogger("tests.services")
+log = logging.getLogger("tests.backing")
 
 
 class ServiceError(RuntimeError):
