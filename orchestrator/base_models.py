@@ -127,9 +127,10 @@ def resolve_base_model(name: str, settings: Settings) -> KnownModel:
     directory = _inside_root(name, root)
     if directory is not None:
         registered = directory.relative_to(root).as_posix()
-        # The tiny default is known before any worker wrote it (workers write it themselves).
-        writes_itself = registered == TINY_MODEL_NAME == settings.default_base_model
-        if writes_itself or _has_config(directory):
+        # The tiny default is known before it is written (`relaytune make-tiny-model`, which
+        # `up` and the compose stack run); a worker without it fails the phase saying so.
+        tiny_default = registered == TINY_MODEL_NAME == settings.default_base_model
+        if tiny_default or _has_config(directory):
             return _from_directory(registered, directory)
     if name in settings.allowed_models or name == settings.default_base_model:
         # The operator's own choices: a hub id in the workers' cache, or a directory anywhere.

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# The default base model: a tiny random Qwen3-VL that every worker writes for itself.
+# The default base model: a tiny random Qwen3-VL that `relaytune make-tiny-model` writes.
 TINY_MODEL_NAME = "tiny-qwen3-vl"
 # A derived heartbeat is a quarter of the lease (three beats may be missed before it runs
 # out), but never rarer than this.
@@ -118,7 +118,7 @@ class Settings(BaseSettings):
 
     @property
     def default_model_dir(self) -> Path:
-        """Where the tiny default model is written (every worker can write it itself)."""
+        """Where `relaytune make-tiny-model` writes the tiny default model."""
         assert self.model_root is not None
         return self.model_root / TINY_MODEL_NAME
 

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, create_engine, make_url, text
 
 from orchestrator import db, dispatch, storage
 from orchestrator.migrate import upgrade_head
-from orchestrator.settings import get_settings
+from orchestrator.settings import TINY_MODEL_NAME, get_settings
 
 DATABASE_URL = os.environ.get(
     "RELAYTUNE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/relaytune_test"
@@ -80,8 +80,14 @@ ALLOWED_TEST_MODELS = ("tiny", "m", "/models/Qwen3-VL-8B-Instruct")
 
 @pytest.fixture(scope="session")
 def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The server's model root: the default tiny model lives here, as under `relaytune up`."""
-    return tmp_path_factory.mktemp("models")
+    """The server's model root, with the default tiny model written into it as `relaytune up`
+    and `relaytune make-tiny-model` write it: workers never write it themselves, so every
+    test that starts one needs it here first."""
+    from worker.tiny_model import write_tiny_model
+
+    root = tmp_path_factory.mktemp("models")
+    write_tiny_model(root / TINY_MODEL_NAME, seed=0)
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -157,12 +163,9 @@ def example_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(model_root: Path) -> str:
-    """The tiny random Qwen3-VL that relaytune writes for itself (nothing is downloaded), at
-    the default base model's place under the model root: a job naming this directory names
-    the default model."""
-    from worker.tiny_model import write_tiny_model
-
-    return str(write_tiny_model(model_root / "tiny-qwen3-vl", seed=0))
+    """The tiny random Qwen3-VL (nothing is downloaded) that model_root holds, at the default
+    base model's place: a job naming this directory names the default model."""
+    return str(model_root / TINY_MODEL_NAME)
 
 
 @pytest.fixture(scope="session")

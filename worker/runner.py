@@ -29,6 +29,7 @@ from worker.phases import PHASE_RUNNERS, Handover, PhaseStopped
 from worker.recipe.oom import is_out_of_memory
 from worker.reporting import Reporter
 from worker.timing import PhaseClock, lora_targets_label
+from worker.tiny_model import is_complete
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +55,16 @@ def public_error(exc: BaseException, settings: Settings) -> str:
 
 
 def ensure_base_model(base_model: str, settings: Settings) -> str:
-    """Where this worker loads the job's base model from. The default is the tiny Qwen3-VL,
-    which every worker can write for itself (the same bytes everywhere: it is seeded), so
-    pools on other machines need no shared volume for it."""
+    """Where this worker loads the job's base model from. Nothing is written here: the tiny
+    default is written by `relaytune up` or `relaytune make-tiny-model` (docker-compose runs
+    it before its workers), so a worker that lacks it fails the phase at once, before it
+    downloads anything the job pays for."""
     model = resolve_base_model(base_model, settings)
-    if model.name == TINY_MODEL_NAME == settings.default_base_model:
-        from worker.tiny_model import write_tiny_model
-
-        write_tiny_model(Path(model.location), seed=0)  # returns at once when already there
+    if model.name == TINY_MODEL_NAME and not is_complete(Path(model.location)):
+        raise RelaytuneError(
+            f"the default model {TINY_MODEL_NAME} is not written on this worker; run "
+            "`relaytune make-tiny-model` where the worker runs, then requeue the phase",
+            param="base_model", code="base_model_missing")
     return model.location
 
 

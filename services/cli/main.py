@@ -64,14 +64,17 @@ app.add_command(admin.sweep)
 
 
 @app.command("make-tiny-model")
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory", type=click.Path(path_type=Path), required=False)
 @click.option("--seed", default=0, show_default=True)
-def make_tiny_model(directory: Path, seed: int) -> None:
-    """Write a tiny random Qwen3-VL checkpoint (real architecture, tokenizer, processor)."""
+def make_tiny_model(directory: Path | None, seed: int) -> None:
+    """Write a tiny random Qwen3-VL checkpoint (real architecture, tokenizer, processor) into
+    DIRECTORY, by default where the default model lives: <model root>/tiny-qwen3-vl. Workers
+    never write it themselves."""
     _require_worker_extra("make-tiny-model")
     from worker.tiny_model import write_tiny_model
 
-    console.print(f"tiny Qwen3-VL at {write_tiny_model(directory, seed=seed)}")
+    target = directory or get_settings().default_model_dir
+    console.print(f"tiny Qwen3-VL at {write_tiny_model(target, seed=seed)}")
 
 
 def pool_queue(pool: str) -> str:
@@ -153,8 +156,11 @@ def up(port: int, data_dir: Path | None) -> None:
             tree.add("broker (redis)", redis)
         ctx.invoke(migrate)
         pool_names = _prepare_pools(settings.pools_file)
+        from worker.tiny_model import is_complete
+
+        # Workers never write it: a copy cut short by an earlier Ctrl-C is finished here.
         tiny_default = settings.default_base_model == TINY_MODEL_NAME
-        if tiny_default and not settings.default_model_dir.exists():
+        if tiny_default and not is_complete(settings.default_model_dir):
             ctx.invoke(make_tiny_model, directory=settings.default_model_dir, seed=0)
         key_file = settings.data_dir / "api-key"
         if not key_file.exists():

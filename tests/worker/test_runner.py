@@ -145,18 +145,58 @@ def test_cancel_stops_a_running_warmup_at_its_next_step_with_a_checkpoint(
     assert recorded_dispatch.sent[-1].phase == "warmup"  # nothing was sent after it
 
 
-def test_a_worker_writes_the_default_tiny_base_for_itself(tmp_path: Path) -> None:
+def test_a_worker_finds_the_default_tiny_base_but_never_writes_it(
+    tiny_model_dir: str, tmp_path: Path
+) -> None:
+    import shutil
+
+    from orchestrator.errors import RelaytuneError
     from orchestrator.settings import Settings
     from worker.runner import ensure_base_model
-    from worker.tiny_model import is_complete
 
-    settings = Settings(data_dir=tmp_path, model_root=tmp_path / "models",
+    root = tmp_path / "models"
+    settings = Settings(data_dir=tmp_path, model_root=root,
                         allowed_models=["Qwen/Qwen3-VL-8B-Instruct"])
     assert ensure_base_model("Qwen/Qwen3-VL-8B-Instruct", settings) == "Qwen/Qwen3-VL-8B-Instruct"
-    assert not (tmp_path / "models").exists()  # another base is never touched
-    location = ensure_base_model("tiny-qwen3-vl", settings)
-    assert location == str(tmp_path / "models" / "tiny-qwen3-vl")
-    assert is_complete(Path(location))
+    with pytest.raises(RelaytuneError) as missing:
+        ensure_base_model("tiny-qwen3-vl", settings)
+    assert missing.value.code == "base_model_missing"
+    assert "relaytune make-tiny-model" in missing.value.message
+    assert not root.exists()  # nothing was written
+    shutil.copytree(tiny_model_dir, root / "tiny-qwen3-vl")  # as `make-tiny-model` writes it
+    assert ensure_base_model("tiny-qwen3-vl", settings) == str(root / "tiny-qwen3-vl")
+
+
+def test_a_phase_on_a_worker_without_the_default_model_fails_before_any_download(
+    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher, example_dir: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker import runner
+
+    job_id = _submit("acme", "tiny-qwen3-vl", example_dir)  # the server knows its default
+    bare = tmp_path / "bare-models"  # this worker's model root: nobody wrote the model here
+    settings = get_settings().model_copy(update={"model_root": bare})
+    monkeypatch.setattr(runner, "get_settings", lambda: settings)
+    started: list[str] = []
+
+    def preprocess(claim: Any, *_: Any) -> tuple[str, dict[str, Any]]:
+        started.append(claim.phase)  # would download the data set next
+        return claim.run_prefix, {}
+
+    monkeypatch.setitem(runner.PHASE_RUNNERS, "preprocess", preprocess)
+    _run(job_id, "preprocess")
+
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == "failed"
+        preprocess = job.phases[0]
+        assert (preprocess.status, preprocess.error_code) == ("failed", "base_model_missing")
+        assert "tiny-qwen3-vl" in (preprocess.error_message or "")
+        assert "relaytune make-tiny-model" in (preprocess.error_message or "")
+    assert started == []  # the phase's work (its downloads) never began
+    assert not bare.exists()  # and the worker wrote no model
+    [timing] = _timings(job_id, "preprocess")
+    assert (timing.outcome, timing.input_bytes) == ("failed", 0)
 
 
 def test_one_image_and_no_epochs_left_for_the_final_phase(
