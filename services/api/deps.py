@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from orchestrator.auth import authenticate_key, require_admin
-from orchestrator.db import get_sessionmaker
+from orchestrator.db import session_scope
 from orchestrator.errors import InvalidRequest, StoreUnavailable
 from orchestrator.models import ApiKey, Tenant
 from orchestrator.settings import Settings, get_settings
@@ -19,8 +19,9 @@ from orchestrator.storage import ObjectStore, get_store
 
 
 def get_db() -> Iterator[Session]:
-    session = get_sessionmaker()()
-    try:
+    """The job store's transaction (orchestrator.db.session_scope), committed here so that a
+    commit that fails is told to the client as such."""
+    with session_scope() as session:
         yield session
         try:
             session.commit()
@@ -28,11 +29,6 @@ def get_db() -> Iterator[Session]:
             raise StoreUnavailable(
                 "the job store did not save this request; nothing was changed, retry it"
             ) from exc
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # "function" scope commits when the route returns, before the response is sent: a client is
