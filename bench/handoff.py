@@ -38,15 +38,19 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "circuit-boards"
 TRAINING = ("warmup", "final")
-ARTIFACT_LOG = re.compile(r"artifact (\S+): (\d+) samples loaded in ([\d.]+)s, "
-                          r"patches rebuilt in ([\d.]+)s")
+ARTIFACT_LOG = re.compile(
+    r"artifact (\S+): (\d+) samples loaded in ([\d.]+)s, "
+    r"patches rebuilt in ([\d.]+)s"
+)
 
 
 def configurations(default_threads: int) -> dict[str, dict[str, str]]:
     return {
-        "before": {"RELAYTUNE_WORKER_PRELOAD": "false",
-                   "RELAYTUNE_WORKER_THREADS": str(default_threads),
-                   "RELAYTUNE_ARTIFACT_COMPACT_IMAGES": "false"},
+        "before": {
+            "RELAYTUNE_WORKER_PRELOAD": "false",
+            "RELAYTUNE_WORKER_THREADS": str(default_threads),
+            "RELAYTUNE_ARTIFACT_COMPACT_IMAGES": "false",
+        },
         "after": {},
     }
 
@@ -61,10 +65,22 @@ class Stack:
         self.url = f"http://127.0.0.1:{free_port()}"
         base = {k: v for k, v in os.environ.items() if not k.startswith("RELAYTUNE_")}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", "up", "--port", self.url.rsplit(":")[-1],
-             "--data-dir", str(data_dir)],
-            env={**base, "PYTHONPATH": str(ROOT), **env}, cwd=ROOT, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "services.cli.main",
+                "up",
+                "--port",
+                self.url.rsplit(":")[-1],
+                "--data-dir",
+                str(data_dir),
+            ],
+            env={**base, "PYTHONPATH": str(ROOT), **env},
+            cwd=ROOT,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def __enter__(self) -> httpx.Client:
         try:
@@ -86,8 +102,9 @@ class Stack:
                 raise RuntimeError(f"workers did not start; see {self.data_dir / 'logs'}")
             time.sleep(0.5)
         key = (self.data_dir / "api-key").read_text().strip()
-        self.http = httpx.Client(base_url=self.url, timeout=60,
-                                 headers={"Authorization": f"Bearer {key}"})
+        self.http = httpx.Client(
+            base_url=self.url, timeout=60, headers={"Authorization": f"Bearer {key}"}
+        )
         return self.http
 
     def __exit__(self, *_: object) -> None:
@@ -103,22 +120,30 @@ class Stack:
             self.process.wait()
 
 
-def run_job(http: httpx.Client, epochs: int) -> tuple[dict[str, Any], list[dict[str, Any]],
-                                                      list[dict[str, Any]]]:
+def run_job(
+    http: httpx.Client, epochs: int
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     from services.cli.client import zip_folder
 
     files = {"file": ("circuit-boards.zip", zip_folder(EXAMPLE), "application/zip")}
     dataset = http.post("/v1/datasets", files=files).raise_for_status().json()
-    body = {"dataset_id": dataset["id"],
-            "hyperparameters": {"total_epochs": epochs, "warmup_epochs": max(1, epochs // 2)}}
+    body = {
+        "dataset_id": dataset["id"],
+        "hyperparameters": {"total_epochs": epochs, "warmup_epochs": max(1, epochs // 2)},
+    }
     job = http.post("/v1/jobs", json=body).raise_for_status().json()
     while job["status"] not in ("succeeded", "failed", "cancelled"):
         time.sleep(1.0)
         job = http.get(f"/v1/jobs/{job['id']}").raise_for_status().json()
     events: list[dict[str, Any]] = []
-    while batch := http.get(f"/v1/jobs/{job['id']}/events",
-                            params={"after": events[-1]["id"] if events else 0,
-                                    "limit": 1000}).raise_for_status().json():
+    while (
+        batch := http.get(
+            f"/v1/jobs/{job['id']}/events",
+            params={"after": events[-1]["id"] if events else 0, "limit": 1000},
+        )
+        .raise_for_status()
+        .json()
+    ):
         events += batch
     checkpoints = http.get(f"/v1/jobs/{job['id']}/checkpoints").raise_for_status().json()
     return job, events, checkpoints
@@ -143,11 +168,13 @@ def phase_figures(events: list[dict[str, Any]], phase: str) -> dict[str, Any]:
         intervals = [b - a for a, b in itertools.pairwise(steps)]
         step_s = statistics.median(intervals) if intervals else steps[0] - started
         figures |= {
-            "steps": len(steps), "median_step_s": step_s,
+            "steps": len(steps),
+            "median_step_s": step_s,
             "startup_s": steps[0] - step_s - started,  # claim -> first step starts
             "train_s": steps[-1] - steps[0] + step_s,  # first step starts -> last step ends
             "tail_s": ended - steps[-1],  # evaluation, export, uploads after the last step
-            "first_step_at": steps[0] - step_s, "last_step_at": steps[-1],
+            "first_step_at": steps[0] - step_s,
+            "last_step_at": steps[-1],
         }
     return figures
 
@@ -158,8 +185,15 @@ def artifact_loads(log_dir: Path) -> list[dict[str, Any]]:
     for pool in ("a10", "a100"):
         log = log_dir / f"worker-{pool}.log"
         for match in ARTIFACT_LOG.finditer(log.read_text() if log.exists() else ""):
-            found.append({"pool": pool, "format": match[1], "samples": int(match[2]),
-                          "torch_load_s": float(match[3]), "rebuild_s": float(match[4])})
+            found.append(
+                {
+                    "pool": pool,
+                    "format": match[1],
+                    "samples": int(match[2]),
+                    "torch_load_s": float(match[3]),
+                    "rebuild_s": float(match[4]),
+                }
+            )
     return found
 
 
@@ -176,8 +210,12 @@ def direct_artifact_load(data_dir: Path, key: str) -> dict[str, float]:
         return {"download_s": downloaded - started, "load_s": time.perf_counter() - downloaded}
 
 
-def job_figures(job: dict[str, Any], events: list[dict[str, Any]],
-                checkpoints: list[dict[str, Any]], data_dir: Path) -> dict[str, Any]:
+def job_figures(
+    job: dict[str, Any],
+    events: list[dict[str, Any]],
+    checkpoints: list[dict[str, Any]],
+    data_dir: Path,
+) -> dict[str, Any]:
     phases = {p: phase_figures(events, p) for p in ("preprocess", *TRAINING)}
     submitted = _at(next(e for e in events if e["type"] == "job_submitted"))
     ended = _at(next(e for e in events if e["type"] == "job_succeeded"))
@@ -185,8 +223,11 @@ def job_figures(job: dict[str, Any], events: list[dict[str, Any]],
     train = sum(phases[p].get("train_s", 0.0) for p in TRAINING)
     artifact = next(c for c in checkpoints if c["kind"] == "artifact")
     return {
-        "job_id": job["id"], "status": job["status"], "wall_s": wall,
-        "train_s": train, "fixed_overhead_s": wall - train,
+        "job_id": job["id"],
+        "status": job["status"],
+        "wall_s": wall,
+        "train_s": train,
+        "fixed_overhead_s": wall - train,
         "fixed_overhead_share": (wall - train) / wall,
         "handoff_gap_s": phases["final"]["first_step_at"] - phases["warmup"]["last_step_at"],
         "artifact_bytes": artifact["bytes"],
@@ -195,8 +236,9 @@ def job_figures(job: dict[str, Any], events: list[dict[str, Any]],
     }
 
 
-def measure(config: str, env: dict[str, str], epochs: list[int], work: Path, repeat: int
-            ) -> list[dict[str, Any]]:
+def measure(
+    config: str, env: dict[str, str], epochs: list[int], work: Path, repeat: int
+) -> list[dict[str, Any]]:
     data_dir = work / f"{config}-{repeat}"
     results = []
     with Stack(data_dir, env) as http:
@@ -204,15 +246,19 @@ def measure(config: str, env: dict[str, str], epochs: list[int], work: Path, rep
             job, events, checkpoints = run_job(http, count)
             # Raw material beside the data directory, to recompute figures without a rerun.
             (work / f"{config}-{repeat}-{count}.json").write_text(
-                json.dumps({"job": job, "events": events, "checkpoints": checkpoints}))
+                json.dumps({"job": job, "events": events, "checkpoints": checkpoints})
+            )
             if job["status"] != "succeeded":
                 raise SystemExit(f"{config}: job {job['id']} {job['status']}: {job.get('error')}")
             figures = job_figures(job, events, checkpoints, data_dir)
             results.append({"config": config, "epochs": count, "repeat": repeat, **figures})
-            print(f"{config:6} {count} epochs: wall {figures['wall_s']:.1f}s, train "
-                  f"{figures['train_s']:.1f}s, overhead {figures['fixed_overhead_share']:.0%}, "
-                  f"hand-off gap {figures['handoff_gap_s']:.1f}s, artifact "
-                  f"{figures['artifact_bytes']} B", flush=True)
+            print(
+                f"{config:6} {count} epochs: wall {figures['wall_s']:.1f}s, train "
+                f"{figures['train_s']:.1f}s, overhead {figures['fixed_overhead_share']:.0%}, "
+                f"hand-off gap {figures['handoff_gap_s']:.1f}s, artifact "
+                f"{figures['artifact_bytes']} B",
+                flush=True,
+            )
     for entry in results:  # the log lines name no job: these are the stack's, both jobs'
         entry["artifact_loads_in_stack"] = artifact_loads(data_dir / "logs")
     return results
@@ -224,8 +270,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, nargs="+", default=[2, 8])
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" /
-                        f"handoff-cpu-{dt.date.today().isoformat()}.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results" / f"handoff-cpu-{dt.date.today().isoformat()}.json",
+    )
     args = parser.parse_args()
     from worker.preload import preload
 
@@ -240,9 +289,14 @@ def main() -> None:
     result = {
         "what": "fixed per-phase overhead of the example job, before/after the cheaper hand-off",
         "date": dt.date.today().isoformat(),
-        "machine": {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
-                    "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "torch_default_threads": default_threads},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "affinity": len(os.sched_getaffinity(0)),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_default_threads": default_threads,
+        },
         "configurations": configurations(default_threads),
         "runs": runs,
     }

@@ -43,12 +43,14 @@ def parse_duration(text: str, *, param: str = "expires_in") -> timedelta:
     if match is None:
         raise InvalidRequest(
             f"{param} must be a number and a unit (s, m, h, d or w), like '30d'; got '{text}'",
-            param=param)
+            param=param,
+        )
     lifetime = timedelta(seconds=int(match[1]) * UNIT_SECONDS[match[2]])
     if not timedelta(0) < lifetime <= MAX_LIFETIME:
         raise InvalidRequest(
             f"{param} must be more than 0 and at most {MAX_LIFETIME.days} days; got '{text}'",
-            param=param)
+            param=param,
+        )
     return lifetime
 
 
@@ -60,8 +62,9 @@ def key_status(api_key: ApiKey, now: datetime | None = None) -> KeyStatus:
     return "active"
 
 
-def issue_api_key(session: Session, tenant_name: str, *, admin: bool = False,
-                  expires_in: timedelta | None = None) -> tuple[ApiKey, str]:
+def issue_api_key(
+    session: Session, tenant_name: str, *, admin: bool = False, expires_in: timedelta | None = None
+) -> tuple[ApiKey, str]:
     """Create the tenant if new and a key for it; returns the row and the key in clear, which
     is never shown again. An admin key also may change pools, spending limits and keys."""
     tenant = session.scalar(select(Tenant).where(Tenant.name == tenant_name))
@@ -71,17 +74,23 @@ def issue_api_key(session: Session, tenant_name: str, *, admin: bool = False,
         session.flush()
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
-    api_key = ApiKey(tenant_id=tenant.id, prefix=key[:SHOWN_PREFIX_LENGTH],
-                     key_hash=hash_key(key), is_admin=admin, created_at=now,
-                     expires_at=now + expires_in if expires_in is not None else None)
+    api_key = ApiKey(
+        tenant_id=tenant.id,
+        prefix=key[:SHOWN_PREFIX_LENGTH],
+        key_hash=hash_key(key),
+        is_admin=admin,
+        created_at=now,
+        expires_at=now + expires_in if expires_in is not None else None,
+    )
     api_key.tenant = tenant
     session.add(api_key)
     session.flush()
     return api_key, key
 
 
-def create_api_key(session: Session, tenant_name: str, *, admin: bool = False,
-                   expires_in: timedelta | None = None) -> str:
+def create_api_key(
+    session: Session, tenant_name: str, *, admin: bool = False, expires_in: timedelta | None = None
+) -> str:
     """The new key in clear (see issue_api_key)."""
     return issue_api_key(session, tenant_name, admin=admin, expires_in=expires_in)[1]
 
@@ -102,13 +111,17 @@ def authenticate_key(session: Session, key: str) -> ApiKey:
         raise Unauthorized(
             f"API key {api_key.prefix}… was revoked at {_when(api_key.revoked_at)}; "
             "use another key of the tenant or ask the operator for a new one",
-            param="Authorization", code="api_key_revoked")
+            param="Authorization",
+            code="api_key_revoked",
+        )
     if status == "expired":
         assert api_key.expires_at is not None
         raise Unauthorized(
             f"API key {api_key.prefix}… expired at {_when(api_key.expires_at)}; "
             "use another key of the tenant or ask the operator for a new one",
-            param="Authorization", code="api_key_expired")
+            param="Authorization",
+            code="api_key_expired",
+        )
     return api_key
 
 
@@ -152,7 +165,9 @@ def find_api_key(session: Session, prefix_or_id: str) -> ApiKey:
         raise Conflict(
             f"'{wanted}' is the start of {len(matches)} keys' prefixes; name one by its id: "
             + ", ".join(f"{k.id} ({k.prefix}…, tenant {k.tenant.name})" for k in matches),
-            param="key", code="ambiguous_api_key")
+            param="key",
+            code="ambiguous_api_key",
+        )
     return matches[0]
 
 
@@ -164,8 +179,7 @@ def revoke_api_key(session: Session, api_key: ApiKey) -> ApiKey:
     return api_key
 
 
-def keys_visible_to(session: Session, actor: ApiKey, tenant_name: str | None
-                    ) -> Sequence[ApiKey]:
+def keys_visible_to(session: Session, actor: ApiKey, tenant_name: str | None) -> Sequence[ApiKey]:
     """What `actor` may list: an admin key every tenant's keys (or the one named), an
     ordinary key its own tenant's."""
     if actor.is_admin:

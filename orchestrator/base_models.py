@@ -59,8 +59,9 @@ def _image_processor(directory: Path) -> dict[str, Any] | None:
 
 
 def _from_directory(name: str, directory: Path) -> KnownModel:
-    return KnownModel(name, str(directory), _read_json(directory / "config.json"),
-                      _image_processor(directory))
+    return KnownModel(
+        name, str(directory), _read_json(directory / "config.json"), _image_processor(directory)
+    )
 
 
 def _from_hub_cache(name: str) -> KnownModel:
@@ -113,8 +114,11 @@ def known_names(settings: Settings) -> list[str]:
 def unknown_model(name: str, settings: Settings) -> InvalidRequest:
     names = known_names(settings)
     listed = ", ".join(names[:MAX_LISTED]) + (" …" if len(names) > MAX_LISTED else "")
-    return InvalidRequest(f"unknown base_model '{name[:200]}'; known models: {listed}",
-                          param="base_model", code="unknown_model")
+    return InvalidRequest(
+        f"unknown base_model '{name[:200]}'; known models: {listed}",
+        param="base_model",
+        code="unknown_model",
+    )
 
 
 def resolve_base_model(name: str, settings: Settings) -> KnownModel:
@@ -152,13 +156,16 @@ def check_fits_model(hp: Hyperparameters, model: KnownModel) -> None:
             raise InvalidRequest(
                 f"target_modules {unknown} are not linear layers of {model.name}'s language "
                 f"model; choose among {', '.join(PROJECTIONS)} or 'all-linear'",
-                param="hyperparameters.target_modules")
+                param="hyperparameters.target_modules",
+            )
     if hp.min_pixels is not None:
         upper = hp.max_pixels or _processor_max_pixels(model.processor)
         if upper is not None and hp.min_pixels > upper:
             raise InvalidRequest(
                 f"min_pixels ({hp.min_pixels}) exceeds {model.name}'s max_pixels ({upper}); "
-                "lower it or raise max_pixels", param="hyperparameters.min_pixels")
+                "lower it or raise max_pixels",
+                param="hyperparameters.min_pixels",
+            )
 
 
 def _processor_max_pixels(processor: dict[str, Any] | None) -> int | None:

@@ -34,8 +34,11 @@ def price_of(seconds: float, pool: Pool) -> Decimal:
 def meter_end(phase: Phase, now: datetime) -> datetime:
     """Where the meter of a running phase stands: now, or, once its lease has expired (the
     worker stopped renewing it), the run's last heartbeat: a dead worker is not billed."""
-    if phase.lease_expires_at is not None and as_utc(phase.lease_expires_at) <= now \
-            and phase.heartbeat_at is not None:
+    if (
+        phase.lease_expires_at is not None
+        and as_utc(phase.lease_expires_at) <= now
+        and phase.heartbeat_at is not None
+    ):
         return min(now, as_utc(phase.heartbeat_at))
     return now
 

@@ -58,13 +58,15 @@ def _open(file: IO[bytes], limits: ZipLimits) -> Iterator[zipfile.ZipFile]:
             raise InvalidDataset(f"the zip is damaged: {exc}", param="file") from exc
 
 
-def validate_dataset_zip(data: bytes, *, max_pixels: int, max_images: int,
-                         limits: ZipLimits | None = None) -> DatasetSummary:
+def validate_dataset_zip(
+    data: bytes, *, max_pixels: int, max_images: int, limits: ZipLimits | None = None
+) -> DatasetSummary:
     """Raise InvalidDataset naming every bad row, file and field (in `details`); else summarise."""
     limits = limits or ZipLimits()
     with _open(io.BytesIO(data), limits) as archive:
-        dataset = read_dataset(ZipSource(archive, limits), max_pixels=max_pixels,
-                               max_images=max_images)
+        dataset = read_dataset(
+            ZipSource(archive, limits), max_pixels=max_pixels, max_images=max_images
+        )
     return DatasetSummary(dataset.format, len(dataset.samples), dataset.num_images, dataset.root)
 
 

@@ -32,7 +32,9 @@ def create_dataset(
             param="file",
         )
     summary = validate_dataset_zip(
-        data, max_pixels=settings.max_image_pixels, max_images=settings.max_images,
+        data,
+        max_pixels=settings.max_image_pixels,
+        max_images=settings.max_images,
         limits=ZipLimits.from_settings(settings),
     )
     dataset_id = new_id()

@@ -48,8 +48,9 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
     """`pooled=False` keeps no connection open between uses: for a process that forks."""
     pool: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               **pool)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **pool
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
     elif url.startswith("postgresql"):
         engine = create_engine(url, pool_pre_ping=pooled, connect_args=_POSTGRES_TIMEOUTS, **pool)

@@ -41,9 +41,13 @@ class PhaseMessage:
     def from_payload(cls, payload: dict[str, Any]) -> PhaseMessage:
         """A delivered payload; ValueError when it is not one this class wrote."""
         try:
-            return cls(job_id=str(payload["job_id"]), phase=str(payload["phase"]),
-                       attempt=int(payload["attempt"]), pool=str(payload["pool"]),
-                       queue=str(payload.get("queue", "")))
+            return cls(
+                job_id=str(payload["job_id"]),
+                phase=str(payload["phase"]),
+                attempt=int(payload["attempt"]),
+                pool=str(payload["pool"]),
+                queue=str(payload.get("queue", "")),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a phase message: {payload!r}") from exc
 
@@ -86,8 +90,12 @@ class CeleryDispatcher:
         )
 
     def send(self, message: PhaseMessage) -> None:
-        self.app.send_task(message.task_name, kwargs={"payload": message.to_payload()},
-                           queue=message.route, task_id=message.task_id)
+        self.app.send_task(
+            message.task_name,
+            kwargs={"payload": message.to_payload()},
+            queue=message.route,
+            task_id=message.task_id,
+        )
 
     def waiting_task_ids(self, queues: Collection[str]) -> set[str] | None:
         if not self.broker_url.startswith(("redis://", "rediss://", "unix://")):
@@ -148,8 +156,7 @@ def defer(session: Session, message: PhaseMessage) -> None:
 def withdraw(session: Session, *, job_id: str, phase: str, attempt: int) -> bool:
     """Take back a message deferred in this transaction (its phase is being run in-process)."""
     pending: list[PhaseMessage] = session.info.get(_PENDING, [])
-    kept = [m for m in pending
-            if (m.job_id, m.phase, m.attempt) != (job_id, phase, attempt)]
+    kept = [m for m in pending if (m.job_id, m.phase, m.attempt) != (job_id, phase, attempt)]
     session.info[_PENDING] = kept
     return len(kept) != len(pending)
 

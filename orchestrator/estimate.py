@@ -34,8 +34,16 @@ from orchestrator.models import Pool
 from orchestrator.plan import PHASES, epoch_range
 from orchestrator.profiles import Profile
 
-COMPONENTS = ("startup", "input_download", "preprocess", "train", "evaluate", "export",
-              "checkpoint_upload", "other")
+COMPONENTS = (
+    "startup",
+    "input_download",
+    "preprocess",
+    "train",
+    "evaluate",
+    "export",
+    "checkpoint_upload",
+    "other",
+)
 SMALL_DATASET = 20  # as worker/recipe/preprocess.py
 MAX_SMALL_VALIDATION = 3
 VALIDATION_FORWARD_SHARE = 1 / 3  # a validation forward costs about a third of a training step
@@ -80,7 +88,8 @@ def check_validation_split(hp: Hyperparameters, num_samples: int) -> None:
         raise InvalidRequest(
             f"validation_samples ({hp.validation_samples}) must leave at least one of the "
             f"data set's {num_samples} samples to train on",
-            param="hyperparameters.validation_samples")
+            param="hyperparameters.validation_samples",
+        )
 
 
 def work_for(hp: Hyperparameters, dataset: DatasetSize) -> Work:
@@ -115,15 +124,22 @@ class PhaseEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "phase": self.phase, "pool": self.pool, "gpu_model": self.gpu_model,
-            "precision": self.precision, "micro_batch": self.micro_batch,
+            "phase": self.phase,
+            "pool": self.pool,
+            "gpu_model": self.gpu_model,
+            "precision": self.precision,
+            "micro_batch": self.micro_batch,
             "gradient_checkpointing": self.gradient_checkpointing,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "total_seconds": round(self.total_seconds, 3),
             "cost": money(self.cost, self.currency),
-            "peak_memory_bytes": self.peak_memory_bytes, "feasible": self.feasible,
-            "reason": self.reason, "samples": self.samples, "checkpoints": self.checkpoints,
-            "sources": self.sources, "fused": self.fused,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "feasible": self.feasible,
+            "reason": self.reason,
+            "samples": self.samples,
+            "checkpoints": self.checkpoints,
+            "sources": self.sources,
+            "fused": self.fused,
         }
 
 
@@ -155,24 +171,40 @@ class PlanEstimate:
         return "; ".join(blocked) if blocked else "every phase fits its GPU"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "pools": self.pools,
-                "cost": money(self.cost, self.currency),
-                "total_seconds": round(self.total_seconds, 3),
-                "feasible": self.feasible, "reason": self.reason,
-                "phases": [p.to_dict() for p in self.phases]}
+        return {
+            "name": self.name,
+            "pools": self.pools,
+            "cost": money(self.cost, self.currency),
+            "total_seconds": round(self.total_seconds, 3),
+            "feasible": self.feasible,
+            "reason": self.reason,
+            "phases": [p.to_dict() for p in self.phases],
+        }
 
 
 def _unchecked_plan(hp: Hyperparameters, pool: Pool) -> MemoryPlan:
     precision = precision_for(hp.precision, pool.supports_bf16)
-    return MemoryPlan(precision, hp.batch_size, hp.gradient_checkpointing, 0, 0, True,
-                      "model shape unknown: memory not checked")
+    return MemoryPlan(
+        precision,
+        hp.batch_size,
+        hp.gradient_checkpointing,
+        0,
+        0,
+        True,
+        "model shape unknown: memory not checked",
+    )
 
 
 def memory_plan(shape: ModelShape | None, hp: Hyperparameters, pool: Pool) -> MemoryPlan:
     if shape is None:
         return _unchecked_plan(hp, pool)
-    return training_plan(shape, hp, gpu_model=pool.gpu_model,
-                         gpu_memory_gb=pool.gpu_memory_gb, supports_bf16=pool.supports_bf16)
+    return training_plan(
+        shape,
+        hp,
+        gpu_model=pool.gpu_model,
+        gpu_memory_gb=pool.gpu_memory_gb,
+        supports_bf16=pool.supports_bf16,
+    )
 
 
 def _transfer_s(profile: Profile, nbytes: float) -> float:
@@ -181,25 +213,42 @@ def _transfer_s(profile: Profile, nbytes: float) -> float:
     return (0.0 if measured else profile.transfer_latency_s) + nbytes * profile.download_s_per_byte
 
 
-def _preprocess(phase: str, pool: Pool, profile: Profile, dataset: DatasetSize,
-                work: Work) -> PhaseEstimate:
+def _preprocess(
+    phase: str, pool: Pool, profile: Profile, dataset: DatasetSize, work: Work
+) -> PhaseEstimate:
     seconds = dict.fromkeys(COMPONENTS, 0.0)
     seconds["startup"] = profile.startup_s
     seconds["input_download"] = _transfer_s(profile, dataset.bytes)
     seconds["preprocess"] = work.artifact_samples * profile.preprocess_s_per_sample
     artifact_bytes = work.artifact_samples * profile.artifact_bytes_per_sample
     seconds["checkpoint_upload"] = (
-        profile.checkpoint_upload_s if profile.sources.get("checkpoint_upload") == "measured"
-        else profile.transfer_latency_s + artifact_bytes / profiles.UPLOAD_BYTES_PER_S)
+        profile.checkpoint_upload_s
+        if profile.sources.get("checkpoint_upload") == "measured"
+        else profile.transfer_latency_s + artifact_bytes / profiles.UPLOAD_BYTES_PER_S
+    )
     seconds["other"] = profile.other_s
     return PhaseEstimate(
-        phase, pool.name, pool.gpu_model, None, None, None, seconds,
-        price(sum(seconds.values()), pool.hourly_price), pool.currency, None, True,
+        phase,
+        pool.name,
+        pool.gpu_model,
+        None,
+        None,
+        None,
+        seconds,
+        price(sum(seconds.values()), pool.hourly_price),
+        pool.currency,
+        None,
+        True,
         "preprocessing runs on the CPU: no model weights on the GPU",
-        samples=work.artifact_samples, checkpoints=1,
-        sources=sorted({profile.sources.get(c, profile.source) for c in
-                        ("startup", "input_download", "preprocess", "checkpoint_upload",
-                         "other")}))
+        samples=work.artifact_samples,
+        checkpoints=1,
+        sources=sorted(
+            {
+                profile.sources.get(c, profile.source)
+                for c in ("startup", "input_download", "preprocess", "checkpoint_upload", "other")
+            }
+        ),
+    )
 
 
 def _checkpoint_count(hp: Hyperparameters, work: Work, epochs: int, train_s: float) -> int:
@@ -213,19 +262,31 @@ def _checkpoint_count(hp: Hyperparameters, work: Work, epochs: int, train_s: flo
     return count + int(train_s // hp.checkpoint_interval_seconds)
 
 
-def _training(phase: str, pool: Pool, profile: Profile, plan: MemoryPlan,
-              shape: ModelShape | None, hp: Hyperparameters, work: Work,
-              fused_after: str | None) -> PhaseEstimate:
+def _training(
+    phase: str,
+    pool: Pool,
+    profile: Profile,
+    plan: MemoryPlan,
+    shape: ModelShape | None,
+    hp: Hyperparameters,
+    work: Work,
+    fused_after: str | None,
+) -> PhaseEstimate:
     epochs = epoch_range(phase, hp).end - epoch_range(phase, hp).start
     samples = epochs * work.train_per_epoch
     seconds = dict.fromkeys(COMPONENTS, 0.0)
-    checkpoint_bytes = (shape.lora_params(hp.target_modules, hp.lora_rank)
-                        * profiles.CHECKPOINT_BYTES_PER_LORA_PARAM if shape else 0)
+    checkpoint_bytes = (
+        shape.lora_params(hp.target_modules, hp.lora_rank)
+        * profiles.CHECKPOINT_BYTES_PER_LORA_PARAM
+        if shape
+        else 0
+    )
     if fused_after is None:
         seconds["startup"] = profile.startup_s
         # The final phase resumes from the warmup's last checkpoint.
-        download = (work.artifact_samples * profile.artifact_bytes_per_sample
-                    + (checkpoint_bytes if phase == "final" else 0))
+        download = work.artifact_samples * profile.artifact_bytes_per_sample + (
+            checkpoint_bytes if phase == "final" else 0
+        )
         seconds["input_download"] = _transfer_s(profile, download)
     elif fused_after == "preprocess":
         # Same process as preprocessing: imports done and the artifact on disk; the model loads.
@@ -251,31 +312,61 @@ def _training(phase: str, pool: Pool, profile: Profile, plan: MemoryPlan,
     used = ["startup", "input_download", "train", "checkpoint_upload", "other"]
     used += ["evaluate", "export"] if phase == "final" else []
     return PhaseEstimate(
-        phase, pool.name, pool.gpu_model, plan.precision, plan.micro_batch,
-        plan.gradient_checkpointing, seconds, price(sum(seconds.values()), pool.hourly_price),
-        pool.currency, profile.peak_memory_bytes or plan.peak_bytes or None, plan.feasible,
-        plan.reason, samples=samples, checkpoints=checkpoints,
+        phase,
+        pool.name,
+        pool.gpu_model,
+        plan.precision,
+        plan.micro_batch,
+        plan.gradient_checkpointing,
+        seconds,
+        price(sum(seconds.values()), pool.hourly_price),
+        pool.currency,
+        profile.peak_memory_bytes or plan.peak_bytes or None,
+        plan.feasible,
+        plan.reason,
+        samples=samples,
+        checkpoints=checkpoints,
         sources=sorted({profile.sources.get(c, profile.source) for c in used}),
-        fused=fused_after is not None)
+        fused=fused_after is not None,
+    )
 
 
 def _blocked(phase: str, pool: Pool, plan: MemoryPlan, reason: str) -> PhaseEstimate:
-    return PhaseEstimate(phase, pool.name, pool.gpu_model, plan.precision, plan.micro_batch,
-                         plan.gradient_checkpointing, dict.fromkeys(COMPONENTS, 0.0),
-                         Decimal(0), pool.currency, plan.peak_bytes or None, False, reason)
+    return PhaseEstimate(
+        phase,
+        pool.name,
+        pool.gpu_model,
+        plan.precision,
+        plan.micro_batch,
+        plan.gradient_checkpointing,
+        dict.fromkeys(COMPONENTS, 0.0),
+        Decimal(0),
+        pool.currency,
+        plan.peak_bytes or None,
+        False,
+        reason,
+    )
 
 
-def estimate_plan(name: str, shape: ModelShape | None, hp: Hyperparameters,
-                  dataset: DatasetSize, pools: dict[str, Pool],
-                  lookup: ProfileLookup) -> PlanEstimate | None:
+def estimate_plan(
+    name: str,
+    shape: ModelShape | None,
+    hp: Hyperparameters,
+    dataset: DatasetSize,
+    pools: dict[str, Pool],
+    lookup: ProfileLookup,
+) -> PlanEstimate | None:
     """Every phase of the job on its pool; None when some phase has no profile at all."""
     work = work_for(hp, dataset)
     estimates: list[PhaseEstimate] = []
     for phase in PHASES:
         pool = pools[phase]
         previous = estimates[-1] if estimates else None
-        fused_after = (previous.phase if previous is not None and previous.feasible
-                       and previous.pool == pool.name else None)
+        fused_after = (
+            previous.phase
+            if previous is not None and previous.feasible and previous.pool == pool.name
+            else None
+        )
         plan = memory_plan(shape, hp, pool) if phase != "preprocess" else _unchecked_plan(hp, pool)
         if not plan.feasible:
             estimates.append(_blocked(phase, pool, plan, plan.reason))
@@ -295,22 +386,32 @@ def profile_key(hp: Hyperparameters, plan: MemoryPlan) -> tuple[str, str, int]:
     return plan.precision, lora_targets_key(hp.target_modules), plan.micro_batch
 
 
-def seeded_lookup(shape: ModelShape, hp: Hyperparameters
-                  ) -> Callable[[str, Pool, MemoryPlan], Profile]:
+def seeded_lookup(
+    shape: ModelShape, hp: Hyperparameters
+) -> Callable[[str, Pool, MemoryPlan], Profile]:
     """Bench, derived or default profiles only: what is known before any run is measured."""
+
     def lookup(phase: str, pool: Pool, plan: MemoryPlan) -> Profile:
         precision, _, micro_batch = profile_key(hp, plan)
         return profiles.seed_profile(
-            shape, pool, phase=phase, precision=precision, target_modules=hp.target_modules,
-            lora_rank=hp.lora_rank, micro_batch=micro_batch,
+            shape,
+            pool,
+            phase=phase,
+            precision=precision,
+            target_modules=hp.target_modules,
+            lora_rank=hp.lora_rank,
+            micro_batch=micro_batch,
             gradient_checkpointing=plan.gradient_checkpointing,
-            eval_max_new_tokens=hp.eval_max_new_tokens, peak_memory_bytes=plan.peak_bytes or None)
+            eval_max_new_tokens=hp.eval_max_new_tokens,
+            peak_memory_bytes=plan.peak_bytes or None,
+        )
 
     return lookup
 
 
-def session_lookup(session: Session, shape: ModelShape | None, model_key: str,
-                   hp: Hyperparameters) -> ProfileLookup:
+def session_lookup(
+    session: Session, shape: ModelShape | None, model_key: str, hp: Hyperparameters
+) -> ProfileLookup:
     """Profiles from the job store's measured runs over the bench, derived or default seeds."""
     learned: dict[tuple[str, str], tuple[dict[str, float], int]] = {}
     seeded = seeded_lookup(shape, hp) if shape is not None else None
@@ -322,13 +423,21 @@ def session_lookup(session: Session, shape: ModelShape | None, model_key: str,
         # Runs are filed under the job's batch_size, whatever micro-batch they ended with.
         if (kind, pool.name) not in learned:
             learned[kind, pool.name] = profiles.learned_rates(
-                session, kind, pool.name, model_key, targets, hp.batch_size)
+                session, kind, pool.name, model_key, targets, hp.batch_size
+            )
         rates, runs = learned[kind, pool.name]
         if phase == "preprocess":
             rates = {k: v for k, v in rates.items() if k != "peak_memory_bytes"}
         if seeded is None:
-            profile = profiles.measured_only(model_key, pool, rates, runs, precision=precision,
-                                             lora_targets=targets, micro_batch=micro_batch)
+            profile = profiles.measured_only(
+                model_key,
+                pool,
+                rates,
+                runs,
+                precision=precision,
+                lora_targets=targets,
+                micro_batch=micro_batch,
+            )
         else:
             profile = profiles.with_measurements(seeded(phase, pool, plan), rates, runs)
         # Measured on whichever pool preprocessed the model's data: it sizes every download.
@@ -339,9 +448,15 @@ def session_lookup(session: Session, shape: ModelShape | None, model_key: str,
     return lookup
 
 
-def estimate_job(session: Session, *, base_model: str, hyperparameters: Hyperparameters,
-                 dataset: DatasetSize, pools: dict[str, Pool], name: str = "requested"
-                 ) -> PlanEstimate | None:
+def estimate_job(
+    session: Session,
+    *,
+    base_model: str,
+    hyperparameters: Hyperparameters,
+    dataset: DatasetSize,
+    pools: dict[str, Pool],
+    name: str = "requested",
+) -> PlanEstimate | None:
     """The job on the given pools (phase -> pool); None when nothing is known of its model."""
     shape = shape_for(base_model)
     lookup = session_lookup(session, shape, model_key_for(base_model), hyperparameters)

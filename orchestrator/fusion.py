@@ -34,5 +34,11 @@ def continue_on_same_pool(
     if not dispatch.withdraw(session, job_id=nxt.job_id, phase=nxt.name, attempt=nxt.attempt):
         return None  # queued by someone else's transaction: its message is already out
     emit_for_phase(session, nxt, EventType.PHASE_FUSED, after=finished.phase, pool=nxt.pool)
-    return claim_phase(session, job_id=nxt.job_id, phase=nxt.name, attempt=nxt.attempt,
-                       worker_id=worker_id, lease_seconds=lease_seconds)
+    return claim_phase(
+        session,
+        job_id=nxt.job_id,
+        phase=nxt.name,
+        attempt=nxt.attempt,
+        worker_id=worker_id,
+        lease_seconds=lease_seconds,
+    )

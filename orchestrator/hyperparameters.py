@@ -59,7 +59,8 @@ class Hyperparameters(BaseModel):
 
     # data
     validation_samples: int | None = Field(
-        None, ge=0, le=100_000, description="Held-out samples; default: a few, chosen by seed")
+        None, ge=0, le=100_000, description="Held-out samples; default: a few, chosen by seed"
+    )
     augmentation: Augmentation = Field(default_factory=Augmentation)
     min_pixels: int | None = Field(None, gt=0, le=MAX_PIXELS)
     max_pixels: int | None = Field(None, gt=0, le=MAX_PIXELS)
@@ -68,8 +69,9 @@ class Hyperparameters(BaseModel):
     # At least a second: checkpoints more often than that are checkpoint_every_steps' job, and
     # an interval near zero would make the estimate's checkpoint count infinite.
     checkpoint_interval_seconds: float = Field(7200.0, ge=1, le=30 * 86400)
-    checkpoint_every_steps: int = Field(0, ge=0, le=1_000_000,
-                                        description="0 turns step checkpoints off")
+    checkpoint_every_steps: int = Field(
+        0, ge=0, le=1_000_000, description="0 turns step checkpoints off"
+    )
     keep_last_checkpoints: int = Field(2, ge=1, le=100)
     best_metric: Literal["val_loss", "token_accuracy"] = "val_loss"
     export_merged: bool = False
@@ -85,6 +87,7 @@ class Hyperparameters(BaseModel):
         if isinstance(self.target_modules, list) and not self.target_modules:
             raise ValueError("target_modules must name at least one module or be 'all-linear'")
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
-            raise ValueError(f"min_pixels ({self.min_pixels}) exceeds max_pixels "
-                             f"({self.max_pixels})")
+            raise ValueError(
+                f"min_pixels ({self.min_pixels}) exceeds max_pixels ({self.max_pixels})"
+            )
         return self

@@ -66,16 +66,28 @@ def hash_upload(file: IO[bytes], *names: str) -> str:
 
 def check_key(key: str) -> None:
     if not key.strip():
-        raise InvalidRequest(f"the {HEADER} header is empty; send a unique string, like a UUID",
-                             param=HEADER, code="invalid_idempotency_key")
+        raise InvalidRequest(
+            f"the {HEADER} header is empty; send a unique string, like a UUID",
+            param=HEADER,
+            code="invalid_idempotency_key",
+        )
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidRequest(
             f"the {HEADER} header has {len(key)} characters; at most {MAX_KEY_LENGTH} are allowed",
-            param=HEADER, code="invalid_idempotency_key")
+            param=HEADER,
+            code="invalid_idempotency_key",
+        )
 
 
-def run_once(session: Session, *, tenant_id: str, route: str, key: str, request_hash: str,
-             create: Callable[[], Result]) -> Result:
+def run_once(
+    session: Session,
+    *,
+    tenant_id: str,
+    route: str,
+    key: str,
+    request_hash: str,
+    create: Callable[[], Result],
+) -> Result:
     """`create()`'s result, or the result recorded for this key by an earlier request."""
     check_key(key)
     _lock(session, tenant_id, route, key)
@@ -85,9 +97,19 @@ def run_once(session: Session, *, tenant_id: str, route: str, key: str, request_
         return _replay(earlier, request_hash, route)
     result = create()
     try:
-        _record(session, earlier, IdempotencyKey(
-            tenant_id=tenant_id, key=key, route=route, request_hash=request_hash,
-            status_code=result.status_code, response_body=result.body, created_at=now))
+        _record(
+            session,
+            earlier,
+            IdempotencyKey(
+                tenant_id=tenant_id,
+                key=key,
+                route=route,
+                request_hash=request_hash,
+                status_code=result.status_code,
+                response_body=result.body,
+                created_at=now,
+            ),
+        )
     except IntegrityError:
         # Another request with this key committed first. Undo everything this one did (its
         # stored upload goes with the rollback) and answer with that request's result.
@@ -114,15 +136,18 @@ def _lock(session: Session, tenant_id: str, route: str, key: str) -> None:
         raise Conflict(
             f"a {route} request with {HEADER} '{key}' is still in progress; retry it once that "
             "request has finished to get its result",
-            param=HEADER, code="idempotency_request_in_progress")
+            param=HEADER,
+            code="idempotency_request_in_progress",
+        )
 
 
 def _record(session: Session, expired: IdempotencyKey | None, record: IdempotencyKey) -> None:
     if expired is not None:
         session.delete(expired)
         session.flush()  # before the insert that takes its (tenant, route, key)
-    repository.delete_idempotency_records_before(session, record.created_at - KEY_TTL,
-                                                 limit=PURGE_BATCH)
+    repository.delete_idempotency_records_before(
+        session, record.created_at - KEY_TTL, limit=PURGE_BATCH
+    )
     session.add(record)
     session.flush()
 
@@ -132,5 +157,7 @@ def _replay(record: IdempotencyKey, request_hash: str, route: str) -> Result:
         raise InvalidRequest(
             f"{HEADER} '{record.key}' was already used for a different {route} request; "
             "send a new key for a new request",
-            param=HEADER, code="idempotency_key_reused")
+            param=HEADER,
+            code="idempotency_key_reused",
+        )
     return Result(record.status_code, record.response_body, replayed=True)

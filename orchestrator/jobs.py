@@ -34,14 +34,14 @@ def parse_hyperparameters(raw: dict[str, Any] | None) -> Hyperparameters:
         raise InvalidRequest(f"{where}: {reason}", param=where) from exc
 
 
-def resolve_pools(session: Session, requested: dict[str, str] | str | None
-                  ) -> dict[str, str] | str:
+def resolve_pools(session: Session, requested: dict[str, str] | str | None) -> dict[str, str] | str:
     """Phase -> pool name with the defaults filled in, or "auto" for the planner to choose."""
     if isinstance(requested, str):
         if requested != AUTO:
             raise InvalidRequest(
                 f"pools must be \"auto\" or an object of phase to pool, not '{requested}'",
-                param="pools")
+                param="pools",
+            )
         return AUTO
     known = repository.pools_by_name(session)
     pools = dict(DEFAULT_POOLS)
@@ -82,8 +82,14 @@ def submit_job(
     model = resolve_base_model(base_model, get_settings())
     check_fits_model(hp, model)
     base_model = model.name  # the registered name: a server path is never stored or shown
-    planned = plan_job(session, base_model=base_model, hp=hp, dataset=dataset,
-                       requested=requested, max_cost=max_cost)
+    planned = plan_job(
+        session,
+        base_model=base_model,
+        hp=hp,
+        dataset=dataset,
+        requested=requested,
+        max_cost=max_cost,
+    )
     phase_pools = planned.pools
     now = utcnow()
     job = Job(
@@ -99,8 +105,14 @@ def submit_job(
         plan=planned.plan,
     )
     job.phases = [
-        Phase(name=name, position=i, pool=phase_pools[name], status=PhaseStatus.PENDING, attempt=0,
-              estimate=planned.estimates.get(name))
+        Phase(
+            name=name,
+            position=i,
+            pool=phase_pools[name],
+            status=PhaseStatus.PENDING,
+            attempt=0,
+            estimate=planned.estimates.get(name),
+        )
         for i, name in enumerate(PHASES)
     ]
     session.add(job)
@@ -137,8 +149,9 @@ def cancel_job(session: Session, tenant_id: str, job_id: str) -> Job:
 REQUEUE_FROM = ("checkpoint", "input")
 
 
-def requeue_phase(session: Session, tenant_id: str, job_id: str, phase_name: str,
-                  start_from: str | None = None) -> Job:
+def requeue_phase(
+    session: Session, tenant_id: str, job_id: str, phase_name: str, start_from: str | None = None
+) -> Job:
     """Run a phase again; the phases after it follow. A failed or cancelled phase (stopped by
     its budget, say) continues from its latest resumable checkpoint unless `start_from` is
     "input"; a succeeded phase starts over from its input unless it is "checkpoint"."""
@@ -187,8 +200,9 @@ def requeue_phase(session: Session, tenant_id: str, job_id: str, phase_name: str
             later.resume_key = None  # its checkpoints grew from an input that is replaced
     if start_from == "input":
         phase.resume_key = None
-    emit_for_phase(session, phase, EventType.PHASE_REQUEUED, start_from=start_from,
-                   resume_key=phase.resume_key)
+    emit_for_phase(
+        session, phase, EventType.PHASE_REQUEUED, start_from=start_from, resume_key=phase.resume_key
+    )
     queue_phase(session, job, phase, now=now, reason="requeue")
     refresh_job_status(session, job, now)
     return job

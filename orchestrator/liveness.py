@@ -58,14 +58,22 @@ def live_workers_by_queue(session: Session, now: datetime) -> dict[str, list[Wor
     return dict(by_queue)
 
 
-def phase_detail(phase: Phase, queue: str, served: frozenset[str] | None,
-                 now: datetime) -> PhaseDetail | None:
+def phase_detail(
+    phase: Phase, queue: str, served: frozenset[str] | None, now: datetime
+) -> PhaseDetail | None:
     """Why a phase is not moving, when the store can tell; `served` None means unknown."""
-    if phase.status == PhaseStatus.RUNNING and phase.lease_expires_at is not None \
-            and as_utc(phase.lease_expires_at) <= now:
+    if (
+        phase.status == PhaseStatus.RUNNING
+        and phase.lease_expires_at is not None
+        and as_utc(phase.lease_expires_at) <= now
+    ):
         return PhaseDetail.STALLED
     waited_long = phase.queued_at is not None and as_utc(phase.queued_at) <= now - SEEN_WITHIN
-    if phase.status == PhaseStatus.QUEUED and served is not None and queue not in served \
-            and waited_long:
+    if (
+        phase.status == PhaseStatus.QUEUED
+        and served is not None
+        and queue not in served
+        and waited_long
+    ):
         return PhaseDetail.WAITING_FOR_WORKER
     return None

@@ -60,8 +60,9 @@ def weights_bytes(shape: ModelShape, precision: str) -> int:
     return shape.total_params * BYTES_PER_WEIGHT[precision]
 
 
-def activation_bytes_per_sample(shape: ModelShape, target_modules: list[str] | str,
-                                gradient_checkpointing: bool) -> float:
+def activation_bytes_per_sample(
+    shape: ModelShape, target_modules: list[str] | str, gradient_checkpointing: bool
+) -> float:
     """Between the q/v and all-linear calibration points by the share of LoRA parameters:
     each adapted projection keeps its input and its dropout mask for the backward pass."""
     if gradient_checkpointing:
@@ -70,17 +71,28 @@ def activation_bytes_per_sample(shape: ModelShape, target_modules: list[str] | s
     share = (shape.lora_params(target_modules) - qv) / (every - qv)
     share = min(1.0, max(0.0, share))
     return shape.activation_bytes_qv + share * (
-        shape.activation_bytes_all_linear - shape.activation_bytes_qv)
+        shape.activation_bytes_all_linear - shape.activation_bytes_qv
+    )
 
 
-def training_peak_bytes(shape: ModelShape, *, precision: str, target_modules: list[str] | str,
-                        lora_rank: int, micro_batch: int, gradient_checkpointing: bool) -> int:
+def training_peak_bytes(
+    shape: ModelShape,
+    *,
+    precision: str,
+    target_modules: list[str] | str,
+    lora_rank: int,
+    micro_batch: int,
+    gradient_checkpointing: bool,
+) -> int:
     weights = weights_bytes(shape, precision)
     lora = shape.lora_params(target_modules, lora_rank) * LORA_STATE_BYTES_PER_PARAM
     # fp32 activations take twice the 16-bit calibration.
     scale = 2.0 if precision == "fp32" else 1.0
-    activations = scale * micro_batch * activation_bytes_per_sample(
-        shape, target_modules, gradient_checkpointing)
+    activations = (
+        scale
+        * micro_batch
+        * activation_bytes_per_sample(shape, target_modules, gradient_checkpointing)
+    )
     return int(weights + lora + activations + WORKSPACE_BYTES)
 
 
@@ -96,43 +108,90 @@ def _ladder(micro_batch: int, checkpointing: bool) -> list[tuple[int, bool]]:
     return steps
 
 
-def training_plan(shape: ModelShape, hp: Hyperparameters, *, gpu_model: str,
-                  gpu_memory_gb: float, supports_bf16: bool) -> MemoryPlan:
+def training_plan(
+    shape: ModelShape,
+    hp: Hyperparameters,
+    *,
+    gpu_model: str,
+    gpu_memory_gb: float,
+    supports_bf16: bool,
+) -> MemoryPlan:
     """The first configuration of the OOM ladder that fits, or why none does."""
     precision = precision_for(hp.precision, supports_bf16)
     usable = usable_bytes(gpu_memory_gb)
     if precision == "bf16" and not supports_bf16:
-        return MemoryPlan(precision, hp.batch_size, hp.gradient_checkpointing, 0, usable, False,
-                          f"precision bf16 is not supported by {gpu_model}; use auto or fp16")
+        return MemoryPlan(
+            precision,
+            hp.batch_size,
+            hp.gradient_checkpointing,
+            0,
+            usable,
+            False,
+            f"precision bf16 is not supported by {gpu_model}; use auto or fp16",
+        )
     weights = weights_bytes(shape, precision)
     if weights >= usable:
         return MemoryPlan(
-            precision, hp.batch_size, hp.gradient_checkpointing, weights, usable, False,
+            precision,
+            hp.batch_size,
+            hp.gradient_checkpointing,
+            weights,
+            usable,
+            False,
             f"{shape.key} weights in {precision} need {gib(weights)}; "
-            f"{gpu_model} has {gib(usable)} usable")
+            f"{gpu_model} has {gib(usable)} usable",
+        )
     first = None
     for micro_batch, checkpointing in _ladder(hp.batch_size, hp.gradient_checkpointing):
         peak = training_peak_bytes(
-            shape, precision=precision, target_modules=hp.target_modules,
-            lora_rank=hp.lora_rank, micro_batch=micro_batch,
-            gradient_checkpointing=checkpointing)
+            shape,
+            precision=precision,
+            target_modules=hp.target_modules,
+            lora_rank=hp.lora_rank,
+            micro_batch=micro_batch,
+            gradient_checkpointing=checkpointing,
+        )
         first = first or peak
         if peak <= usable:
-            return MemoryPlan(precision, micro_batch, checkpointing, peak, usable, True,
-                              _fit_reason(precision, hp, micro_batch, checkpointing, first, peak,
-                                          usable, gpu_model))
+            return MemoryPlan(
+                precision,
+                micro_batch,
+                checkpointing,
+                peak,
+                usable,
+                True,
+                _fit_reason(
+                    precision, hp, micro_batch, checkpointing, first, peak, usable, gpu_model
+                ),
+            )
     return MemoryPlan(
-        precision, 1, True, peak, usable, False,
+        precision,
+        1,
+        True,
+        peak,
+        usable,
+        False,
         f"{shape.key} needs {gib(peak)} even at micro-batch 1 with gradient checkpointing; "
-        f"{gpu_model} has {gib(usable)} usable")
+        f"{gpu_model} has {gib(usable)} usable",
+    )
 
 
-def _fit_reason(precision: str, hp: Hyperparameters, micro_batch: int, checkpointing: bool,
-                first: int, peak: int, usable: int, gpu_model: str) -> str:
+def _fit_reason(
+    precision: str,
+    hp: Hyperparameters,
+    micro_batch: int,
+    checkpointing: bool,
+    first: int,
+    peak: int,
+    usable: int,
+    gpu_model: str,
+) -> str:
     scaler = " with the fp16 grad scaler" if precision == "fp16" else ""
     if (micro_batch, checkpointing) == (hp.batch_size, hp.gradient_checkpointing):
         return f"fits: {gib(peak)} of {gib(usable)} usable on {gpu_model}, {precision}{scaler}"
     how = f"micro-batch {micro_batch}" + (" with gradient checkpointing" if checkpointing else "")
-    return (f"micro-batch {hp.batch_size} needs {gib(first)} of {gib(usable)} usable on "
-            f"{gpu_model}; out-of-memory recovery continues at {how} ({gib(peak)}), "
-            f"{precision}{scaler}")
+    return (
+        f"micro-batch {hp.batch_size} needs {gib(first)} of {gib(usable)} usable on "
+        f"{gpu_model}; out-of-memory recovery continues at {how} ({gib(peak)}), "
+        f"{precision}{scaler}"
+    )

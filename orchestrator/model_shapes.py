@@ -70,8 +70,15 @@ class ModelShape:
     def _projection_dims(self) -> dict[str, tuple[int, int]]:
         h, i = self.hidden_size, self.intermediate_size
         q, kv = self.attention_heads * self.head_dim, self.kv_heads * self.head_dim
-        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+        return {
+            "q_proj": (h, q),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (q, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
 
     def lora_params(self, target_modules: list[str] | str, rank: int = 8) -> int:
         """Trainable LoRA parameters in the language model: rank x (in + out) per adapted
@@ -96,23 +103,51 @@ SHAPES: dict[str, ModelShape] = {
     # peft gave 3,584 (q/v) and 16,384 (all-linear) trainable parameters at r 8.
     # tests/worker/test_model_shapes.py recounts them. Activations are a rough figure (the tiny
     # model runs on CPUs, where memory never binds), not calibrated.
-    TINY: ModelShape(TINY, total_params=288_992, vision_params=149_344, layers=2,
-                     hidden_size=64, intermediate_size=128, attention_heads=4, kv_heads=2,
-                     head_dim=16, activation_bytes_qv=2e6, activation_bytes_all_linear=3e6,
-                     activation_bytes_checkpointed=1e6),
+    TINY: ModelShape(
+        TINY,
+        total_params=288_992,
+        vision_params=149_344,
+        layers=2,
+        hidden_size=64,
+        intermediate_size=128,
+        attention_heads=4,
+        kv_heads=2,
+        head_dim=16,
+        activation_bytes_qv=2e6,
+        activation_bytes_all_linear=3e6,
+        activation_bytes_checkpointed=1e6,
+    ),
     # Parameter counts as the bench built them from the published config.json
     # (bench/results/nvidia-h200-2026-11-28.json `params`: total less LoRA; vision = patch
     # embedding + blocks + mergers); activations fitted to the bench's peak memory.
-    QWEN3_VL_2B: ModelShape(QWEN3_VL_2B, total_params=2_127_532_032, vision_params=404_226_048,
-                            layers=28, hidden_size=2048, intermediate_size=6144,
-                            attention_heads=16, kv_heads=8, head_dim=128,
-                            activation_bytes_qv=1.28e9, activation_bytes_all_linear=1.82e9,
-                            activation_bytes_checkpointed=0.60e9),
-    QWEN3_VL_8B: ModelShape(QWEN3_VL_8B, total_params=8_767_123_696, vision_params=573_272_064,
-                            layers=36, hidden_size=4096, intermediate_size=12288,
-                            attention_heads=32, kv_heads=8, head_dim=128,
-                            activation_bytes_qv=2.36e9, activation_bytes_all_linear=3.71e9,
-                            activation_bytes_checkpointed=0.65e9),
+    QWEN3_VL_2B: ModelShape(
+        QWEN3_VL_2B,
+        total_params=2_127_532_032,
+        vision_params=404_226_048,
+        layers=28,
+        hidden_size=2048,
+        intermediate_size=6144,
+        attention_heads=16,
+        kv_heads=8,
+        head_dim=128,
+        activation_bytes_qv=1.28e9,
+        activation_bytes_all_linear=1.82e9,
+        activation_bytes_checkpointed=0.60e9,
+    ),
+    QWEN3_VL_8B: ModelShape(
+        QWEN3_VL_8B,
+        total_params=8_767_123_696,
+        vision_params=573_272_064,
+        layers=36,
+        hidden_size=4096,
+        intermediate_size=12288,
+        attention_heads=32,
+        kv_heads=8,
+        head_dim=128,
+        activation_bytes_qv=2.36e9,
+        activation_bytes_all_linear=3.71e9,
+        activation_bytes_checkpointed=0.65e9,
+    ),
 }
 
 

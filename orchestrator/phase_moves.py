@@ -57,8 +57,13 @@ def queue_phase(session: Session, job: Job, phase: Phase, *, now: datetime, reas
 
 def phase_message(session: Session, phase: Phase) -> dispatch.PhaseMessage:
     """The task for the phase's current attempt, routed to its pool's queue as stored now."""
-    return dispatch.PhaseMessage(job_id=phase.job_id, phase=phase.name, attempt=phase.attempt,
-                                 pool=phase.pool, queue=queue_of(session, phase.pool))
+    return dispatch.PhaseMessage(
+        job_id=phase.job_id,
+        phase=phase.name,
+        attempt=phase.attempt,
+        pool=phase.pool,
+        queue=queue_of(session, phase.pool),
+    )
 
 
 def cancel_waiting(session: Session, job: Job, phase: Phase, *, now: datetime) -> None:
@@ -73,8 +78,15 @@ def cancel_waiting(session: Session, job: Job, phase: Phase, *, now: datetime) -
         emit(session, job.id, EventType.PHASE_CANCELLED, phase=phase.name, attempt=phase.attempt)
 
 
-def mark_failed(session: Session, phase: Phase, *, code: str, message: str,
-                now: datetime, details: list[dict[str, Any]] | None = None) -> None:
+def mark_failed(
+    session: Session,
+    phase: Phase,
+    *,
+    code: str,
+    message: str,
+    now: datetime,
+    details: list[dict[str, Any]] | None = None,
+) -> None:
     """Fail the phase for good and make its error the job's error."""
     move(phase, PhaseStatus.FAILED)
     phase.finished_at = now
@@ -82,8 +94,16 @@ def mark_failed(session: Session, phase: Phase, *, code: str, message: str,
     phase.error_code, phase.error_message = code, message
     job = phase.job
     job.error_code, job.error_message, job.error_param = code, message, phase.name
-    emit(session, job.id, EventType.PHASE_FAILED, phase=phase.name, attempt=phase.attempt,
-         code=code, message=message, **({"details": details} if details else {}))
+    emit(
+        session,
+        job.id,
+        EventType.PHASE_FAILED,
+        phase=phase.name,
+        attempt=phase.attempt,
+        code=code,
+        message=message,
+        **({"details": details} if details else {}),
+    )
 
 
 def refresh_job_status(session: Session, job: Job, now: datetime | None = None) -> None:

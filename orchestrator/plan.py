@@ -34,4 +34,3 @@ def next_phase(phase: str) -> str | None:
 def previous_phase(phase: str) -> str | None:
     index = PHASES.index(phase)
     return PHASES[index - 1] if index > 0 else None
-

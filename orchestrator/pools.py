@@ -32,8 +32,11 @@ POOL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 DEFAULT_CURRENCY = "CNY"
 
 PoolName = Annotated[str, StringConstraints(pattern=POOL_NAME_PATTERN)]
-Currency = Annotated[str, BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
-                     StringConstraints(pattern=r"^[A-Z]{3}$")]
+Currency = Annotated[
+    str,
+    BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
+    StringConstraints(pattern=r"^[A-Z]{3}$"),
+]
 
 
 class PoolChanges(BaseModel):
@@ -42,16 +45,20 @@ class PoolChanges(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     queue: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] | None = Field(
-        None, description="Celery queue its workers listen on; default gpu.<name>")
-    gpu_model: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                                max_length=64)] | None = None
+        None, description="Celery queue its workers listen on; default gpu.<name>"
+    )
+    gpu_model: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None
+    ) = None
     gpu_memory_gb: int | None = Field(None, ge=1, le=4096, description="GPU memory in GiB")
     supports_bf16: bool | None = None
-    hourly_price: Decimal | None = Field(None, ge=0, max_digits=12, decimal_places=4,
-                                         allow_inf_nan=False)
+    hourly_price: Decimal | None = Field(
+        None, ge=0, max_digits=12, decimal_places=4, allow_inf_nan=False
+    )
     currency: Currency | None = Field(None, description="ISO 4217 code, e.g. CNY")
-    peak_tflops: float | None = Field(None, ge=0, allow_inf_nan=False,
-                                      description="Datasheet dense 16-bit TFLOP/s")
+    peak_tflops: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="Datasheet dense 16-bit TFLOP/s"
+    )
     memory_bandwidth_gbs: float | None = Field(None, ge=0, allow_inf_nan=False)
 
 
@@ -86,8 +93,9 @@ def queue_of(session: Session, name: str) -> str:
     return pool_queue(pool) if pool is not None else default_queue(name)
 
 
-def upsert_pool(session: Session, name: str, changes: PoolChanges, *,
-                check_currency: bool = True) -> tuple[Pool, bool]:
+def upsert_pool(
+    session: Session, name: str, changes: PoolChanges, *, check_currency: bool = True
+) -> tuple[Pool, bool]:
     """Create or update a pool; returns (pool, created)."""
     check_name(name)
     fields = changes.model_dump(exclude_none=True)
@@ -98,10 +106,17 @@ def upsert_pool(session: Session, name: str, changes: PoolChanges, *,
         if missing:
             raise InvalidRequest(
                 f"pool '{name}' is new: {', '.join(missing)} must be given",
-                param=missing[0], code="missing_field",
+                param=missing[0],
+                code="missing_field",
             )
-        pool = Pool(name=name, queue=default_queue(name), supports_bf16=True, peak_tflops=0.0,
-                    memory_bandwidth_gbs=0.0, currency=_house_currency(session))
+        pool = Pool(
+            name=name,
+            queue=default_queue(name),
+            supports_bf16=True,
+            peak_tflops=0.0,
+            memory_bandwidth_gbs=0.0,
+            currency=_house_currency(session),
+        )
         session.add(pool)
     for field, value in fields.items():
         setattr(pool, field, value)
@@ -126,7 +141,8 @@ def check_one_currency(session: Session) -> None:
         raise InvalidRequest(
             "every pool must bill in one currency (job costs, budgets and spending limits add "
             f"them up); pools would be in {listing}. Change all pools at once with a pools file",
-            param="currency", code="currency_mismatch",
+            param="currency",
+            code="currency_mismatch",
         )
 
 
@@ -152,8 +168,10 @@ def read_pools_file(path: Path) -> list[PoolEntry]:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "item"
             label = item.get("name", index) if isinstance(item, dict) else index
-            raise InvalidRequest(f"pools file {path}, pool {label}: {where}: {first['msg']}",
-                                 param=f"{path}[{index}].{where}") from exc
+            raise InvalidRequest(
+                f"pools file {path}, pool {label}: {where}: {first['msg']}",
+                param=f"{path}[{index}].{where}",
+            ) from exc
     return entries
 
 
@@ -169,8 +187,12 @@ def _yaml(text: str) -> Any:
 def apply_pools(session: Session, entries: list[PoolEntry]) -> list[tuple[Pool, bool]]:
     """Upsert every entry, then check the currency once: a file may switch all pools at once."""
     results = [
-        upsert_pool(session, entry.name, PoolChanges.model_validate(
-            entry.model_dump(exclude={"name"}, exclude_none=True)), check_currency=False)
+        upsert_pool(
+            session,
+            entry.name,
+            PoolChanges.model_validate(entry.model_dump(exclude={"name"}, exclude_none=True)),
+            check_currency=False,
+        )
         for entry in entries
     ]
     check_one_currency(session)

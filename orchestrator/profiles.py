@@ -94,22 +94,32 @@ class Profile:
 def _bench_step(model_key: str, targets: str, checkpointing: bool) -> tuple[float, float, float]:
     """(fixed s, s per sample, hardware FLOPs per sample) of an H200 step: step time grows
     linearly with the micro-batch between the bench's 2 and 8 (never shrinks)."""
-    runs = {r.micro_batch: r for r in bench_h200.RUNS if r.model_key == model_key
-            and r.lora_targets == targets and r.gradient_checkpointing == checkpointing}
+    runs = {
+        r.micro_batch: r
+        for r in bench_h200.RUNS
+        if r.model_key == model_key
+        and r.lora_targets == targets
+        and r.gradient_checkpointing == checkpointing
+    }
     small, large = runs[2], runs[8]
     per_sample = max(0.0, (large.step_time_s - small.step_time_s) / 6)
-    return (small.step_time_s - 2 * per_sample, per_sample,
-            large.hardware_flops_per_step / large.micro_batch)
+    return (
+        small.step_time_s - 2 * per_sample,
+        per_sample,
+        large.hardware_flops_per_step / large.micro_batch,
+    )
 
 
 def _has_bench(model_key: str) -> bool:
     return any(r.model_key == model_key for r in bench_h200.RUNS)
 
 
-def _h200_step(shape: ModelShape, target_modules: list[str] | str, checkpointing: bool,
-               micro_batch: int) -> tuple[float, float]:
+def _h200_step(
+    shape: ModelShape, target_modules: list[str] | str, checkpointing: bool, micro_batch: int
+) -> tuple[float, float]:
     """(H200 step seconds, hardware FLOPs per sample); target sets between q/v and all-linear
     are placed by their share of LoRA parameters."""
+
     def at(targets: str) -> tuple[float, float]:
         fixed, per_sample, flops = _bench_step(shape.key, targets, checkpointing)
         return fixed + per_sample * micro_batch, flops
@@ -120,65 +130,124 @@ def _h200_step(shape: ModelShape, target_modules: list[str] | str, checkpointing
     return (qv[0] + share * (every[0] - qv[0]), qv[1] + share * (every[1] - qv[1]))
 
 
-def _gpu_step_s(shape: ModelShape, pool: Pool, precision: str, h200_step_s: float,
-                flops_per_sample: float, micro_batch: int) -> float:
+def _gpu_step_s(
+    shape: ModelShape,
+    pool: Pool,
+    precision: str,
+    h200_step_s: float,
+    flops_per_sample: float,
+    micro_batch: int,
+) -> float:
     """A step is bound by kernel launches (the H200's time, which no faster GPU shortens) or by
     the GPU's arithmetic and weight reads, whichever is slower."""
     tflops = pool.peak_tflops / (4 if precision == "fp32" else 1) or 1.0
     compute = flops_per_sample * micro_batch / (tflops * 1e12 * COMPUTE_EFFICIENCY)
-    reads = WEIGHT_READS_PER_STEP * weights_bytes(shape, precision) / (
-        (pool.memory_bandwidth_gbs or 1.0) * 1e9)
+    reads = (
+        WEIGHT_READS_PER_STEP
+        * weights_bytes(shape, precision)
+        / ((pool.memory_bandwidth_gbs or 1.0) * 1e9)
+    )
     return max(h200_step_s, compute + reads)
 
 
-def seed_profile(shape: ModelShape, pool: Pool, *, phase: str, precision: str,
-                 target_modules: list[str] | str, lora_rank: int, micro_batch: int,
-                 gradient_checkpointing: bool, eval_max_new_tokens: int,
-                 peak_memory_bytes: int | None) -> Profile:
+def seed_profile(
+    shape: ModelShape,
+    pool: Pool,
+    *,
+    phase: str,
+    precision: str,
+    target_modules: list[str] | str,
+    lora_rank: int,
+    micro_batch: int,
+    gradient_checkpointing: bool,
+    eval_max_new_tokens: int,
+    peak_memory_bytes: int | None,
+) -> Profile:
     """The bench, derived or default profile of a known shape on a pool. Preprocessing loads
     only the processor, so its start-up is the imports alone."""
     targets = lora_targets_key(target_modules)
-    checkpoint_bytes = CHECKPOINT_BYTES_PER_LORA_PARAM * shape.lora_params(target_modules,
-                                                                           lora_rank)
+    checkpoint_bytes = CHECKPOINT_BYTES_PER_LORA_PARAM * shape.lora_params(
+        target_modules, lora_rank
+    )
 
-    def made(startup: float, train: float, preprocess: float, evaluate: float, export: float,
-             source: str, sources: dict[str, str], *, latency: float = TRANSFER_LATENCY_S,
-             imports: float = IMPORT_S) -> Profile:
-        return Profile(shape.key, pool.name, pool.gpu_model, precision, targets, micro_batch,
-                       gradient_checkpointing, startup_s=startup, train_s_per_sample=train,
-                       preprocess_s_per_sample=preprocess,
-                       download_s_per_byte=1.0 / DOWNLOAD_BYTES_PER_S,
-                       checkpoint_upload_s=latency + checkpoint_bytes / UPLOAD_BYTES_PER_S,
-                       evaluate_s_per_sample=evaluate, export_s=export,
-                       peak_memory_bytes=peak_memory_bytes, source=source, sources=sources,
-                       artifact_bytes_per_sample=artifact_bytes_per_sample(shape),
-                       transfer_latency_s=latency, import_s=imports)
+    def made(
+        startup: float,
+        train: float,
+        preprocess: float,
+        evaluate: float,
+        export: float,
+        source: str,
+        sources: dict[str, str],
+        *,
+        latency: float = TRANSFER_LATENCY_S,
+        imports: float = IMPORT_S,
+    ) -> Profile:
+        return Profile(
+            shape.key,
+            pool.name,
+            pool.gpu_model,
+            precision,
+            targets,
+            micro_batch,
+            gradient_checkpointing,
+            startup_s=startup,
+            train_s_per_sample=train,
+            preprocess_s_per_sample=preprocess,
+            download_s_per_byte=1.0 / DOWNLOAD_BYTES_PER_S,
+            checkpoint_upload_s=latency + checkpoint_bytes / UPLOAD_BYTES_PER_S,
+            evaluate_s_per_sample=evaluate,
+            export_s=export,
+            peak_memory_bytes=peak_memory_bytes,
+            source=source,
+            sources=sources,
+            artifact_bytes_per_sample=artifact_bytes_per_sample(shape),
+            transfer_latency_s=latency,
+            import_s=imports,
+        )
 
     if shape.key == TINY or not _has_bench(shape.key):
         # Workers import before they fork a phase's process: preprocessing starts at once.
-        return made(0.0 if phase == "preprocess" else TINY_CPU_STARTUP_S,
-                    TINY_CPU_TRAIN_S_PER_SAMPLE, TINY_CPU_PREPROCESS_S_PER_SAMPLE,
-                    TINY_CPU_EVALUATE_S_PER_SAMPLE, TINY_CPU_EXPORT_S, "default",
-                    dict.fromkeys(_COMPONENTS, "default"), latency=TINY_CPU_TRANSFER_S,
-                    imports=0.0)
+        return made(
+            0.0 if phase == "preprocess" else TINY_CPU_STARTUP_S,
+            TINY_CPU_TRAIN_S_PER_SAMPLE,
+            TINY_CPU_PREPROCESS_S_PER_SAMPLE,
+            TINY_CPU_EVALUATE_S_PER_SAMPLE,
+            TINY_CPU_EXPORT_S,
+            "default",
+            dict.fromkeys(_COMPONENTS, "default"),
+            latency=TINY_CPU_TRANSFER_S,
+            imports=0.0,
+        )
     weights = weights_bytes(shape, precision)
     startup = IMPORT_S + (weights / LOAD_BYTES_PER_S if phase != "preprocess" else 0.0)
     h200_step, flops = _h200_step(shape, target_modules, gradient_checkpointing, micro_batch)
     on_bench_gpu = pool.gpu_model == bench_h200.DEVICE and precision == bench_h200.PRECISION
-    step = h200_step if on_bench_gpu else _gpu_step_s(shape, pool, precision, h200_step, flops,
-                                                      micro_batch)
+    step = (
+        h200_step
+        if on_bench_gpu
+        else _gpu_step_s(shape, pool, precision, h200_step, flops, micro_batch)
+    )
     source = "bench" if on_bench_gpu else "derived"
     decode = max(DECODE_STEP_FLOOR_S, weights / ((pool.memory_bandwidth_gbs or 1.0) * 1e9))
     # Base and adapter each decode greedily and score the answer (two forwards ~ 2/3 step).
     evaluate = 2 * (eval_max_new_tokens * decode + 2 / 3 * step / micro_batch)
     sources = dict.fromkeys(_COMPONENTS, "derived")
     sources["train"] = source
-    return made(startup, step / micro_batch, PREPROCESS_S_PER_SAMPLE, evaluate, EXPORT_S,
-                source, sources)
+    return made(
+        startup, step / micro_batch, PREPROCESS_S_PER_SAMPLE, evaluate, EXPORT_S, source, sources
+    )
 
 
-_COMPONENTS = ("startup", "input_download", "train", "preprocess", "evaluate", "export",
-               "checkpoint_upload", "other")
+_COMPONENTS = (
+    "startup",
+    "input_download",
+    "train",
+    "preprocess",
+    "evaluate",
+    "export",
+    "checkpoint_upload",
+    "other",
+)
 
 
 def _median_rate(rows: Sequence[PhaseTiming], seconds: str, work: str) -> float | None:
@@ -194,15 +263,18 @@ def _evaluated_samples(session: Session, row: PhaseTiming) -> int:
     return row.validation_samples // (max(epochs, 0) + 1)
 
 
-def learned_rates(session: Session, phase: str, pool: str, model_key: str,
-                  lora_targets: str, micro_batch: int) -> tuple[dict[str, float], int]:
+def learned_rates(
+    session: Session, phase: str, pool: str, model_key: str, lora_targets: str, micro_batch: int
+) -> tuple[dict[str, float], int]:
     """Measured rates for a phase, by profile field, and how many runs they come from."""
     if phase == "preprocess":
-        rows = repository.recent_timings(session, ["preprocess"], pool, model_key, None, None,
-                                         limit=LEARNED_RUNS)
+        rows = repository.recent_timings(
+            session, ["preprocess"], pool, model_key, None, None, limit=LEARNED_RUNS
+        )
     else:
-        rows = repository.recent_timings(session, TRAINING_PHASES, pool, model_key, lora_targets,
-                                         micro_batch, limit=LEARNED_RUNS)
+        rows = repository.recent_timings(
+            session, TRAINING_PHASES, pool, model_key, lora_targets, micro_batch, limit=LEARNED_RUNS
+        )
     if not rows:
         return {}, 0
     # A fused run started nothing and downloaded nothing: it says nothing of either.
@@ -229,11 +301,16 @@ def learned_rates(session: Session, phase: str, pool: str, model_key: str,
     return {k: v for k, v in rates.items() if v is not None}, len(rows)
 
 
-_FIELD_COMPONENT = {"startup_s": "startup", "download_s_per_byte": "input_download",
-                    "checkpoint_upload_s": "checkpoint_upload", "train_s_per_sample": "train",
-                    "preprocess_s_per_sample": "preprocess",
-                    "evaluate_s_per_sample": "evaluate", "export_s": "export",
-                    "other_s": "other"}
+_FIELD_COMPONENT = {
+    "startup_s": "startup",
+    "download_s_per_byte": "input_download",
+    "checkpoint_upload_s": "checkpoint_upload",
+    "train_s_per_sample": "train",
+    "preprocess_s_per_sample": "preprocess",
+    "evaluate_s_per_sample": "evaluate",
+    "export_s": "export",
+    "other_s": "other",
+}
 
 
 def with_measurements(base: Profile, rates: dict[str, float], runs: int) -> Profile:
@@ -248,21 +325,49 @@ def with_measurements(base: Profile, rates: dict[str, float], runs: int) -> Prof
     values: dict[str, Any] = dict(rates)
     if "peak_memory_bytes" in values:
         values["peak_memory_bytes"] = int(values["peak_memory_bytes"])
-    return replace(base, **values, runs=runs, sources=sources,
-                   source="measured" if measured_main else base.source)
+    return replace(
+        base,
+        **values,
+        runs=runs,
+        sources=sources,
+        source="measured" if measured_main else base.source,
+    )
 
 
-def measured_only(model_key: str, pool: Pool, rates: dict[str, float], runs: int, *,
-                  precision: str, lora_targets: str, micro_batch: int) -> Profile | None:
+def measured_only(
+    model_key: str,
+    pool: Pool,
+    rates: dict[str, float],
+    runs: int,
+    *,
+    precision: str,
+    lora_targets: str,
+    micro_batch: int,
+) -> Profile | None:
     """A profile for a model of unknown shape: only what its own runs measured."""
     if not runs or not ({"train_s_per_sample", "preprocess_s_per_sample"} & set(rates)):
         return None
-    empty = Profile(model_key, pool.name, pool.gpu_model, precision, lora_targets, micro_batch,
-                    False, startup_s=0.0, train_s_per_sample=0.0, preprocess_s_per_sample=0.0,
-                    download_s_per_byte=0.0, checkpoint_upload_s=0.0, evaluate_s_per_sample=0.0,
-                    export_s=0.0, peak_memory_bytes=None, source="measured",
-                    sources=dict.fromkeys(_COMPONENTS, "measured"), other_s=0.0,
-                    artifact_bytes_per_sample=artifact_bytes_per_sample(None))
+    empty = Profile(
+        model_key,
+        pool.name,
+        pool.gpu_model,
+        precision,
+        lora_targets,
+        micro_batch,
+        False,
+        startup_s=0.0,
+        train_s_per_sample=0.0,
+        preprocess_s_per_sample=0.0,
+        download_s_per_byte=0.0,
+        checkpoint_upload_s=0.0,
+        evaluate_s_per_sample=0.0,
+        export_s=0.0,
+        peak_memory_bytes=None,
+        source="measured",
+        sources=dict.fromkeys(_COMPONENTS, "measured"),
+        other_s=0.0,
+        artifact_bytes_per_sample=artifact_bytes_per_sample(None),
+    )
     return with_measurements(empty, rates, runs)
 
 
@@ -277,4 +382,3 @@ def learned_artifact_bytes_per_sample(session: Session, model_key: str) -> float
     sizes = repository.recent_artifact_sizes(session, model_key, limit=LEARNED_RUNS)
     per_sample = [nbytes / samples for nbytes, samples in sizes if samples > 0]
     return median(per_sample) if per_sample else None
-

@@ -27,9 +27,16 @@ from orchestrator.profiles import Profile
 from orchestrator.settings import get_settings
 
 
-def quote_job(session: Session, *, tenant_id: str, dataset_id: str, base_model: str,
-              hyperparameters: dict[str, Any] | None, pools: dict[str, str] | str | None,
-              max_cost: Decimal | None) -> dict[str, Any]:
+def quote_job(
+    session: Session,
+    *,
+    tenant_id: str,
+    dataset_id: str,
+    base_model: str,
+    hyperparameters: dict[str, Any] | None,
+    pools: dict[str, str] | str | None,
+    max_cost: Decimal | None,
+) -> dict[str, Any]:
     """The body of a job submission, answered with the plans side by side."""
     hp = parse_hyperparameters(hyperparameters)
     requested = resolve_pools(session, pools)
@@ -39,57 +46,81 @@ def quote_job(session: Session, *, tenant_id: str, dataset_id: str, base_model: 
     base_model = model.name
     check_validation_split(hp, dataset.num_samples)
     size = DatasetSize(dataset.num_samples, dataset.num_images, dataset.bytes)
-    comparison = compare_plans(session, base_model=base_model, hp=hp, dataset=size,
-                               requested=requested)
+    comparison = compare_plans(
+        session, base_model=base_model, hp=hp, dataset=size, requested=requested
+    )
     if comparison is None:
         raise InvalidRequest(
             f"cannot estimate model '{model_key_for(base_model)}': it has no catalog shape "
-            f"({', '.join(sorted(SHAPES))}) and no measured run", param="base_model",
-            code="unknown_model")
+            f"({', '.join(sorted(SHAPES))}) and no measured run",
+            param="base_model",
+            code="unknown_model",
+        )
     within = None
     if max_cost is not None:
         within = comparison.chosen.feasible and comparison.chosen.cost <= max_cost
-    return {**comparison.to_dict(), "base_model": base_model,
-            "dataset": {"id": dataset.id, "num_samples": size.num_samples,
-                        "num_images": size.num_images, "bytes": size.bytes},
-            "max_cost": None if max_cost is None else money(max_cost, comparison.chosen.currency),
-            "within_budget": within}
+    return {
+        **comparison.to_dict(),
+        "base_model": base_model,
+        "dataset": {
+            "id": dataset.id,
+            "num_samples": size.num_samples,
+            "num_images": size.num_images,
+            "bytes": size.bytes,
+        },
+        "max_cost": None if max_cost is None else money(max_cost, comparison.chosen.currency),
+        "within_budget": within,
+    }
 
 
-def _profile_row(phase: str, pool: Pool, plan: MemoryPlan, profile: Profile | None
-                 ) -> dict[str, Any]:
+def _profile_row(
+    phase: str, pool: Pool, plan: MemoryPlan, profile: Profile | None
+) -> dict[str, Any]:
     training = phase != "preprocess"
     row: dict[str, Any] = {
-        "phase": phase, "pool": pool.name, "gpu_model": pool.gpu_model,
+        "phase": phase,
+        "pool": pool.name,
+        "gpu_model": pool.gpu_model,
         "precision": plan.precision if training else None,
         "micro_batch": plan.micro_batch if training else None,
         "gradient_checkpointing": plan.gradient_checkpointing if training else None,
         "feasible": plan.feasible or not training,
         "reason": plan.reason if training else "preprocessing runs on the CPU",
-        "source": None, "sources": {}, "runs": 0}
+        "source": None,
+        "sources": {},
+        "runs": 0,
+    }
     if profile is None:
         return row
     row.update(
-        model_key=profile.model_key, lora_targets=profile.lora_targets,
+        model_key=profile.model_key,
+        lora_targets=profile.lora_targets,
         startup_s=round(profile.startup_s, 3),
         download_bytes_per_s=round(1 / profile.download_s_per_byte)
-        if profile.download_s_per_byte else None,
+        if profile.download_s_per_byte
+        else None,
         checkpoint_upload_s=round(profile.checkpoint_upload_s, 3),
         other_s=round(profile.other_s, 3),
         artifact_bytes_per_sample=round(profile.artifact_bytes_per_sample),
-        source=profile.source, sources=profile.sources, runs=profile.runs)
+        source=profile.source,
+        sources=profile.sources,
+        runs=profile.runs,
+    )
     if phase == "preprocess":
         row["preprocess_s_per_sample"] = round(profile.preprocess_s_per_sample, 4)
     else:
-        row.update(train_samples_per_s=round(profile.train_samples_per_s, 3),
-                   evaluate_s_per_validation_sample=round(profile.evaluate_s_per_sample, 3),
-                   export_s=round(profile.export_s, 3),
-                   peak_memory_bytes=profile.peak_memory_bytes)
+        row.update(
+            train_samples_per_s=round(profile.train_samples_per_s, 3),
+            evaluate_s_per_validation_sample=round(profile.evaluate_s_per_sample, 3),
+            export_s=round(profile.export_s, 3),
+            peak_memory_bytes=profile.peak_memory_bytes,
+        )
     return row
 
 
-def list_profiles(session: Session, *, base_model: str | None,
-                  hyperparameters: dict[str, Any] | None) -> list[dict[str, Any]]:
+def list_profiles(
+    session: Session, *, base_model: str | None, hyperparameters: dict[str, Any] | None
+) -> list[dict[str, Any]]:
     """Each known model's profile on each pool (preprocessing and training), with its source:
     the catalog shapes and every model with measured runs, or just `base_model`."""
     hp = parse_hyperparameters(hyperparameters)
@@ -108,7 +139,6 @@ def list_profiles(session: Session, *, base_model: str | None,
                 profile = lookup(phase, pool, plan) if runs_here else None
                 if profile is None and shape is None:
                     continue
-                row = _profile_row("training" if phase == "final" else phase, pool, plan,
-                                   profile)
+                row = _profile_row("training" if phase == "final" else phase, pool, plan, profile)
                 rows.append({"model_key": key, **row})
     return rows

@@ -48,8 +48,9 @@ def check_broker(url: str, timeout: float = CHECK_TIMEOUT_S) -> None:
     from kombu.connection import Connection  # any other broker Celery speaks (AMQP, SQS, ...)
 
     with Connection(url, connect_timeout=timeout) as connection:
-        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
-                                     timeout=timeout)
+        connection.ensure_connection(
+            max_retries=1, interval_start=0, interval_step=0, timeout=timeout
+        )
 
 
 def check_object_store() -> None:
@@ -89,7 +90,12 @@ def require_ready(timeout: float = CHECK_TIMEOUT_S) -> None:
         return
     names = down[0] if len(down) == 1 else f"{', '.join(down[:-1])} and {down[-1]}"
     verb = "does" if len(down) == 1 else "do"
-    details = [{"check": name, "status": "ok" if problem is None else "down",
-                **({"reason": problem} if problem else {})}
-               for name, problem in problems.items()]
+    details = [
+        {
+            "check": name,
+            "status": "ok" if problem is None else "down",
+            **({"reason": problem} if problem else {}),
+        }
+        for name, problem in problems.items()
+    ]
     raise NotReady(f"not ready: {names} {verb} not answer", details=details)

@@ -41,12 +41,14 @@ def reap(session: Session, *, max_attempts: int, resend_after_seconds: int) -> i
     for phase in repository.expired_leases(session, now):
         _reap_expired(session, phase, pools[phase.pool], now=now, max_attempts=max_attempts)
         handled += 1
-    return handled + _resend_lost(session, dispatcher, now=now,
-                                  resend_after=timedelta(seconds=resend_after_seconds))
+    return handled + _resend_lost(
+        session, dispatcher, now=now, resend_after=timedelta(seconds=resend_after_seconds)
+    )
 
 
-def _resend_lost(session: Session, dispatcher: dispatch.Dispatcher, *, now: datetime,
-                 resend_after: timedelta) -> int:
+def _resend_lost(
+    session: Session, dispatcher: dispatch.Dispatcher, *, now: datetime, resend_after: timedelta
+) -> int:
     """A message lost between commit and send (or in a broker flush) would leave its phase
     queued forever. Sending it again is safe (only one delivery can claim the attempt) but
     not free: every duplicate costs a worker a delivery. So a message is sent again only when
@@ -65,10 +67,15 @@ def _resend_lost(session: Session, dispatcher: dispatch.Dispatcher, *, now: date
             continue
         dispatch.defer(session, message)
         phase.sent_at, phase.sends = now, (phase.sends or 0) + 1
-        logger.info("reaper: re-sent job %s phase %s attempt %d to %s (%s; send %d)",
-                    phase.job_id, phase.name, phase.attempt, message.route,
-                    "not in the broker" if waiting is not None else "broker not asked",
-                    phase.sends)
+        logger.info(
+            "reaper: re-sent job %s phase %s attempt %d to %s (%s; send %d)",
+            phase.job_id,
+            phase.name,
+            phase.attempt,
+            message.route,
+            "not in the broker" if waiting is not None else "broker not asked",
+            phase.sends,
+        )
         resent += 1
     return resent
 
@@ -79,8 +86,9 @@ def _backoff_over(phase: Phase, now: datetime, resend_after: timedelta) -> bool:
     return bool(now - last >= resend_after * 2**doublings)
 
 
-def _reap_expired(session: Session, phase: Phase, pool: Pool, *, now: datetime,
-                  max_attempts: int) -> None:
+def _reap_expired(
+    session: Session, phase: Phase, pool: Pool, *, now: datetime, max_attempts: int
+) -> None:
     job = phase.job
     billed = close_meter(phase, pool, now)
     if job.cancel_requested_at is not None:
@@ -96,17 +104,27 @@ def _reap_expired(session: Session, phase: Phase, pool: Pool, *, now: datetime,
         move(phase, PhaseStatus.CANCELLED)
         phase.finished_at = now
         phase.lease_expires_at = None
-        emit_for_phase(session, phase, EventType.PHASE_CANCELLED, step=phase.step,
-                       reason="lease_expired")
+        emit_for_phase(
+            session, phase, EventType.PHASE_CANCELLED, step=phase.step, reason="lease_expired"
+        )
     elif outcome is PhaseStatus.FAILED:
-        message = (f"the worker stopped renewing its lease; {phase.attempt} attempts used "
-                   f"of {max_attempts}")
+        message = (
+            f"the worker stopped renewing its lease; {phase.attempt} attempts used "
+            f"of {max_attempts}"
+        )
         mark_failed(session, phase, code="lease_expired", message=message, now=now)
-    logger.warning("reaper: lease of job %s phase %s attempt %d (worker %s) expired; %s",
-                   job.id, phase.name, phase.attempt, phase.worker_id,
-                   {PhaseStatus.CANCELLED: "closed as cancelled, the job has a cancel request",
-                    PhaseStatus.FAILED: f"failed, {max_attempts} attempts used",
-                    PhaseStatus.QUEUED: "re-queued"}[outcome])
+    logger.warning(
+        "reaper: lease of job %s phase %s attempt %d (worker %s) expired; %s",
+        job.id,
+        phase.name,
+        phase.attempt,
+        phase.worker_id,
+        {
+            PhaseStatus.CANCELLED: "closed as cancelled, the job has a cancel request",
+            PhaseStatus.FAILED: f"failed, {max_attempts} attempts used",
+            PhaseStatus.QUEUED: "re-queued",
+        }[outcome],
+    )
     if outcome is PhaseStatus.QUEUED:
         queue_phase(session, job, phase, now=now, reason="lease_expired")
     refresh_job_status(session, job, now)

@@ -62,21 +62,28 @@ def billed_cost(session: Session) -> list[tuple[str, str, float]]:
 def timing_totals(session: Session) -> list[Row[Any]]:
     """Per (phase, pool): runs, their billed, queue-wait and component seconds, and work done."""
     t = PhaseTiming
-    return list(session.execute(
-        select(
-            t.phase, t.pool, func.count().label("runs"),
-            *(func.coalesce(func.sum(getattr(t, f"{name}_s")), 0.0).label(name)
-              for name in (*COMPONENTS, "other", "billed", "queue_wait")),
-            func.coalesce(func.sum(t.samples), 0).label("samples"),
-            func.coalesce(func.sum(t.tokens), 0).label("tokens"),
-        ).group_by(t.phase, t.pool)
-    ).all())
+    return list(
+        session.execute(
+            select(
+                t.phase,
+                t.pool,
+                func.count().label("runs"),
+                *(
+                    func.coalesce(func.sum(getattr(t, f"{name}_s")), 0.0).label(name)
+                    for name in (*COMPONENTS, "other", "billed", "queue_wait")
+                ),
+                func.coalesce(func.sum(t.samples), 0).label("samples"),
+                func.coalesce(func.sum(t.tokens), 0).label("tokens"),
+            ).group_by(t.phase, t.pool)
+        ).all()
+    )
 
 
 def timing_outcomes(session: Session) -> list[tuple[str, str, str, int]]:
     rows = session.execute(
-        select(PhaseTiming.phase, PhaseTiming.pool, PhaseTiming.outcome, func.count())
-        .group_by(PhaseTiming.phase, PhaseTiming.pool, PhaseTiming.outcome)
+        select(PhaseTiming.phase, PhaseTiming.pool, PhaseTiming.outcome, func.count()).group_by(
+            PhaseTiming.phase, PhaseTiming.pool, PhaseTiming.outcome
+        )
     ).all()
     return [(phase, pool, outcome, count) for phase, pool, outcome, count in rows]
 
@@ -97,24 +104,36 @@ def api_keys(session: Session, tenant_id: str | None = None) -> Sequence[ApiKey]
 def api_keys_matching(session: Session, prefix_or_id: str) -> Sequence[ApiKey]:
     """Keys whose id is this, or whose shown prefix starts with it."""
     return session.scalars(
-        select(ApiKey).options(selectinload(ApiKey.tenant)).where(
+        select(ApiKey)
+        .options(selectinload(ApiKey.tenant))
+        .where(
             (ApiKey.id == prefix_or_id) | ApiKey.prefix.startswith(prefix_or_id, autoescape=True)
-        ).order_by(ApiKey.created_at)
+        )
+        .order_by(ApiKey.created_at)
     ).all()
 
 
-def idempotency_record(session: Session, tenant_id: str, route: str, key: str
-                       ) -> IdempotencyKey | None:
-    return session.scalar(select(IdempotencyKey).where(
-        IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.route == route,
-        IdempotencyKey.key == key))
+def idempotency_record(
+    session: Session, tenant_id: str, route: str, key: str
+) -> IdempotencyKey | None:
+    return session.scalar(
+        select(IdempotencyKey).where(
+            IdempotencyKey.tenant_id == tenant_id,
+            IdempotencyKey.route == route,
+            IdempotencyKey.key == key,
+        )
+    )
 
 
 def delete_idempotency_records_before(session: Session, before: datetime, *, limit: int) -> None:
     """Forget up to `limit` results recorded before `before`, skipping rows another
     transaction holds (it is replacing them), so the clean-up never waits on a request."""
-    old = (select(IdempotencyKey.id).where(IdempotencyKey.created_at < before)
-           .limit(limit).with_for_update(skip_locked=True))
+    old = (
+        select(IdempotencyKey.id)
+        .where(IdempotencyKey.created_at < before)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
     session.execute(delete(IdempotencyKey).where(IdempotencyKey.id.in_(old.scalar_subquery())))
 
 
@@ -192,8 +211,11 @@ def checkpoint_by_key(session: Session, job_id: str, key: str) -> Checkpoint | N
 def best_checkpoint(session: Session, job_id: str, step: int) -> Checkpoint | None:
     return session.scalar(
         select(Checkpoint)
-        .where(Checkpoint.job_id == job_id, Checkpoint.kind == CheckpointKind.BEST,
-               Checkpoint.step == step)
+        .where(
+            Checkpoint.job_id == job_id,
+            Checkpoint.kind == CheckpointKind.BEST,
+            Checkpoint.step == step,
+        )
         .order_by(Checkpoint.created_at.desc())
         .limit(1)
     )
@@ -221,8 +243,10 @@ def expired_leases(session: Session, now: datetime) -> Sequence[Phase]:
 def stale_queued(session: Session, before: datetime) -> Sequence[Phase]:
     """Queued phases whose message was last sent before `before`."""
     return session.scalars(
-        select(Phase).where(Phase.status == PhaseStatus.QUEUED,
-                            func.coalesce(Phase.sent_at, Phase.queued_at) < before)
+        select(Phase).where(
+            Phase.status == PhaseStatus.QUEUED,
+            func.coalesce(Phase.sent_at, Phase.queued_at) < before,
+        )
     ).all()
 
 
@@ -248,8 +272,9 @@ def tenant_running_phases(session: Session, tenant_id: str, since: datetime) -> 
     return session.scalars(
         select(Phase)
         .join(Job, Job.id == Phase.job_id)
-        .where(Job.tenant_id == tenant_id, Job.created_at >= since,
-               Phase.status == PhaseStatus.RUNNING)
+        .where(
+            Job.tenant_id == tenant_id, Job.created_at >= since, Phase.status == PhaseStatus.RUNNING
+        )
     ).all()
 
 
@@ -263,21 +288,39 @@ def forget_workers_seen_before(session: Session, before: datetime) -> None:
 
 def attempt_is_queued(session: Session, job_id: str, phase: str, attempt: int) -> bool:
     """Whether a delivery of this attempt could still claim the phase."""
-    return session.scalar(
-        select(func.count()).select_from(Phase).where(
-            Phase.job_id == job_id, Phase.name == phase, Phase.attempt == attempt,
-            Phase.status == PhaseStatus.QUEUED)
-    ) == 1
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Phase)
+            .where(
+                Phase.job_id == job_id,
+                Phase.name == phase,
+                Phase.attempt == attempt,
+                Phase.status == PhaseStatus.QUEUED,
+            )
+        )
+        == 1
+    )
 
 
-def recent_timings(session: Session, phases: Collection[str], pool: str, model_key: str,
-                   lora_targets: str | None, micro_batch: int | None, *, limit: int
-                   ) -> Sequence[PhaseTiming]:
+def recent_timings(
+    session: Session,
+    phases: Collection[str],
+    pool: str,
+    model_key: str,
+    lora_targets: str | None,
+    micro_batch: int | None,
+    *,
+    limit: int,
+) -> Sequence[PhaseTiming]:
     """The newest successful runs of these phases on a pool for a model (and, when given, the
     same LoRA targets and micro-batch): what learned profiles are made of."""
     query = select(PhaseTiming).where(
-        PhaseTiming.phase.in_(phases), PhaseTiming.pool == pool,
-        PhaseTiming.model_key == model_key, PhaseTiming.outcome == PhaseStatus.SUCCEEDED)
+        PhaseTiming.phase.in_(phases),
+        PhaseTiming.pool == pool,
+        PhaseTiming.model_key == model_key,
+        PhaseTiming.outcome == PhaseStatus.SUCCEEDED,
+    )
     if lora_targets is not None:
         query = query.where(PhaseTiming.lora_targets == lora_targets)
     if micro_batch is not None:
@@ -287,41 +330,57 @@ def recent_timings(session: Session, phases: Collection[str], pool: str, model_k
     ).all()
 
 
-def recent_artifact_sizes(session: Session, model_key: str, *, limit: int
-                          ) -> list[tuple[int, int]]:
+def recent_artifact_sizes(session: Session, model_key: str, *, limit: int) -> list[tuple[int, int]]:
     """(artifact bytes, samples) of the model's newest successful preprocess runs."""
-    query = select(Checkpoint.bytes, PhaseTiming.samples).join(
-        Checkpoint, (Checkpoint.job_id == PhaseTiming.job_id)
-        & (Checkpoint.phase == PhaseTiming.phase) & (Checkpoint.attempt == PhaseTiming.attempt)
-    ).where(PhaseTiming.phase == "preprocess", PhaseTiming.model_key == model_key,
+    query = (
+        select(Checkpoint.bytes, PhaseTiming.samples)
+        .join(
+            Checkpoint,
+            (Checkpoint.job_id == PhaseTiming.job_id)
+            & (Checkpoint.phase == PhaseTiming.phase)
+            & (Checkpoint.attempt == PhaseTiming.attempt),
+        )
+        .where(
+            PhaseTiming.phase == "preprocess",
+            PhaseTiming.model_key == model_key,
             PhaseTiming.outcome == PhaseStatus.SUCCEEDED,
-            Checkpoint.kind == CheckpointKind.ARTIFACT)
+            Checkpoint.kind == CheckpointKind.ARTIFACT,
+        )
+    )
     rows = session.execute(
-        query.order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(limit))
+        query.order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(limit)
+    )
     return [(int(nbytes), int(samples)) for nbytes, samples in rows]
 
 
 def measured_model_keys(session: Session) -> list[str]:
-    rows = session.scalars(select(PhaseTiming.model_key).where(
-        PhaseTiming.model_key.is_not(None), PhaseTiming.outcome == PhaseStatus.SUCCEEDED
-    ).distinct())
+    rows = session.scalars(
+        select(PhaseTiming.model_key)
+        .where(PhaseTiming.model_key.is_not(None), PhaseTiming.outcome == PhaseStatus.SUCCEEDED)
+        .distinct()
+    )
     return sorted(k for k in rows if k)
 
 
 def queued_phases_by_pool(session: Session) -> dict[str, int]:
     rows = session.execute(
         select(Phase.pool, func.count())
-        .where(Phase.status == PhaseStatus.QUEUED).group_by(Phase.pool)
+        .where(Phase.status == PhaseStatus.QUEUED)
+        .group_by(Phase.pool)
     ).all()
     return {pool: count for pool, count in rows}
 
 
 def recent_billed_seconds(session: Session, pool: str, *, limit: int) -> list[float]:
     """Billed seconds of the pool's newest finished runs, for queue-wait estimates."""
-    return list(session.scalars(
-        select(PhaseTiming.billed_s).where(PhaseTiming.pool == pool, PhaseTiming.billed_s > 0)
-        .order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc()).limit(limit)
-    ).all())
+    return list(
+        session.scalars(
+            select(PhaseTiming.billed_s)
+            .where(PhaseTiming.pool == pool, PhaseTiming.billed_s > 0)
+            .order_by(PhaseTiming.created_at.desc(), PhaseTiming.id.desc())
+            .limit(limit)
+        ).all()
+    )
 
 
 def stored_object_refs(session: Session) -> tuple[list[str | None], list[tuple[str, str, int]]]:
@@ -333,6 +392,7 @@ def stored_object_refs(session: Session) -> tuple[list[str | None], list[tuple[s
     refs += list(session.scalars(select(Job.adapter_key)))
     refs += [job_dataset_key(job_id) for job_id in session.scalars(select(Job.id))]
     in_flight = (PhaseStatus.QUEUED, PhaseStatus.RUNNING)
-    live = session.execute(select(Phase.job_id, Phase.name, Phase.attempt)
-                           .where(Phase.status.in_(in_flight))).all()
+    live = session.execute(
+        select(Phase.job_id, Phase.name, Phase.attempt).where(Phase.status.in_(in_flight))
+    ).all()
     return refs, [(job_id, name, attempt) for job_id, name, attempt in live]

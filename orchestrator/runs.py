@@ -224,8 +224,9 @@ def prune_checkpoints(session: Session, claim: Claim, *, keep: int) -> list[str]
     rolling = repository.checkpoints_of_kinds(
         session, claim.job_id, claim.phase, RESUMABLE_KINDS - {CheckpointKind.FINAL}
     )
-    bests = repository.checkpoints_of_kinds(session, claim.job_id, claim.phase,
-                                            {CheckpointKind.BEST})
+    bests = repository.checkpoints_of_kinds(
+        session, claim.job_id, claim.phase, {CheckpointKind.BEST}
+    )
     stale = [*rolling[keep:], *bests[1:]]
     for row in stale:
         session.delete(row)
@@ -238,8 +239,9 @@ def record_event(session: Session, claim: Claim, type_: EventType, data: dict[st
     emit(session, claim.job_id, type_, phase=claim.phase, attempt=claim.attempt, **data)
 
 
-def _release(session: Session, claim: Claim, outcome: PhaseStatus, timing: RunTiming | None
-             ) -> tuple[Phase, datetime]:
+def _release(
+    session: Session, claim: Claim, outcome: PhaseStatus, timing: RunTiming | None
+) -> tuple[Phase, datetime]:
     """Close the run's meter and write its timing row, before the phase moves to `outcome`."""
     phase = _fenced_phase(session, claim)
     now = utcnow()
@@ -291,16 +293,21 @@ def complete_phase(
     refresh_job_status(session, job)
 
 
-def fail_phase(session: Session, claim: Claim, *, code: str, message: str,
-               details: list[dict[str, Any]] | None = None,
-               timing: RunTiming | None = None) -> None:
+def fail_phase(
+    session: Session,
+    claim: Claim,
+    *,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    timing: RunTiming | None = None,
+) -> None:
     phase, now = _release(session, claim, PhaseStatus.FAILED, timing)
     mark_failed(session, phase, code=code, message=message, now=now, details=details)
     refresh_job_status(session, phase.job, now)
 
 
-def acknowledge_cancel(session: Session, claim: Claim, *, timing: RunTiming | None = None
-                       ) -> None:
+def acknowledge_cancel(session: Session, claim: Claim, *, timing: RunTiming | None = None) -> None:
     """The run saw the cancel request, saved its state and stopped."""
     phase = _finish(session, claim, PhaseStatus.CANCELLED, timing)
     emit(

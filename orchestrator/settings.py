@@ -107,7 +107,8 @@ class Settings(BaseSettings):
                 f"RELAYTUNE_HEARTBEAT_SECONDS ({self.heartbeat_seconds:g}) must be at most half "
                 f"of RELAYTUNE_LEASE_SECONDS ({lease}); unset RELAYTUNE_HEARTBEAT_SECONDS to "
                 f"derive it from the lease (a quarter of it, at most "
-                f"{MAX_DERIVED_HEARTBEAT_SECONDS:g} s)")
+                f"{MAX_DERIVED_HEARTBEAT_SECONDS:g} s)"
+            )
 
     @field_validator("allowed_models", mode="before")
     @classmethod

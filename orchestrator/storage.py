@@ -127,8 +127,10 @@ class LocalStore:
 
     def list_modified(self, prefix: str) -> dict[str, datetime]:
         """Keys under the prefix with when each was last written."""
-        return {key: datetime.fromtimestamp(self._path(key).stat().st_mtime, UTC)
-                for key in self.list(prefix)}
+        return {
+            key: datetime.fromtimestamp(self._path(key).stat().st_mtime, UTC)
+            for key in self.list(prefix)
+        }
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -145,8 +147,15 @@ class S3Store:
     multipart uploads retry each part and are aborted when one part fails for good."""
 
     def __init__(
-        self, *, endpoint: str, bucket: str, access_key: str, secret_key: str, region: str,
-        max_attempts: int = 5, multipart_threshold: int = MULTIPART_THRESHOLD,
+        self,
+        *,
+        endpoint: str,
+        bucket: str,
+        access_key: str,
+        secret_key: str,
+        region: str,
+        max_attempts: int = 5,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
         multipart_chunksize: int = MULTIPART_CHUNKSIZE,
     ):
         import boto3
@@ -191,8 +200,13 @@ class S3Store:
             if reading and _is_missing(exc):
                 raise FileNotFoundError(f"no object {key} in {self}") from exc
             raise self._unavailable(action, key, _client_error_reason(exc)) from exc
-        except (BotoCoreError, Boto3Error, transfer.RetriesExceededError,
-                transfer.S3UploadFailedError, transfer.S3DownloadFailedError) as exc:
+        except (
+            BotoCoreError,
+            Boto3Error,
+            transfer.RetriesExceededError,
+            transfer.S3UploadFailedError,
+            transfer.S3DownloadFailedError,
+        ) as exc:
             cause = _botocore_cause(exc)
             if isinstance(cause, ClientError):
                 raise self._unavailable(action, key, _client_error_reason(cause)) from exc
@@ -203,8 +217,9 @@ class S3Store:
             raise self._unavailable(action, key, reason) from exc
 
     def _unavailable(self, action: str, key: str, reason: str) -> ObjectStoreUnavailable:
-        return ObjectStoreUnavailable(f"the object store ({self}) failed to {action} {key!r}: "
-                                      f"{reason}", param=key)
+        return ObjectStoreUnavailable(
+            f"the object store ({self}) failed to {action} {key!r}: {reason}", param=key
+        )
 
     def ensure_bucket(self) -> None:
         with self._failures("find or create the bucket", self.bucket):
@@ -251,8 +266,9 @@ class S3Store:
             for page in self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=prefix
             ):
-                modified.update((obj["Key"], obj["LastModified"])
-                                for obj in page.get("Contents", []))
+                modified.update(
+                    (obj["Key"], obj["LastModified"]) for obj in page.get("Contents", [])
+                )
         return modified
 
     def delete(self, key: str) -> None:
@@ -291,8 +307,9 @@ def _botocore_cause(exc: BaseException) -> BaseException:
         if isinstance(current, ClientError | BotoCoreError):
             return current
         seen.add(id(current))
-        current = (current.__cause__ or current.__context__
-                   or getattr(current, "last_exception", None))
+        current = (
+            current.__cause__ or current.__context__ or getattr(current, "last_exception", None)
+        )
     return exc
 
 

@@ -25,7 +25,6 @@ from orchestrator.storage import ObjectStore
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class SweepResult:
     deleted: list[str]
@@ -43,12 +42,14 @@ def is_referenced(key: str, refs: set[str]) -> bool:
     return False
 
 
-def sweep(session: Session, store: ObjectStore, *, grace: timedelta, now: datetime,
-          dry_run: bool = False) -> SweepResult:
+def sweep(
+    session: Session, store: ObjectStore, *, grace: timedelta, now: datetime, dry_run: bool = False
+) -> SweepResult:
     raw_refs, live = repository.stored_object_refs(session)
     refs = {ref.rstrip("/") for ref in raw_refs if ref}
-    in_flight = tuple(listing_prefix(run_prefix(job, phase, attempt))
-                      for job, phase, attempt in live)
+    in_flight = tuple(
+        listing_prefix(run_prefix(job, phase, attempt)) for job, phase, attempt in live
+    )
     deleted: list[str] = []
     kept = 0
     for key, modified in sorted(store.list_modified(JOBS_PREFIX).items()):
@@ -59,6 +60,10 @@ def sweep(session: Session, store: ObjectStore, *, grace: timedelta, now: dateti
             store.delete(key)
         deleted.append(key)
     if deleted:
-        logger.info("sweep: %s %d objects no row points to (%d kept)",
-                    "would delete" if dry_run else "deleted", len(deleted), kept)
+        logger.info(
+            "sweep: %s %d objects no row points to (%d kept)",
+            "would delete" if dry_run else "deleted",
+            len(deleted),
+            kept,
+        )
     return SweepResult(deleted=deleted, kept=kept)

@@ -40,8 +40,12 @@ class ZipLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ZipLimits:
-        return cls(settings.max_dataset_members, settings.max_dataset_member_bytes,
-                   settings.max_data_file_bytes, settings.max_dataset_bytes)
+        return cls(
+            settings.max_dataset_members,
+            settings.max_dataset_member_bytes,
+            settings.max_data_file_bytes,
+            settings.max_dataset_bytes,
+        )
 
     def member_cap(self, name: str) -> int:
         return self.max_data_file_bytes if is_data_file(name) else self.max_member_bytes
@@ -49,13 +53,19 @@ class ZipLimits:
 
 def _member_too_large(name: str, cap: int, size: int | None = None) -> InvalidDataset:
     found = f"{size} bytes" if size is not None else "more"
-    return InvalidDataset(f"{name} expands to {found}; a file of the data set may hold at most "
-                          f"{cap} bytes", param=name, code=TOO_LARGE)
+    return InvalidDataset(
+        f"{name} expands to {found}; a file of the data set may hold at most {cap} bytes",
+        param=name,
+        code=TOO_LARGE,
+    )
 
 
 def _total_too_large(cap: int) -> InvalidDataset:
-    return InvalidDataset(f"the zip expands to more than {cap} bytes, the limit for a data set",
-                          param="file", code=TOO_LARGE)
+    return InvalidDataset(
+        f"the zip expands to more than {cap} bytes, the limit for a data set",
+        param="file",
+        code=TOO_LARGE,
+    )
 
 
 def check_directory_size(file: IO[bytes], limits: ZipLimits) -> None:
@@ -74,18 +84,26 @@ def check_directory_size(file: IO[bytes], limits: ZipLimits) -> None:
     zip64 = tail.rfind(_ZIP64_END_SIGNATURE, 0, at)
     if zip64 >= 0 and zip64 + 48 <= len(tail):
         members, directory_bytes = struct.unpack_from("<QQ", tail, zip64 + 32)
-    if (members > limits.max_members
-            or directory_bytes > limits.max_members * DIRECTORY_BYTES_PER_MEMBER):
-        raise InvalidDataset(f"the zip holds {members} files; a data set may hold at most "
-                             f"{limits.max_members}", param="file", code=TOO_LARGE)
+    if (
+        members > limits.max_members
+        or directory_bytes > limits.max_members * DIRECTORY_BYTES_PER_MEMBER
+    ):
+        raise InvalidDataset(
+            f"the zip holds {members} files; a data set may hold at most {limits.max_members}",
+            param="file",
+            code=TOO_LARGE,
+        )
 
 
 def check_declared_sizes(archive: zipfile.ZipFile, limits: ZipLimits) -> None:
     """The sizes the archive declares: refused here, nothing needs inflating."""
     members = archive.infolist()
     if len(members) > limits.max_members:
-        raise InvalidDataset(f"the zip holds {len(members)} files; a data set may hold at most "
-                             f"{limits.max_members}", param="file", code=TOO_LARGE)
+        raise InvalidDataset(
+            f"the zip holds {len(members)} files; a data set may hold at most {limits.max_members}",
+            param="file",
+            code=TOO_LARGE,
+        )
     total = 0
     for info in members:
         cap = limits.member_cap(info.filename)
@@ -122,8 +140,11 @@ class Inflater:
             while chunk := member.read(min(CHUNK, cap + 1 - written)):
                 written += len(chunk)
                 if written > cap:
-                    raise (_total_too_large(self.limits.max_total_bytes) if total_binds
-                           else _member_too_large(name, cap))
+                    raise (
+                        _total_too_large(self.limits.max_total_bytes)
+                        if total_binds
+                        else _member_too_large(name, cap)
+                    )
                 out.write(chunk)
         self._sizes[name] = written
         return written

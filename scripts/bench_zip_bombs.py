@@ -63,8 +63,9 @@ def _write_stream(archive: zipfile.ZipFile, name: str, parts: list[tuple[bytes, 
     """Deflate `parts` (bytes, repeat count) into member `name` without holding it in memory."""
     info = zipfile.ZipInfo(name)
     info.compress_type = zipfile.ZIP_DEFLATED
-    with archive.open(info, "w", force_zip64=sum(len(b) * n for b, n in parts) >= 2 * GIB - 1
-                      ) as member:
+    with archive.open(
+        info, "w", force_zip64=sum(len(b) * n for b, n in parts) >= 2 * GIB - 1
+    ) as member:
         for block, times in parts:
             for _ in range(times):
                 member.write(block)
@@ -74,15 +75,19 @@ def build_bombs(folder: Path) -> dict[str, Path]:
     zeros = b"\0" * CHUNK
     row = json.dumps(QA).encode()
     cases: dict[str, list[tuple[str, list[tuple[bytes, int]]]]] = {
-        "member-1gib": [("annotations.json", [(json.dumps({"a.png": QA}).encode(), 1)]),
-                        ("images/a.png", [(zeros, GIB // CHUNK)])],
-        "members-2x1gib": [("annotations.json", [(json.dumps({"a.png": QA, "b.png": QA})
-                                                  .encode(), 1)]),
-                           ("images/a.png", [(zeros, GIB // CHUNK - 1)]),
-                           ("images/b.png", [(zeros, GIB // CHUNK - 1)])],
-        "json-whitespace-1gb": [("annotations.json", [(b"{", 1), (b" " * 10**7, 100),
-                                                      (b'"a.png": ' + row + b"}", 1)]),
-                                ("images/a.png", [(_png(), 1)])],
+        "member-1gib": [
+            ("annotations.json", [(json.dumps({"a.png": QA}).encode(), 1)]),
+            ("images/a.png", [(zeros, GIB // CHUNK)]),
+        ],
+        "members-2x1gib": [
+            ("annotations.json", [(json.dumps({"a.png": QA, "b.png": QA}).encode(), 1)]),
+            ("images/a.png", [(zeros, GIB // CHUNK - 1)]),
+            ("images/b.png", [(zeros, GIB // CHUNK - 1)]),
+        ],
+        "json-whitespace-1gb": [
+            ("annotations.json", [(b"{", 1), (b" " * 10**7, 100), (b'"a.png": ' + row + b"}", 1)]),
+            ("images/a.png", [(_png(), 1)]),
+        ],
     }
     paths = {}
     for case, members in cases.items():
@@ -101,9 +106,9 @@ def _declare_size(data: bytes, name: str, size: int) -> bytes:
     """`data` with `name`'s uncompressed size in the central directory (what readers trust)
     replaced by `size`."""
     at = data.index(b"PK\x01\x02")
-    while data[at + 46:at + 46 + len(name)] != name.encode():
+    while data[at + 46 : at + 46 + len(name)] != name.encode():
         at = data.index(b"PK\x01\x02", at + 1)
-    return data[:at + 24] + size.to_bytes(4, "little") + data[at + 28:]
+    return data[: at + 24] + size.to_bytes(4, "little") + data[at + 28 :]
 
 
 def _peak_rss(pid: int) -> int:
@@ -121,15 +126,30 @@ def _free_port() -> int:
 
 def _env(checkout: Path, data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYTUNE_")}
-    env.update(PYTHONPATH=str(checkout), RELAYTUNE_DATA_DIR=str(data_dir),
-               RELAYTUNE_REAPER_INTERVAL_SECONDS="0")
+    env.update(
+        PYTHONPATH=str(checkout),
+        RELAYTUNE_DATA_DIR=str(data_dir),
+        RELAYTUNE_REAPER_INTERVAL_SECONDS="0",
+    )
     return env
 
 
 def _api_case(zip_path: Path, env: dict[str, str], key: str) -> dict[str, Any]:
     port = _free_port()
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "services.api.main:app", "--port",
-                            str(port), "--log-level", "warning"], env=env, cwd=env["PYTHONPATH"])
+    api = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "services.api.main:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=env["PYTHONPATH"],
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -141,8 +161,12 @@ def _api_case(zip_path: Path, env: dict[str, str], key: str) -> dict[str, Any]:
         idle = _peak_rss(api.pid)
         started = time.monotonic()
         with zip_path.open("rb") as file:
-            response = httpx.post(f"{url}/v1/datasets", files={"file": (zip_path.name, file)},
-                                  headers={"Authorization": f"Bearer {key}"}, timeout=900)
+            response = httpx.post(
+                f"{url}/v1/datasets",
+                files={"file": (zip_path.name, file)},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=900,
+            )
         seconds = time.monotonic() - started
         peak = _peak_rss(api.pid)
     finally:
@@ -150,58 +174,91 @@ def _api_case(zip_path: Path, env: dict[str, str], key: str) -> dict[str, Any]:
         api.wait(30)
     body = response.json()
     error = body.get("error") or {}
-    return {"status": response.status_code, "code": error.get("code"),
-            "param": error.get("param"), "message": error.get("message"),
-            "seconds": round(seconds, 2), "api_idle_peak_rss_bytes": idle,
-            "api_peak_rss_bytes": peak}
+    return {
+        "status": response.status_code,
+        "code": error.get("code"),
+        "param": error.get("param"),
+        "message": error.get("message"),
+        "seconds": round(seconds, 2),
+        "api_idle_peak_rss_bytes": idle,
+        "api_peak_rss_bytes": peak,
+    }
 
 
 def _worker_case(zip_path: Path, env: dict[str, str], scratch: Path) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-c", EXTRACT, str(zip_path), str(scratch)],
-                          env=env, cwd=env["PYTHONPATH"], capture_output=True, text=True,
-                          timeout=900, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", EXTRACT, str(zip_path), str(scratch)],
+        env=env,
+        cwd=env["PYTHONPATH"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
     outcome, peak = done.stdout.strip().splitlines()[-2:]
     return {"outcome": outcome, "peak_rss_bytes": int(peak)}
 
 
 def _commit(checkout: Path) -> str:
-    done = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
     return done.stdout.strip() or "unknown"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkout", type=Path, default=ROOT,
-                        help="the repository whose code runs the API (default: this one)")
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        default=ROOT,
+        help="the repository whose code runs the API (default: this one)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     checkout = args.checkout.resolve()
     today = datetime.date.today().isoformat()
     out = args.out or ROOT / "bench" / "results" / f"zip-bombs-{today}.json"
     results: dict[str, Any] = {
-        "date": today, "commit": _commit(checkout), "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "cases": {}}
+        "date": today,
+        "commit": _commit(checkout),
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "cases": {},
+    }
     with tempfile.TemporaryDirectory(prefix="zip-bombs-") as tmp:
         folder = Path(tmp)
         env = _env(checkout, folder / "data")
         # Run where the code is: `python -c` and `-m` put the working folder first on sys.path.
-        subprocess.run([sys.executable, "-c", CLI, "migrate"], env=env, cwd=checkout,
-                       check=True, capture_output=True)
-        created = subprocess.run([sys.executable, "-c", CLI, "api-key", "create", "--tenant",
-                                  "bench"], env=env, cwd=checkout, check=True,
-                                 capture_output=True, text=True)
+        subprocess.run(
+            [sys.executable, "-c", CLI, "migrate"],
+            env=env,
+            cwd=checkout,
+            check=True,
+            capture_output=True,
+        )
+        created = subprocess.run(
+            [sys.executable, "-c", CLI, "api-key", "create", "--tenant", "bench"],
+            env=env,
+            cwd=checkout,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         key = created.stdout.strip().splitlines()[-1].split()[-1]
         for case, zip_path in build_bombs(folder).items():
             entry: dict[str, Any] = {"zip_bytes": zip_path.stat().st_size}
             entry["api"] = _api_case(zip_path, env, key)
             entry["worker_extract"] = _worker_case(zip_path, env, folder / f"out-{case}")
             results["cases"][case] = entry
-            print(f"{case}: zip {entry['zip_bytes']} B; API {entry['api']['status']} "
-                  f"{entry['api']['code']} peak {entry['api']['api_peak_rss_bytes'] / 2**20:.0f}"
-                  f" MiB; worker extract peak "
-                  f"{entry['worker_extract']['peak_rss_bytes'] / 2**20:.0f} MiB "
-                  f"({entry['worker_extract']['outcome'][:80]})", flush=True)
+            print(
+                f"{case}: zip {entry['zip_bytes']} B; API {entry['api']['status']} "
+                f"{entry['api']['code']} peak {entry['api']['api_peak_rss_bytes'] / 2**20:.0f}"
+                f" MiB; worker extract peak "
+                f"{entry['worker_extract']['peak_rss_bytes'] / 2**20:.0f} MiB "
+                f"({entry['worker_extract']['outcome'][:80]})",
+                flush=True,
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")

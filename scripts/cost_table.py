@@ -38,14 +38,21 @@ def seeded_pools() -> dict[str, Pool]:
     """The pools a fresh install has: migration 0001's prices and memory, 0003's GPU facts."""
     initial = importlib.import_module("migrations.versions.20261128_0001_initial")
     facts = importlib.import_module("migrations.versions.20261128_0003_cost_truth").POOL_FACTS
-    return {row["name"]: Pool(**{**row, "hourly_price": Decimal(row["hourly_price"])},
-                              queue=default_queue(row["name"]), **facts[row["name"]])
-            for row in initial.SEED_POOLS}
+    return {
+        row["name"]: Pool(
+            **{**row, "hourly_price": Decimal(row["hourly_price"])},
+            queue=default_queue(row["name"]),
+            **facts[row["name"]],
+        )
+        for row in initial.SEED_POOLS
+    }
 
 
 def _summary(plans: list[PlanEstimate], top: PlanEstimate) -> list[str]:
-    lines = ["| plan | preprocess / warmup / final | seconds | cost | vs all-A100 |",
-             "| --- | --- | ---: | ---: | ---: |"]
+    lines = [
+        "| plan | preprocess / warmup / final | seconds | cost | vs all-A100 |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
     for plan in plans:
         pools = " / ".join(plan.pools[p] for p in ("preprocess", "warmup", "final"))
         if not plan.feasible:
@@ -53,32 +60,43 @@ def _summary(plans: list[PlanEstimate], top: PlanEstimate) -> list[str]:
             continue
         percent = (top.cost - plan.cost) / top.cost * 100
         verdict = f"saves {percent:.0f}%" if percent >= 0 else f"costs {-percent:.0f}% more"
-        lines.append(f"| {plan.name} | {pools} | {plan.total_seconds:.0f} | "
-                     f"{plan.cost:.4f} {plan.currency} | {verdict} |")
+        lines.append(
+            f"| {plan.name} | {pools} | {plan.total_seconds:.0f} | "
+            f"{plan.cost:.4f} {plan.currency} | {verdict} |"
+        )
     return lines
 
 
 def _components(plan: PlanEstimate) -> list[str]:
     names = [c.replace("_", " ") for c in COMPONENTS]
-    lines = [f"| {plan.name} | pool | " + " | ".join(names) + " | total s | cost | fixed share |",
-             "| --- | --- | " + " | ".join("---:" for _ in names) + " | ---: | ---: | ---: |"]
+    lines = [
+        f"| {plan.name} | pool | " + " | ".join(names) + " | total s | cost | fixed share |",
+        "| --- | --- | " + " | ".join("---:" for _ in names) + " | ---: | ---: | ---: |",
+    ]
     for phase in plan.phases:
         cells = " | ".join(f"{phase.seconds[c]:.1f}" for c in COMPONENTS)
         work = phase.seconds["preprocess"] + phase.seconds["train"] + phase.seconds["evaluate"]
         fixed = 1 - work / phase.total_seconds if phase.total_seconds else 0.0
-        lines.append(f"| {phase.phase} | {phase.pool} | {cells} | {phase.total_seconds:.1f} | "
-                     f"{phase.cost:.4f} | {fixed:.0%} |")
+        lines.append(
+            f"| {phase.phase} | {phase.pool} | {cells} | {phase.total_seconds:.1f} | "
+            f"{phase.cost:.4f} | {fixed:.0%} |"
+        )
     return lines
 
 
 def tables(model: str, images: int, epochs: int, batch_size: int = 2) -> str:
     shape = SHAPES[model]
     # The seed's effective batch is 2 x 4; a larger micro-batch keeps it with less accumulation.
-    hp = Hyperparameters(total_epochs=epochs, warmup_epochs=min(5, epochs),
-                         batch_size=batch_size, gradient_accumulation=max(1, 8 // batch_size))
+    hp = Hyperparameters(
+        total_epochs=epochs,
+        warmup_epochs=min(5, epochs),
+        batch_size=batch_size,
+        gradient_accumulation=max(1, 8 // batch_size),
+    )
     dataset = DatasetSize(images, images, images * BYTES_PER_IMAGE)
-    comparison = build_comparison(model, shape, hp, dataset, seeded_pools(), dict(DEFAULT_POOLS),
-                                  seeded_lookup(shape, hp))
+    comparison = build_comparison(
+        model, shape, hp, dataset, seeded_pools(), dict(DEFAULT_POOLS), seeded_lookup(shape, hp)
+    )
     assert comparison is not None and comparison.top_tier is not None
     by_name = {p.name: p for p in comparison.plans}
     by_name["relay"] = by_name["requested"]
@@ -95,14 +113,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=QWEN3_VL_8B, choices=sorted(SHAPES))
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--case", nargs="+", default=list(CASES), metavar="IMAGESxBATCH",
-                        help="data set size and batch_size, e.g. 2000x8")
+    parser.add_argument(
+        "--case",
+        nargs="+",
+        default=list(CASES),
+        metavar="IMAGESxBATCH",
+        help="data set size and batch_size, e.g. 2000x8",
+    )
     args = parser.parse_args()
     print(all_tables(args.model, args.epochs, args.case))
 
 
-def all_tables(model: str = QWEN3_VL_8B, epochs: int = 8, cases: tuple[str, ...] | list[str]
-               = CASES) -> str:
+def all_tables(
+    model: str = QWEN3_VL_8B, epochs: int = 8, cases: tuple[str, ...] | list[str] = CASES
+) -> str:
     parsed = [tuple(int(n) for n in case.split("x")) for case in cases]
     return "\n\n".join(tables(model, images, epochs, batch) for images, batch in parsed)
 

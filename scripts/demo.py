@@ -36,16 +36,19 @@ def main() -> int:
             wait_ready(url, timeout=180, alive=lambda: stack.poll() is None)
         except RuntimeError as exc:
             sys.exit(f"{exc}; see {DATA_DIR / 'logs'}")
-        submit = subprocess.run([*cli, "submit", str(EXAMPLE), "--api-url", url, "--wait"],
-                                env=env, check=False)
+        submit = subprocess.run(
+            [*cli, "submit", str(EXAMPLE), "--api-url", url, "--wait"], env=env, check=False
+        )
     finally:
         stack.send_signal(signal.SIGINT)
         try:
             stack.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(stack.pid, signal.SIGKILL)
-    print(f"demo wall time: {time.monotonic() - started:.1f}s "
-          f"({'succeeded' if submit.returncode == 0 else 'FAILED'})")
+    print(
+        f"demo wall time: {time.monotonic() - started:.1f}s "
+        f"({'succeeded' if submit.returncode == 0 else 'FAILED'})"
+    )
     return submit.returncode
 
 

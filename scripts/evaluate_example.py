@@ -35,15 +35,33 @@ from worker.recipe.train import TrainHooks, train_epochs  # noqa: E402
 from worker.tiny_model import write_tiny_model  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "circuit-boards"
-COLUMNS = (("exact_match", "exact match"), ("token_accuracy", "token accuracy"),
-           ("rouge_l", "ROUGE-L"), ("val_loss", "val loss"))
+COLUMNS = (
+    ("exact_match", "exact match"),
+    ("token_accuracy", "token accuracy"),
+    ("rouge_l", "ROUGE-L"),
+    ("val_loss", "val loss"),
+)
 
 
-def _train(artifact: Path, model_dir: str, hp: Hyperparameters, start: int, end: int,
-           resume: Path | None, out: Path) -> Path:
-    result = train_epochs(artifact_dir=artifact, model_dir=model_dir, hyperparameters=hp,
-                          start_epoch=start, end_epoch=end, resume_dir=resume, out_dir=out,
-                          hooks=TrainHooks())
+def _train(
+    artifact: Path,
+    model_dir: str,
+    hp: Hyperparameters,
+    start: int,
+    end: int,
+    resume: Path | None,
+    out: Path,
+) -> Path:
+    result = train_epochs(
+        artifact_dir=artifact,
+        model_dir=model_dir,
+        hyperparameters=hp,
+        start_epoch=start,
+        end_epoch=end,
+        resume_dir=resume,
+        out_dir=out,
+        hooks=TrainHooks(),
+    )
     return Path(result.checkpoint_dir)
 
 
@@ -68,8 +86,11 @@ def _fmt(value: float | None, signed: bool = False) -> str:
 def markdown(report: dict[str, Any]) -> str:
     header = "| model | " + " | ".join(title for _, title in COLUMNS) + " |"
     lines = [header, "|---" * (len(COLUMNS) + 1) + "|"]
-    for side, label in (("base", "base (tiny random)"), ("adapter", "base + LoRA adapter"),
-                        ("delta", "Δ")):
+    for side, label in (
+        ("base", "base (tiny random)"),
+        ("adapter", "base + LoRA adapter"),
+        ("delta", "Δ"),
+    ):
         cells = [_fmt(report[side][key], signed=side == "delta") for key, _ in COLUMNS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -78,8 +99,10 @@ def markdown(report: dict[str, Any]) -> str:
 def samples_markdown(report: dict[str, Any]) -> str:
     lines = ["| file | reference | base answer | adapter answer |", "|---|---|---|---|"]
     for row in report["samples"]:
-        cells = [row[k].replace("|", "\\|") or "(empty)"
-                 for k in ("file", "reference", "base_answer", "adapter_answer")]
+        cells = [
+            row[k].replace("|", "\\|") or "(empty)"
+            for k in ("file", "reference", "base_answer", "adapter_answer")
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -91,20 +114,32 @@ def run(work: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     build_artifact(EXAMPLE, model_dir, artifact, hyperparameters=hp)
     # Two calls, as the relay runs them: warmup epochs, then the rest resumed from its checkpoint.
     warmup = _train(artifact, model_dir, hp, 0, hp.warmup_epochs, None, work / "warmup")
-    final = _train(artifact, model_dir, hp, hp.warmup_epochs, hp.total_epochs, warmup,
-                   work / "final")
+    final = _train(
+        artifact, model_dir, hp, hp.warmup_epochs, hp.total_epochs, warmup, work / "final"
+    )
     checkpoint = _checkpoint_to_export([work / "warmup", work / "final"], final)
-    return evaluate_and_export(artifact_dir=artifact, model_dir=model_dir,
-                               checkpoint_dir=checkpoint, out_dir=work / "export",
-                               base_model_name="tiny-qwen3-vl", hyperparameters=hp)
+    return evaluate_and_export(
+        artifact_dir=artifact,
+        model_dir=model_dir,
+        checkpoint_dir=checkpoint,
+        out_dir=work / "export",
+        base_model_name="tiny-qwen3-vl",
+        hyperparameters=hp,
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, help="keep everything here (default: a temp dir)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="NAME=VALUE", help="a hyperparameter (JSON value), e.g. "
-                        "--set learning_rate=0.005; the defaults are the job defaults")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a hyperparameter (JSON value), e.g. "
+        "--set learning_rate=0.005; the defaults are the job defaults",
+    )
     args = parser.parse_args()
     overrides = {}
     for item in args.overrides:
@@ -123,10 +158,12 @@ def main() -> int:
     print()
     print(samples_markdown(report))
     print()
-    print(f"{report['num_samples']} held-out samples of {EXAMPLE.name}; exported checkpoint: "
-          f"step {best['step']} (kind {best['kind']}, {best['metric']} {_fmt(best['value'])}); "
-          f"adapter {report['adapter_export']['bytes'] / 1024:.0f} KiB; "
-          f"{elapsed:.0f} s on CPU in total.")
+    print(
+        f"{report['num_samples']} held-out samples of {EXAMPLE.name}; exported checkpoint: "
+        f"step {best['step']} (kind {best['kind']}, {best['metric']} {_fmt(best['value'])}); "
+        f"adapter {report['adapter_export']['bytes'] / 1024:.0f} KiB; "
+        f"{elapsed:.0f} s on CPU in total."
+    )
     return 0
 
 

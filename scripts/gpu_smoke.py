@@ -38,19 +38,39 @@ def _max_diff(a: dict[str, Any], b: dict[str, Any]) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-def _train(work: Path, name: str, hp: Hyperparameters, start: int, end: int,
-           resume: Path | None, losses: list[float]) -> Any:
+def _train(
+    work: Path,
+    name: str,
+    hp: Hyperparameters,
+    start: int,
+    end: int,
+    resume: Path | None,
+    losses: list[float],
+) -> Any:
     def on_progress(step: int, total: int, epoch: int, metrics: dict[str, float]) -> None:
         losses.append(float(metrics["loss"]))
 
-    return train_epochs(artifact_dir=work / "artifact", model_dir=str(work / "model"),
-                        hyperparameters=hp, start_epoch=start, end_epoch=end, resume_dir=resume,
-                        out_dir=work / name, hooks=TrainHooks(on_progress=on_progress))
+    return train_epochs(
+        artifact_dir=work / "artifact",
+        model_dir=str(work / "model"),
+        hyperparameters=hp,
+        start_epoch=start,
+        end_epoch=end,
+        resume_dir=resume,
+        out_dir=work / name,
+        hooks=TrainHooks(on_progress=on_progress),
+    )
 
 
 def check(work: Path, precision: str, **extra: Any) -> dict[str, Any]:
-    hp = Hyperparameters(total_epochs=3, warmup_epochs=2, precision=precision,  # type: ignore[arg-type]
-                         learning_rate=5e-3, lora_dropout=0.0, **extra)
+    hp = Hyperparameters(
+        total_epochs=3,
+        warmup_epochs=2,
+        precision=precision,  # type: ignore[arg-type]
+        learning_rate=5e-3,
+        lora_dropout=0.0,
+        **extra,
+    )
     tag = f"{precision}-{'-'.join(extra) or 'plain'}"
     started = time.perf_counter()
     whole: list[float] = []
@@ -61,11 +81,15 @@ def check(work: Path, precision: str, **extra: Any) -> dict[str, Any]:
     diff = _max_diff(_adapter(Path(full.checkpoint_dir)), _adapter(Path(final.checkpoint_dir)))
     loss_diff = max(abs(a - b) for a, b in zip(whole, split, strict=True))
     return {
-        "check": tag, "precision": full.precision, "steps": full.global_step,
-        "first_loss": whole[0], "last_loss": whole[-1],
+        "check": tag,
+        "precision": full.precision,
+        "steps": full.global_step,
+        "first_loss": whole[0],
+        "last_loss": whole[-1],
         "losses_finite": all(math.isfinite(x) for x in whole),
         "loss_decreased": whole[-1] < whole[0],
-        "resume_max_adapter_diff": diff, "resume_max_loss_diff": loss_diff,
+        "resume_max_adapter_diff": diff,
+        "resume_max_loss_diff": loss_diff,
         "seconds": round(time.perf_counter() - started, 2),
     }
 
@@ -76,16 +100,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    results: dict[str, Any] = {"device": torch.cuda.get_device_name() if torch.cuda.is_available()
-                               else "cpu", "torch": torch.__version__, "checks": []}
+    results: dict[str, Any] = {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "checks": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         write_tiny_model(work / "model", seed=0)
-        build_artifact(EXAMPLE, str(work / "model"), work / "artifact",
-                       hyperparameters=Hyperparameters.model_validate(
-                           {"augmentation": {"enabled": False}}))
+        build_artifact(
+            EXAMPLE,
+            str(work / "model"),
+            work / "artifact",
+            hyperparameters=Hyperparameters.model_validate({"augmentation": {"enabled": False}}),
+        )
         cases: list[tuple[str, dict[str, Any]]] = [
-            ("bf16", {}), ("fp16", {}), ("bf16", {"gradient_checkpointing": True}),
+            ("bf16", {}),
+            ("fp16", {}),
+            ("bf16", {"gradient_checkpointing": True}),
             ("bf16", {"modules_to_save": ["lm_head"]}),
         ]
         for precision, extra in cases:

@@ -24,8 +24,18 @@ DATABASE_URL = os.environ.get(
 REDIS_URL = os.environ.get("RELAYTUNE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 S3_ENDPOINT = os.environ.get("RELAYTUNE_TEST_S3_ENDPOINT", "")
 
-DATA_TABLES = ("phase_timings", "checkpoints", "events", "phases", "jobs", "datasets",
-               "api_keys", "tenants", "workers", "idempotency_keys")
+DATA_TABLES = (
+    "phase_timings",
+    "checkpoints",
+    "events",
+    "phases",
+    "jobs",
+    "datasets",
+    "api_keys",
+    "tenants",
+    "workers",
+    "idempotency_keys",
+)
 
 
 def reset_caches() -> None:
@@ -91,8 +101,9 @@ def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def service_env(database_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory,
-                model_root: Path) -> Iterator[dict[str, str]]:
+def service_env(
+    database_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory, model_root: Path
+) -> Iterator[dict[str, str]]:
     """Environment that points every relaytune process (this one and its children) at the
     test services."""
     data_dir = tmp_path_factory.mktemp("relaytune-data")
@@ -128,8 +139,10 @@ def _reset_pools(conn: Connection) -> None:
     if not _seeded_pools:
         rows = conn.execute(text("SELECT * FROM pools"))
         _seeded_pools.extend(dict(row._mapping) for row in rows)
-    conn.execute(text("DELETE FROM pools WHERE NOT (name = ANY(:names))"),
-                 {"names": [p["name"] for p in _seeded_pools]})
+    conn.execute(
+        text("DELETE FROM pools WHERE NOT (name = ANY(:names))"),
+        {"names": [p["name"] for p in _seeded_pools]},
+    )
     for pool in _seeded_pools:
         columns = ", ".join(f"{c} = :{c}" for c in pool if c != "name")
         conn.execute(text(f"UPDATE pools SET {columns} WHERE name = :name"), pool)

@@ -31,8 +31,10 @@ def dataset_zip(
 ) -> bytes:
     """A zip in the seed's layout; every part can be replaced to build a broken one."""
     if annotations is None:
-        annotations = {f"case{i}.png": {"question": "Which part is abnormal?",
-                                        "answer": f"capacitor {i}"} for i in range(1, 4)}
+        annotations = {
+            f"case{i}.png": {"question": "Which part is abnormal?", "answer": f"capacitor {i}"}
+            for i in range(1, 4)
+        }
     if images is None:
         images = {name: png_bytes() for name in annotations}
     buffer = io.BytesIO()

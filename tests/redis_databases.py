@@ -29,10 +29,13 @@ CLAIM_TTL_S = 300
 
 # Delete or renew the claim only while it is still this run's (it may have expired and been
 # claimed by another run meanwhile).
-_RELEASE = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
-            "return redis.call('del', KEYS[1]) end return 0")
-_RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
-          "return redis.call('expire', KEYS[1], ARGV[2]) end return 0")
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+_RENEW = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('expire', KEYS[1], ARGV[2]) end return 0"
+)
 
 
 def with_database(url: str, database: int) -> str:
@@ -45,8 +48,15 @@ class RedisDatabaseClaim:
     """`with RedisDatabaseClaim(url) as claimed_url:` holds one of `databases` until the block
     ends; it waits up to `wait_s` for one to come free."""
 
-    def __init__(self, server_url: str, *, databases: range = TEST_DATABASES,
-                 key_prefix: str = KEY_PREFIX, ttl_s: int = CLAIM_TTL_S, wait_s: float = 120.0):
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        databases: range = TEST_DATABASES,
+        key_prefix: str = KEY_PREFIX,
+        ttl_s: int = CLAIM_TTL_S,
+        wait_s: float = 120.0,
+    ):
         self.server_url = server_url
         self.databases = databases
         self.key_prefix = key_prefix
@@ -72,7 +82,8 @@ class RedisDatabaseClaim:
                 raise RuntimeError(
                     f"every test Redis database ({self.databases.start}-"
                     f"{self.databases.stop - 1}) of {self.server_url} is claimed by another "
-                    f"test run (keys {self.key_prefix}* in database {LOCK_DATABASE})")
+                    f"test run (keys {self.key_prefix}* in database {LOCK_DATABASE})"
+                )
             time.sleep(1.0)
 
     def release(self) -> None:
@@ -84,11 +95,13 @@ class RedisDatabaseClaim:
         while not self._stop.wait(self.ttl_s / 3):
             assert self.database is not None
             try:
-                renewed = self.locks.eval(_RENEW, 1, self._key(self.database), self.owner,
-                                          self.ttl_s)
+                renewed = self.locks.eval(
+                    _RENEW, 1, self._key(self.database), self.owner, self.ttl_s
+                )
             except redis.RedisError:
-                logger.warning("could not renew the claim of Redis database %s", self.database,
-                               exc_info=True)
+                logger.warning(
+                    "could not renew the claim of Redis database %s", self.database, exc_info=True
+                )
                 continue
             if not renewed:
                 logger.warning("the claim of Redis database %s was lost", self.database)
@@ -99,8 +112,12 @@ class RedisDatabaseClaim:
         self._renewer.start()
         return with_database(self.server_url, database)
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self._stop.set()
         self._renewer.join(timeout=5)
         self.release()

@@ -15,7 +15,8 @@ def test_costs_md_tables_are_the_estimators_output() -> None:
     cost_table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cost_table)
     text = (ROOT / "COSTS.md").read_text(encoding="utf-8")
-    pasted = text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip()
+    pasted = text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip()
     assert pasted == cost_table.all_tables().strip(), (
         "COSTS.md is stale: rerun scripts/cost_table.py and paste its output between the markers"
-        " (then check the prose below them)")
+        " (then check the prose below them)"
+    )

@@ -15,14 +15,21 @@ from services.api.main import create_app
 from tests.factories import new_api_key, zip_folder
 from tests.test_end_to_end import _wait_for_job, workers  # noqa: F401  (fixture)
 
-HP = {"warmup_epochs": 1, "total_epochs": 2, "validation_samples": 2,
-      "augmentation": {"enabled": False}}
+HP = {
+    "warmup_epochs": 1,
+    "total_epochs": 2,
+    "validation_samples": 2,
+    "augmentation": {"enabled": False},
+}
 
 
-def _run(client: TestClient, dataset_id: str, model: str, pools: dict[str, str],
-         logs: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    submitted = client.post("/v1/jobs", json={"dataset_id": dataset_id, "base_model": model,
-                                              "hyperparameters": HP, "pools": pools})
+def _run(
+    client: TestClient, dataset_id: str, model: str, pools: dict[str, str], logs: Path
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    submitted = client.post(
+        "/v1/jobs",
+        json={"dataset_id": dataset_id, "base_model": model, "hyperparameters": HP, "pools": pools},
+    )
     assert submitted.status_code == 201, submitted.text
     job = _wait_for_job(client, submitted.json()["id"], logs)
     assert job["status"] == "succeeded", job
@@ -38,7 +45,9 @@ def _run(client: TestClient, dataset_id: str, model: str, pools: dict[str, str],
 
 @pytest.mark.e2e
 def test_fused_warmup_and_final_load_the_model_once_and_match_the_relay(
-    clean_db: None, workers: dict[str, str], tiny_model_dir: str,  # noqa: F811
+    clean_db: None,
+    workers: dict[str, str],  # noqa: F811  (the fixture imported above)
+    tiny_model_dir: str,
     example_dir: Path,
 ) -> None:
     import torch
@@ -50,12 +59,16 @@ def test_fused_warmup_and_final_load_the_model_once_and_match_the_relay(
         assert upload.status_code == 201, upload.text
         dataset_id = upload.json()["id"]
         _, relay_events, relay_adapter = _run(
-            client, dataset_id, tiny_model_dir, {"warmup": "a10", "final": "a100"}, logs)
+            client, dataset_id, tiny_model_dir, {"warmup": "a10", "final": "a100"}, logs
+        )
         fused, fused_events, fused_adapter = _run(
-            client, dataset_id, tiny_model_dir, {"warmup": "a10", "final": "a10"}, logs)
+            client, dataset_id, tiny_model_dir, {"warmup": "a10", "final": "a10"}, logs
+        )
         # The boundary checkpoint is published as in the relay: final can be re-queued alone.
-        kinds = {(c["phase"], c["kind"]) for c in
-                 client.get(f"/v1/jobs/{fused['id']}/checkpoints").json()}
+        kinds = {
+            (c["phase"], c["kind"])
+            for c in client.get(f"/v1/jobs/{fused['id']}/checkpoints").json()
+        }
         assert ("warmup", "final") in kinds
 
     def loads(events: list[dict[str, Any]]) -> list[str]:
@@ -64,8 +77,9 @@ def test_fused_warmup_and_final_load_the_model_once_and_match_the_relay(
     assert loads(relay_events) == ["warmup", "final"]
     assert loads(fused_events) == ["warmup"]  # one load for both training phases
     assert [e["phase"] for e in fused_events if e["type"] == "phase_fused"] == ["final"]
-    workers_of = {e["phase"]: e["data"]["worker_id"] for e in fused_events
-                  if e["type"] == "phase_started"}
+    workers_of = {
+        e["phase"]: e["data"]["worker_id"] for e in fused_events if e["type"] == "phase_started"
+    }
     assert workers_of["warmup"] == workers_of["final"]
     # Still two phases, each with its own attempt, cost and timing.
     phases = {p["name"]: p for p in fused["phases"]}

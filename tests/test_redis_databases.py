@@ -28,7 +28,8 @@ def key_prefix(server_url: str) -> Iterator[str]:
 
 
 def test_another_run_on_this_server_gets_another_database(
-    private_redis_url: str, server_url: str,
+    private_redis_url: str,
+    server_url: str,
 ) -> None:
     with RedisDatabaseClaim(server_url) as other_run:
         assert other_run != private_redis_url
@@ -36,10 +37,13 @@ def test_another_run_on_this_server_gets_another_database(
 
 
 def test_when_every_database_is_claimed_the_next_run_is_refused_saying_so(
-    server_url: str, key_prefix: str,
+    server_url: str,
+    key_prefix: str,
 ) -> None:
-    runs = [RedisDatabaseClaim(server_url, databases=range(1, 3), key_prefix=key_prefix,
-                               wait_s=0) for _ in range(3)]
+    runs = [
+        RedisDatabaseClaim(server_url, databases=range(1, 3), key_prefix=key_prefix, wait_s=0)
+        for _ in range(3)
+    ]
     assert sorted(run.claim() for run in runs[:2]) == [1, 2]
     with pytest.raises(RuntimeError, match="claimed by another test run"):
         runs[2].claim()
@@ -49,10 +53,13 @@ def test_when_every_database_is_claimed_the_next_run_is_refused_saying_so(
 
 
 def test_a_claim_that_expired_and_was_taken_over_is_not_released_by_its_old_owner(
-    server_url: str, key_prefix: str,
+    server_url: str,
+    key_prefix: str,
 ) -> None:
-    old, new = (RedisDatabaseClaim(server_url, databases=range(1, 2), key_prefix=key_prefix)
-                for _ in range(2))
+    old, new = (
+        RedisDatabaseClaim(server_url, databases=range(1, 2), key_prefix=key_prefix)
+        for _ in range(2)
+    )
     assert old.claim() == 1
     old.locks.delete(f"{key_prefix}1")  # its time to live ran out
     assert new.claim() == 1
@@ -61,7 +68,8 @@ def test_a_claim_that_expired_and_was_taken_over_is_not_released_by_its_old_owne
 
 
 def test_a_claim_outlives_its_time_to_live_while_its_run_goes_on(
-    server_url: str, key_prefix: str,
+    server_url: str,
+    key_prefix: str,
 ) -> None:
     run = RedisDatabaseClaim(server_url, databases=range(1, 2), key_prefix=key_prefix, ttl_s=1)
     with run:

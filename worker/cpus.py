@@ -44,8 +44,9 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
             return parse_cpu_max((root / "cpu.max").read_text())
         v1 = root / "cpu"
         if (v1 / "cpu.cfs_quota_us").exists():
-            return parse_cfs_quota((v1 / "cpu.cfs_quota_us").read_text(),
-                                   (v1 / "cpu.cfs_period_us").read_text())
+            return parse_cfs_quota(
+                (v1 / "cpu.cfs_quota_us").read_text(), (v1 / "cpu.cfs_period_us").read_text()
+            )
     except (OSError, ValueError):
         return None
     return None
@@ -59,8 +60,9 @@ def affinity_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def choose_threads(*, override: int, affinity: int, quota: float | None,
-                   workers: int) -> ThreadChoice:
+def choose_threads(
+    *, override: int, affinity: int, quota: float | None, workers: int
+) -> ThreadChoice:
     """override > 0 wins; otherwise the usable CPUs (affinity, capped by a cgroup quota rounded
     down) divided among the workers sharing them, at least one."""
     if override > 0:
@@ -77,5 +79,6 @@ def choose_threads(*, override: int, affinity: int, quota: float | None,
 
 
 def threads_for_this_worker(override: int, workers: int) -> ThreadChoice:
-    return choose_threads(override=override, affinity=affinity_cpus(),
-                          quota=cgroup_cpu_quota(), workers=workers)
+    return choose_threads(
+        override=override, affinity=affinity_cpus(), quota=cgroup_cpu_quota(), workers=workers
+    )

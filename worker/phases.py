@@ -68,11 +68,16 @@ def run_preprocess(
         dataset_dir = extract_dataset(zip_path, work / "dataset")
         artifact_dir = work / "artifact"
         manifest = build_artifact(
-            dataset_dir, model_dir(claim), artifact_dir, hyperparameters=claim.hyperparameters,
+            dataset_dir,
+            model_dir(claim),
+            artifact_dir,
+            hyperparameters=claim.hyperparameters,
             compact_images=get_settings().artifact_compact_images,
         )
-    clock.count(samples=int(manifest.get("num_samples") or 0),
-                tokens=int((manifest.get("token_counts") or {}).get("total") or 0))
+    clock.count(
+        samples=int(manifest.get("num_samples") or 0),
+        tokens=int((manifest.get("token_counts") or {}).get("total") or 0),
+    )
     output_key = artifact_key(claim.run_prefix)
     reporter.checkpoint(artifact_dir, output_key, kind=CheckpointKind.ARTIFACT, step=0)
     handover.artifact_dir = artifact_dir
@@ -84,7 +89,11 @@ def run_preprocess(
 
 
 def _train(
-    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, handover: Handover,
+    claim: Claim,
+    store: ObjectStore,
+    work: Path,
+    reporter: Reporter,
+    handover: Handover,
     start_from: str | None,
 ) -> tuple[TrainResult, Path]:
     """Train the claim's epochs. A re-run (lost lease, OOM'd worker) continues from this
@@ -135,8 +144,9 @@ def _train(
             hooks=hooks,
             carry=carry,
         )
-    clock.count(samples=result.samples, tokens=result.tokens,
-                validation_samples=result.validation_samples)
+    clock.count(
+        samples=result.samples, tokens=result.tokens, validation_samples=result.validation_samples
+    )
     clock.note(precision=result.precision, micro_batch=result.micro_batch_size)
     if result.stopped:
         raise PhaseStopped(f"stopped at step {result.global_step}")
@@ -159,8 +169,9 @@ def _summary(result: TrainResult) -> dict[str, Any]:
     }
 
 
-def run_warmup(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter,
-               handover: Handover) -> PhaseOutput:
+def run_warmup(
+    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, handover: Handover
+) -> PhaseOutput:
     result, _ = _train(claim, store, work, reporter, handover, start_from=None)
     # The loop handed its final checkpoint to on_checkpoint, which published it under this key.
     output_key = checkpoint_key(claim.run_prefix, CheckpointKind.FINAL, result.global_step)
@@ -182,12 +193,14 @@ def _best_checkpoint_dir(
     return Path(result.checkpoint_dir)
 
 
-def run_final(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter,
-              handover: Handover) -> PhaseOutput:
+def run_final(
+    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, handover: Handover
+) -> PhaseOutput:
     from worker.recipe.evaluate import evaluate_and_export
 
-    result, artifact_dir = _train(claim, store, work, reporter, handover,
-                                  start_from=claim.input_key)
+    result, artifact_dir = _train(
+        claim, store, work, reporter, handover, start_from=claim.input_key
+    )
     export_dir = work / "export"
     best_dir = _best_checkpoint_dir(claim, store, work, reporter, result)
     clock = reporter.clock
@@ -203,15 +216,14 @@ def run_final(claim: Claim, store: ObjectStore, work: Path, reporter: Reporter,
         )
     clock.count(validation_samples=int(report["num_samples"]))
     output_key = export_key(claim.run_prefix)
-    reporter.checkpoint(export_dir, output_key, kind=CheckpointKind.ADAPTER,
-                        step=result.global_step)
+    reporter.checkpoint(
+        export_dir, output_key, kind=CheckpointKind.ADAPTER, step=result.global_step
+    )
     reporter.event("evaluation", report["summary"])
     return output_key, _summary(result)
 
 
-PHASE_RUNNERS: dict[
-    str, Callable[[Claim, ObjectStore, Path, Reporter, Handover], PhaseOutput]
-] = {
+PHASE_RUNNERS: dict[str, Callable[[Claim, ObjectStore, Path, Reporter, Handover], PhaseOutput]] = {
     "preprocess": run_preprocess,
     "warmup": run_warmup,
     "final": run_final,

@@ -69,8 +69,12 @@ def preload() -> PreloadReport:
             except (AttributeError, ImportError) as exc:
                 report.missing[f"transformers.{name}"] = str(exc)
     report.seconds = time.perf_counter() - started
-    logger.info("preloaded %d modules in %.1fs before forking: %s", len(report.loaded),
-                report.seconds, ", ".join(report.loaded))
+    logger.info(
+        "preloaded %d modules in %.1fs before forking: %s",
+        len(report.loaded),
+        report.seconds,
+        ", ".join(report.loaded),
+    )
     if report.missing:
         logger.warning("not preloaded (the phase imports them itself): %s", report.missing)
     return report

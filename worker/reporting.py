@@ -77,8 +77,15 @@ class _Progress:
 class Reporter:
     """Fenced writes for one claim; a background thread renews the lease between them."""
 
-    def __init__(self, claim: runs.Claim, store: ObjectStore, settings: Settings,
-                 clock: PhaseClock | None = None, *, leased_at: float | None = None):
+    def __init__(
+        self,
+        claim: runs.Claim,
+        store: ObjectStore,
+        settings: Settings,
+        clock: PhaseClock | None = None,
+        *,
+        leased_at: float | None = None,
+    ):
         """`leased_at`: the monotonic time just before the claim's write (the lease runs
         from then); now, when not given."""
         self.claim = claim
@@ -94,8 +101,9 @@ class Reporter:
         self._lease_lock = threading.Lock()
         # Local reckoning of the lease: taken before each renewing write was sent, so it ends
         # no later than the lease the store holds.
-        self._lease_until = (monotonic() if leased_at is None else leased_at) \
-            + settings.lease_seconds
+        self._lease_until = (
+            monotonic() if leased_at is None else leased_at
+        ) + settings.lease_seconds
         self._store_down = threading.Event()
         self._pending: _Progress | None = None  # the newest progress not yet written
         self._stop = threading.Event()
@@ -150,8 +158,11 @@ class Reporter:
     def should_stop(self) -> bool:
         if self.lease_left() <= 0:  # the store stayed out of reach for a whole lease
             self._lose_lease(LAPSED)
-        return (self.cancel_requested.is_set() or self.lease_lost.is_set()
-                or self.budget_stop is not None)
+        return (
+            self.cancel_requested.is_set()
+            or self.lease_lost.is_set()
+            or self.budget_stop is not None
+        )
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -163,10 +174,17 @@ class Reporter:
         self._flush_progress(retry=True)
         return self._write(fn, renews=False)
 
-    def _write(self, fn: Callable[[Session], T], *, renews: bool, retry: bool = True,
-               unless: threading.Event | None = None) -> T:
+    def _write(
+        self,
+        fn: Callable[[Session], T],
+        *,
+        renews: bool,
+        retry: bool = True,
+        unless: threading.Event | None = None,
+    ) -> T:
         """`renews`: the write renews the lease. `retry`: retry through an outage while the
         lease lasts (else one try). `unless`: stop retrying as soon as this is set."""
+
         def once() -> T:
             sent_at = monotonic()
             try:
@@ -206,16 +224,24 @@ class Reporter:
         if not self._store_down.is_set():
             self._store_down.set()
             error = retry_state.outcome.exception() if retry_state.outcome else None
-            logger.warning("job store out of reach (%s); retrying the writes of %s of job %s "
-                           "attempt %d for up to %.0f s, until its lease would expire",
-                           type(error).__name__, self.claim.phase, self.claim.job_id,
-                           self.claim.attempt, self.lease_left())
+            logger.warning(
+                "job store out of reach (%s); retrying the writes of %s of job %s "
+                "attempt %d for up to %.0f s, until its lease would expire",
+                type(error).__name__,
+                self.claim.phase,
+                self.claim.job_id,
+                self.claim.attempt,
+                self.lease_left(),
+            )
 
     def _store_is_back(self) -> None:
         if self._store_down.is_set():
             self._store_down.clear()
-            logger.info("job store reachable again; %s of job %s goes on", self.claim.phase,
-                        self.claim.job_id)
+            logger.info(
+                "job store reachable again; %s of job %s goes on",
+                self.claim.phase,
+                self.claim.job_id,
+            )
 
     # -- what a run reports ------------------------------------------------------------------
 
@@ -240,9 +266,14 @@ class Reporter:
         except STORE_UNREACHABLE as exc:
             self._store_down.set()
             self._wake.set()
-            logger.warning("job store out of reach (%s) at step %d of %s of job %s; training "
-                           "goes on, its progress is written once the store is back",
-                           type(exc).__name__, step, self.claim.phase, self.claim.job_id)
+            logger.warning(
+                "job store out of reach (%s) at step %d of %s of job %s; training "
+                "goes on, its progress is written once the store is back",
+                type(exc).__name__,
+                step,
+                self.claim.phase,
+                self.claim.job_id,
+            )
 
     def _flush_progress(self, *, retry: bool) -> None:
         pending = self._pending
@@ -251,12 +282,17 @@ class Reporter:
 
         def write(session: Session) -> tuple[bool, BudgetStop | None]:
             cancel = runs.report_progress(
-                session, self.claim, step=pending.step, total_steps=pending.total_steps,
-                epoch=pending.epoch, metrics=pending.metrics,
-                lease_seconds=self.settings.lease_seconds)
+                session,
+                self.claim,
+                step=pending.step,
+                total_steps=pending.total_steps,
+                epoch=pending.epoch,
+                metrics=pending.metrics,
+                lease_seconds=self.settings.lease_seconds,
+            )
             return cancel, budgets.stop_for_budget(
-                session, self.claim.job_id, self.claim.phase,
-                seconds_ahead=pending.step_seconds)
+                session, self.claim.job_id, self.claim.phase, seconds_ahead=pending.step_seconds
+            )
 
         cancel, self.budget_stop = self._write(write, renews=True, retry=retry)
         self._pending = None
@@ -281,8 +317,9 @@ class Reporter:
         keep = self.claim.hyperparameters.keep_last_checkpoints
 
         def record(session: Session) -> list[str]:
-            runs.record_checkpoint(session, self.claim, kind=kind, key=key, step=step,
-                                   size=size, manifest=manifest)
+            runs.record_checkpoint(
+                session, self.claim, kind=kind, key=key, step=step, size=size, manifest=manifest
+            )
             return runs.prune_checkpoints(session, self.claim, keep=keep)
 
         pruned = self.write(record)
@@ -290,5 +327,4 @@ class Reporter:
             delete_prefix(self.store, prefix)
 
     def event(self, type_: str, data: dict[str, Any]) -> None:
-        self.write(lambda session: runs.record_event(session, self.claim, EventType(type_),
-                                                     data))
+        self.write(lambda session: runs.record_event(session, self.claim, EventType(type_), data))

@@ -47,8 +47,7 @@ def _error_code(exc: BaseException) -> str:
 def public_error(exc: BaseException, settings: Settings) -> str:
     """The failure as the job shows it: model paths by their name under the model root, and
     no heap addresses."""
-    text = (exc.message if isinstance(exc, RelaytuneError)
-            else f"{type(exc).__name__}: {exc}")
+    text = exc.message if isinstance(exc, RelaytuneError) else f"{type(exc).__name__}: {exc}"
     root = str(settings.model_root)
     text = text.replace(root + "/", "").replace(root, "<model root>")
     return public_message(text)[:2000]
@@ -64,7 +63,9 @@ def ensure_base_model(base_model: str, settings: Settings) -> str:
         raise RelaytuneError(
             f"the default model {TINY_MODEL_NAME} is not written on this worker; run "
             "`relaytune make-tiny-model` where the worker runs, then requeue the phase",
-            param="base_model", code="base_model_missing")
+            param="base_model",
+            code="base_model_missing",
+        )
     return model.location
 
 
@@ -74,8 +75,9 @@ def _refused_for_budget(claim: runs.Claim, reporter: Reporter) -> bool:
     def check(session: Session) -> BudgetStop | None:
         stop = budgets.stop_for_budget(session, claim.job_id, claim.phase, at_claim=True)
         if stop is not None:
-            runs.fail_phase(session, claim, code=stop.code, message=stop.message,
-                            timing=reporter.clock.timing())
+            runs.fail_phase(
+                session, claim, code=stop.code, message=stop.message, timing=reporter.clock.timing()
+            )
         return stop
 
     stop = reporter.write(check)
@@ -110,28 +112,40 @@ def run_phase(payload: dict[str, Any], *, worker_id: str) -> None:
     sent_at = monotonic()
     with session_scope() as session:
         claim = runs.claim_phase(
-            session, job_id=message.job_id, phase=message.phase, attempt=message.attempt,
-            worker_id=worker_id, lease_seconds=settings.lease_seconds)
+            session,
+            job_id=message.job_id,
+            phase=message.phase,
+            attempt=message.attempt,
+            worker_id=worker_id,
+            lease_seconds=settings.lease_seconds,
+        )
     leased: Leased | None = Leased(claim, sent_at)
     handover = Handover()
     fused = False
     with tempfile.TemporaryDirectory(prefix=f"relaytune-{message.phase}-") as tmp:
         while leased is not None:
-            leased = _run_claim(leased, Path(tmp) / leased.claim.phase, handover,
-                                worker_id=worker_id, fused=fused)
+            leased = _run_claim(
+                leased, Path(tmp) / leased.claim.phase, handover, worker_id=worker_id, fused=fused
+            )
             fused = True
 
 
-def _run_claim(leased: Leased, work: Path, handover: Handover, *, worker_id: str,
-               fused: bool) -> Leased | None:
+def _run_claim(
+    leased: Leased, work: Path, handover: Handover, *, worker_id: str, fused: bool
+) -> Leased | None:
     """Run one claimed phase to its outcome; returns the next phase's claim when this process
     is to run it too."""
     claim = leased.claim
     settings = get_settings()
     clock = start_clock(claim)
     clock.facts.fused = fused
-    logger.info("claimed %s of job %s (attempt %d%s)", claim.phase, claim.job_id, claim.attempt,
-                ", fused with the previous phase" if fused else "")
+    logger.info(
+        "claimed %s of job %s (attempt %d%s)",
+        claim.phase,
+        claim.job_id,
+        claim.attempt,
+        ", fused with the previous phase" if fused else "",
+    )
     with Reporter(claim, get_store(), settings, clock, leased_at=leased.at) as reporter:
         try:
             if _refused_for_budget(claim, reporter):
@@ -142,14 +156,19 @@ def _run_claim(leased: Leased, work: Path, handover: Handover, *, worker_id: str
             # Expected when the reaper re-queued the phase first (the store stayed out of
             # reach, or this worker stalled): the newer attempt owns it, so this run stops
             # without writing. One line says so; a traceback would read as a failure.
-            logger.warning("job %s phase %s attempt %d lost its lease, stopping without "
-                           "writing: %s", claim.job_id, claim.phase, claim.attempt,
-                           reporter.lease_lost_because or exc.message)
+            logger.warning(
+                "job %s phase %s attempt %d lost its lease, stopping without writing: %s",
+                claim.job_id,
+                claim.phase,
+                claim.attempt,
+                reporter.lease_lost_because or exc.message,
+            )
             return None
 
 
-def _run_and_record(claim: runs.Claim, work: Path, handover: Handover, reporter: Reporter,
-                    *, worker_id: str) -> Leased | None:
+def _run_and_record(
+    claim: runs.Claim, work: Path, handover: Handover, reporter: Reporter, *, worker_id: str
+) -> Leased | None:
     """The phase's work, then its outcome written through the reporter (retried while the
     store is out of reach). Raises LeaseLost when the phase is no longer this run's."""
     settings = get_settings()
@@ -157,18 +176,23 @@ def _run_and_record(claim: runs.Claim, work: Path, handover: Handover, reporter:
     try:
         with clock.measure("startup"):
             ensure_base_model(claim.base_model, settings)
-        output_key, summary = PHASE_RUNNERS[claim.phase](claim, reporter.store, work, reporter,
-                                                         handover)
+        output_key, summary = PHASE_RUNNERS[claim.phase](
+            claim, reporter.store, work, reporter, handover
+        )
     except PhaseStopped:
         if reporter.lease_lost.is_set():
             raise LeaseLost(reporter.lease_lost_because) from None
         stop = None if reporter.cancel_requested.is_set() else reporter.budget_stop
         if stop is not None:  # failed, with its stop checkpoint as the resume point
-            reporter.write(lambda session: runs.fail_phase(
-                session, claim, code=stop.code, message=stop.message, timing=clock.timing()))
+            reporter.write(
+                lambda session: runs.fail_phase(
+                    session, claim, code=stop.code, message=stop.message, timing=clock.timing()
+                )
+            )
         else:
-            reporter.write(lambda session: runs.acknowledge_cancel(session, claim,
-                                                                   timing=clock.timing()))
+            reporter.write(
+                lambda session: runs.acknowledge_cancel(session, claim, timing=clock.timing())
+            )
         return None
     except LeaseLost:
         raise
@@ -176,19 +200,23 @@ def _run_and_record(claim: runs.Claim, work: Path, handover: Handover, reporter:
         logger.exception("phase %s of job %s failed", claim.phase, claim.job_id)
         code, message = _error_code(exc), public_error(exc, settings)
         details = exc.details if isinstance(exc, RelaytuneError) else None
-        reporter.write(lambda session: runs.fail_phase(
-            session, claim, code=code, message=message, details=details,
-            timing=clock.timing()))
+        reporter.write(
+            lambda session: runs.fail_phase(
+                session, claim, code=code, message=message, details=details, timing=clock.timing()
+            )
+        )
         return None
 
     def complete(session: Session) -> Leased | None:
-        runs.complete_phase(session, claim, output_key=output_key, summary=summary,
-                            timing=clock.timing())
+        runs.complete_phase(
+            session, claim, output_key=output_key, summary=summary, timing=clock.timing()
+        )
         if not settings.fuse_same_pool_phases:
             return None
         sent_at = monotonic()
-        nxt = fusion.continue_on_same_pool(session, claim, worker_id=worker_id,
-                                           lease_seconds=settings.lease_seconds)
+        nxt = fusion.continue_on_same_pool(
+            session, claim, worker_id=worker_id, lease_seconds=settings.lease_seconds
+        )
         return None if nxt is None else Leased(nxt, sent_at)
 
     return reporter.write(complete)

@@ -35,7 +35,8 @@ def is_stale(message: PhaseMessage) -> bool:
     try:
         with _parent_sessions()() as session:
             return not repository.attempt_is_queued(
-                session, message.job_id, message.phase, message.attempt)
+                session, message.job_id, message.phase, message.attempt
+            )
     except Exception:  # unknown: let the child's claim decide
         logger.debug("could not check a delivery before running it", exc_info=True)
         return False
@@ -53,13 +54,18 @@ def drop_stale_deliveries(task: Task, app: Celery, consumer: Any, **options: Any
     """Celery's default strategy, behind the staleness check."""
     handle = default(task, app, consumer, **options)
 
-    def on_message(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any,
-                   **kwargs: Any) -> Any:
+    def on_message(
+        message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kwargs: Any
+    ) -> Any:
         phase_message = _phase_message(message)
         if phase_message is not None and is_stale(phase_message):
-            logger.info("dropped a stale delivery of %s (job %s attempt %s): the attempt is "
-                        "no longer queued", task.name, phase_message.job_id,
-                        phase_message.attempt)
+            logger.info(
+                "dropped a stale delivery of %s (job %s attempt %s): the attempt is "
+                "no longer queued",
+                task.name,
+                phase_message.job_id,
+                phase_message.attempt,
+            )
             ack(logger, consumer.connection_errors)
             return None
         return handle(message, body, ack, reject, callbacks, **kwargs)

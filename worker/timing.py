@@ -65,8 +65,15 @@ class PhaseClock:
         self._credit_innermost(now)
         self._running[-1] = _Span(component, now)
 
-    def count(self, *, samples: int = 0, tokens: int = 0, validation_samples: int = 0,
-              checkpoints: int = 0, input_bytes: int = 0) -> None:
+    def count(
+        self,
+        *,
+        samples: int = 0,
+        tokens: int = 0,
+        validation_samples: int = 0,
+        checkpoints: int = 0,
+        input_bytes: int = 0,
+    ) -> None:
         f = self.facts
         f.samples += samples
         f.tokens += tokens
@@ -74,9 +81,15 @@ class PhaseClock:
         f.checkpoints += checkpoints
         f.input_bytes += input_bytes
 
-    def note(self, *, precision: str | None = None, device: str | None = None,
-             micro_batch: int | None = None, lora_targets: str | None = None,
-             model_key: str | None = None) -> None:
+    def note(
+        self,
+        *,
+        precision: str | None = None,
+        device: str | None = None,
+        micro_batch: int | None = None,
+        lora_targets: str | None = None,
+        model_key: str | None = None,
+    ) -> None:
         """Record what the run ran with; arguments left out keep what was noted before."""
         f = self.facts
         f.precision = precision or f.precision
@@ -113,7 +126,7 @@ def device_and_peak_memory() -> tuple[str, int]:
 
 
 def lora_targets_label(target_modules: list[str] | str) -> str:
-    """"q_proj,v_proj" (sorted) or "all-linear": how profiles group runs by LoRA targets."""
+    """ "q_proj,v_proj" (sorted) or "all-linear": how profiles group runs by LoRA targets."""
     if isinstance(target_modules, str):
         return target_modules
     return ",".join(sorted(target_modules))[:64]

@@ -29,22 +29,29 @@ POOL_FACTS = {
 def upgrade() -> None:
     with op.batch_alter_table("pools") as batch:
         batch.add_column(sa.Column("queue", sa.String(64), nullable=False, server_default=""))
-        batch.add_column(sa.Column("supports_bf16", sa.Boolean, nullable=False,
-                                   server_default=sa.true()))
-        batch.add_column(sa.Column("peak_tflops", sa.Float, nullable=False,
-                                   server_default="0"))
-        batch.add_column(sa.Column("memory_bandwidth_gbs", sa.Float, nullable=False,
-                                   server_default="0"))
-    pools = sa.table("pools", sa.column("name", sa.String), sa.column("queue", sa.String),
-                     sa.column("supports_bf16", sa.Boolean), sa.column("peak_tflops", sa.Float),
-                     sa.column("memory_bandwidth_gbs", sa.Float))
+        batch.add_column(
+            sa.Column("supports_bf16", sa.Boolean, nullable=False, server_default=sa.true())
+        )
+        batch.add_column(sa.Column("peak_tflops", sa.Float, nullable=False, server_default="0"))
+        batch.add_column(
+            sa.Column("memory_bandwidth_gbs", sa.Float, nullable=False, server_default="0")
+        )
+    pools = sa.table(
+        "pools",
+        sa.column("name", sa.String),
+        sa.column("queue", sa.String),
+        sa.column("supports_bf16", sa.Boolean),
+        sa.column("peak_tflops", sa.Float),
+        sa.column("memory_bandwidth_gbs", sa.Float),
+    )
     op.execute(pools.update().values(queue=sa.literal("gpu.") + pools.c.name))
     for name, facts in POOL_FACTS.items():
         op.execute(pools.update().where(pools.c.name == name).values(**facts))
 
     with op.batch_alter_table("api_keys") as batch:
-        batch.add_column(sa.Column("is_admin", sa.Boolean, nullable=False,
-                                   server_default=sa.false()))
+        batch.add_column(
+            sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false())
+        )
     with op.batch_alter_table("tenants") as batch:
         batch.add_column(sa.Column("spending_limit", sa.Numeric(14, 6)))
         batch.add_column(sa.Column("spending_period_days", sa.Integer))
@@ -57,8 +64,13 @@ def upgrade() -> None:
     op.create_table(
         "phase_timings",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("job_id", sa.String(36), sa.ForeignKey("jobs.id", ondelete="CASCADE"),
-                  nullable=False, index=True),
+        sa.Column(
+            "job_id",
+            sa.String(36),
+            sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
         sa.Column("phase", sa.String(32), nullable=False),
         sa.Column("attempt", sa.Integer, nullable=False),
         sa.Column("pool", sa.String(32), nullable=False),
@@ -88,8 +100,9 @@ def upgrade() -> None:
         sa.Column("created_at", TZ, nullable=False),
         sa.UniqueConstraint("job_id", "phase", "attempt"),
     )
-    op.create_index("ix_phase_timings_profile", "phase_timings",
-                    ["phase", "pool", "model_key", "created_at"])
+    op.create_index(
+        "ix_phase_timings_profile", "phase_timings", ["phase", "pool", "model_key", "created_at"]
+    )
 
 
 def downgrade() -> None:

@@ -24,8 +24,12 @@ def upgrade() -> None:
     op.create_table(
         "idempotency_keys",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("tenant_id", sa.String(36), sa.ForeignKey("tenants.id", ondelete="CASCADE"),
-                  nullable=False),
+        sa.Column(
+            "tenant_id",
+            sa.String(36),
+            sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
         sa.Column("key", sa.String(255), nullable=False),
         sa.Column("route", sa.String(64), nullable=False),
         sa.Column("request_hash", sa.String(64), nullable=False),

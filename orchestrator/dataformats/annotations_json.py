@@ -32,19 +32,27 @@ def _load(source: FileSource, root: str, problems: Problems) -> dict[str, Any] |
         return dict(pairs)
 
     try:
-        data = load_json(source.read(root + ANNOTATIONS).decode("utf-8"),
-                         object_pairs_hook=keep_duplicates)
+        data = load_json(
+            source.read(root + ANNOTATIONS).decode("utf-8"), object_pairs_hook=keep_duplicates
+        )
     except UnicodeDecodeError as exc:
         problems.add(ANNOTATIONS, "invalid_json", f"annotations.json is not UTF-8: {exc}")
         return None
     except json.JSONDecodeError as exc:
-        problems.add(ANNOTATIONS, "invalid_json", f"annotations.json is not valid JSON: {exc}",
-                     line=exc.lineno)
+        problems.add(
+            ANNOTATIONS,
+            "invalid_json",
+            f"annotations.json is not valid JSON: {exc}",
+            line=exc.lineno,
+        )
         return None
     if not isinstance(data, dict) or not data:
-        problems.add(ANNOTATIONS, "invalid_dataset",
-                     "annotations.json must be a non-empty object mapping image file names to "
-                     '{"question": ..., "answer": ...}')
+        problems.add(
+            ANNOTATIONS,
+            "invalid_dataset",
+            "annotations.json must be a non-empty object mapping image file names to "
+            '{"question": ..., "answer": ...}',
+        )
         return None
     for key in duplicate_keys:
         if key in data:
@@ -63,23 +71,30 @@ def _pairs(image_name: str, entry: Any, problems: Problems) -> list[tuple[str, s
     for index, pair in enumerate(pairs):
         where = image_name if len(pairs) == 1 else f"{image_name}[{index}]"
         if not isinstance(pair, dict):
-            problems.add(where, "invalid_row",
-                         f"annotation for {where} must be an object with question and answer")
+            problems.add(
+                where,
+                "invalid_row",
+                f"annotation for {where} must be an object with question and answer",
+            )
             continue
         ok = True
         for field in ("question", "answer"):
             value = pair.get(field)
             if not isinstance(value, str) or not value.strip():
-                problems.add(f"{where}.{field}", f"empty_{field}",
-                             f"annotation for {where} has an empty or missing {field}")
+                problems.add(
+                    f"{where}.{field}",
+                    f"empty_{field}",
+                    f"annotation for {where} has an empty or missing {field}",
+                )
                 ok = False
         if ok:
             found.append((where, pair["question"].strip(), pair["answer"].strip()))
     return found
 
 
-def parse(source: FileSource, root: str, problems: Problems,
-          *, max_pixels: int | None) -> tuple[list[Sample], int]:
+def parse(
+    source: FileSource, root: str, problems: Problems, *, max_pixels: int | None
+) -> tuple[list[Sample], int]:
     annotations = _load(source, root, problems)
     if annotations is None:
         return [], 0
@@ -93,16 +108,20 @@ def parse(source: FileSource, root: str, problems: Problems,
             problems.add(image_name, "invalid_row", f"{image_name} is not a path inside images/")
             continue
         if member not in members:
-            problems.add(image_name, "missing_image",
-                         f"annotations.json names {image_name}, which is not in images/")
+            problems.add(
+                image_name,
+                "missing_image",
+                f"annotations.json names {image_name}, which is not in images/",
+            )
             continue
         data = source.read(member)
         if not check_image(data, image_name, problems, max_pixels=max_pixels):
             continue
         image = (SampleImage(image_name, data),)
         samples.extend(
-            Sample(where, image, (Turn("user", (ImagePart(0), question)),
-                                  Turn("assistant", (answer,))))
+            Sample(
+                where, image, (Turn("user", (ImagePart(0), question)), Turn("assistant", (answer,)))
+            )
             for where, question, answer in pairs
         )
     return samples, len(annotations)

@@ -111,12 +111,19 @@ class Problems:
         if not self.items:
             return
         first, count = self.items[0], len(self.items)
-        message = first.message if count == 1 else (
-            f"{count} problems in the data set; the first: {first.message}")
+        message = (
+            first.message
+            if count == 1
+            else (f"{count} problems in the data set; the first: {first.message}")
+        )
         if count > MAX_DETAILS:
             message += f" (details lists the first {MAX_DETAILS})"
-        raise InvalidDataset(message, param=first.param, code=first.code,
-                             details=[p.to_detail() for p in self.items[:MAX_DETAILS]])
+        raise InvalidDataset(
+            message,
+            param=first.param,
+            code=first.code,
+            details=[p.to_detail() for p in self.items[:MAX_DETAILS]],
+        )
 
 
 def check_image(data: bytes, name: str, problems: Problems, *, max_pixels: int | None) -> bool:
@@ -125,8 +132,11 @@ def check_image(data: bytes, name: str, problems: Problems, *, max_pixels: int |
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
-                problems.add(name, "image_too_large",
-                             f"{name} has {width}x{height} pixels, over the limit of {max_pixels}")
+                problems.add(
+                    name,
+                    "image_too_large",
+                    f"{name} has {width}x{height} pixels, over the limit of {max_pixels}",
+                )
                 return False
             # JPEGs decode at 1/8 scale: the whole stream is still read, at a fraction of the cost.
             image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
@@ -138,17 +148,27 @@ def check_image(data: bytes, name: str, problems: Problems, *, max_pixels: int |
         problems.add(name, "invalid_image", f"{name} is not a readable image ({exc})")
         return False
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-        problems.add(name, "invalid_image", f"{name} is {width}x{height}; sides may differ by at "
-                                            f"most {MAX_ASPECT_RATIO}x")
+        problems.add(
+            name,
+            "invalid_image",
+            f"{name} is {width}x{height}; sides may differ by at most {MAX_ASPECT_RATIO}x",
+        )
         return False
     return True
 
 
-def check_turns(sample_id: str, turns: list[Turn], num_images: int, problems: Problems,
-                *, line: int | None = None) -> None:
+def check_turns(
+    sample_id: str,
+    turns: list[Turn],
+    num_images: int,
+    problems: Problems,
+    *,
+    line: int | None = None,
+) -> None:
     """A conversation the trainer can use: an image, a question, an answer to train on, nothing
     blank. Rows without an image are refused: relaytune tunes a vision model on labelled images,
     and a batch of text-only rows would reach the vision tower with no pixels at all."""
+
     def bad(code: str, message: str) -> None:
         problems.add(sample_id, code, f"{sample_id}: {message}", line=line)
 

@@ -39,9 +39,13 @@ def _turns(row: Row, messages: list[Any], problems: Problems) -> tuple[list[Turn
     for index, message in enumerate(messages):
         content = message.get("content")
         if not isinstance(content, str):
-            problems.add(row.id, "invalid_row",
-                         f"{row.id}: message {index} content must be a string (content parts "
-                         "belong to the openai_chat format)", line=row.line)
+            problems.add(
+                row.id,
+                "invalid_row",
+                f"{row.id}: message {index} content must be a string (content parts "
+                "belong to the openai_chat format)",
+                line=row.line,
+            )
             return None
         turns.append(Turn(message["role"], _parts(content, tags)))
         tags += content.count(IMAGE_TAG)
@@ -52,13 +56,15 @@ def _image_paths(row: Row, problems: Problems) -> list[str] | None:
     value = row.value
     for unsupported in ("videos", "audios"):
         if value.get(unsupported):
-            problems.add(row.id, "invalid_row", f"{row.id}: {unsupported} are not supported",
-                         line=row.line)
+            problems.add(
+                row.id, "invalid_row", f"{row.id}: {unsupported} are not supported", line=row.line
+            )
             return None
     paths = value.get("images", [])
     if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
-        problems.add(row.id, "invalid_row", f'{row.id}: "images" must be a list of file paths',
-                     line=row.line)
+        problems.add(
+            row.id, "invalid_row", f'{row.id}: "images" must be a list of file paths', line=row.line
+        )
         return None
     # Windows users write images\a.png; the zip and this parser speak POSIX.
     return [p.replace("\\", "/") for p in paths]
@@ -67,8 +73,9 @@ def _image_paths(row: Row, problems: Problems) -> list[str] | None:
 class _Images:
     """Each image file read and checked once, however many rows name it."""
 
-    def __init__(self, source: FileSource, root: str, base: str, max_pixels: int | None,
-                 problems: Problems) -> None:
+    def __init__(
+        self, source: FileSource, root: str, base: str, max_pixels: int | None, problems: Problems
+    ) -> None:
         self.source, self.root, self.base = source, root, base
         self.members = set(source.names())
         self.max_pixels, self.problems = max_pixels, problems
@@ -77,26 +84,40 @@ class _Images:
     def get(self, row: Row, path: str, file: str) -> SampleImage | None:
         member = posixpath.normpath(posixpath.join(self.base, path))
         inside = member.startswith(self.root) or not self.root
-        if path.startswith("/") or ":" in path.split("/")[0] or member.startswith("..") \
-                or not inside:
-            self.problems.add(row.id, "invalid_row", f"{row.id}: image path {path} must be "
-                              f"relative to {file} and stay inside the data set", line=row.line)
+        if (
+            path.startswith("/")
+            or ":" in path.split("/")[0]
+            or member.startswith("..")
+            or not inside
+        ):
+            self.problems.add(
+                row.id,
+                "invalid_row",
+                f"{row.id}: image path {path} must be "
+                f"relative to {file} and stay inside the data set",
+                line=row.line,
+            )
             return None
         if member not in self.members:
-            self.problems.add(row.id, "missing_image",
-                              f"{row.id}: image {path} is not in the data set", line=row.line)
+            self.problems.add(
+                row.id,
+                "missing_image",
+                f"{row.id}: image {path} is not in the data set",
+                line=row.line,
+            )
             return None
         if member not in self.checked:
-            name = member[len(self.root):]
+            name = member[len(self.root) :]
             data = self.source.read(member)
             ok = check_image(data, name, self.problems, max_pixels=self.max_pixels)
             self.checked[member] = SampleImage(name, data) if ok else None
         return self.checked[member]
 
 
-def parse(source: FileSource, root: str, data_file: str, problems: Problems,
-          *, max_pixels: int | None) -> tuple[list[Sample], int]:
-    file = data_file[len(root):]
+def parse(
+    source: FileSource, root: str, data_file: str, problems: Problems, *, max_pixels: int | None
+) -> tuple[list[Sample], int]:
+    file = data_file[len(root) :]
     base = posixpath.dirname(data_file)
     images = _Images(source, root, base, max_pixels, problems)
     samples = []
@@ -109,8 +130,12 @@ def parse(source: FileSource, root: str, data_file: str, problems: Problems,
             continue
         turns, tags = parsed
         if tags != len(paths):
-            problems.add(row.id, "image_tag_mismatch", f"{row.id}: {tags} {IMAGE_TAG} tags but "
-                         f"{len(paths)} images", line=row.line)
+            problems.add(
+                row.id,
+                "image_tag_mismatch",
+                f"{row.id}: {tags} {IMAGE_TAG} tags but {len(paths)} images",
+                line=row.line,
+            )
         check_turns(row.id, turns, len(paths), problems, line=row.line)
         found = [images.get(row, path, file) for path in paths]
         if len(problems.items) == before:

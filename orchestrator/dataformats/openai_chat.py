@@ -31,9 +31,13 @@ def _image_url(part: dict[str, Any]) -> Any:
 
 def _decode_image(row: Row, url: Any, name: str, problems: Problems) -> bytes | None:
     if not isinstance(url, str) or not url.startswith("data:"):
-        problems.add(row.id, "unsupported_image_url",
-                     f"{row.id}: {name} is not a data: URL; images must be embedded as base64 "
-                     "because nothing is downloaded", line=row.line)
+        problems.add(
+            row.id,
+            "unsupported_image_url",
+            f"{row.id}: {name} is not a data: URL; images must be embedded as base64 "
+            "because nothing is downloaded",
+            line=row.line,
+        )
         return None
     header, _, payload = url.partition(",")
     try:
@@ -41,8 +45,9 @@ def _decode_image(row: Row, url: Any, name: str, problems: Problems) -> bytes | 
             raise ValueError("not base64-encoded")
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
-        problems.add(name, "invalid_image", f"{name}: the data URL does not decode ({exc})",
-                     line=row.line)
+        problems.add(
+            name, "invalid_image", f"{name}: the data URL does not decode ({exc})", line=row.line
+        )
         return None
 
 
@@ -73,28 +78,30 @@ class _Row:
             elif kind == "image_url":
                 name = f"{self.row.id}#image{len(self.images)}"
                 data = _decode_image(self.row, _image_url(part), name, self.problems)
-                if data is None or not check_image(data, name, self.problems,
-                                                   max_pixels=self.max_pixels):
+                if data is None or not check_image(
+                    data, name, self.problems, max_pixels=self.max_pixels
+                ):
                     self.ok = False
                     data = b""  # keeps the numbering of the row's later images
                 parts.append(ImagePart(len(self.images)))
                 self.images.append(SampleImage(name, data))
             else:
-                self.bad("invalid_row", f"message {index} has a part that is neither text nor "
-                                        "image_url")
+                self.bad(
+                    "invalid_row", f"message {index} has a part that is neither text nor image_url"
+                )
         return tuple(parts)
 
     def turn(self, index: int, message: dict[str, Any]) -> Turn:
         weight = message.get("weight", 1)
         if weight not in (0, 1):
             self.bad("invalid_row", f"message {index} weight must be 0 or 1")
-        return Turn(message["role"], self.parts(index, message.get("content")),
-                    train=weight != 0)
+        return Turn(message["role"], self.parts(index, message.get("content")), train=weight != 0)
 
 
-def parse(source: FileSource, root: str, data_file: str, problems: Problems,
-          *, max_pixels: int | None) -> tuple[list[Sample], int]:
-    file = data_file[len(root):]
+def parse(
+    source: FileSource, root: str, data_file: str, problems: Problems, *, max_pixels: int | None
+) -> tuple[list[Sample], int]:
+    file = data_file[len(root) :]
     samples = []
     for row in read_rows(source, data_file, file, problems):
         messages = row_messages(row, problems)

@@ -30,24 +30,35 @@ def find_data_file(names: list[str]) -> tuple[str, str]:
     if any("/" not in n and _is_data_file(n) for n in names):
         root = ""
     else:
-        folders = sorted({n.split("/")[0] for n in names
-                          if n.count("/") == 1 and _is_data_file(n.split("/")[1])})
+        folders = sorted(
+            {n.split("/")[0] for n in names if n.count("/") == 1 and _is_data_file(n.split("/")[1])}
+        )
         if not folders:
             raise InvalidDataset(
                 "the zip holds no annotations.json and no .json/.jsonl data file at its root "
-                "(or inside one top-level folder)", param="file", code="missing_annotations")
+                "(or inside one top-level folder)",
+                param="file",
+                code="missing_annotations",
+            )
         if len(folders) > 1:
-            raise InvalidDataset(f"data files in several folders ({', '.join(folders)}); "
-                                 "zip one data set", param="file")
+            raise InvalidDataset(
+                f"data files in several folders ({', '.join(folders)}); zip one data set",
+                param="file",
+            )
         root = folders[0] + "/"
-    candidates = sorted(n for n in names if n.startswith(root) and "/" not in n[len(root):]
-                        and _is_data_file(n[len(root):]))
+    candidates = sorted(
+        n
+        for n in names
+        if n.startswith(root) and "/" not in n[len(root) :] and _is_data_file(n[len(root) :])
+    )
     if root + annotations_json.ANNOTATIONS in candidates:
         return root, root + annotations_json.ANNOTATIONS
     if len(candidates) > 1:
-        shown = ", ".join(c[len(root):] for c in candidates)
-        raise InvalidDataset(f"several data files ({shown}); the data set must have exactly one",
-                             param=candidates[1][len(root):])
+        shown = ", ".join(c[len(root) :] for c in candidates)
+        raise InvalidDataset(
+            f"several data files ({shown}); the data set must have exactly one",
+            param=candidates[1][len(root) :],
+        )
     return root, candidates[0]
 
 
@@ -68,7 +79,7 @@ def detect_format(source: FileSource, root: str, data_file: str) -> str:
     if data_file == root + annotations_json.ANNOTATIONS:
         return annotations_json.NAME
     # A throwaway problem list: the parser proper reports the same rows again.
-    for row in read_rows(source, data_file, data_file[len(root):], Problems()):
+    for row in read_rows(source, data_file, data_file[len(root) :], Problems()):
         found = _row_format(row.value)
         if found:
             return found
@@ -80,38 +91,45 @@ def _case_clashes(names: list[str], root: str, problems: Problems) -> None:
     by_folded: dict[str, list[str]] = {}
     for name in names:
         if name.startswith(root):
-            by_folded.setdefault(name.casefold(), []).append(name[len(root):])
+            by_folded.setdefault(name.casefold(), []).append(name[len(root) :])
     for clash in by_folded.values():
         if len(clash) > 1:
-            problems.add(sorted(clash)[0], "duplicate_file",
-                         f"{' and '.join(sorted(clash))} differ only in case")
+            problems.add(
+                sorted(clash)[0],
+                "duplicate_file",
+                f"{' and '.join(sorted(clash))} differ only in case",
+            )
 
 
-def read_dataset(source: FileSource, *, max_pixels: int | None = None,
-                 max_images: int | None = None) -> ParsedDataset:
+def read_dataset(
+    source: FileSource, *, max_pixels: int | None = None, max_images: int | None = None
+) -> ParsedDataset:
     """Parse and check the whole data set; raise one InvalidDataset listing every bad row."""
     names = source.names()
     root, data_file = find_data_file(names)
     problems = Problems()
     for name in source.duplicates():
-        problems.add(name[len(root):], "duplicate_file", f"the zip holds {name} more than once")
+        problems.add(name[len(root) :], "duplicate_file", f"the zip holds {name} more than once")
     _case_clashes(names, root, problems)
     fmt = detect_format(source, root, data_file)
     if fmt == annotations_json.NAME:
-        samples, num_images = annotations_json.parse(source, root, problems,
-                                                     max_pixels=max_pixels)
+        samples, num_images = annotations_json.parse(source, root, problems, max_pixels=max_pixels)
     elif fmt == openai_chat.NAME:
-        samples, num_images = openai_chat.parse(source, root, data_file, problems,
-                                                max_pixels=max_pixels)
+        samples, num_images = openai_chat.parse(
+            source, root, data_file, problems, max_pixels=max_pixels
+        )
     else:
-        samples, num_images = messages.parse(source, root, data_file, problems,
-                                             max_pixels=max_pixels)
-    file = data_file[len(root):]
+        samples, num_images = messages.parse(
+            source, root, data_file, problems, max_pixels=max_pixels
+        )
+    file = data_file[len(root) :]
     if max_images is not None and num_images > max_images:
-        problems.add(file, "too_many_images",
-                     f"{num_images} images in the data set; the limit is {max_images}")
+        problems.add(
+            file,
+            "too_many_images",
+            f"{num_images} images in the data set; the limit is {max_images}",
+        )
     if not samples and not problems:
         problems.add(file, "invalid_dataset", f"{file} holds no samples")
     problems.raise_if_any()
     return ParsedDataset(fmt, samples, num_images, root)
-

@@ -41,14 +41,19 @@ def read_rows(source: FileSource, member: str, file: str, problems: Problems) ->
             try:
                 rows.append(Row(row_id, number, load_json(line)))
             except json.JSONDecodeError as exc:
-                rows.append(Row(row_id, number, None, f"{file} line {number} is not valid JSON: "
-                                                      f"{exc.msg} (column {exc.colno})"))
+                rows.append(
+                    Row(
+                        row_id,
+                        number,
+                        None,
+                        f"{file} line {number} is not valid JSON: {exc.msg} (column {exc.colno})",
+                    )
+                )
     else:
         try:
             data = load_json(text)
         except json.JSONDecodeError as exc:
-            problems.add(file, "invalid_json", f"{file} is not valid JSON: {exc}",
-                         line=exc.lineno)
+            problems.add(file, "invalid_json", f"{file} is not valid JSON: {exc}", line=exc.lineno)
             return []
         if not isinstance(data, list):
             problems.add(file, "invalid_dataset", f"{file} must hold a JSON list of rows")
@@ -67,15 +72,24 @@ def row_messages(row: Row, problems: Problems) -> list[Any] | None:
     value = row.value
     messages = value.get("messages") if isinstance(value, dict) else None
     if not isinstance(messages, list) or not messages:
-        problems.add(row.id, "invalid_row",
-                     f'{row.id}: a row must be an object with a non-empty "messages" list',
-                     line=row.line)
+        problems.add(
+            row.id,
+            "invalid_row",
+            f'{row.id}: a row must be an object with a non-empty "messages" list',
+            line=row.line,
+        )
         return None
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("system", "user",
-                                                                         "assistant"):
-            problems.add(row.id, "invalid_row",
-                         f"{row.id}: message {index} needs a role of system, user or assistant",
-                         line=row.line)
+        if not isinstance(message, dict) or message.get("role") not in (
+            "system",
+            "user",
+            "assistant",
+        ):
+            problems.add(
+                row.id,
+                "invalid_row",
+                f"{row.id}: message {index} needs a role of system, user or assistant",
+                line=row.line,
+            )
             return None
     return messages

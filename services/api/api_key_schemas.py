@@ -10,13 +10,16 @@ from services.api.schemas import RequestBody, UtcDatetime
 
 
 class ApiKeyCreate(RequestBody):
-    tenant: str = Field(min_length=1, max_length=200,
-                        description="The tenant the key acts for; created if new")
+    tenant: str = Field(
+        min_length=1, max_length=200, description="The tenant the key acts for; created if new"
+    )
     admin: bool = Field(False, description="May also manage pools, spending limits and keys")
     expires_in: str | None = Field(
-        None, max_length=32,
+        None,
+        max_length=32,
         description="How long the key lives: a number and a unit (s, m, h, d, w), like '30d'; "
-        "null never expires")
+        "null never expires",
+    )
 
 
 class ApiKeyOut(BaseModel):
@@ -36,7 +39,12 @@ class ApiKeyCreated(ApiKeyOut):
 
 def api_key_out(api_key: ApiKey) -> ApiKeyOut:
     return ApiKeyOut(
-        id=api_key.id, prefix=api_key.prefix, tenant=api_key.tenant.name,
-        admin=api_key.is_admin, status=key_status(api_key),
-        created_at=api_key.created_at, expires_at=api_key.expires_at,
-        revoked_at=api_key.revoked_at)
+        id=api_key.id,
+        prefix=api_key.prefix,
+        tenant=api_key.tenant.name,
+        admin=api_key.is_admin,
+        status=key_status(api_key),
+        created_at=api_key.created_at,
+        expires_at=api_key.expires_at,
+        revoked_at=api_key.revoked_at,
+    )

@@ -59,13 +59,16 @@ def _limit_for(scope: Scope, settings: Settings) -> tuple[int, str]:
 def _too_large(limit: int, setting: str, param: str | None) -> RequestTooLarge:
     return RequestTooLarge(
         f"the request body is over the limit of {limit} bytes ({limit / 2**20:.1f} MiB) for "
-        f"this route; the server's operator sets it with {setting}", param=param)
+        f"this route; the server's operator sets it with {setting}",
+        param=param,
+    )
 
 
 async def _refuse(error: RelaytuneError, scope: Scope, receive: Receive, send: Send) -> None:
     # Close the connection: the client may still be sending the body we will not read.
-    response = JSONResponse({"error": error.to_dict()}, status_code=error.status_code,
-                            headers={"Connection": "close"})
+    response = JSONResponse(
+        {"error": error.to_dict()}, status_code=error.status_code, headers={"Connection": "close"}
+    )
     await response(scope, receive, send)
 
 

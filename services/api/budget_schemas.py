@@ -17,7 +17,10 @@ class JobPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_cost: Amount | None = Field(
-        ..., ge=0, max_digits=14, decimal_places=6,
+        ...,
+        ge=0,
+        max_digits=14,
+        decimal_places=6,
         description="Most the whole job may cost, in the pools' currency; null lifts the cap",
     )
 
@@ -29,7 +32,8 @@ class RequeueIn(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     start_from: RequeueFrom | None = Field(
-        None, alias="from",
+        None,
+        alias="from",
         description="checkpoint: continue from the phase's latest checkpoint (the default for "
         "a failed or cancelled phase); input: start the phase over",
     )
@@ -38,8 +42,9 @@ class RequeueIn(BaseModel):
 class SpendingLimitIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    amount: Amount | None = Field(..., ge=0, max_digits=14, decimal_places=6,
-                                  description="null removes the limit")
+    amount: Amount | None = Field(
+        ..., ge=0, max_digits=14, decimal_places=6, description="null removes the limit"
+    )
     period_days: int = Field(30, ge=1, le=3660)
 
 

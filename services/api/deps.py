@@ -40,8 +40,11 @@ StoreDep = Annotated[ObjectStore, Depends(get_store)]
 
 # Declares the Bearer scheme in the OpenAPI schema; auto_error=False leaves the answer to a
 # missing or unknown key to authenticate_key, so it is the one 401 envelope everywhere.
-bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey",
-                    description="An API key (relaytune api-key create) as the bearer token")
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key (relaytune api-key create) as the bearer token",
+)
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 
 
@@ -100,9 +103,17 @@ async def refuse_nul(request: Request, _: CurrentKey) -> None:
     """PostgreSQL text cannot hold the NUL character: a path or query parameter or a JSON body
     field carrying one is refused here, naming it, rather than failing the query it reaches.
     After authentication, so that a request without a key is told so first."""
-    found = next((name for source in (request.path_params, request.query_params)
-                  for name, value in source.items() if "\x00" in str(value)), None)
+    found = next(
+        (
+            name
+            for source in (request.path_params, request.query_params)
+            for name, value in source.items()
+            if "\x00" in str(value)
+        ),
+        None,
+    )
     found = found or _nul_in(await _json_body(request))
     if found:
-        raise InvalidRequest(f"{found}: text may not contain the NUL character (\\u0000)",
-                             param=found)
+        raise InvalidRequest(
+            f"{found}: text may not contain the NUL character (\\u0000)", param=found
+        )

@@ -13,14 +13,19 @@ from pydantic import BaseModel, Field
 
 
 class ErrorBody(BaseModel):
-    code: str = Field(description="Stable, machine-readable reason, e.g. not_found, "
-                      "invalid_request, unknown_pool")
+    code: str = Field(
+        description="Stable, machine-readable reason, e.g. not_found, invalid_request, unknown_pool"
+    )
     message: str = Field(description="What was wrong and where, for a person")
-    param: str | None = Field(description="The field, parameter, header or file at fault "
-                              "(dotted for nested fields), or null")
+    param: str | None = Field(
+        description="The field, parameter, header or file at fault "
+        "(dotted for nested fields), or null"
+    )
     details: list[dict[str, Any]] | None = Field(
-        None, description="Every problem found, when there is more than one (e.g. each bad row "
-        "of a data set, or each plan that does not fit)")
+        None,
+        description="Every problem found, when there is more than one (e.g. each bad row "
+        "of a data set, or each plan that does not fit)",
+    )
 
 
 class ErrorEnvelope(BaseModel):
@@ -42,8 +47,9 @@ DESCRIPTIONS = {
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` for routes that may answer these statuses, each with the envelope."""
-    return {status: {"model": ErrorEnvelope, "description": DESCRIPTIONS[status]}
-            for status in statuses}
+    return {
+        status: {"model": ErrorEnvelope, "description": DESCRIPTIONS[status]} for status in statuses
+    }
 
 
 # Any route under /v1: authentication and body limits apply to all, and all reach the job store.

@@ -22,15 +22,18 @@ logger = logging.getLogger(__name__)
 JOB_DATABASE = "the job database"
 # Failures that say a store did not answer (connection refused, lost or timed out), by store.
 _UNAVAILABLE: dict[str, tuple[type[Exception], ...]] = {
-    JOB_DATABASE: (sql_errors.OperationalError, sql_errors.InterfaceError,
-                   sql_errors.TimeoutError),
-    "the broker": (redis_errors.ConnectionError, redis_errors.TimeoutError,
-                   BrokerOperationalError),
-    "the object store": (s3_errors.ConnectionError, s3_errors.ReadTimeoutError,
-                         s3_errors.ConnectionClosedError),
+    JOB_DATABASE: (sql_errors.OperationalError, sql_errors.InterfaceError, sql_errors.TimeoutError),
+    "the broker": (redis_errors.ConnectionError, redis_errors.TimeoutError, BrokerOperationalError),
+    "the object store": (
+        s3_errors.ConnectionError,
+        s3_errors.ReadTimeoutError,
+        s3_errors.ConnectionClosedError,
+    ),
 }
 _HANDLED: tuple[type[Exception], ...] = (
-    sql_errors.DBAPIError, *(kind for kinds in _UNAVAILABLE.values() for kind in kinds))
+    sql_errors.DBAPIError,
+    *(kind for kinds in _UNAVAILABLE.values() for kind in kinds),
+)
 
 
 def _body(code: str, message: str, param: str | None) -> dict[str, dict[str, str | None]]:
@@ -69,19 +72,21 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
     store = unavailable_store(exc)
     if store is None:
         raise exc  # a database error of another kind (a constraint, a bug): unexpected
-    logger.warning("%s %s: %s did not answer: %s", request.method, request.url.path, store,
-                   exc)
-    return JSONResponse(_body("unavailable", f"{store} is unavailable; retry later", None),
-                        status_code=503)
+    logger.warning("%s %s: %s did not answer: %s", request.method, request.url.path, store, exc)
+    return JSONResponse(
+        _body("unavailable", f"{store} is unavailable; retry later", None), status_code=503
+    )
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     # Starlette raises the exception again once this answer is sent, so the server logs its
     # traceback; the client learns only that it happened.
     return JSONResponse(
-        _body("internal_error", "the server failed to answer this request; the error is logged",
-              None),
-        status_code=500)
+        _body(
+            "internal_error", "the server failed to answer this request; the error is logged", None
+        ),
+        status_code=500,
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -24,8 +24,9 @@ class PhaseEstimateOut(BaseModel):
     reason: str
     samples: int = Field(description="Samples the phase handles, every epoch counted")
     checkpoints: int = Field(description="Checkpoints (and artifacts) the phase uploads")
-    sources: list[str] = Field(description="Where the figures come from: measured, bench, "
-                               "derived or default")
+    sources: list[str] = Field(
+        description="Where the figures come from: measured, bench, derived or default"
+    )
 
 
 class PlanOut(BaseModel):

@@ -9,13 +9,16 @@ from fastapi.responses import JSONResponse
 
 from orchestrator.idempotency import HEADER, KEY_TTL, Result
 
-IdempotencyKeyHeader = Annotated[str | None, Header(
-    alias=HEADER,
-    description=f"Any unique string (≤ 255 characters, e.g. a UUID). A retry with the same key "
-    f"within {KEY_TTL.total_seconds() / 3600:g} hours gets the first request's status and body "
-    "back (with `Idempotent-Replayed: true`) and creates nothing; the key is scoped to the "
-    "tenant and route, and reusing it for a different request is a 422 idempotency_key_reused",
-)]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=HEADER,
+        description=f"Any unique string (≤ 255 characters, e.g. a UUID). A retry with the same key "
+        f"within {KEY_TTL.total_seconds() / 3600:g} hours gets the first request's status and body "
+        "back (with `Idempotent-Replayed: true`) and creates nothing; the key is scoped to the "
+        "tenant and route, and reusing it for a different request is a 422 idempotency_key_reused",
+    ),
+]
 
 
 def respond(result: Result) -> JSONResponse:

@@ -58,10 +58,15 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     _apply_pools_file()
     settings = get_settings()
     # The sweep lists the whole bucket, so it runs far less often than the reaper.
-    loops = [(settings.reaper_interval_seconds, _reap_once, "reaper"),
-             (settings.sweep_interval_seconds, _sweep_once, "sweep")]
-    tasks = [asyncio.create_task(_every(interval, work, name))
-             for interval, work, name in loops if interval > 0]
+    loops = [
+        (settings.reaper_interval_seconds, _reap_once, "reaper"),
+        (settings.sweep_interval_seconds, _sweep_once, "sweep"),
+    ]
+    tasks = [
+        asyncio.create_task(_every(interval, work, name))
+        for interval, work, name in loops
+        if interval > 0
+    ]
     yield
     for task in tasks:
         task.cancel()

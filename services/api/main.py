@@ -23,8 +23,14 @@ def create_app() -> FastAPI:
     app.add_middleware(BodyGuard)
     # The error responses are declared per router, so the schema shows every route's envelope.
     app.include_router(system.router, responses=PROBE_ERRORS)
-    for api_router in (pools.router, tenants.router, datasets.router, jobs.router,
-                       estimates.router, api_keys.router):
+    for api_router in (
+        pools.router,
+        tenants.router,
+        datasets.router,
+        jobs.router,
+        estimates.router,
+        api_keys.router,
+    ):
         app.include_router(api_router, responses=API_ERRORS, dependencies=[Depends(refuse_nul)])
     app.include_router(metrics.router, responses=OPERATOR_ERRORS)
     return app

@@ -19,13 +19,19 @@ def timing_out(runs: list[PhaseTiming]) -> PhaseTimingOut | None:
         return None
     latest = max(runs, key=lambda row: (row.attempt, row.id))
     return PhaseTimingOut.model_validate(
-        {**{k: getattr(latest, k) for k in PhaseTimingOut.model_fields if hasattr(latest, k)},
-         "runs": len(runs)}
+        {
+            **{k: getattr(latest, k) for k in PhaseTimingOut.model_fields if hasattr(latest, k)},
+            "runs": len(runs),
+        }
     )
 
 
-def phase_out(phase: Phase, pool: Pool, runs: list[PhaseTiming] | None = None,
-              served_queues: frozenset[str] | None = None) -> PhaseOut:
+def phase_out(
+    phase: Phase,
+    pool: Pool,
+    runs: list[PhaseTiming] | None = None,
+    served_queues: frozenset[str] | None = None,
+) -> PhaseOut:
     """`served_queues`: queues a worker was seen on lately, or None when not looked up."""
     now = utcnow()
     error = (
@@ -51,8 +57,9 @@ def phase_out(phase: Phase, pool: Pool, runs: list[PhaseTiming] | None = None,
     )
 
 
-def job_out(job: Job, pools: dict[str, Pool],
-            served_queues: frozenset[str] | None = None) -> JobOut:
+def job_out(
+    job: Job, pools: dict[str, Pool], served_queues: frozenset[str] | None = None
+) -> JobOut:
     runs: dict[str, list[PhaseTiming]] = defaultdict(list)
     for row in job.timings:
         runs[row.phase].append(row)

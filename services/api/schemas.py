@@ -48,8 +48,10 @@ MAX_AMOUNT = Decimal("99999999.999999")
 
 
 # As OpenAI bounds it: small labels, not a place to store documents.
-Metadata = dict[Annotated[str, StringConstraints(max_length=64)],
-                Annotated[str, StringConstraints(max_length=512)]]
+Metadata = dict[
+    Annotated[str, StringConstraints(max_length=64)],
+    Annotated[str, StringConstraints(max_length=512)],
+]
 
 
 class RequestBody(BaseModel):
@@ -61,25 +63,32 @@ class RequestBody(BaseModel):
 class JobCreate(RequestBody):
     dataset_id: str
     base_model: str | None = Field(
-        None, max_length=512,
+        None,
+        max_length=512,
         description="A model the server knows: a directory under its model root, by name, or "
         "a name its operator allowed (e.g. a cached Hugging Face id); defaults to the tiny "
         "Qwen3-VL. Anything else is 422 unknown_model",
     )
     hyperparameters: Hyperparameters = Field(
         default_factory=Hyperparameters,
-        description="Training settings; every field has a default, so name only those to change")
+        description="Training settings; every field has a default, so name only those to change",
+    )
     pools: dict[str, str] | str | None = Field(
-        None, description='Phase -> pool, or "auto" for the cheapest plan that fits')
+        None, description='Phase -> pool, or "auto" for the cheapest plan that fits'
+    )
     metadata: Metadata | None = Field(
-        None, max_length=16,
+        None,
+        max_length=16,
         description="Up to 16 string pairs of your own (keys ≤ 64, values ≤ 512 characters), "
         "echoed back with the job",
     )
     max_cost: Decimal | None = Field(
-        None, ge=0, le=MAX_AMOUNT,
+        None,
+        ge=0,
+        le=MAX_AMOUNT,
         description="Budget for the whole job in the pools' currency; refused at submit when "
-        "even the cheapest plan's estimate exceeds it")
+        "even the cheapest plan's estimate exceeds it",
+    )
 
 
 class Progress(BaseModel):
@@ -102,33 +111,39 @@ class PhaseTimingOut(BaseModel):
     attempt: int
     outcome: str = Field(description="The phase status the run ended in")
     runs: int = Field(description="Runs of this phase recorded so far, this one included")
-    billing: Literal["claim_to_release"] = Field(
-        "claim_to_release", description=BILLING_INTERVAL)
+    billing: Literal["claim_to_release"] = Field("claim_to_release", description=BILLING_INTERVAL)
     billed_s: float = Field(description="Seconds billed for this run: claim to release")
     queue_wait_s: float = Field(description="Queued to claimed; not billed")
     startup_s: float = Field(description="Imports, base model load, resume state")
     input_download_s: float = Field(description="Dataset, artifact and checkpoint downloads")
-    train_s: float = Field(description="The training loop with its in-loop validation, "
-                           "checkpoint uploads excluded; building the artifact for preprocess")
+    train_s: float = Field(
+        description="The training loop with its in-loop validation, "
+        "checkpoint uploads excluded; building the artifact for preprocess"
+    )
     evaluate_s: float = Field(description="The final phase's base-vs-adapter evaluation")
     export_s: float = Field(description="Writing the adapter (and merged model)")
     checkpoint_upload_s: float = Field(description="Publishing checkpoints, artifact, adapter")
-    other_s: float = Field(description="Billed seconds no component covers (job-store writes, "
-                           "clean-up)")
+    other_s: float = Field(
+        description="Billed seconds no component covers (job-store writes, clean-up)"
+    )
     samples: int = Field(description="Training samples processed, every epoch counted")
     tokens: int = Field(description="Input tokens of those samples")
     validation_samples: int = Field(description="Held-out samples scored, every pass counted")
     checkpoints: int = Field(description="Checkpoints uploaded")
     input_bytes: int = Field(description="Bytes downloaded")
     peak_memory_bytes: int | None = Field(
-        description="Peak CUDA memory allocated, or the process's peak resident memory on CPU")
+        description="Peak CUDA memory allocated, or the process's peak resident memory on CPU"
+    )
     precision: str | None
     device: str | None
     micro_batch: int | None
     lora_targets: str | None
     model_key: str | None
-    fused: bool = Field(False, description="Run by the worker that ran the previous phase, in "
-                        "the same process (same pool): no start-up, no download")
+    fused: bool = Field(
+        False,
+        description="Run by the worker that ran the previous phase, in "
+        "the same process (same pool): no start-up, no download",
+    )
 
 
 class PhaseOut(BaseModel):
@@ -137,9 +152,11 @@ class PhaseOut(BaseModel):
     gpu_model: str
     status: str
     status_detail: Literal["stalled", "waiting_for_worker"] | None = Field(
-        None, description="stalled: running, but its worker stopped renewing the lease (its "
+        None,
+        description="stalled: running, but its worker stopped renewing the lease (its "
         "meter stopped at the last heartbeat); waiting_for_worker: queued, and no worker "
-        "serving its pool has been seen lately")
+        "serving its pool has been seen lately",
+    )
     attempt: int
     progress: Progress
     cost: Money
@@ -148,9 +165,11 @@ class PhaseOut(BaseModel):
     finished_at: UtcDatetime | None
     error: ErrorInfo | None = None
     timing: PhaseTimingOut | None = Field(
-        None, description="The latest run's time by component; null before a run ends")
+        None, description="The latest run's time by component; null before a run ends"
+    )
     estimate: dict[str, Any] | None = Field(
-        None, description="Seconds by component and cost predicted at submit")
+        None, description="Seconds by component and cost predicted at submit"
+    )
 
 
 class JobOut(BaseModel):
@@ -167,7 +186,8 @@ class JobOut(BaseModel):
     max_cost: Money | None = Field(None, description="The job's budget; none when uncapped")
     error: ErrorInfo | None = None
     plan: dict[str, Any] | None = Field(
-        None, description="Which plan runs the job and why, with its estimated cost")
+        None, description="Which plan runs the job and why, with its estimated cost"
+    )
 
 
 class JobList(BaseModel):
@@ -199,8 +219,9 @@ class CheckpointOut(BaseModel):
 
 class PoolWorkerOut(BaseModel):
     hostname: str = Field(description="The worker's Celery hostname, e.g. t4@host")
-    last_seen_at: UtcDatetime = Field(description="When the reaper last saw it consume the "
-                                      "pool's queue")
+    last_seen_at: UtcDatetime = Field(
+        description="When the reaper last saw it consume the pool's queue"
+    )
 
 
 class PoolOut(BaseModel):
@@ -212,7 +233,11 @@ class PoolOut(BaseModel):
     peak_tflops: float
     memory_bandwidth_gbs: float
     hourly_price: Money
-    live_workers: int = Field(0, description="Workers seen consuming the pool's queue lately "
-                              "(within a few reaper rounds); 0: its phases wait until one starts")
-    workers: list[PoolWorkerOut] = Field(default_factory=list,
-                                         description="Those workers, by hostname")
+    live_workers: int = Field(
+        0,
+        description="Workers seen consuming the pool's queue lately "
+        "(within a few reaper rounds); 0: its phases wait until one starts",
+    )
+    workers: list[PoolWorkerOut] = Field(
+        default_factory=list, description="Those workers, by hostname"
+    )

@@ -21,9 +21,14 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 # CLI option -> PoolChanges field
 POOL_OPTIONS = {
-    "price": "hourly_price", "currency": "currency", "gpu_model": "gpu_model",
-    "memory_gb": "gpu_memory_gb", "bf16": "supports_bf16", "queue": "queue",
-    "peak_tflops": "peak_tflops", "memory_bandwidth_gbs": "memory_bandwidth_gbs",
+    "price": "hourly_price",
+    "currency": "currency",
+    "gpu_model": "gpu_model",
+    "memory_gb": "gpu_memory_gb",
+    "bf16": "supports_bf16",
+    "queue": "queue",
+    "peak_tflops": "peak_tflops",
+    "memory_bandwidth_gbs": "memory_bandwidth_gbs",
 }
 
 
@@ -54,16 +59,18 @@ def _pool_changes(options: dict[str, Any]) -> Any:
 
 
 def _pool_options(command: Any) -> Any:
-    for decorator in reversed([
-        click.option("--price", type=Decimal, help="Hourly price in the pools' currency."),
-        click.option("--currency", help="ISO 4217 code, the same for every pool."),
-        click.option("--gpu-model", help='e.g. "NVIDIA H100".'),
-        click.option("--memory-gb", type=int, help="GPU memory in GiB."),
-        click.option("--bf16/--no-bf16", default=None, help="Whether the GPU supports bf16."),
-        click.option("--queue", help="Celery queue of the pool's workers (default gpu.NAME)."),
-        click.option("--peak-tflops", type=float, help="Datasheet dense 16-bit TFLOP/s."),
-        click.option("--memory-bandwidth-gbs", type=float, help="Memory bandwidth in GB/s."),
-    ]):
+    for decorator in reversed(
+        [
+            click.option("--price", type=Decimal, help="Hourly price in the pools' currency."),
+            click.option("--currency", help="ISO 4217 code, the same for every pool."),
+            click.option("--gpu-model", help='e.g. "NVIDIA H100".'),
+            click.option("--memory-gb", type=int, help="GPU memory in GiB."),
+            click.option("--bf16/--no-bf16", default=None, help="Whether the GPU supports bf16."),
+            click.option("--queue", help="Celery queue of the pool's workers (default gpu.NAME)."),
+            click.option("--peak-tflops", type=float, help="Datasheet dense 16-bit TFLOP/s."),
+            click.option("--memory-bandwidth-gbs", type=float, help="Memory bandwidth in GB/s."),
+        ]
+    ):
         command = decorator(command)
     return command
 
@@ -76,9 +83,16 @@ def _print_pools(session: Session) -> None:
     for column in ("name", "queue", "gpu", "memory", "bf16", "TFLOP/s", "GB/s", "price / h"):
         table.add_column(column)
     for p in repository.pools(session):
-        table.add_row(p.name, pool_queue(p), p.gpu_model, f"{p.gpu_memory_gb} GiB",
-                      "yes" if p.supports_bf16 else "no", f"{p.peak_tflops:g}",
-                      f"{p.memory_bandwidth_gbs:g}", f"{p.hourly_price} {p.currency}")
+        table.add_row(
+            p.name,
+            pool_queue(p),
+            p.gpu_model,
+            f"{p.gpu_memory_gb} GiB",
+            "yes" if p.supports_bf16 else "no",
+            f"{p.peak_tflops:g}",
+            f"{p.memory_bandwidth_gbs:g}",
+            f"{p.hourly_price} {p.currency}",
+        )
     console.print(table)
 
 
@@ -102,8 +116,11 @@ def _expires_in(_: Any, __: Any, value: str | None) -> Any:
 @api_key.command("create")
 @click.option("--tenant", required=True, help="Tenant name; created if new.")
 @click.option("--admin", is_flag=True, help="May also manage pools, spending limits and keys.")
-@click.option("--expires-in", callback=_expires_in,
-              help="Lifetime: a number and a unit (s, m, h, d, w), like 30d. Default: never.")
+@click.option(
+    "--expires-in",
+    callback=_expires_in,
+    help="Lifetime: a number and a unit (s, m, h, d, w), like 30d. Default: never.",
+)
 def api_key_create(tenant: str, admin: bool, expires_in: Any) -> None:
     """Print a new API key for TENANT (stored hashed; shown only now)."""
     from orchestrator.auth import create_api_key
@@ -126,14 +143,20 @@ def api_key_list(tenant: str | None) -> None:
     from orchestrator.auth import key_status, list_api_keys
 
     table = Table(title="API keys")
-    for column in ("id", "prefix", "tenant", "admin", "created", "expires", "revoked",
-                   "status"):
+    for column in ("id", "prefix", "tenant", "admin", "created", "expires", "revoked", "status"):
         table.add_column(column)
     with _store() as session:
         for key in list_api_keys(session, tenant):
-            table.add_row(key.id, f"{key.prefix}…", key.tenant.name,
-                          "yes" if key.is_admin else "no", _when(key.created_at),
-                          _when(key.expires_at), _when(key.revoked_at), key_status(key))
+            table.add_row(
+                key.id,
+                f"{key.prefix}…",
+                key.tenant.name,
+                "yes" if key.is_admin else "no",
+                _when(key.created_at),
+                _when(key.expires_at),
+                _when(key.revoked_at),
+                key_status(key),
+            )
     console.print(table)
 
 
@@ -148,8 +171,11 @@ def api_key_revoke(prefix_or_id: str) -> None:
         already = key.revoked_at is not None
         revoke_api_key(session, key)
         done = "was already revoked at" if already else "revoked at"
-        console.print(f"key {key.prefix}… of tenant {key.tenant.name} ({key.id}) "
-                      f"{done} {_when(key.revoked_at)}", highlight=False)
+        console.print(
+            f"key {key.prefix}… of tenant {key.tenant.name} ({key.id}) "
+            f"{done} {_when(key.revoked_at)}",
+            highlight=False,
+        )
 
 
 @click.group()
@@ -194,7 +220,8 @@ def pools_add(name: str, **options: Any) -> None:
     with _store() as session:
         if session.get(Pool, name) is not None:
             raise click.ClickException(
-                f"pool '{name}' exists; change it with `relaytune pools set`")
+                f"pool '{name}' exists; change it with `relaytune pools set`"
+            )
         upsert_pool(session, name, changes)
         _print_pools(session)
 
@@ -224,8 +251,9 @@ def _print_tenants(session: Session) -> None:
     currency = budgets.currency(session)
     for tenant in repository.tenants(session):
         spent = budgets.tenant_spent(session, tenant)
-        limit = (f"{tenant.spending_limit} {currency}" if tenant.spending_limit is not None
-                 else "none")
+        limit = (
+            f"{tenant.spending_limit} {currency}" if tenant.spending_limit is not None else "none"
+        )
         period = f"{tenant.spending_period_days} days" if tenant.spending_period_days else "-"
         table.add_row(tenant.name, limit, period, f"{spent} {currency}")
     console.print(table)
@@ -263,8 +291,12 @@ def tenants_clear_limit(name: str) -> None:
 
 
 @click.command()
-@click.option("--grace-hours", type=click.FloatRange(min=0), default=None,
-              help="Leave objects younger than this (default RELAYTUNE_SWEEP_GRACE_SECONDS).")
+@click.option(
+    "--grace-hours",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Leave objects younger than this (default RELAYTUNE_SWEEP_GRACE_SECONDS).",
+)
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 def sweep(grace_hours: float | None, dry_run: bool) -> None:
     """Delete stored objects of jobs that no row of the job store points to."""
@@ -275,8 +307,11 @@ def sweep(grace_hours: float | None, dry_run: bool) -> None:
     from orchestrator.storage import get_store
     from orchestrator.sweep import sweep as sweep_orphans
 
-    grace = (timedelta(hours=grace_hours) if grace_hours is not None
-             else timedelta(seconds=get_settings().sweep_grace_seconds))
+    grace = (
+        timedelta(hours=grace_hours)
+        if grace_hours is not None
+        else timedelta(seconds=get_settings().sweep_grace_seconds)
+    )
     with _store() as session:
         result = sweep_orphans(session, get_store(), grace=grace, now=utcnow(), dry_run=dry_run)
     for key in result.deleted:

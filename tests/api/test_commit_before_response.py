@@ -23,6 +23,7 @@ from tests.factories import dataset_zip, new_api_key
 @contextmanager
 def refusing_commits() -> Iterator[None]:
     """Every commit inside the block fails like one to a database that just went away."""
+
     def refuse(_: Session) -> None:
         raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
 
@@ -34,8 +35,10 @@ def refusing_commits() -> Iterator[None]:
 
 
 @pytest.fixture
-def server(clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher,
-           ) -> Iterator[TestClient]:
+def server(
+    clean_db: None,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+) -> Iterator[TestClient]:
     # Server errors come back as responses, as a client sees them, not as raised exceptions.
     with TestClient(create_app(), raise_server_exceptions=False) as test_client:
         test_client.headers["Authorization"] = f"Bearer {new_api_key()}"
@@ -63,7 +66,8 @@ def test_upload_whose_commit_fails_is_not_reported_created(server: TestClient) -
 
 
 def test_job_whose_commit_fails_is_neither_created_nor_sent(
-    server: TestClient, recorded_dispatch: dispatch.RecordingDispatcher,
+    server: TestClient,
+    recorded_dispatch: dispatch.RecordingDispatcher,
 ) -> None:
     upload = server.post("/v1/datasets", files={"file": ("d.zip", dataset_zip())})
     assert upload.status_code == 201, upload.text

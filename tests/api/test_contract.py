@@ -35,12 +35,16 @@ from tests.factories import dataset_zip, new_api_key
 # so that a run is repeatable; raise RELAYTUNE_CONTRACT_EXAMPLES or change
 # RELAYTUNE_CONTRACT_SEED to search deeper. The coverage phase adds schemathesis' boundary
 # values (empty, longest, smallest, largest, missing) to the random examples.
-CONFIG = schemathesis.Config.from_dict({
-    "seed": int(os.environ.get("RELAYTUNE_CONTRACT_SEED", "20261128")),
-    "generation": {"max-examples": int(os.environ.get("RELAYTUNE_CONTRACT_EXAMPLES", "25")),
-                   "database": "none"},
-    "phases": {"coverage": {"enabled": True}},
-})
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "seed": int(os.environ.get("RELAYTUNE_CONTRACT_SEED", "20261128")),
+        "generation": {
+            "max-examples": int(os.environ.get("RELAYTUNE_CONTRACT_EXAMPLES", "25")),
+            "database": "none",
+        },
+        "phases": {"coverage": {"enabled": True}},
+    }
+)
 
 schema = schemathesis.openapi.from_dict(create_app().openapi(), config=CONFIG)
 
@@ -94,8 +98,9 @@ class RealRows:
 
 
 # None: the request as generated. Pools: a seeded one, and a new one with a valid name.
-REAL_ROWS = st.none() | st.builds(RealRows, phase=st.sampled_from(PHASES),
-                                  pool=st.sampled_from(["t4", "contract-pool"]))
+REAL_ROWS = st.none() | st.builds(
+    RealRows, phase=st.sampled_from(PHASES), pool=st.sampled_from(["t4", "contract-pool"])
+)
 
 
 @pytest.fixture
@@ -125,8 +130,7 @@ def test_contract_with_key(case: schemathesis.Case, rows: RealRows | None, world
 @schema.parametrize()
 @schema.given(rows=REAL_ROWS)
 @FUZZ_SETTINGS
-def test_contract_without_key(case: schemathesis.Case, rows: RealRows | None,
-                              world: World) -> None:
+def test_contract_without_key(case: schemathesis.Case, rows: RealRows | None, world: World) -> None:
     if rows:
         rows.apply(case, world)
     case.headers.pop("Authorization", None)
@@ -137,21 +141,31 @@ def test_contract_without_key(case: schemathesis.Case, rows: RealRows | None,
 
 # What the schema itself must say, whatever the fuzzer happens to reach.
 OPENAPI = create_app().openapi()
-API_OPERATIONS = [(method, path, operation) for path, item in OPENAPI["paths"].items()
-                  for method, operation in item.items() if path.startswith("/v1/")]
+API_OPERATIONS = [
+    (method, path, operation)
+    for path, item in OPENAPI["paths"].items()
+    for method, operation in item.items()
+    if path.startswith("/v1/")
+]
 ENVELOPE = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
 
 
-@pytest.mark.parametrize(("method", "path", "operation"), API_OPERATIONS,
-                         ids=[f"{m.upper()} {p}" for m, p, _ in API_OPERATIONS])
+@pytest.mark.parametrize(
+    ("method", "path", "operation"),
+    API_OPERATIONS,
+    ids=[f"{m.upper()} {p}" for m, p, _ in API_OPERATIONS],
+)
 def test_every_api_operation_documents_its_key_and_error_envelopes(
     method: str, path: str, operation: dict[str, Any]
 ) -> None:
     assert operation["security"] == [{"ApiKey": []}]
     for status in ("400", "401", "403", "404", "409", "413", "422", "503"):
         assert operation["responses"][status]["content"] == ENVELOPE, status
-    assert not [p for p in operation.get("parameters", []) if p["in"] == "header"
-                and p["name"].lower() == "authorization"]
+    assert not [
+        p
+        for p in operation.get("parameters", [])
+        if p["in"] == "header" and p["name"].lower() == "authorization"
+    ]
 
 
 def test_the_schema_names_the_bearer_scheme_and_the_real_error_envelope() -> None:
@@ -167,25 +181,33 @@ def test_the_schema_names_the_bearer_scheme_and_the_real_error_envelope() -> Non
 def test_a_job_body_names_its_typed_hyperparameters() -> None:
     job_create = OPENAPI["components"]["schemas"]["JobCreate"]
     assert job_create["properties"]["hyperparameters"]["$ref"] == (
-        "#/components/schemas/Hyperparameters")
+        "#/components/schemas/Hyperparameters"
+    )
     hyperparameters = OPENAPI["components"]["schemas"]["Hyperparameters"]
     assert hyperparameters["additionalProperties"] is False
     assert hyperparameters["properties"]["lora_rank"]["maximum"] == 256
 
 
-@pytest.mark.parametrize("authorization", [None, "", "Bearer", "Bearer rt_unknown",
-                                           "Basic cnQ6eA==", "rt_unknown"])
+@pytest.mark.parametrize(
+    "authorization", [None, "", "Bearer", "Bearer rt_unknown", "Basic cnQ6eA==", "rt_unknown"]
+)
 def test_a_missing_or_unknown_key_gets_the_one_401_envelope(
     client: TestClient, authorization: str | None
 ) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
     client.headers.pop("Authorization")
-    for response in (client.get("/v1/pools", headers=headers),
-                     client.post("/v1/estimates", json={}, headers=headers)):
+    for response in (
+        client.get("/v1/pools", headers=headers),
+        client.post("/v1/estimates", json={}, headers=headers),
+    ):
         assert response.status_code == 401, response.text
-        assert response.json() == {"error": {
-            "code": "unauthorized", "param": "Authorization",
-            "message": "missing or unknown API key; send 'Authorization: Bearer <key>'"}}
+        assert response.json() == {
+            "error": {
+                "code": "unauthorized",
+                "param": "Authorization",
+                "message": "missing or unknown API key; send 'Authorization: Bearer <key>'",
+            }
+        }
 
 
 def test_a_lower_case_bearer_with_spaces_is_still_a_key(client: TestClient) -> None:
@@ -200,12 +222,15 @@ def test_a_lower_case_bearer_with_spaces_is_still_a_key(client: TestClient) -> N
         ("GET", "/v1/tenants/a%00/spending", None, "name"),
         ("PUT", "/v1/tenants/a%00/spending-limit", {"amount": 1}, "name"),
         ("GET", "/v1/profiles?base_model=a%00", None, "base_model"),
-        ("PUT", "/v1/pools/new", {"gpu_model": "x\x00", "gpu_memory_gb": 1, "hourly_price": 1},
-         "gpu_model"),
+        (
+            "PUT",
+            "/v1/pools/new",
+            {"gpu_model": "x\x00", "gpu_memory_gb": 1, "hourly_price": 1},
+            "gpu_model",
+        ),
         ("POST", "/v1/jobs", {"dataset_id": "\x00"}, "dataset_id"),
         ("POST", "/v1/estimates", {"dataset_id": "d\x00"}, "dataset_id"),
-        ("POST", "/v1/jobs", {"dataset_id": "d", "metadata": {"k": "v", "\x00": "v"}},
-         "metadata"),
+        ("POST", "/v1/jobs", {"dataset_id": "d", "metadata": {"k": "v", "\x00": "v"}}, "metadata"),
     ],
 )
 def test_text_with_a_nul_character_is_refused_naming_where(

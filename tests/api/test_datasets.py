@@ -53,22 +53,42 @@ def test_zip_with_one_top_level_folder_and_pair_lists(client: TestClient) -> Non
     ("data", "code", "param"),
     [
         (dataset_zip(False, {"a.png": png_bytes()}), "missing_annotations", "file"),
-        (dataset_zip({"a.png": QA, "gone.png": QA}, {"a.png": png_bytes()}), "missing_image",
-         "gone.png"),
+        (
+            dataset_zip({"a.png": QA, "gone.png": QA}, {"a.png": png_bytes()}),
+            "missing_image",
+            "gone.png",
+        ),
         (dataset_zip({"a.png": QA}, {"a.png": b"not an image"}), "invalid_image", "a.png"),
-        (dataset_zip({"a.png": QA}, raw_annotations=b"{not json"), "invalid_json",
-         "annotations.json"),
-        (dataset_zip({"a.png": {"question": " ", "answer": "x"}}), "empty_question",
-         "a.png.question"),
-        (dataset_zip({"a.png": [QA, {"question": "q", "answer": ""}]}), "empty_answer",
-         "a.png[1].answer"),
+        (
+            dataset_zip({"a.png": QA}, raw_annotations=b"{not json"),
+            "invalid_json",
+            "annotations.json",
+        ),
+        (
+            dataset_zip({"a.png": {"question": " ", "answer": "x"}}),
+            "empty_question",
+            "a.png.question",
+        ),
+        (
+            dataset_zip({"a.png": [QA, {"question": "q", "answer": ""}]}),
+            "empty_answer",
+            "a.png[1].answer",
+        ),
         (b"PK but not a zip", "invalid_dataset", "file"),
     ],
-    ids=["no-annotations", "missing-image", "not-an-image", "bad-json", "empty-question",
-         "empty-answer-in-list", "not-a-zip"],
+    ids=[
+        "no-annotations",
+        "missing-image",
+        "not-an-image",
+        "bad-json",
+        "empty-question",
+        "empty-answer-in-list",
+        "not-a-zip",
+    ],
 )
-def test_bad_upload_is_rejected_and_leaves_nothing(client: TestClient, data: bytes, code: str,
-                                                   param: str) -> None:
+def test_bad_upload_is_rejected_and_leaves_nothing(
+    client: TestClient, data: bytes, code: str, param: str
+) -> None:
     response = _upload(client, data)
     assert response.status_code == 422, response.text
     error = response.json()["error"]
@@ -93,15 +113,27 @@ def _jsonl(rows: list[dict[str, Any]]) -> bytes:
 
 
 def _messages_row(question: str, answer: str, images: list[str]) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": question},
-                         {"role": "assistant", "content": answer}], "images": images}
+    return {
+        "messages": [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ],
+        "images": images,
+    }
 
 
 def test_messages_format_upload(client: TestClient) -> None:
-    rows = [_messages_row("<image>Which part?", "the chip", ["images/a.png"]),
-            _messages_row("<image><image>Same board?", "no", ["images/a.png", "images/b.png"])]
-    data = _zip({"set/train.jsonl": _jsonl(rows), "set/images/a.png": png_bytes(),
-                 "set/images/b.png": png_bytes((200, 0, 0))})
+    rows = [
+        _messages_row("<image>Which part?", "the chip", ["images/a.png"]),
+        _messages_row("<image><image>Same board?", "no", ["images/a.png", "images/b.png"]),
+    ]
+    data = _zip(
+        {
+            "set/train.jsonl": _jsonl(rows),
+            "set/images/a.png": png_bytes(),
+            "set/images/b.png": png_bytes((200, 0, 0)),
+        }
+    )
     response = _upload(client, data)
     assert response.status_code == 201, response.text
     body = response.json()
@@ -111,10 +143,18 @@ def test_messages_format_upload(client: TestClient) -> None:
 
 def test_openai_chat_format_upload(client: TestClient) -> None:
     url = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
-    row = {"messages": [
-        {"role": "user", "content": [{"type": "text", "text": "Which part?"},
-                                     {"type": "image_url", "image_url": {"url": url}}]},
-        {"role": "assistant", "content": "the chip"}]}
+    row = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Which part?"},
+                    {"type": "image_url", "image_url": {"url": url}},
+                ],
+            },
+            {"role": "assistant", "content": "the chip"},
+        ]
+    }
     response = _upload(client, _zip({"ft.jsonl": _jsonl([row, row, row])}))
     assert response.status_code == 201, response.text
     body = response.json()
@@ -122,10 +162,12 @@ def test_openai_chat_format_upload(client: TestClient) -> None:
 
 
 def test_every_bad_row_is_named_and_nothing_is_stored(client: TestClient) -> None:
-    rows = [_messages_row("<image>Q", "A", ["a.png"]),
-            _messages_row("<image>Q", "", ["a.png"]),
-            _messages_row("<image>Q", "A", ["gone.png"]),
-            _messages_row("Q", "A", ["a.png"])]
+    rows = [
+        _messages_row("<image>Q", "A", ["a.png"]),
+        _messages_row("<image>Q", "", ["a.png"]),
+        _messages_row("<image>Q", "A", ["gone.png"]),
+        _messages_row("Q", "A", ["a.png"]),
+    ]
     data = _zip({"d.jsonl": _jsonl(rows) + b"\n{oops", "a.png": png_bytes()})
     response = _upload(client, data)
     assert response.status_code == 422, response.text
@@ -143,8 +185,11 @@ def test_every_bad_row_is_named_and_nothing_is_stored(client: TestClient) -> Non
 
 
 def test_upload_needs_an_api_key(client: TestClient) -> None:
-    response = client.post("/v1/datasets", files={"file": ("d.zip", dataset_zip())},
-                           headers={"Authorization": "Bearer rt_wrong"})
+    response = client.post(
+        "/v1/datasets",
+        files={"file": ("d.zip", dataset_zip())},
+        headers={"Authorization": "Bearer rt_wrong"},
+    )
     assert response.status_code == 401
     assert response.json()["error"]["param"] == "Authorization"
 
@@ -152,9 +197,9 @@ def test_upload_needs_an_api_key(client: TestClient) -> None:
 def _declare_size(data: bytes, name: str, size: int) -> bytes:
     """The zip with `name`'s uncompressed size, as its central directory states it, replaced."""
     at = data.index(b"PK\x01\x02")
-    while data[at + 46:at + 46 + len(name)] != name.encode():
+    while data[at + 46 : at + 46 + len(name)] != name.encode():
         at = data.index(b"PK\x01\x02", at + 1)
-    return data[:at + 24] + (size).to_bytes(4, "little") + data[at + 28:]
+    return data[: at + 24] + (size).to_bytes(4, "little") + data[at + 28 :]
 
 
 def test_member_declaring_a_gigabyte_is_refused_by_name(client: TestClient) -> None:
@@ -166,8 +211,9 @@ def test_member_declaring_a_gigabyte_is_refused_by_name(client: TestClient) -> N
     _nothing_stored()
 
 
-def test_json_whitespace_bomb_is_refused(client: TestClient,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_json_whitespace_bomb_is_refused(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(get_settings(), "max_data_file_bytes", 64 * 1024)
     padded = b"{" + b" " * (1024 * 1024) + b'"a.png": ' + json.dumps(QA).encode() + b"}"
     response = _upload(client, dataset_zip(raw_annotations=padded, images={"a.png": png_bytes()}))

@@ -22,8 +22,9 @@ def _job_count() -> int:
 
 
 def _estimate(client: TestClient, dataset_id: str, **extra: Any) -> Any:
-    return client.post("/v1/estimates",
-                       json={"dataset_id": dataset_id, "base_model": EIGHT_B, **extra})
+    return client.post(
+        "/v1/estimates", json={"dataset_id": dataset_id, "base_model": EIGHT_B, **extra}
+    )
 
 
 def test_estimate_answers_the_plans_side_by_side_and_creates_nothing(
@@ -66,12 +67,21 @@ def test_queue_depth_counts_phases_waiting_on_a_pool(client: TestClient, dataset
 @pytest.mark.parametrize(
     ("extra", "code", "param"),
     [
-        ({"hyperparameters": {"total_epochs": 0}}, "invalid_request",
-         "hyperparameters.total_epochs"),
-        ({"hyperparameters": {"validation_samples": 3}}, "invalid_request",
-         "hyperparameters.validation_samples"),
-        ({"hyperparameters": {"checkpoint_interval_seconds": 5e-324}}, "invalid_request",
-         "hyperparameters.checkpoint_interval_seconds"),
+        (
+            {"hyperparameters": {"total_epochs": 0}},
+            "invalid_request",
+            "hyperparameters.total_epochs",
+        ),
+        (
+            {"hyperparameters": {"validation_samples": 3}},
+            "invalid_request",
+            "hyperparameters.validation_samples",
+        ),
+        (
+            {"hyperparameters": {"checkpoint_interval_seconds": 5e-324}},
+            "invalid_request",
+            "hyperparameters.checkpoint_interval_seconds",
+        ),
         ({"pools": {"warmup": "h100"}}, "unknown_pool", "pools.warmup"),
         ({"pools": "fastest"}, "invalid_request", "pools"),
         ({"max_cost": "-1"}, "invalid_request", "max_cost"),
@@ -96,8 +106,9 @@ def test_auto_pools_run_the_cheapest_plan_and_record_it(
 ) -> None:
     quote = _estimate(client, dataset_id, pools="auto").json()
     cheapest = next(p for p in quote["plans"] if p["name"] == "cheapest")
-    response = client.post("/v1/jobs", json={"dataset_id": dataset_id, "base_model": EIGHT_B,
-                                             "pools": "auto"})
+    response = client.post(
+        "/v1/jobs", json={"dataset_id": dataset_id, "base_model": EIGHT_B, "pools": "auto"}
+    )
     assert response.status_code == 201, response.text
     job = response.json()
     assert {p["name"]: p["pool"] for p in job["phases"]} == cheapest["pools"]
@@ -108,8 +119,10 @@ def test_auto_pools_run_the_cheapest_plan_and_record_it(
     for phase in job["phases"]:
         assert phase["estimate"]["pool"] == phase["pool"]
         assert phase["estimate"]["cost"]["currency"] == "CNY"
-    assert client.get(f"/v1/jobs/{job['id']}").json()["phases"][1]["estimate"] == (
-        job["phases"][1]["estimate"])
+    assert (
+        client.get(f"/v1/jobs/{job['id']}").json()["phases"][1]["estimate"]
+        == (job["phases"][1]["estimate"])
+    )
     assert recorded_dispatch.sent[0].queue == f"gpu.{cheapest['pools']['preprocess']}"
 
 
@@ -117,14 +130,16 @@ def test_requested_pools_store_the_estimate_too(client: TestClient, dataset_id: 
     job = client.post("/v1/jobs", json={"dataset_id": dataset_id, "base_model": EIGHT_B}).json()
     assert job["plan"]["name"] == "requested"
     assert Decimal(job["plan"]["estimated_cost"]["amount"]) == sum(
-        Decimal(p["estimate"]["cost"]["amount"]) for p in job["phases"])
+        Decimal(p["estimate"]["cost"]["amount"]) for p in job["phases"]
+    )
 
 
 def test_a_model_without_a_shape_still_submits_without_an_estimate(
     client: TestClient, dataset_id: str
 ) -> None:
-    job = client.post("/v1/jobs", json={"dataset_id": dataset_id, "base_model": "tiny",
-                                        "pools": "auto"}).json()
+    job = client.post(
+        "/v1/jobs", json={"dataset_id": dataset_id, "base_model": "tiny", "pools": "auto"}
+    ).json()
     assert [p["pool"] for p in job["phases"]] == ["t4", "a10", "a100"]
     assert job["plan"]["name"] == "relay"
     assert all(p["estimate"] is None for p in job["phases"])
@@ -133,16 +148,24 @@ def test_a_model_without_a_shape_still_submits_without_an_estimate(
 def test_a_job_without_samples_left_to_train_is_refused_at_submit(
     client: TestClient, dataset_id: str
 ) -> None:
-    response = client.post("/v1/jobs", json={"dataset_id": dataset_id, "base_model": "tiny",
-                                             "hyperparameters": {"validation_samples": 3}})
+    response = client.post(
+        "/v1/jobs",
+        json={
+            "dataset_id": dataset_id,
+            "base_model": "tiny",
+            "hyperparameters": {"validation_samples": 3},
+        },
+    )
     assert response.status_code == 422, response.text
     assert response.json()["error"]["param"] == "hyperparameters.validation_samples"
     assert _job_count() == 0
 
 
 def test_a_phase_that_cannot_fit_its_pool_is_refused(client: TestClient, dataset_id: str) -> None:
-    response = client.post("/v1/jobs", json={"dataset_id": dataset_id, "base_model": EIGHT_B,
-                                             "pools": {"warmup": "t4"}})
+    response = client.post(
+        "/v1/jobs",
+        json={"dataset_id": dataset_id, "base_model": EIGHT_B, "pools": {"warmup": "t4"}},
+    )
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert (error["code"], error["param"]) == ("plan_infeasible", "pools.warmup")
@@ -154,8 +177,7 @@ def test_budget_below_the_cheapest_estimate_is_refused_with_the_estimate(
     client: TestClient, dataset_id: str, recorded_dispatch: dispatch.RecordingDispatcher
 ) -> None:
     quote = _estimate(client, dataset_id).json()
-    cheapest = Decimal(next(p for p in quote["plans"] if p["name"] == "cheapest")
-                       ["cost"]["amount"])
+    cheapest = Decimal(next(p for p in quote["plans"] if p["name"] == "cheapest")["cost"]["amount"])
     body = {"dataset_id": dataset_id, "base_model": EIGHT_B}
     response = client.post("/v1/jobs", json={**body, "max_cost": str(cheapest / 2)})
     assert response.status_code == 422, response.text

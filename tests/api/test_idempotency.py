@@ -21,17 +21,19 @@ from tests.factories import dataset_zip, new_api_key
 GIVE_UP_S = 20
 
 
-def _submit(client: TestClient, dataset_id: str, key: str | None, **extra: Any
-            ) -> httpx.Response:
+def _submit(client: TestClient, dataset_id: str, key: str | None, **extra: Any) -> httpx.Response:
     headers = {"Idempotency-Key": key} if key is not None else {}
-    return client.post("/v1/jobs", headers=headers,
-                       json={"dataset_id": dataset_id, "base_model": "tiny", **extra})
+    return client.post(
+        "/v1/jobs", headers=headers, json={"dataset_id": dataset_id, "base_model": "tiny", **extra}
+    )
 
 
-def _upload(client: TestClient, key: str, data: bytes, name: str = "d.zip",
-            **headers: str) -> httpx.Response:
-    return client.post("/v1/datasets", headers={"Idempotency-Key": key, **headers},
-                       files={"file": (name, data)})
+def _upload(
+    client: TestClient, key: str, data: bytes, name: str = "d.zip", **headers: str
+) -> httpx.Response:
+    return client.post(
+        "/v1/datasets", headers={"Idempotency-Key": key, **headers}, files={"file": (name, data)}
+    )
 
 
 def _count(model: Any) -> int:
@@ -45,15 +47,19 @@ def _error(response: httpx.Response) -> tuple[int, str, str | None]:
 
 
 def test_a_retried_job_gets_the_first_result_and_creates_nothing(
-    client: TestClient, dataset_id: str, recorded_dispatch: dispatch.RecordingDispatcher,
+    client: TestClient,
+    dataset_id: str,
+    recorded_dispatch: dispatch.RecordingDispatcher,
 ) -> None:
     first = _submit(client, dataset_id, "job-1", metadata={"run": "a"})
     assert first.status_code == 201, first.text
     assert "Idempotent-Replayed" not in first.headers
     # The same request again, its fields in another order: still the same request.
-    again = client.post("/v1/jobs", headers={"Idempotency-Key": "job-1"},
-                        json={"metadata": {"run": "a"}, "base_model": "tiny",
-                              "dataset_id": dataset_id})
+    again = client.post(
+        "/v1/jobs",
+        headers={"Idempotency-Key": "job-1"},
+        json={"metadata": {"run": "a"}, "base_model": "tiny", "dataset_id": dataset_id},
+    )
     assert again.status_code == 201
     assert again.json() == first.json()
     assert again.headers["Idempotent-Replayed"] == "true"
@@ -66,7 +72,8 @@ def test_a_retried_job_gets_the_first_result_and_creates_nothing(
 
 
 def test_a_retried_upload_gets_the_first_result_without_validating_or_storing_again(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch,
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     validated = []
     real_validate = datasets.validate_dataset_zip
@@ -87,8 +94,7 @@ def test_a_retried_upload_gets_the_first_result_without_validating_or_storing_ag
     assert len(storage.get_store().list("datasets/")) == 1
 
 
-def test_reusing_a_key_for_another_request_is_refused(client: TestClient, dataset_id: str
-                                                      ) -> None:
+def test_reusing_a_key_for_another_request_is_refused(client: TestClient, dataset_id: str) -> None:
     assert _submit(client, dataset_id, "k").status_code == 201
     reused = _submit(client, dataset_id, "k", metadata={"run": "b"})
     assert _error(reused) == (422, "idempotency_key_reused", "Idempotency-Key")
@@ -96,8 +102,7 @@ def test_reusing_a_key_for_another_request_is_refused(client: TestClient, datase
     data = dataset_zip()
     assert _upload(client, "u", data).status_code == 201
     # Another file, or the same file under another name, is another upload.
-    assert _error(_upload(client, "u", dataset_zip(folder="data/")))[1] == \
-        "idempotency_key_reused"
+    assert _error(_upload(client, "u", dataset_zip(folder="data/")))[1] == "idempotency_key_reused"
     assert _error(_upload(client, "u", data, name="other.zip"))[1] == "idempotency_key_reused"
     assert (_count(Job), _count(Dataset)) == (1, 2)  # the fixture's data set and "u"
 
@@ -114,8 +119,9 @@ def test_keys_are_scoped_to_the_tenant_and_the_route(client: TestClient, dataset
     assert (_count(Dataset), _count(Job), _count(IdempotencyKey)) == (3, 1, 3)
 
 
-def test_a_failed_request_records_nothing_and_may_be_retried(client: TestClient,
-                                                             dataset_id: str) -> None:
+def test_a_failed_request_records_nothing_and_may_be_retried(
+    client: TestClient, dataset_id: str
+) -> None:
     missing = _submit(client, "no-such-dataset", "retry-me")
     assert _error(missing) == (404, "not_found", "dataset_id")
     assert _count(IdempotencyKey) == 0
@@ -123,8 +129,9 @@ def test_a_failed_request_records_nothing_and_may_be_retried(client: TestClient,
 
 
 @pytest.mark.parametrize(("key", "says"), [("", "is empty"), ("k" * 256, "at most 255")])
-def test_a_bad_key_is_refused_in_the_envelope(client: TestClient, dataset_id: str, key: str,
-                                              says: str) -> None:
+def test_a_bad_key_is_refused_in_the_envelope(
+    client: TestClient, dataset_id: str, key: str, says: str
+) -> None:
     response = _submit(client, dataset_id, key)
     assert _error(response) == (422, "invalid_idempotency_key", "Idempotency-Key")
     assert says in response.json()["error"]["message"]
@@ -137,8 +144,11 @@ def test_a_key_expires_after_a_day(client: TestClient, dataset_id: str) -> None:
     first = _submit(client, dataset_id, "daily")
     stale = _submit(client, dataset_id, "old-and-forgotten")
     with session_scope() as session:
-        session.execute(update(IdempotencyKey).values(
-            created_at=utcnow() - idempotency.KEY_TTL - timedelta(minutes=1)))
+        session.execute(
+            update(IdempotencyKey).values(
+                created_at=utcnow() - idempotency.KEY_TTL - timedelta(minutes=1)
+            )
+        )
     # Past its lifetime the key starts over, even for another request...
     again = _submit(client, dataset_id, "daily", metadata={"run": "next day"})
     assert again.status_code == 201 and again.json()["id"] != first.json()["id"]
@@ -150,7 +160,9 @@ def test_a_key_expires_after_a_day(client: TestClient, dataset_id: str) -> None:
 
 
 def test_a_failure_after_recording_leaves_neither_the_job_nor_its_record(
-    client: TestClient, dataset_id: str, monkeypatch: pytest.MonkeyPatch,
+    client: TestClient,
+    dataset_id: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     real_record = idempotency._record
 
@@ -166,8 +178,9 @@ def test_a_failure_after_recording_leaves_neither_the_job_nor_its_record(
     assert _submit(client, dataset_id, "atomic").status_code == 201
 
 
-def _hold_first_call(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str
-                     ) -> tuple[threading.Event, threading.Event]:
+def _hold_first_call(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str
+) -> tuple[threading.Event, threading.Event]:
     """Make the first call of owner.name wait (until released) once it has started."""
     entered, release = threading.Event(), threading.Event()
     real = getattr(owner, name)
@@ -192,7 +205,9 @@ def _in_background(send: Any) -> tuple[threading.Thread, list[httpx.Response]]:
 
 
 def test_a_duplicate_while_the_first_is_in_flight_is_told_to_retry(
-    client: TestClient, dataset_id: str, monkeypatch: pytest.MonkeyPatch,
+    client: TestClient,
+    dataset_id: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     entered, release = _hold_first_call(monkeypatch, jobs, "submit_job")
     thread, first = _in_background(lambda: _submit(client, dataset_id, "busy"))
@@ -210,7 +225,9 @@ def test_a_duplicate_while_the_first_is_in_flight_is_told_to_retry(
 
 
 def test_without_a_key_lock_the_unique_record_still_lets_one_job_through(
-    client: TestClient, dataset_id: str, monkeypatch: pytest.MonkeyPatch,
+    client: TestClient,
+    dataset_id: str,
+    monkeypatch: pytest.MonkeyPatch,
     recorded_dispatch: dispatch.RecordingDispatcher,
 ) -> None:
     """Where the store has no transaction lock for a key (SQLite), both requests run; the one
@@ -232,7 +249,8 @@ def test_without_a_key_lock_the_unique_record_still_lets_one_job_through(
 
 
 def test_a_racing_upload_that_loses_leaves_no_stored_object(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch,
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(idempotency, "_lock", lambda *args: None)
     entered, release = _hold_first_call(monkeypatch, datasets, "validate_dataset_zip")
@@ -246,5 +264,4 @@ def test_a_racing_upload_that_loses_leaves_no_stored_object(
         thread.join(GIVE_UP_S)
     assert held and (held[0].status_code, held[0].json()) == (201, winner.json())
     assert _count(Dataset) == 1
-    assert storage.get_store().list("datasets/") == [
-        f"datasets/{winner.json()['id']}/upload.zip"]
+    assert storage.get_store().list("datasets/") == [f"datasets/{winner.json()['id']}/upload.zip"]

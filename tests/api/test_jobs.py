@@ -58,16 +58,21 @@ def test_pools_are_chosen_per_job(client: TestClient, dataset_id: str) -> None:
         ({"hyperparameters": {"lora_rank": 0}}, "hyperparameters.lora_rank"),
         ({"hyperparameters": {"lora_rnak": 4}}, "hyperparameters.lora_rnak"),
         # A sub-second interval once made the estimate divide by almost nothing: a 500.
-        ({"hyperparameters": {"checkpoint_interval_seconds": 5e-324}},
-         "hyperparameters.checkpoint_interval_seconds"),
+        (
+            {"hyperparameters": {"checkpoint_interval_seconds": 5e-324}},
+            "hyperparameters.checkpoint_interval_seconds",
+        ),
         ({"pools": {"warmup": "h100"}}, "pools.warmup"),
         ({"pools": {"export": "t4"}}, "pools.export"),
         ({"dataset_id": "nope"}, "dataset_id"),
     ],
 )
 def test_bad_job_is_rejected_and_creates_nothing(
-    client: TestClient, dataset_id: str, recorded_dispatch: dispatch.RecordingDispatcher,
-    extra: dict[str, Any], param: str,
+    client: TestClient,
+    dataset_id: str,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    extra: dict[str, Any],
+    param: str,
 ) -> None:
     response = client.post("/v1/jobs", json={"dataset_id": dataset_id, "base_model": "m", **extra})
     assert response.status_code in (404, 422), response.text
@@ -86,8 +91,9 @@ def test_other_tenants_job_is_not_found(client: TestClient, dataset_id: str) -> 
     assert client.post(f"/v1/jobs/{job_id}/cancel", headers=other).status_code == 404
     assert client.get("/v1/jobs", headers=other).json()["total"] == 0
     # and another tenant cannot use this tenant's data set either
-    response = client.post("/v1/jobs", headers=other,
-                           json={"dataset_id": dataset_id, "base_model": "m"})
+    response = client.post(
+        "/v1/jobs", headers=other, json={"dataset_id": dataset_id, "base_model": "m"}
+    )
     assert response.status_code == 404
 
 
@@ -112,12 +118,18 @@ def test_cancel_of_a_queued_job_is_immediate(client: TestClient, dataset_id: str
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "job_finished"
     types = [e["type"] for e in client.get(f"/v1/jobs/{job_id}/events").json()]
-    assert types == ["job_submitted", "phase_queued", "cancel_requested", "phase_cancelled",
-                     "job_cancelled"]
+    assert types == [
+        "job_submitted",
+        "phase_queued",
+        "cancel_requested",
+        "phase_cancelled",
+        "job_cancelled",
+    ]
 
 
-def test_requeue_rules(client: TestClient, dataset_id: str,
-                       recorded_dispatch: dispatch.RecordingDispatcher) -> None:
+def test_requeue_rules(
+    client: TestClient, dataset_id: str, recorded_dispatch: dispatch.RecordingDispatcher
+) -> None:
     job_id = _submit(client, dataset_id).json()["id"]
     unknown = client.post(f"/v1/jobs/{job_id}/phases/export/requeue")
     assert unknown.status_code == 404
@@ -134,12 +146,14 @@ def test_requeue_rules(client: TestClient, dataset_id: str,
     body = requeued.json()
     assert body["status"] == "queued"
     assert [(p["status"], p["attempt"]) for p in body["phases"]] == [
-        ("queued", 2), ("pending", 0), ("pending", 0)]
+        ("queued", 2),
+        ("pending", 0),
+        ("pending", 0),
+    ]
     assert [m.attempt for m in recorded_dispatch.sent] == [1, 2]
 
 
-def test_outputs_before_the_final_phase_are_a_conflict(client: TestClient,
-                                                      dataset_id: str) -> None:
+def test_outputs_before_the_final_phase_are_a_conflict(client: TestClient, dataset_id: str) -> None:
     job_id = _submit(client, dataset_id).json()["id"]
     for what in ("adapter", "evaluation"):
         response = client.get(f"/v1/jobs/{job_id}/{what}")
@@ -150,7 +164,10 @@ def test_outputs_before_the_final_phase_are_a_conflict(client: TestClient,
 def test_pools_and_health(client: TestClient) -> None:
     pools = client.get("/v1/pools").json()
     assert [(p["name"], p["queue"], p["hourly_price"]["amount"]) for p in pools] == [
-        ("t4", "gpu.t4", "1.0000"), ("a10", "gpu.a10", "3.0000"), ("a100", "gpu.a100", "8.0000")]
+        ("t4", "gpu.t4", "1.0000"),
+        ("a10", "gpu.a10", "3.0000"),
+        ("a100", "gpu.a100", "8.0000"),
+    ]
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
     assert client.get("/docs").status_code == 200

@@ -36,8 +36,9 @@ def test_a_running_phase_whose_worker_died_shows_stalled_and_its_meter_stops(
     phase = _phase(client, job_id, "preprocess")
     assert (phase["status"], phase["status_detail"]) == ("running", "stalled")
     assert phase["last_heartbeat_at"] is not None
-    assert Decimal(_phase(client, job_id, "preprocess")["cost"]["amount"]) == \
-        Decimal(phase["cost"]["amount"])
+    assert Decimal(_phase(client, job_id, "preprocess")["cost"]["amount"]) == Decimal(
+        phase["cost"]["amount"]
+    )
 
 
 def test_a_queued_phase_no_worker_serves_shows_waiting_for_worker(
@@ -46,8 +47,11 @@ def test_a_queued_phase_no_worker_serves_shows_waiting_for_worker(
     job_id = _submit(client, dataset_id)
     assert _phase(client, job_id, "preprocess")["status_detail"] is None  # just queued
     with session_scope() as session:
-        session.execute(update(Phase).where(Phase.job_id == job_id)
-                        .values(queued_at=utcnow() - timedelta(minutes=5)))
+        session.execute(
+            update(Phase)
+            .where(Phase.job_id == job_id)
+            .values(queued_at=utcnow() - timedelta(minutes=5))
+        )
     recorded_dispatch.workers = {"a10@host": ["gpu.a10"]}  # only the warmup pool is served
     run_reaper()
     assert _phase(client, job_id, "preprocess")["status_detail"] == "waiting_for_worker"

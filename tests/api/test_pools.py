@@ -17,8 +17,14 @@ from orchestrator.models import Worker, utcnow
 from tests.factories import new_api_key
 from tests.orchestrator.relay_helpers import run_reaper
 
-H100 = {"gpu_model": "NVIDIA H100", "gpu_memory_gb": 80, "hourly_price": "20",
-        "queue": "gpu.h100-spot", "supports_bf16": True, "peak_tflops": 989}
+H100 = {
+    "gpu_model": "NVIDIA H100",
+    "gpu_memory_gb": 80,
+    "hourly_price": "20",
+    "queue": "gpu.h100-spot",
+    "supports_bf16": True,
+    "peak_tflops": 989,
+}
 
 
 @pytest.fixture
@@ -32,11 +38,18 @@ def _pools(client: TestClient) -> dict[str, Any]:
 
 def test_pools_list_their_queue_gpu_and_price(client: TestClient) -> None:
     a10 = _pools(client)["a10"]
-    assert a10 == {"name": "a10", "queue": "gpu.a10", "gpu_model": "NVIDIA A10",
-                   "gpu_memory_gb": 24, "supports_bf16": True, "peak_tflops": 125.0,
-                   "memory_bandwidth_gbs": 600.0,
-                   "hourly_price": {"amount": "3.0000", "currency": "CNY"},
-                   "live_workers": 0, "workers": []}
+    assert a10 == {
+        "name": "a10",
+        "queue": "gpu.a10",
+        "gpu_model": "NVIDIA A10",
+        "gpu_memory_gb": 24,
+        "supports_bf16": True,
+        "peak_tflops": 125.0,
+        "memory_bandwidth_gbs": 600.0,
+        "hourly_price": {"amount": "3.0000", "currency": "CNY"},
+        "live_workers": 0,
+        "workers": [],
+    }
 
 
 def test_pools_show_the_workers_the_reaper_saw_lately_and_none_once_they_are_stale(
@@ -50,8 +63,9 @@ def test_pools_show_the_workers_the_reaper_saw_lately_and_none_once_they_are_sta
     assert pools["t4"]["workers"][0]["last_seen_at"].endswith("Z")
     assert (pools["a10"]["live_workers"], pools["a100"]["live_workers"]) == (1, 0)
     with session_scope() as session:  # as if no worker answered for a few reaper rounds
-        session.execute(update(Worker).values(
-            last_seen_at=utcnow() - SEEN_WITHIN - timedelta(seconds=1)))
+        session.execute(
+            update(Worker).values(last_seen_at=utcnow() - SEEN_WITHIN - timedelta(seconds=1))
+        )
     assert {(p["live_workers"], len(p["workers"])) for p in _pools(client).values()} == {(0, 0)}
 
 
@@ -72,7 +86,10 @@ def test_an_admin_reprices_a_pool_and_only_the_given_fields_change(
     a100 = _pools(client)["a100"]
     assert a100["hourly_price"] == {"amount": "7.5000", "currency": "CNY"}
     assert (a100["gpu_model"], a100["gpu_memory_gb"], a100["queue"]) == (
-        "NVIDIA A100", 80, "gpu.a100")
+        "NVIDIA A100",
+        80,
+        "gpu.a100",
+    )
 
 
 @pytest.mark.parametrize(
@@ -90,7 +107,11 @@ def test_an_admin_reprices_a_pool_and_only_the_given_fields_change(
     ],
 )
 def test_bad_pool_bodies_name_the_field_and_change_nothing(
-    client: TestClient, admin: dict[str, str], name: str, body: dict[str, Any], param: str,
+    client: TestClient,
+    admin: dict[str, str],
+    name: str,
+    body: dict[str, Any],
+    param: str,
     code: str,
 ) -> None:
     before = _pools(client)
@@ -102,14 +123,22 @@ def test_bad_pool_bodies_name_the_field_and_change_nothing(
 
 
 def test_a_new_pool_is_usable_by_a_job_and_dispatched_to_its_queue(
-    client: TestClient, admin: dict[str, str], dataset_id: str,
+    client: TestClient,
+    admin: dict[str, str],
+    dataset_id: str,
     recorded_dispatch: dispatch.RecordingDispatcher,
 ) -> None:
     response = client.put("/v1/pools/h100", json=H100, headers=admin)
     assert response.status_code == 201, response.text
     assert response.json()["hourly_price"] == {"amount": "20.0000", "currency": "CNY"}
-    job = client.post("/v1/jobs", json={"dataset_id": dataset_id, "base_model": "tiny",
-                                        "pools": {"preprocess": "h100", "warmup": "h100"}})
+    job = client.post(
+        "/v1/jobs",
+        json={
+            "dataset_id": dataset_id,
+            "base_model": "tiny",
+            "pools": {"preprocess": "h100", "warmup": "h100"},
+        },
+    )
     assert job.status_code == 201, job.text
     assert [p["pool"] for p in job.json()["phases"]] == ["h100", "h100", "a100"]
     assert job.json()["phases"][0]["gpu_model"] == "NVIDIA H100"
@@ -118,7 +147,9 @@ def test_a_new_pool_is_usable_by_a_job_and_dispatched_to_its_queue(
 
 
 def test_a_moved_queue_routes_the_next_message(
-    client: TestClient, admin: dict[str, str], dataset_id: str,
+    client: TestClient,
+    admin: dict[str, str],
+    dataset_id: str,
     recorded_dispatch: dispatch.RecordingDispatcher,
 ) -> None:
     client.put("/v1/pools/t4", json={"queue": "gpu.t4-east"}, headers=admin)

@@ -21,8 +21,10 @@ def _datetime_fields() -> list[tuple[str, typing.Any]]:
             for field, info in model.model_fields.items():
                 if "datetime" in repr(info.annotation):
                     found.append((f"{name}.{field}", info.annotation, info.metadata))
-    return [(where, typing.Annotated[annotation, *metadata]) if metadata else (where, annotation)
-            for where, annotation, metadata in found]
+    return [
+        (where, typing.Annotated[annotation, *metadata]) if metadata else (where, annotation)
+        for where, annotation, metadata in found
+    ]
 
 
 DATETIME_FIELDS = _datetime_fields()
@@ -30,11 +32,13 @@ DATETIME_FIELDS = _datetime_fields()
 
 def test_there_are_timestamps_to_check() -> None:
     assert {"JobOut.created_at", "EventOut.created_at", "PhaseOut.started_at"} <= {
-        where for where, _ in DATETIME_FIELDS}
+        where for where, _ in DATETIME_FIELDS
+    }
 
 
-@pytest.mark.parametrize(("where", "annotation"), DATETIME_FIELDS,
-                         ids=[where for where, _ in DATETIME_FIELDS])
+@pytest.mark.parametrize(
+    ("where", "annotation"), DATETIME_FIELDS, ids=[where for where, _ in DATETIME_FIELDS]
+)
 def test_every_timestamp_on_the_wire_is_utc(where: str, annotation: typing.Any) -> None:
     adapter = TypeAdapter(annotation)
     # SQLite gives stored UTC times back without a zone; they must still leave marked as UTC.

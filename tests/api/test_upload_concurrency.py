@@ -16,7 +16,8 @@ GIVE_UP_S = 20
 
 
 def test_health_answers_while_an_upload_is_being_validated(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch,
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     started, released, gave_up = threading.Event(), threading.Event(), threading.Event()
     real_validate = datasets.validate_dataset_zip
@@ -29,8 +30,11 @@ def test_health_answers_while_an_upload_is_being_validated(
 
     monkeypatch.setattr(datasets, "validate_dataset_zip", slow_validate)
     uploads: list[Any] = []
-    uploader = threading.Thread(target=lambda: uploads.append(
-        client.post("/v1/datasets", files={"file": ("d.zip", dataset_zip())})))
+    uploader = threading.Thread(
+        target=lambda: uploads.append(
+            client.post("/v1/datasets", files={"file": ("d.zip", dataset_zip())})
+        )
+    )
     uploader.start()
     try:
         assert started.wait(GIVE_UP_S), "the upload never reached validation"

@@ -33,7 +33,9 @@ def _refused(response: Any, param: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("route", ["/v1/jobs", "/v1/estimates"])
 def test_unknown_top_level_field_is_refused(
-    client: TestClient, dataset_id: str, recorded_dispatch: dispatch.RecordingDispatcher,
+    client: TestClient,
+    dataset_id: str,
+    recorded_dispatch: dispatch.RecordingDispatcher,
     route: str,
 ) -> None:
     body = {"dataset_id": dataset_id, "hyperparams": {"lora_rank": 4}}
@@ -72,20 +74,24 @@ def test_unknown_fields_of_other_bodies_are_refused(
         ('{"seed": -1}', "hyperparameters.seed"),
         ('{"validation_samples": 1000000000000}', "hyperparameters.validation_samples"),
         ('{"min_pixels": 1099511627776}', "hyperparameters.min_pixels"),
-        ('{"checkpoint_every_steps": 100000000000000000000}',
-         "hyperparameters.checkpoint_every_steps"),
+        (
+            '{"checkpoint_every_steps": 100000000000000000000}',
+            "hyperparameters.checkpoint_every_steps",
+        ),
         ('{"keep_last_checkpoints": 1000000000}', "hyperparameters.keep_last_checkpoints"),
     ],
 )
 def test_non_finite_coerced_and_unbounded_numbers_are_refused(
-    client: TestClient, dataset_id: str, recorded_dispatch: dispatch.RecordingDispatcher,
-    raw_hyperparameters: str, param: str,
+    client: TestClient,
+    dataset_id: str,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    raw_hyperparameters: str,
+    param: str,
 ) -> None:
     # Python's JSON reader takes Infinity and NaN, so the body is written by hand.
     body = f'{{"dataset_id": "{dataset_id}", "hyperparameters": {raw_hyperparameters}}}'
     for route in ("/v1/jobs", "/v1/estimates"):
-        response = client.post(route, content=body,
-                               headers={"content-type": "application/json"})
+        response = client.post(route, content=body, headers={"content-type": "application/json"})
         assert response.status_code == 422, response.text
         assert response.json()["error"]["param"] == param
     assert _job_count() == 0
@@ -113,8 +119,11 @@ def test_huge_query_integers_are_a_422_not_an_overflow(
 
 def test_deeply_nested_json_is_refused_in_a_body_and_in_a_data_set(client: TestClient) -> None:
     deep = "[" * 100_000 + "]" * 100_000
-    response = client.post("/v1/jobs", content=f'{{"dataset_id": "x", "metadata": {deep}}}',
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/jobs",
+        content=f'{{"dataset_id": "x", "metadata": {deep}}}',
+        headers={"content-type": "application/json"},
+    )
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["error"]["code"]
     upload = dataset_zip(raw_annotations=deep.encode())
@@ -126,10 +135,13 @@ def test_deeply_nested_json_is_refused_in_a_body_and_in_a_data_set(client: TestC
 
 
 def test_image_errors_name_the_file_not_a_heap_address(client: TestClient) -> None:
-    annotations = {"broken.png": {"question": "Which part?", "answer": "none"},
-                   "fine.png": {"question": "Which part?", "answer": "a resistor"}}
-    upload = dataset_zip(annotations, images={"broken.png": b"not an image at all",
-                                              "fine.png": png_bytes()})
+    annotations = {
+        "broken.png": {"question": "Which part?", "answer": "none"},
+        "fine.png": {"question": "Which part?", "answer": "a resistor"},
+    }
+    upload = dataset_zip(
+        annotations, images={"broken.png": b"not an image at all", "fine.png": png_bytes()}
+    )
     response = client.post("/v1/datasets", files={"file": ("d.zip", upload)})
     assert response.status_code == 422, response.text
     error = response.json()["error"]
@@ -147,8 +159,9 @@ def test_metrics_need_the_metrics_token_or_an_admin_key(
     assert "relaytune_jobs" not in anonymous.text
     tenant = client.get("/metrics")  # an ordinary tenant's key sees no one's totals
     assert tenant.status_code == 403
-    admin = client.get("/metrics",
-                       headers={"Authorization": f"Bearer {new_api_key('ops', admin=True)}"})
+    admin = client.get(
+        "/metrics", headers={"Authorization": f"Bearer {new_api_key('ops', admin=True)}"}
+    )
     assert admin.status_code == 200
     assert 'relaytune_jobs{status="queued"} 1.0' in admin.text
     monkeypatch.setenv("RELAYTUNE_METRICS_TOKEN", "scrape-secret")

@@ -29,8 +29,20 @@ def test_api_key_create_admin(clean_db: None) -> None:
 
 
 def test_pools_add_set_and_list(clean_db: None) -> None:
-    code, output = _invoke("pools", "add", "h100", "--gpu-model", "NVIDIA H100", "--memory-gb",
-                           "80", "--price", "20", "--queue", "gpu.h100-spot", "--no-bf16")
+    code, output = _invoke(
+        "pools",
+        "add",
+        "h100",
+        "--gpu-model",
+        "NVIDIA H100",
+        "--memory-gb",
+        "80",
+        "--price",
+        "20",
+        "--queue",
+        "gpu.h100-spot",
+        "--no-bf16",
+    )
     assert code == 0, output
     code, output = _invoke("pools", "set", "a100", "--price", "7.5")
     assert code == 0, output

@@ -56,9 +56,19 @@ def _env(**settings: str) -> dict[str, str]:
 
 def _up(data_dir: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", "up", "--port", str(port),
-         "--data-dir", str(data_dir)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "services.cli.main",
+            "up",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -82,16 +92,36 @@ def test_up_runs_a_submitted_job_and_ctrl_c_stops_every_process(tmp_path: Path) 
         assert port_open(broker_port)
         adapter = tmp_path / "adapter.zip"
         submit = subprocess.run(
-            [sys.executable, "-m", "services.cli.main", "--data-dir", str(data_dir), "submit",
-             str(EXAMPLE), "--api-url", url, "--set", "total_epochs=2", "--set",
-             "warmup_epochs=1", "--wait", "--output", str(adapter)],
-            env=env, capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "services.cli.main",
+                "--data-dir",
+                str(data_dir),
+                "submit",
+                str(EXAMPLE),
+                "--api-url",
+                url,
+                "--set",
+                "total_epochs=2",
+                "--set",
+                "warmup_epochs=1",
+                "--wait",
+                "--output",
+                str(adapter),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert submit.returncode == 0, submit.stdout + submit.stderr
         table = submit.stdout
         for phase, pool in (("preprocess", "t4"), ("warmup", "a10"), ("final", "a100")):
-            assert any(phase in line and pool in line and "succeeded" in line
-                       for line in table.splitlines()), table
+            assert any(
+                phase in line and pool in line and "succeeded" in line
+                for line in table.splitlines()
+            ), table
         assert "total cost" in table
         with zipfile.ZipFile(adapter) as archive:
             assert "adapter_config.json" in archive.namelist()
@@ -151,8 +181,7 @@ def test_a_killed_worker_is_restarted_and_a_dead_broker_stops_everything(tmp_pat
         restarted = int(_logged(log, r"worker-t4 restarted \(pid (\d+)")[1])
         assert restarted != first
         assert b"--pool\0t4" in Path(f"/proc/{restarted}/cmdline").read_bytes()
-        assert f"worker-t4 (pid {first}) was killed by SIGKILL; restarting it in" in \
-            log.read_text()
+        assert f"worker-t4 (pid {first}) was killed by SIGKILL; restarting it in" in log.read_text()
         assert up.poll() is None
         # The broker cannot come back without losing the messages it held: `up` stops.
         (broker,) = _children_named(up.pid, b"redis-server")
@@ -181,9 +210,20 @@ def test_up_on_a_taken_port_names_it_and_starts_nothing(tmp_path: Path) -> None:
         other_server.listen()
         port = other_server.getsockname()[1]
         up = subprocess.run(
-            [sys.executable, "-m", "services.cli.main", "up", "--port", str(port),
-             "--data-dir", str(tmp_path / "rt")],
-            env=_env(), capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "services.cli.main",
+                "up",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / "rt"),
+            ],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     assert up.returncode != 0
     assert f"port {port}" in up.stderr and "already in use" in up.stderr, up.stderr

@@ -11,23 +11,36 @@ from services.cli.waiting import unserved_phases
 
 
 def _phase(name: str, pool: str, status: str, detail: str | None = None) -> dict[str, Any]:
-    return {"name": name, "pool": pool, "gpu_model": "GPU", "status": status,
-            "status_detail": detail, "attempt": 1, "started_at": None, "finished_at": None,
-            "progress": {"step": 0, "total_steps": 0, "epoch": 0},
-            "cost": {"amount": "0", "currency": "CNY"}}
+    return {
+        "name": name,
+        "pool": pool,
+        "gpu_model": "GPU",
+        "status": status,
+        "status_detail": detail,
+        "attempt": 1,
+        "started_at": None,
+        "finished_at": None,
+        "progress": {"step": 0, "total_steps": 0, "epoch": 0},
+        "cost": {"amount": "0", "currency": "CNY"},
+    }
 
 
 def _job(status: str, *phases: dict[str, Any]) -> dict[str, Any]:
-    return {"id": "job-1", "status": status, "phases": list(phases),
-            "cost": {"amount": "0", "currency": "CNY"}}
+    return {
+        "id": "job-1",
+        "status": status,
+        "phases": list(phases),
+        "cost": {"amount": "0", "currency": "CNY"},
+    }
 
 
 def _pools(**live: int) -> list[dict[str, Any]]:
     return [{"name": name, "live_workers": count} for name, count in live.items()]
 
 
-QUEUED_ON_T4 = _job("queued", _phase("preprocess", "t4", "queued"),
-                    _phase("warmup", "a10", "pending"))
+QUEUED_ON_T4 = _job(
+    "queued", _phase("preprocess", "t4", "queued"), _phase("warmup", "a10", "pending")
+)
 
 
 def test_a_queued_phase_on_a_pool_without_live_workers_is_named_with_the_fix() -> None:
@@ -53,9 +66,14 @@ class FakeClient:
     """A job that waits on an unserved pool for two polls, then runs and succeeds."""
 
     def __init__(self) -> None:
-        self.jobs = [QUEUED_ON_T4,
-                     _job("succeeded", _phase("preprocess", "t4", "succeeded"),
-                          _phase("warmup", "a10", "succeeded"))]
+        self.jobs = [
+            QUEUED_ON_T4,
+            _job(
+                "succeeded",
+                _phase("preprocess", "t4", "succeeded"),
+                _phase("warmup", "a10", "succeeded"),
+            ),
+        ]
         self.pool_requests = 0
 
     def job(self, _: str) -> dict[str, Any]:
@@ -67,7 +85,7 @@ class FakeClient:
 
 
 def test_submit_wait_warns_once_while_the_phase_waits_for_a_worker(
-    capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     client = FakeClient()
     job = main._follow(client, QUEUED_ON_T4)

@@ -18,8 +18,12 @@ from tests.factories import zip_folder
 # The example's 10 training samples, 8 per optimizer step: 2 steps an epoch, 4 in the warmup,
 # a checkpoint after every step. Validation and evaluation kept small to stay fast.
 HP: dict[str, Any] = {
-    "warmup_epochs": 2, "total_epochs": 3, "checkpoint_every_steps": 1,
-    "keep_last_checkpoints": 2, "augmentation": {"enabled": False}, "eval_max_new_tokens": 4,
+    "warmup_epochs": 2,
+    "total_epochs": 3,
+    "checkpoint_every_steps": 1,
+    "keep_last_checkpoints": 2,
+    "augmentation": {"enabled": False},
+    "eval_max_new_tokens": 4,
 }
 
 
@@ -31,11 +35,24 @@ def submit(example_dir: Path, base_model: str, tenant: str = "acme") -> str:
             row = Tenant(name=tenant)
             session.add(row)
             session.flush()
-        dataset = create_dataset(session, get_store(), get_settings(), tenant_id=row.id,
-                                 filename="example.zip", data=zip_folder(example_dir))
-        job = jobs.submit_job(session, get_store(), tenant_id=row.id, dataset_id=dataset.id,
-                              base_model=base_model, hyperparameters=HP, pools=None,
-                              metadata=None)
+        dataset = create_dataset(
+            session,
+            get_store(),
+            get_settings(),
+            tenant_id=row.id,
+            filename="example.zip",
+            data=zip_folder(example_dir),
+        )
+        job = jobs.submit_job(
+            session,
+            get_store(),
+            tenant_id=row.id,
+            dataset_id=dataset.id,
+            base_model=base_model,
+            hyperparameters=HP,
+            pools=None,
+            metadata=None,
+        )
         return job.id
 
 
@@ -66,8 +83,7 @@ def events(job_id: str, type_: str, phase_: str | None = None) -> list[Event]:
 
 
 def metric_steps(job_id: str, phase_: str, attempt: int) -> list[int]:
-    return [int(e.data["step"]) for e in events(job_id, "metrics", phase_)
-            if e.attempt == attempt]
+    return [int(e.data["step"]) for e in events(job_id, "metrics", phase_) if e.attempt == attempt]
 
 
 def checkpoint_rows(job_id: str) -> list[Checkpoint]:
@@ -93,8 +109,9 @@ def assert_checkpoints_whole(job_id: str) -> None:
         if row.kind == "artifact":  # its manifest lists the data set's images instead
             continue
         for entry in row.manifest["files"]:
-            assert any(k == f"{row.key}/{entry}" or k.startswith(f"{row.key}/{entry}/")
-                       for k in keys), (row.key, entry, keys)
+            assert any(
+                k == f"{row.key}/{entry}" or k.startswith(f"{row.key}/{entry}/") for k in keys
+            ), (row.key, entry, keys)
     recorded = {row.key for row in rows}
     for name in ("preprocess", "warmup", "final"):
         resume_key = phase(job_id, name).resume_key

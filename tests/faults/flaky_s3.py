@@ -24,8 +24,19 @@ from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 # Not forwarded: they describe one hop, and the proxy frames each hop itself.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
-                        "trailer", "upgrade", "expect", "content-length"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "content-length",
+    }
+)
 # Written by the proxy's own server for every answer.
 OWN_HEADERS = frozenset({"server", "date"})
 # A held request gives up by itself after this long, so a test that forgets it cannot hang.
@@ -96,8 +107,9 @@ class FlakyS3:
         self.log: list[Seen] = []
         self._lock = threading.Condition()
         self._server = _Server(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="flaky-s3")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, daemon=True, name="flaky-s3"
+        )
 
     @property
     def url(self) -> str:
@@ -215,8 +227,7 @@ def _handler_for(proxy: FlakyS3) -> type[BaseHTTPRequestHandler]:
                 proxy._record(request, "dropped")
                 return
             if fault is not None:
-                self._answer(fault.status, [("Content-Type", "text/plain")],
-                             b"injected fault\n")
+                self._answer(fault.status, [("Content-Type", "text/plain")], b"injected fault\n")
                 proxy._record(request, str(fault.status))
                 return
             status, headers, payload = self._forward(body)
@@ -224,12 +235,10 @@ def _handler_for(proxy: FlakyS3) -> type[BaseHTTPRequestHandler]:
             proxy._record(request, str(status))
 
         def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-            conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port,
-                                              timeout=60)
+            conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=60)
             try:
                 # The client signed its request for the Host it sent: keep it.
-                conn.putrequest(self.command, self.path, skip_host=True,
-                                skip_accept_encoding=True)
+                conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
                 for name, value in self.headers.items():
                     if name.lower() not in HOP_BY_HOP:
                         conn.putheader(name, value)
@@ -238,9 +247,12 @@ def _handler_for(proxy: FlakyS3) -> type[BaseHTTPRequestHandler]:
                 conn.endheaders(body or None)
                 response = conn.getresponse()
                 payload = response.read()
-                headers = [(k, v) for k, v in response.getheaders()
-                           if k.lower() not in HOP_BY_HOP | OWN_HEADERS
-                           or (k.lower() == "content-length" and self.command == "HEAD")]
+                headers = [
+                    (k, v)
+                    for k, v in response.getheaders()
+                    if k.lower() not in HOP_BY_HOP | OWN_HEADERS
+                    or (k.lower() == "content-length" and self.command == "HEAD")
+                ]
                 return response.status, headers, payload
             except OSError as exc:
                 return 502, [("Content-Type", "text/plain")], f"upstream: {exc}\n".encode()
@@ -260,4 +272,3 @@ def _handler_for(proxy: FlakyS3) -> type[BaseHTTPRequestHandler]:
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
     return Handler
-

@@ -49,16 +49,22 @@ JOB_TIMEOUT_S = 600.0
 WARMUP_STEPS = 4  # fault_helpers.HP on the example
 
 
-def _wait_until(check: Callable[[], Any], what: str, timeout: float = JOB_TIMEOUT_S,
-                logs: Path | None = None) -> Any:
+def _wait_until(
+    check: Callable[[], Any], what: str, timeout: float = JOB_TIMEOUT_S, logs: Path | None = None
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
         if found:
             return found
         time.sleep(0.02)
-    tails = "" if logs is None else "\n".join(
-        f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs.glob("*.log"))
+    tails = (
+        ""
+        if logs is None
+        else "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs.glob("*.log")
+        )
+    )
     raise AssertionError(f"{what}: not within {timeout}s\n{tails}")
 
 
@@ -69,12 +75,32 @@ class Worker:
     def __init__(self, env: dict[str, str], log: Path, name: str):
         with log.open("wb") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker",
-                 "--queues", "gpu.t4,gpu.a10,gpu.a100", "--concurrency", "1",
-                 "--pool", "prefork", "--max-tasks-per-child", "1",
-                 "--hostname", f"{name}@%h", "--loglevel", "INFO"],
-                env=env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker.celery_app:app",
+                    "worker",
+                    "--queues",
+                    "gpu.t4,gpu.a10,gpu.a100",
+                    "--concurrency",
+                    "1",
+                    "--pool",
+                    "prefork",
+                    "--max-tasks-per-child",
+                    "1",
+                    "--hostname",
+                    f"{name}@%h",
+                    "--loglevel",
+                    "INFO",
+                ],
+                env=env,
+                cwd=REPO,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def child(self) -> psutil.Process:
         """The process running the current phase."""
@@ -142,14 +168,22 @@ def s3_proxy(s3_endpoint: str) -> Iterator[FlakyS3]:
 
 
 @pytest.fixture(scope="module")
-def fleet(service_env: dict[str, str], broker: str, s3_proxy: FlakyS3,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    env = {**os.environ, **service_env,
-           "RELAYTUNE_BROKER_URL": broker,
-           "RELAYTUNE_S3_ENDPOINT": s3_proxy.url,  # the workers' S3 goes through the proxy
-           "RELAYTUNE_LEASE_SECONDS": "10", "RELAYTUNE_HEARTBEAT_SECONDS": "2",
-           # One thread: the same float reductions in every run, and the shared CPUs spared.
-           "RELAYTUNE_WORKER_THREADS": "1"}
+def fleet(
+    service_env: dict[str, str],
+    broker: str,
+    s3_proxy: FlakyS3,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Fleet]:
+    env = {
+        **os.environ,
+        **service_env,
+        "RELAYTUNE_BROKER_URL": broker,
+        "RELAYTUNE_S3_ENDPOINT": s3_proxy.url,  # the workers' S3 goes through the proxy
+        "RELAYTUNE_LEASE_SECONDS": "10",
+        "RELAYTUNE_HEARTBEAT_SECONDS": "2",
+        # One thread: the same float reductions in every run, and the shared CPUs spared.
+        "RELAYTUNE_WORKER_THREADS": "1",
+    }
     dispatch.set_dispatcher(dispatch.CeleryDispatcher(broker))
     workers = Fleet(env, tmp_path_factory.mktemp("fault-workers"))
     yield workers
@@ -158,9 +192,15 @@ def fleet(service_env: dict[str, str], broker: str, s3_proxy: FlakyS3,
 
 
 def _wait_for_job(job_id: str, fleet: Fleet) -> str:
-    return str(_wait_until(
-        lambda: (status := job_status(job_id)) in ("succeeded", "failed", "cancelled") and status,
-        f"job {job_id} to finish", logs=fleet.logs))
+    return str(
+        _wait_until(
+            lambda: (
+                (status := job_status(job_id)) in ("succeeded", "failed", "cancelled") and status
+            ),
+            f"job {job_id} to finish",
+            logs=fleet.logs,
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +218,9 @@ def _checkpoint_step(key: str | None) -> int:
 
 def _kill_while_loading_the_model(job_id: str, fleet: Fleet, proxy: FlakyS3) -> None:
     """Once the warmup has downloaded its inputs it loads the base model: kill it then."""
-    _wait_until(lambda: phase(job_id, "preprocess").status == "succeeded", "preprocess",
-                logs=fleet.logs)
+    _wait_until(
+        lambda: phase(job_id, "preprocess").status == "succeeded", "preprocess", logs=fleet.logs
+    )
     artifact = set(get_store().list(f"{phase(job_id, 'preprocess').output_key}/"))
 
     def downloaded() -> bool:
@@ -193,9 +234,14 @@ def _kill_while_loading_the_model(job_id: str, fleet: Fleet, proxy: FlakyS3) -> 
 
 def _kill_between_steps(job_id: str, fleet: Fleet, proxy: FlakyS3) -> None:
     """After a few steps, with their checkpoints recorded: the next step is under way."""
-    _wait_until(lambda: any(e.data["kind"] == "epoch" and e.data["step"] == 2 for e in
-                            events(job_id, "checkpoint_saved", "warmup")),
-                "warmup's checkpoint at step 2", logs=fleet.logs)
+    _wait_until(
+        lambda: any(
+            e.data["kind"] == "epoch" and e.data["step"] == 2
+            for e in events(job_id, "checkpoint_saved", "warmup")
+        ),
+        "warmup's checkpoint at step 2",
+        logs=fleet.logs,
+    )
     fleet.worker.kill_child()
     assert phase(job_id, "warmup").resume_key
 
@@ -229,8 +275,13 @@ KILLS = {
 @pytest.mark.e2e
 @pytest.mark.parametrize("moment", list(KILLS))
 def test_a_warmup_killed_by_sigkill_resumes_from_its_last_checkpoint_and_ends_bit_exact(
-    moment: str, clean_db: None, fleet: Fleet, s3_proxy: FlakyS3,
-    reference_adapter: dict[str, Any], tiny_model_dir: str, example_dir: Path,
+    moment: str,
+    clean_db: None,
+    fleet: Fleet,
+    s3_proxy: FlakyS3,
+    reference_adapter: dict[str, Any],
+    tiny_model_dir: str,
+    example_dir: Path,
 ) -> None:
     s3_proxy.reset()
     job_id = submit(example_dir, tiny_model_dir)
@@ -252,14 +303,21 @@ def test_a_warmup_killed_by_sigkill_resumes_from_its_last_checkpoint_and_ends_bi
 
 @pytest.mark.e2e
 def test_a_worker_lost_whole_is_replaced_and_its_phase_resumes_on_the_new_worker(
-    clean_db: None, fleet: Fleet, s3_proxy: FlakyS3, reference_adapter: dict[str, Any],
-    tiny_model_dir: str, example_dir: Path,
+    clean_db: None,
+    fleet: Fleet,
+    s3_proxy: FlakyS3,
+    reference_adapter: dict[str, Any],
+    tiny_model_dir: str,
+    example_dir: Path,
 ) -> None:
     """kill -9 of the worker itself, children and all; a new worker process takes over."""
     s3_proxy.reset()
     job_id = submit(example_dir, tiny_model_dir)
-    _wait_until(lambda: max(metric_steps(job_id, "warmup", 1), default=0) >= 2,
-                "warmup's step 2", logs=fleet.logs)
+    _wait_until(
+        lambda: max(metric_steps(job_id, "warmup", 1), default=0) >= 2,
+        "warmup's step 2",
+        logs=fleet.logs,
+    )
     fleet.replace()
     resume_step = _checkpoint_step(phase(job_id, "warmup").resume_key)
     expire_lease(job_id, "warmup")
@@ -280,10 +338,22 @@ class Api:
         self.url = f"http://127.0.0.1:{port}"
         with log.open("ab") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "services.api.main:app",
-                 "--host", "127.0.0.1", "--port", str(port)],
-                env=env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "services.api.main:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                env=env,
+                cwd=REPO,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_ready(self.url, alive=lambda: self.process.poll() is None)
 
     def kill(self) -> None:
@@ -298,8 +368,13 @@ class Api:
 
 @pytest.mark.e2e
 def test_an_api_killed_mid_job_comes_back_on_its_port_and_serves_the_finished_job(
-    clean_db: None, fleet: Fleet, service_env: dict[str, str], broker: str,
-    reference_adapter: dict[str, Any], tiny_model_dir: str, example_dir: Path,
+    clean_db: None,
+    fleet: Fleet,
+    service_env: dict[str, str],
+    broker: str,
+    reference_adapter: dict[str, Any],
+    tiny_model_dir: str,
+    example_dir: Path,
 ) -> None:
     port = free_port()
     env = {**os.environ, **service_env, "RELAYTUNE_BROKER_URL": broker}
@@ -308,12 +383,18 @@ def test_an_api_killed_mid_job_comes_back_on_its_port_and_serves_the_finished_jo
     api = Api(port, env, log)
     try:
         with httpx.Client(base_url=api.url, headers=auth, timeout=30) as client:
-            upload = client.post("/v1/datasets",
-                                 files={"file": ("ex.zip", zip_folder(example_dir))})
+            upload = client.post(
+                "/v1/datasets", files={"file": ("ex.zip", zip_folder(example_dir))}
+            )
             assert upload.status_code == 201, upload.text
-            submitted = client.post("/v1/jobs", json={
-                "dataset_id": upload.json()["id"], "base_model": tiny_model_dir,
-                "hyperparameters": HP})
+            submitted = client.post(
+                "/v1/jobs",
+                json={
+                    "dataset_id": upload.json()["id"],
+                    "base_model": tiny_model_dir,
+                    "hyperparameters": HP,
+                },
+            )
             assert submitted.status_code == 201, submitted.text
             job_id = submitted.json()["id"]
 
@@ -328,8 +409,13 @@ def test_an_api_killed_mid_job_comes_back_on_its_port_and_serves_the_finished_jo
         api = Api(port, env, log)  # the same port, a new process
 
         with httpx.Client(base_url=api.url, headers=auth, timeout=30) as client:
-            _wait_until(lambda: client.get(f"/v1/jobs/{job_id}").json()["status"]
-                        in ("succeeded", "failed"), "the job to finish", logs=fleet.logs)
+            _wait_until(
+                lambda: (
+                    client.get(f"/v1/jobs/{job_id}").json()["status"] in ("succeeded", "failed")
+                ),
+                "the job to finish",
+                logs=fleet.logs,
+            )
             job = client.get(f"/v1/jobs/{job_id}").json()
             assert job["status"] == "succeeded", job
             assert all(p["status"] == "succeeded" and p["attempt"] == 1 for p in job["phases"])
@@ -340,5 +426,6 @@ def test_an_api_killed_mid_job_comes_back_on_its_port_and_serves_the_finished_jo
     from safetensors.torch import load
 
     with zipfile.ZipFile(io.BytesIO(adapter.content)) as archive:
-        assert_same_tensors(dict(load(archive.read("adapter_model.safetensors"))),
-                            reference_adapter)
+        assert_same_tensors(
+            dict(load(archive.read("adapter_model.safetensors"))), reference_adapter
+        )

@@ -34,8 +34,9 @@ def flaky_s3(s3_endpoint: str) -> Iterator[FlakyS3]:
 
 
 @pytest.fixture
-def through_proxy(clean_db: None, flaky_s3: FlakyS3, monkeypatch: pytest.MonkeyPatch
-                  ) -> Iterator[FlakyS3]:
+def through_proxy(
+    clean_db: None, flaky_s3: FlakyS3, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FlakyS3]:
     """This process's object store, as a worker's, goes through the flaky proxy."""
     monkeypatch.setenv("RELAYTUNE_S3_ENDPOINT", flaky_s3.url)
     monkeypatch.setenv("RELAYTUNE_S3_MAX_ATTEMPTS", str(ATTEMPTS))
@@ -48,14 +49,22 @@ def through_proxy(clean_db: None, flaky_s3: FlakyS3, monkeypatch: pytest.MonkeyP
 
 
 def _store(proxy: FlakyS3, **options: int) -> S3Store:
-    return S3Store(endpoint=proxy.url, bucket=os.environ["RELAYTUNE_S3_BUCKET"],
-                   access_key="testing", secret_key="testing", region="us-east-1",
-                   max_attempts=ATTEMPTS, **options)
+    return S3Store(
+        endpoint=proxy.url,
+        bucket=os.environ["RELAYTUNE_S3_BUCKET"],
+        access_key="testing",
+        secret_key="testing",
+        region="us-east-1",
+        max_attempts=ATTEMPTS,
+        **options,
+    )
 
 
 def _run(job_id: str, name: str, attempt: int = 1) -> None:
-    run_phase({"job_id": job_id, "phase": name, "attempt": attempt, "pool": "x"},
-              worker_id=f"test/{name}/{attempt}")
+    run_phase(
+        {"job_id": job_id, "phase": name, "attempt": attempt, "pool": "x"},
+        worker_id=f"test/{name}/{attempt}",
+    )
 
 
 def _outcomes(proxy: FlakyS3, key: str) -> list[str]:
@@ -63,12 +72,14 @@ def _outcomes(proxy: FlakyS3, key: str) -> list[str]:
 
 
 def test_every_kind_of_request_rides_out_5xx_answers_and_dropped_connections(
-    through_proxy: FlakyS3, tmp_path: Path,
+    through_proxy: FlakyS3,
+    tmp_path: Path,
 ) -> None:
     store = _store(through_proxy)
     source = tmp_path / "source"
     source.write_bytes(b"x" * 4096)
     for method in ("PUT", "GET", "HEAD", "DELETE"):
+
         def match(r: Request, method: str = method) -> bool:
             return r.method == method and r.key.startswith("t/")
 
@@ -90,7 +101,8 @@ def test_every_kind_of_request_rides_out_5xx_answers_and_dropped_connections(
 
 
 def test_a_multipart_upload_retries_its_parts_and_one_that_keeps_failing_leaves_nothing(
-    through_proxy: FlakyS3, tmp_path: Path,
+    through_proxy: FlakyS3,
+    tmp_path: Path,
 ) -> None:
     part = 5 * 1024 * 1024  # S3's smallest part
     store = _store(through_proxy, multipart_threshold=part, multipart_chunksize=part)
@@ -118,15 +130,21 @@ def test_a_multipart_upload_retries_its_parts_and_one_that_keeps_failing_leaves_
 
 @pytest.mark.e2e
 def test_a_warmup_rides_out_a_flaky_store_and_every_checkpoint_it_records_is_whole(
-    through_proxy: FlakyS3, recorded_dispatch: dispatch.RecordingDispatcher,
-    tiny_model_dir: str, example_dir: Path,
+    through_proxy: FlakyS3,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    tiny_model_dir: str,
+    example_dir: Path,
 ) -> None:
     job_id = submit(example_dir, tiny_model_dir)
     warmup = f"jobs/{job_id}/warmup/"
     _run(job_id, "preprocess")
     # At most two failures per request, so that each goes through at its last attempt.
-    for name, fault in (("adapter_model.safetensors", "503"), ("training_state.pt", "dropped"),
-                        ("manifest.json", "500")):
+    for name, fault in (
+        ("adapter_model.safetensors", "503"),
+        ("training_state.pt", "dropped"),
+        ("manifest.json", "500"),
+    ):
+
         def match(r: Request, name: str = name) -> bool:
             return puts_under(warmup)(r) and r.key.endswith(name)
 
@@ -143,17 +161,21 @@ def test_a_warmup_rides_out_a_flaky_store_and_every_checkpoint_it_records_is_who
     assert metric_steps(job_id, "warmup", 1) == [1, 2, 3, 4]
     first = f"{warmup}a1/step-1"
     assert _outcomes(through_proxy, f"{first}/adapter/adapter_model.safetensors") == [
-        "503", "503", "200"]
-    assert _outcomes(through_proxy, f"{first}/training_state.pt") == [
-        "dropped", "dropped", "200"]
+        "503",
+        "503",
+        "200",
+    ]
+    assert _outcomes(through_proxy, f"{first}/training_state.pt") == ["dropped", "dropped", "200"]
     assert _outcomes(through_proxy, f"{first}/manifest.json") == ["500", "500", "200"]
     assert_checkpoints_whole(job_id)
 
 
 @pytest.mark.e2e
 def test_a_store_that_keeps_failing_fails_the_phase_naming_the_store_and_hides_the_checkpoint(
-    through_proxy: FlakyS3, recorded_dispatch: dispatch.RecordingDispatcher,
-    tiny_model_dir: str, example_dir: Path,
+    through_proxy: FlakyS3,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    tiny_model_dir: str,
+    example_dir: Path,
 ) -> None:
     job_id = submit(example_dir, tiny_model_dir)
     _run(job_id, "preprocess")
@@ -161,8 +183,12 @@ def test_a_store_that_keeps_failing_fails_the_phase_naming_the_store_and_hides_t
 
     def after_the_first_checkpoint(r: Request) -> bool:
         # The adapter of step 2's checkpoints goes up; their training state never does.
-        return (r.method == "PUT" and r.key.startswith(attempt_1)
-                and r.key.endswith("/training_state.pt") and "/step-1/" not in r.key)
+        return (
+            r.method == "PUT"
+            and r.key.startswith(attempt_1)
+            and r.key.endswith("/training_state.pt")
+            and "/step-1/" not in r.key
+        )
 
     through_proxy.fail(after_the_first_checkpoint, status=503)
     _run(job_id, "warmup")
@@ -177,8 +203,11 @@ def test_a_store_that_keeps_failing_fails_the_phase_naming_the_store_and_hides_t
         job = session.get(Job, job_id)
         assert job is not None and job.status == "failed"
     # What went up of the failed checkpoint has no manifest and no row: it never existed.
-    half = {key.rsplit("/", 1)[0] for key in get_store().list(attempt_1 + "/")
-            if key.endswith("adapter_model.safetensors") and "/step-1/" not in key}
+    half = {
+        key.rsplit("/", 1)[0]
+        for key in get_store().list(attempt_1 + "/")
+        if key.endswith("adapter_model.safetensors") and "/step-1/" not in key
+    }
     assert half, "the checkpoint after step 1 was not partly uploaded"
     recorded = {row.key for row in checkpoint_rows(job_id)}
     for adapter_dir in half:
@@ -201,7 +230,8 @@ def test_a_store_that_keeps_failing_fails_the_phase_naming_the_store_and_hides_t
 
 
 def test_readiness_and_uploads_answer_503_naming_the_store_while_s3_fails(
-    through_proxy: FlakyS3, example_dir: Path,
+    through_proxy: FlakyS3,
+    example_dir: Path,
 ) -> None:
     from fastapi.testclient import TestClient
 
@@ -213,8 +243,7 @@ def test_readiness_and_uploads_answer_503_naming_the_store_while_s3_fails(
         assert client.get("/readyz").status_code == 200
         through_proxy.fail(lambda r: True, status=503)
         not_ready = client.get("/readyz")  # a probe that fails is not a missing object
-        upload = client.post("/v1/datasets",
-                             files={"file": ("ex.zip", zip_folder(example_dir))})
+        upload = client.post("/v1/datasets", files={"file": ("ex.zip", zip_folder(example_dir))})
     assert not_ready.status_code == 503, not_ready.text
     assert not_ready.json()["error"]["code"] == "not_ready"
     assert "the object store" in not_ready.json()["error"]["message"]

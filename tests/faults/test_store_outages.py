@@ -30,8 +30,15 @@ POOL = "a10"
 # keeps the test short. One optimizer step per sample gives the warmup steps to cut into;
 # the final phase only evaluates and exports.
 PHASES_ON_ONE_POOL = {"preprocess": POOL, "warmup": POOL, "final": POOL}
-HP = {"warmup_epochs": 1, "total_epochs": 1, "batch_size": 1, "gradient_accumulation": 1,
-      "validation_samples": 1, "eval_max_new_tokens": 4, "augmentation": {"enabled": False}}
+HP = {
+    "warmup_epochs": 1,
+    "total_epochs": 1,
+    "batch_size": 1,
+    "gradient_accumulation": 1,
+    "validation_samples": 1,
+    "eval_max_new_tokens": 4,
+    "augmentation": {"enabled": False},
+}
 OUTAGE_SECONDS = 4.0
 
 
@@ -53,20 +60,28 @@ def _module_broker_url(service_env: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def worker_behind_proxies(service_env: dict[str, str],
-                          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxies]:
+def worker_behind_proxies(
+    service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxies]:
     """One worker process that reaches PostgreSQL and Redis through proxies a test can cut;
     this process (the API, the test's own reads, the dispatcher) reaches both directly."""
     broker_url = _module_broker_url(service_env)
     database = TcpProxy.for_url(service_env["RELAYTUNE_DATABASE_URL"]).start()
     broker = TcpProxy.for_url(broker_url).start()
     logs = tmp_path_factory.mktemp("outage-worker")
-    env = {**os.environ, **service_env, "RELAYTUNE_HEARTBEAT_SECONDS": "1",
-           "RELAYTUNE_DATABASE_URL": database.url_for(service_env["RELAYTUNE_DATABASE_URL"]),
-           "RELAYTUNE_BROKER_URL": broker.url_for(broker_url)}
+    env = {
+        **os.environ,
+        **service_env,
+        "RELAYTUNE_HEARTBEAT_SECONDS": "1",
+        "RELAYTUNE_DATABASE_URL": database.url_for(service_env["RELAYTUNE_DATABASE_URL"]),
+        "RELAYTUNE_BROKER_URL": broker.url_for(broker_url),
+    }
     worker = subprocess.Popen(
         [sys.executable, "-m", "services.cli.main", "worker", "--pool", POOL],
-        env=env, stdout=(logs / "worker.log").open("wb"), stderr=subprocess.STDOUT)
+        env=env,
+        stdout=(logs / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     dispatch.set_dispatcher(dispatch.CeleryDispatcher(broker_url))
     yield Proxies(database, broker, logs)
     dispatch.set_dispatcher(None)
@@ -81,8 +96,9 @@ def worker_behind_proxies(service_env: dict[str, str],
 
 def _warmup(job_id: str) -> Phase:
     with session_scope() as session:
-        return session.scalars(select(Phase).where(Phase.job_id == job_id,
-                                                   Phase.name == "warmup")).one()
+        return session.scalars(
+            select(Phase).where(Phase.job_id == job_id, Phase.name == "warmup")
+        ).one()
 
 
 def _wait_for_warmup_steps(job_id: str, logs: Path, timeout: float = 300.0) -> None:
@@ -92,23 +108,32 @@ def _wait_for_warmup_steps(job_id: str, logs: Path, timeout: float = 300.0) -> N
         if warmup.status == "running" and (warmup.step or 0) >= 1:
             return
         if warmup.status not in ("pending", "queued", "running"):
-            pytest.skip(f"the warmup was {warmup.status} before the test could cut into it "
-                        "(a machine this fast needs a longer warmup)")
+            pytest.skip(
+                f"the warmup was {warmup.status} before the test could cut into it "
+                "(a machine this fast needs a longer warmup)"
+            )
         time.sleep(0.2)
     raise AssertionError(f"the warmup did not start training: {logs.read_text()[-3000:]}")
 
 
-def _run_with_outage(proxy: TcpProxy, tiny_model_dir: str, example_dir: Path,
-                     logs: Path) -> tuple[dict[str, Any], int, int]:
+def _run_with_outage(
+    proxy: TcpProxy, tiny_model_dir: str, example_dir: Path, logs: Path
+) -> tuple[dict[str, Any], int, int]:
     """Submit a job, cut the proxy for a few seconds once the warmup is training; returns the
     finished job, how many connections the cut closed and how many it refused."""
     with TestClient(create_app()) as client:
         client.headers["Authorization"] = f"Bearer {new_api_key()}"
         upload = client.post("/v1/datasets", files={"file": ("ex.zip", zip_folder(example_dir))})
         assert upload.status_code == 201, upload.text
-        submitted = client.post("/v1/jobs", json={
-            "dataset_id": upload.json()["id"], "base_model": tiny_model_dir,
-            "hyperparameters": HP, "pools": PHASES_ON_ONE_POOL})
+        submitted = client.post(
+            "/v1/jobs",
+            json={
+                "dataset_id": upload.json()["id"],
+                "base_model": tiny_model_dir,
+                "hyperparameters": HP,
+                "pools": PHASES_ON_ONE_POOL,
+            },
+        )
         assert submitted.status_code == 201, submitted.text
         job_id = submitted.json()["id"]
         _wait_for_warmup_steps(job_id, logs / "worker.log")
@@ -123,39 +148,50 @@ def _run_with_outage(proxy: TcpProxy, tiny_model_dir: str, example_dir: Path,
 
 def _assert_each_phase_ran_and_was_billed_once(job: dict[str, Any]) -> None:
     assert [(p["name"], p["status"], p["attempt"]) for p in job["phases"]] == [
-        ("preprocess", "succeeded", 1), ("warmup", "succeeded", 1), ("final", "succeeded", 1)]
+        ("preprocess", "succeeded", 1),
+        ("warmup", "succeeded", 1),
+        ("final", "succeeded", 1),
+    ]
     with session_scope() as session:
-        started = session.scalars(select(Event.phase).where(
-            Event.job_id == job["id"], Event.type == "phase_started")).all()
-        billed = session.scalars(select(PhaseTiming.phase).where(
-            PhaseTiming.job_id == job["id"])).all()
+        started = session.scalars(
+            select(Event.phase).where(Event.job_id == job["id"], Event.type == "phase_started")
+        ).all()
+        billed = session.scalars(
+            select(PhaseTiming.phase).where(PhaseTiming.job_id == job["id"])
+        ).all()
     assert sorted(started) == sorted(billed) == ["final", "preprocess", "warmup"]
 
 
 @pytest.mark.e2e
 def test_a_phase_completes_through_a_database_outage(
-    clean_db: None, worker_behind_proxies: Proxies, tiny_model_dir: str, example_dir: Path,
+    clean_db: None,
+    worker_behind_proxies: Proxies,
+    tiny_model_dir: str,
+    example_dir: Path,
 ) -> None:
     proxies = worker_behind_proxies
-    job, _, refused = _run_with_outage(proxies.database, tiny_model_dir, example_dir,
-                                       proxies.logs)
+    job, _, refused = _run_with_outage(proxies.database, tiny_model_dir, example_dir, proxies.logs)
     assert refused > 0  # the worker did try the store while it was away
     _assert_each_phase_ran_and_was_billed_once(job)
     # Progress held back during the outage was written once the store was back.
     warmup = next(p for p in job["phases"] if p["name"] == "warmup")
     with session_scope() as session:
-        succeeded = session.scalars(select(Event).where(
-            Event.job_id == job["id"], Event.phase == "warmup",
-            Event.type == "phase_succeeded")).one()
+        succeeded = session.scalars(
+            select(Event).where(
+                Event.job_id == job["id"], Event.phase == "warmup", Event.type == "phase_succeeded"
+            )
+        ).one()
     assert warmup["progress"]["step"] == succeeded.data["global_step"]
 
 
 @pytest.mark.e2e
 def test_a_running_phase_is_not_terminated_when_the_broker_connection_drops(
-    clean_db: None, worker_behind_proxies: Proxies, tiny_model_dir: str, example_dir: Path,
+    clean_db: None,
+    worker_behind_proxies: Proxies,
+    tiny_model_dir: str,
+    example_dir: Path,
 ) -> None:
     proxies = worker_behind_proxies
-    job, closed, _ = _run_with_outage(proxies.broker, tiny_model_dir, example_dir,
-                                      proxies.logs)
+    job, closed, _ = _run_with_outage(proxies.broker, tiny_model_dir, example_dir, proxies.logs)
     assert closed >= 1  # the worker's broker connection was among those cut
     _assert_each_phase_ran_and_was_billed_once(job)

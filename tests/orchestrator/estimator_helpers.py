@@ -18,9 +18,17 @@ SEED_PRICES = {"t4": "1", "a10": "3", "a100": "8"}
 
 def pool(name: str, price: str | Decimal, gpu: str | None = None) -> Pool:
     model, memory, bf16, tflops, bandwidth = GPUS[gpu or name]
-    return Pool(name=name, gpu_model=model, gpu_memory_gb=memory, hourly_price=Decimal(price),
-                currency="CNY", queue=default_queue(name), supports_bf16=bf16, peak_tflops=tflops,
-                memory_bandwidth_gbs=bandwidth)
+    return Pool(
+        name=name,
+        gpu_model=model,
+        gpu_memory_gb=memory,
+        hourly_price=Decimal(price),
+        currency="CNY",
+        queue=default_queue(name),
+        supports_bf16=bf16,
+        peak_tflops=tflops,
+        memory_bandwidth_gbs=bandwidth,
+    )
 
 
 def seed_pools() -> dict[str, Pool]:

@@ -30,23 +30,46 @@ def new_tenant(name: str = "acme") -> str:
 SHORT_RUN = {"warmup_epochs": 2, "total_epochs": 3}
 
 
-def submit(tenant_id: str, *, base_model: str = "tiny",
-           hyperparameters: dict[str, Any] | None = SHORT_RUN,
-           pools: dict[str, str] | None = None) -> str:
+def submit(
+    tenant_id: str,
+    *,
+    base_model: str = "tiny",
+    hyperparameters: dict[str, Any] | None = SHORT_RUN,
+    pools: dict[str, str] | None = None,
+) -> str:
     """Upload a small data set and submit a job on it; returns the job's id."""
     with session_scope() as session:
-        dataset = create_dataset(session, get_store(), get_settings(), tenant_id=tenant_id,
-                                 filename="d.zip", data=dataset_zip())
-        job = jobs.submit_job(session, get_store(), tenant_id=tenant_id, dataset_id=dataset.id,
-                              base_model=base_model, hyperparameters=hyperparameters,
-                              pools=pools, metadata=None)
+        dataset = create_dataset(
+            session,
+            get_store(),
+            get_settings(),
+            tenant_id=tenant_id,
+            filename="d.zip",
+            data=dataset_zip(),
+        )
+        job = jobs.submit_job(
+            session,
+            get_store(),
+            tenant_id=tenant_id,
+            dataset_id=dataset.id,
+            base_model=base_model,
+            hyperparameters=hyperparameters,
+            pools=pools,
+            metadata=None,
+        )
         return job.id
 
 
 def claim(job_id: str, phase: str, attempt: int = 1, worker: str = "w1") -> runs.Claim:
     with session_scope() as session:
-        return runs.claim_phase(session, job_id=job_id, phase=phase, attempt=attempt,
-                                worker_id=worker, lease_seconds=LEASE)
+        return runs.claim_phase(
+            session,
+            job_id=job_id,
+            phase=phase,
+            attempt=attempt,
+            worker_id=worker,
+            lease_seconds=LEASE,
+        )
 
 
 def complete(claim_: runs.Claim) -> None:
@@ -68,8 +91,9 @@ def expire_lease(job_id: str, phase: str, *, heartbeat_ago: float = 0.0) -> None
     if heartbeat_ago:
         values["heartbeat_at"] = now - timedelta(seconds=heartbeat_ago)
     with session_scope() as session:
-        session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == phase)
-                        .values(**values))
+        session.execute(
+            update(Phase).where(Phase.job_id == job_id, Phase.name == phase).values(**values)
+        )
 
 
 def run_reaper(max_attempts: int = 3, resend_after_seconds: int = LEASE) -> int:

@@ -13,10 +13,17 @@ from orchestrator.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from orchestrator.models import utcnow
 
 
-@pytest.mark.parametrize(("text", "lifetime"), [
-    ("30d", timedelta(days=30)), ("12h", timedelta(hours=12)), (" 90m ", timedelta(minutes=90)),
-    ("2w", timedelta(weeks=2)), ("3600s", timedelta(hours=1)), ("3650d", timedelta(days=3650)),
-])
+@pytest.mark.parametrize(
+    ("text", "lifetime"),
+    [
+        ("30d", timedelta(days=30)),
+        ("12h", timedelta(hours=12)),
+        (" 90m ", timedelta(minutes=90)),
+        ("2w", timedelta(weeks=2)),
+        ("3600s", timedelta(hours=1)),
+        ("3650d", timedelta(days=3650)),
+    ],
+)
 def test_lifetimes_are_a_number_and_a_unit(text: str, lifetime: timedelta) -> None:
     assert auth.parse_duration(text) == lifetime
 
@@ -58,4 +65,6 @@ def test_revoked_and_expired_keys_stay_listed_and_say_why_they_fail(clean_db: No
                 auth.authenticate_key(session, key)
             assert refused.value.code == code
         assert [auth.key_status(k) for k in auth.list_api_keys(session, "acme")] == [
-            "expired", "revoked"]
+            "expired",
+            "revoked",
+        ]

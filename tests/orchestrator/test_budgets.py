@@ -31,25 +31,32 @@ def _submit(tenant_id: str) -> str:
 def _run_preprocess_for(job_id: str, hours: float) -> runs.Claim:
     """Claim preprocess (t4, 1 CNY/h) and pretend it has been running for `hours`."""
     with session_scope() as session:
-        claim = runs.claim_phase(session, job_id=job_id, phase="preprocess", attempt=1,
-                                 worker_id="w", lease_seconds=60)
+        claim = runs.claim_phase(
+            session, job_id=job_id, phase="preprocess", attempt=1, worker_id="w", lease_seconds=60
+        )
     with session_scope() as session:
-        session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == "preprocess")
-                        .values(started_at=utcnow() - timedelta(hours=hours)))
+        session.execute(
+            update(Phase)
+            .where(Phase.job_id == job_id, Phase.name == "preprocess")
+            .values(started_at=utcnow() - timedelta(hours=hours))
+        )
     return claim
 
 
-def _stop(job_id: str, seconds_ahead: float = 0.0,
-          at_claim: bool = False) -> budgets.BudgetStop | None:
+def _stop(
+    job_id: str, seconds_ahead: float = 0.0, at_claim: bool = False
+) -> budgets.BudgetStop | None:
     with session_scope() as session:
-        return budgets.stop_for_budget(session, job_id, "preprocess",
-                                       seconds_ahead=seconds_ahead, at_claim=at_claim)
+        return budgets.stop_for_budget(
+            session, job_id, "preprocess", seconds_ahead=seconds_ahead, at_claim=at_claim
+        )
 
 
 def _set_max_cost(tenant_id: str, job_id: str, amount: str | None) -> None:
     with session_scope() as session:
-        budgets.set_max_cost(session, tenant_id, job_id,
-                             None if amount is None else Decimal(amount))
+        budgets.set_max_cost(
+            session, tenant_id, job_id, None if amount is None else Decimal(amount)
+        )
 
 
 def test_no_cap_never_stops(tenant_id: str) -> None:
@@ -92,15 +99,17 @@ def test_the_tenants_limit_is_a_second_cap_over_its_period(tenant_id: str) -> No
         budgets.set_spending_limit(session, "acme", amount=Decimal(5), period_days=30)
     with session_scope() as session:
         assert budgets.tenant_spent(session, session.get(Tenant, tenant_id)) == pytest.approx(
-            Decimal(4), abs=Decimal("0.01"))  # type: ignore[arg-type]
+            Decimal(4), abs=Decimal("0.01")
+        )  # type: ignore[arg-type]
     assert _stop(job_id, seconds_ahead=1800) is None  # 4 + 0.5 < 5
     stop = _stop(job_id, seconds_ahead=3600)
     assert stop is not None and stop.code == "spending_limit_exceeded"
     assert "over the last 30 days" in stop.message
     # A job submitted before the period no longer counts.
     with session_scope() as session:
-        session.execute(update(Job).where(Job.id == old_job)
-                        .values(created_at=utcnow() - timedelta(days=31)))
+        session.execute(
+            update(Job).where(Job.id == old_job).values(created_at=utcnow() - timedelta(days=31))
+        )
     assert _stop(job_id, seconds_ahead=3600) is None
 
 

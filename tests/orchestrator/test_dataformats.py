@@ -47,8 +47,7 @@ def make_zip(files: dict[str, bytes], extra: Sequence[tuple[str, bytes]] = ()) -
     return buffer.getvalue()
 
 
-def read(data: bytes, *, max_pixels: int | None = 10_000, max_images: int = 100
-         ) -> ParsedDataset:
+def read(data: bytes, *, max_pixels: int | None = 10_000, max_images: int = 100) -> ParsedDataset:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         return read_dataset(ZipSource(archive), max_pixels=max_pixels, max_images=max_images)
 
@@ -60,36 +59,57 @@ def rejected(data: bytes, **kwargs: Any) -> InvalidDataset:
 
 
 def row(user: str, answer: str, images: list[str]) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": user},
-                         {"role": "assistant", "content": answer}], "images": images}
+    return {
+        "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+        "images": images,
+    }
 
 
 def test_annotations_json_with_pair_lists() -> None:
     qa = {"question": " Which part? ", "answer": "the chip "}
-    data = make_zip({"d/annotations.json": json.dumps({"b.png": qa, "a.png": [qa, qa]}).encode(),
-                     "d/images/a.png": png(), "d/images/b.png": png()})
+    data = make_zip(
+        {
+            "d/annotations.json": json.dumps({"b.png": qa, "a.png": [qa, qa]}).encode(),
+            "d/images/a.png": png(),
+            "d/images/b.png": png(),
+        }
+    )
     dataset = read(data)
     assert (dataset.format, dataset.num_images, dataset.root) == ("annotations_json", 2, "d/")
     assert [s.id for s in dataset.samples] == ["a.png[0]", "a.png[1]", "b.png"]
     sample = dataset.samples[2]
     assert [i.name for i in sample.images] == ["b.png"]
-    assert sample.turns == (Turn("user", (ImagePart(0), "Which part?")),
-                            Turn("assistant", ("the chip",)))
+    assert sample.turns == (
+        Turn("user", (ImagePart(0), "Which part?")),
+        Turn("assistant", ("the chip",)),
+    )
 
 
 def test_messages_jsonl_multi_image_multi_turn() -> None:
     rows = jsonl(
-        {"messages": [{"role": "system", "content": "You inspect boards."},
-                      {"role": "user", "content": "<image><image>Which differs?"},
-                      {"role": "assistant", "content": "the second"},
-                      {"role": "user", "content": "Where?"},
-                      {"role": "assistant", "content": "top left"}],
-         "images": ["imgs/a.png", "imgs\\b.png"]},
+        {
+            "messages": [
+                {"role": "system", "content": "You inspect boards."},
+                {"role": "user", "content": "<image><image>Which differs?"},
+                {"role": "assistant", "content": "the second"},
+                {"role": "user", "content": "Where?"},
+                {"role": "assistant", "content": "top left"},
+            ],
+            "images": ["imgs/a.png", "imgs\\b.png"],
+        },
         "",  # blank lines are allowed
         row("<image>What is it?", "a board", ["imgs/a.png"]),
     )
-    dataset = read(make_zip({"set/train.jsonl": rows, "set/imgs/a.png": png(),
-                             "set/imgs/b.png": png(color="red"), "set/dataset_info.json": b"{}"}))
+    dataset = read(
+        make_zip(
+            {
+                "set/train.jsonl": rows,
+                "set/imgs/a.png": png(),
+                "set/imgs/b.png": png(color="red"),
+                "set/dataset_info.json": b"{}",
+            }
+        )
+    )
     assert (dataset.format, dataset.num_images, dataset.root) == ("messages", 2, "set/")
     first, second = dataset.samples
     assert (first.id, second.id) == ("train.jsonl:1", "train.jsonl:3")
@@ -109,13 +129,23 @@ def test_messages_json_list_at_the_root() -> None:
 
 def test_openai_chat_with_embedded_images() -> None:
     image = png(color="blue")
-    rows = jsonl({"messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "Which colour?"},
-                                     {"type": "image_url", "image_url": {"url": data_url(image)}}]},
-        {"role": "assistant", "content": "green", "weight": 0},
-        {"role": "user", "content": "Really?"},
-        {"role": "assistant", "content": "blue"}]})
+    rows = jsonl(
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Which colour?"},
+                        {"type": "image_url", "image_url": {"url": data_url(image)}},
+                    ],
+                },
+                {"role": "assistant", "content": "green", "weight": 0},
+                {"role": "user", "content": "Really?"},
+                {"role": "assistant", "content": "blue"},
+            ]
+        }
+    )
     dataset = read(make_zip({"chat.jsonl": rows}))
     assert (dataset.format, dataset.num_images) == ("openai_chat", 1)
     (sample,) = dataset.samples
@@ -136,8 +166,16 @@ def test_every_bad_row_is_listed() -> None:
         '{"messages": [',  # not JSON
         row("<image>Q", "A", ["../outside.png"]),  # leaves the data set
     )
-    error = rejected(make_zip({"data.jsonl": rows, "good.png": png(), "broken.png": b"nope",
-                               "huge.png": png((200, 100))}))
+    error = rejected(
+        make_zip(
+            {
+                "data.jsonl": rows,
+                "good.png": png(),
+                "broken.png": b"nope",
+                "huge.png": png((200, 100)),
+            }
+        )
+    )
     details = error.details or []
     found = [(d["param"], d["code"]) for d in details]
     assert found == [
@@ -158,11 +196,22 @@ def test_every_bad_row_is_listed() -> None:
 
 def test_annotations_problems_keep_their_field_params() -> None:
     qa = {"question": "Q", "answer": "A"}
-    annotations = {"a.png": {"question": "", "answer": "A"}, "b.png": [qa, {"question": "Q"}],
-                   "c.png": qa, "d.png": qa}
-    error = rejected(make_zip({"annotations.json": json.dumps(annotations).encode(),
-                               "images/a.png": png(), "images/b.png": png(),
-                               "images/d.png": b"not an image"}))
+    annotations = {
+        "a.png": {"question": "", "answer": "A"},
+        "b.png": [qa, {"question": "Q"}],
+        "c.png": qa,
+        "d.png": qa,
+    }
+    error = rejected(
+        make_zip(
+            {
+                "annotations.json": json.dumps(annotations).encode(),
+                "images/a.png": png(),
+                "images/b.png": png(),
+                "images/d.png": b"not an image",
+            }
+        )
+    )
     assert [(d["param"], d["code"]) for d in error.details or []] == [
         ("a.png.question", "empty_question"),
         ("b.png[1].answer", "empty_answer"),
@@ -174,8 +223,12 @@ def test_annotations_problems_keep_their_field_params() -> None:
 @pytest.mark.filterwarnings("ignore:Duplicate name")  # the zip is built broken on purpose
 def test_duplicate_file_names_are_refused() -> None:
     raw = b'{"a.png": {"question": "Q", "answer": "A"}, "a.png": {"question": "Q", "answer": "B"}}'
-    files = {"annotations.json": raw, "images/a.png": png(), "images/b.png": png(),
-             "images/B.PNG": png()}
+    files = {
+        "annotations.json": raw,
+        "images/a.png": png(),
+        "images/b.png": png(),
+        "images/B.PNG": png(),
+    }
     error = rejected(make_zip(files, extra=[("images/a.png", png())]))
     assert [(d["param"], d["code"]) for d in error.details or []] == [
         ("images/a.png", "duplicate_file"),  # twice in the zip
@@ -186,13 +239,25 @@ def test_duplicate_file_names_are_refused() -> None:
 
 def test_openai_chat_images_must_be_embedded() -> None:
     def user(url: str) -> dict[str, Any]:
-        return {"messages": [
-            {"role": "user", "content": [{"type": "text", "text": "Q"},
-                                         {"type": "image_url", "image_url": {"url": url}}]},
-            {"role": "assistant", "content": "A"}]}
+        return {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Q"},
+                        {"type": "image_url", "image_url": {"url": url}},
+                    ],
+                },
+                {"role": "assistant", "content": "A"},
+            ]
+        }
 
-    rows = jsonl(user("https://example.com/a.png"), user("data:image/png;base64,%%%"),
-                 user(data_url(png())), {"messages": [{"role": "user", "content": "Q"}]})
+    rows = jsonl(
+        user("https://example.com/a.png"),
+        user("data:image/png;base64,%%%"),
+        user(data_url(png())),
+        {"messages": [{"role": "user", "content": "Q"}]},
+    )
     error = rejected(make_zip({"ft.jsonl": rows}))
     assert [(d["param"], d["code"]) for d in error.details or []] == [
         ("ft.jsonl:1", "unsupported_image_url"),
@@ -209,8 +274,11 @@ def test_openai_chat_images_must_be_embedded() -> None:
         ({"a.jsonl": b"", "b.jsonl": b""}, "invalid_dataset", "b.jsonl"),
         ({"x/a.jsonl": b"", "y/b.jsonl": b""}, "invalid_dataset", "file"),
         ({"a.json": b'{"messages": []}'}, "invalid_dataset", "a.json"),
-        ({"a.jsonl": jsonl(row("<image>Q", "A", ["a.png"])), "a.png": png()}, "too_many_images",
-         "a.jsonl"),
+        (
+            {"a.jsonl": jsonl(row("<image>Q", "A", ["a.png"])), "a.png": png()},
+            "too_many_images",
+            "a.jsonl",
+        ),
     ],
     ids=["no-data-file", "two-data-files", "two-folders", "json-not-a-list", "too-many-images"],
 )
@@ -220,8 +288,13 @@ def test_data_set_level_problems(files: dict[str, bytes], code: str, param: str)
 
 
 def test_extracted_folder_reads_like_the_zip(tmp_path: Path) -> None:
-    data = make_zip({"set/data.jsonl": jsonl(row("<image>Q", "A", ["i/a.png"])),
-                     "set/i/a.png": png(), "__MACOSX/set/._data.jsonl": b"junk"})
+    data = make_zip(
+        {
+            "set/data.jsonl": jsonl(row("<image>Q", "A", ["i/a.png"])),
+            "set/i/a.png": png(),
+            "__MACOSX/set/._data.jsonl": b"junk",
+        }
+    )
     zip_path = tmp_path / "d.zip"
     zip_path.write_bytes(data)
     root = extract_dataset(zip_path, tmp_path / "out")

@@ -17,14 +17,16 @@ def test_a_message_survives_its_json_payload() -> None:
 
 
 def test_a_message_from_before_queues_routes_to_the_pool_queue() -> None:
-    message = PhaseMessage.from_payload({"job_id": "j1", "phase": "final", "attempt": 1,
-                                         "pool": "a100"})
+    message = PhaseMessage.from_payload(
+        {"job_id": "j1", "phase": "final", "attempt": 1, "pool": "a100"}
+    )
     assert message.route == "gpu.a100"
 
 
-@pytest.mark.parametrize("payload", [{}, {"job_id": "j1"},
-                                     {"job_id": "j", "phase": "final", "attempt": "x",
-                                      "pool": "a100"}])
+@pytest.mark.parametrize(
+    "payload",
+    [{}, {"job_id": "j1"}, {"job_id": "j", "phase": "final", "attempt": "x", "pool": "a100"}],
+)
 def test_anything_else_is_not_a_phase_message(payload: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="not a phase message"):
         PhaseMessage.from_payload(payload)

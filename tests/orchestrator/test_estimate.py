@@ -29,9 +29,14 @@ TWENTY = DatasetSize(num_samples=20, num_images=20, bytes=6_000_000)
 
 def _relay(hp: Hyperparameters, dataset: DatasetSize = TWENTY) -> PlanEstimate:
     pools = seed_pools()
-    plan = estimate_plan("relay", SHAPE_8B, hp, dataset,
-                         {"preprocess": pools["t4"], "warmup": pools["a10"],
-                          "final": pools["a100"]}, seeded_lookup(SHAPE_8B, hp))
+    plan = estimate_plan(
+        "relay",
+        SHAPE_8B,
+        hp,
+        dataset,
+        {"preprocess": pools["t4"], "warmup": pools["a10"], "final": pools["a100"]},
+        seeded_lookup(SHAPE_8B, hp),
+    )
     assert plan is not None
     return plan
 
@@ -89,9 +94,15 @@ def test_more_data_costs_more_training_but_the_same_startup() -> None:
 
 def test_8b_on_a_t4_is_an_infeasible_plan_with_the_reason() -> None:
     hp = Hyperparameters()
-    comparison = build_comparison(QWEN3_VL_8B, SHAPE_8B, hp, TWENTY, seed_pools(),
-                                  {"preprocess": "t4", "warmup": "t4", "final": "a100"},
-                                  seeded_lookup(SHAPE_8B, hp))
+    comparison = build_comparison(
+        QWEN3_VL_8B,
+        SHAPE_8B,
+        hp,
+        TWENTY,
+        seed_pools(),
+        {"preprocess": "t4", "warmup": "t4", "final": "a100"},
+        seeded_lookup(SHAPE_8B, hp),
+    )
     assert comparison is not None
     chosen = comparison.chosen
     assert not chosen.feasible
@@ -102,8 +113,9 @@ def test_8b_on_a_t4_is_an_infeasible_plan_with_the_reason() -> None:
 
 def test_comparison_names_relay_single_pool_and_cheapest_plans() -> None:
     hp = Hyperparameters()
-    comparison = build_comparison(QWEN3_VL_8B, SHAPE_8B, hp, TWENTY, seed_pools(), "auto",
-                                  seeded_lookup(SHAPE_8B, hp))
+    comparison = build_comparison(
+        QWEN3_VL_8B, SHAPE_8B, hp, TWENTY, seed_pools(), "auto", seeded_lookup(SHAPE_8B, hp)
+    )
     assert comparison is not None
     names = [p.name for p in comparison.plans]
     assert names == ["auto", "relay", "all-t4", "all-a10", "all-a100", "cheapest"]
@@ -113,16 +125,22 @@ def test_comparison_names_relay_single_pool_and_cheapest_plans() -> None:
     assert saving is not None
     top = comparison.top_tier.cost
     assert Decimal(saving["amount"]["amount"]) == top - comparison.chosen.cost
-    assert saving["percent"] == pytest.approx(float((top - comparison.chosen.cost) / top * 100),
-                                              abs=0.05)
+    assert saving["percent"] == pytest.approx(
+        float((top - comparison.chosen.cost) / top * 100), abs=0.05
+    )
 
 
 def test_the_tiny_model_uses_cpu_defaults() -> None:
     hp = Hyperparameters()
     shape = SHAPES[TINY]
-    plan = estimate_plan("relay", shape, hp, TWENTY,
-                         {p: pool("a10", "3") for p in ("preprocess", "warmup", "final")},
-                         seeded_lookup(shape, hp))
+    plan = estimate_plan(
+        "relay",
+        shape,
+        hp,
+        TWENTY,
+        {p: pool("a10", "3") for p in ("preprocess", "warmup", "final")},
+        seeded_lookup(shape, hp),
+    )
     assert plan is not None and plan.feasible
     assert {s for p in plan.phases for s in p.sources} == {"default"}
 
@@ -132,14 +150,20 @@ _scale = st.floats(min_value=0.1, max_value=10.0)
 
 
 @settings(max_examples=60, deadline=None)
-@given(prices=st.tuples(_prices, _prices, _prices, _prices),
-       speed=st.tuples(_scale, _scale, _scale, _scale),
-       startup=st.tuples(_scale, _scale, _scale, _scale),
-       num_samples=st.integers(min_value=1, max_value=3000),
-       model=st.sampled_from([QWEN3_VL_8B, "qwen3-vl-2b", TINY]))
+@given(
+    prices=st.tuples(_prices, _prices, _prices, _prices),
+    speed=st.tuples(_scale, _scale, _scale, _scale),
+    startup=st.tuples(_scale, _scale, _scale, _scale),
+    num_samples=st.integers(min_value=1, max_value=3000),
+    model=st.sampled_from([QWEN3_VL_8B, "qwen3-vl-2b", TINY]),
+)
 def test_auto_never_costs_more_than_the_cheapest_feasible_single_pool_plan(
-        prices: tuple[Decimal, ...], speed: tuple[float, ...], startup: tuple[float, ...],
-        num_samples: int, model: str) -> None:
+    prices: tuple[Decimal, ...],
+    speed: tuple[float, ...],
+    startup: tuple[float, ...],
+    num_samples: int,
+    model: str,
+) -> None:
     names = ("t4", "a10", "a100", "h200")
     pools = {n: pool(n, p) for n, p in zip(names, prices, strict=True)}
     factors = {n: (s, u) for n, s, u in zip(names, speed, startup, strict=True)}
@@ -150,8 +174,10 @@ def test_auto_never_costs_more_than_the_cheapest_feasible_single_pool_plan(
         base = seeded(phase, on, plan)
         s, u = factors[on.name]
         return profiles.with_measurements(
-            base, {"train_s_per_sample": base.train_s_per_sample * s,
-                   "startup_s": base.startup_s * u}, runs=1)
+            base,
+            {"train_s_per_sample": base.train_s_per_sample * s, "startup_s": base.startup_s * u},
+            runs=1,
+        )
 
     dataset = DatasetSize(num_samples, num_samples, num_samples * 300_000)
     comparison = build_comparison(model, shape, hp, dataset, pools, "auto", lookup)
@@ -166,9 +192,14 @@ def test_a_phase_on_the_previous_phases_pool_starts_nothing_and_downloads_nothin
     hp = Hyperparameters()
     pools = seed_pools()
     relay = {p.phase: p for p in _relay(hp).phases}
-    plan = estimate_plan("all-a100", SHAPE_8B, hp, TWENTY,
-                         {"preprocess": pools["a100"], "warmup": pools["a100"],
-                          "final": pools["a100"]}, seeded_lookup(SHAPE_8B, hp))
+    plan = estimate_plan(
+        "all-a100",
+        SHAPE_8B,
+        hp,
+        TWENTY,
+        {"preprocess": pools["a100"], "warmup": pools["a100"], "final": pools["a100"]},
+        seeded_lookup(SHAPE_8B, hp),
+    )
     assert plan is not None
     pre, warmup, final = plan.phases
     assert not pre.fused and warmup.fused and final.fused
@@ -194,8 +225,7 @@ def test_the_tiny_model_loads_even_when_fused_after_preprocessing() -> None:
     assert plan is not None
     pre, warmup, final = plan.phases
     assert pre.seconds["startup"] == 0
-    assert warmup.fused and warmup.seconds["startup"] == pytest.approx(
-        profiles.TINY_CPU_STARTUP_S)
+    assert warmup.fused and warmup.seconds["startup"] == pytest.approx(profiles.TINY_CPU_STARTUP_S)
     assert final.seconds["startup"] == 0
 
 
@@ -205,4 +235,5 @@ def test_the_artifact_is_sized_as_8_bit_images() -> None:
     relay = {p.phase: p for p in _relay(Hyperparameters()).phases}
     artifact = work_for(Hyperparameters(), TWENTY).artifact_samples * 784 * 768
     assert relay["warmup"].seconds["input_download"] == pytest.approx(
-        profiles.TRANSFER_LATENCY_S + artifact / profiles.DOWNLOAD_BYTES_PER_S)
+        profiles.TRANSFER_LATENCY_S + artifact / profiles.DOWNLOAD_BYTES_PER_S
+    )

@@ -16,15 +16,15 @@ LEASE = 60
 
 def _claim(job_id: str, phase: str) -> runs.Claim:
     with session_scope() as session:
-        return runs.claim_phase(session, job_id=job_id, phase=phase, attempt=1,
-                                worker_id="w1", lease_seconds=LEASE)
+        return runs.claim_phase(
+            session, job_id=job_id, phase=phase, attempt=1, worker_id="w1", lease_seconds=LEASE
+        )
 
 
 def _complete_and_continue(claim: runs.Claim) -> runs.Claim | None:
     with session_scope() as session:
         runs.complete_phase(session, claim, output_key=claim.run_prefix, summary={})
-        return fusion.continue_on_same_pool(session, claim, worker_id="w1",
-                                            lease_seconds=LEASE)
+        return fusion.continue_on_same_pool(session, claim, worker_id="w1", lease_seconds=LEASE)
 
 
 def _events(job_id: str, type_: str) -> list[Event]:
@@ -56,7 +56,10 @@ def test_next_phase_on_the_same_pool_is_claimed_in_process(
         job = session.get(Job, fused_job)
         assert job is not None
         assert [(p.name, p.status, p.worker_id) for p in job.phases][2] == (
-            "final", "running", "w1")
+            "final",
+            "running",
+            "w1",
+        )
     assert [e.data["after"] for e in _events(fused_job, "phase_fused")] == ["warmup"]
     # Still a phase of its own: it finishes, bills and succeeds by itself.
     assert _complete_and_continue(final) is None
@@ -72,8 +75,11 @@ def test_fused_phase_of_a_dead_worker_is_reaped_and_sent(
     final = _complete_and_continue(_claim(fused_job, "warmup"))
     assert final is not None
     with session_scope() as session:
-        session.execute(update(Phase).where(Phase.job_id == fused_job, Phase.name == "final")
-                        .values(lease_expires_at=utcnow()))
+        session.execute(
+            update(Phase)
+            .where(Phase.job_id == fused_job, Phase.name == "final")
+            .values(lease_expires_at=utcnow())
+        )
     with session_scope() as session:
         reap(session, max_attempts=3, resend_after_seconds=3600)
     assert [(m.phase, m.attempt) for m in recorded_dispatch.sent][-1] == ("final", 2)

@@ -28,15 +28,18 @@ def test_a_trailing_slash_does_not_double() -> None:
     assert layout.listing_prefix(RUN + "/") == layout.listing_prefix(RUN) == RUN + "/"
 
 
-@pytest.mark.parametrize(("relative", "inside"), [
-    ("step-3/adapter/adapter_model.safetensors", True),
-    ("best-12/manifest.json", True),
-    ("final/training_state.pt", True),
-    ("adapter/adapter_model.safetensors", False),  # the export, not a checkpoint
-    ("evaluation.json", False),
-    ("samples.pt", False),
-    ("step-x/manifest.json", False),
-])
+@pytest.mark.parametrize(
+    ("relative", "inside"),
+    [
+        ("step-3/adapter/adapter_model.safetensors", True),
+        ("best-12/manifest.json", True),
+        ("final/training_state.pt", True),
+        ("adapter/adapter_model.safetensors", False),  # the export, not a checkpoint
+        ("evaluation.json", False),
+        ("samples.pt", False),
+        ("step-x/manifest.json", False),
+    ],
+)
 def test_checkpoint_directories_under_a_run(relative: str, inside: bool) -> None:
     assert layout.is_checkpoint_dir(relative) is inside
 
@@ -44,4 +47,4 @@ def test_checkpoint_directories_under_a_run(relative: str, inside: bool) -> None
 def test_every_rolling_kind_names_a_checkpoint_directory() -> None:
     for kind in layout.RESUMABLE_KINDS | {CheckpointKind.BEST}:
         key = layout.checkpoint_key(RUN, kind, 4)
-        assert layout.is_checkpoint_dir(key[len(RUN) + 1:] + "/manifest.json"), kind
+        assert layout.is_checkpoint_dir(key[len(RUN) + 1 :] + "/manifest.json"), kind

@@ -20,8 +20,9 @@ S, Q, R, OK, F, C = "pending", "queued", "running", "succeeded", "failed", "canc
         ((OK, C, C), True, JobStatus.CANCELLED),
     ],
 )
-def test_job_status_is_derived_from_phases(phases: tuple[str, ...], cancel: bool,
-                                           expected: JobStatus) -> None:
+def test_job_status_is_derived_from_phases(
+    phases: tuple[str, ...], cancel: bool, expected: JobStatus
+) -> None:
     assert derive_job_status(phases, cancel_requested=cancel) is expected
 
 

@@ -87,8 +87,13 @@ class Lifecycle(RuleBasedStateMachine):
             session.flush()
             self.tenant_id = tenant.id
             self.dataset_id = create_dataset(
-                session, storage.get_store(), get_settings(), tenant_id=tenant.id,
-                filename="d.zip", data=dataset_zip()).id
+                session,
+                storage.get_store(),
+                get_settings(),
+                tenant_id=tenant.id,
+                filename="d.zip",
+                data=dataset_zip(),
+            ).id
         self.job_ids: list[str] = []
         self.claims: list[runs.Claim] = []
         self.claimed: set[tuple[str, str, int]] = set()
@@ -103,10 +108,15 @@ class Lifecycle(RuleBasedStateMachine):
     def submit(self) -> None:
         with session_scope() as session:
             job = jobs.submit_job(
-                session, storage.get_store(), tenant_id=self.tenant_id,
-                dataset_id=self.dataset_id, base_model="tiny",
-                hyperparameters={"warmup_epochs": 1, "total_epochs": 2}, pools=None,
-                metadata=None)
+                session,
+                storage.get_store(),
+                tenant_id=self.tenant_id,
+                dataset_id=self.dataset_id,
+                base_model="tiny",
+                hyperparameters={"warmup_epochs": 1, "total_epochs": 2},
+                pools=None,
+                metadata=None,
+            )
             self.job_ids.append(job.id)
 
     @precondition(lambda self: self.job_ids)
@@ -116,8 +126,11 @@ class Lifecycle(RuleBasedStateMachine):
         user_call(lambda s: jobs.cancel_job(s, self.tenant_id, job_id))
 
     @precondition(lambda self: self.job_ids)
-    @rule(pick=st.integers(0, 2), phase=st.sampled_from(PHASES),
-          start_from=st.sampled_from([None, "checkpoint", "input"]))
+    @rule(
+        pick=st.integers(0, 2),
+        phase=st.sampled_from(PHASES),
+        start_from=st.sampled_from([None, "checkpoint", "input"]),
+    )
     def requeue(self, pick: int, phase: str, start_from: str | None) -> None:
         job_id = self.job_ids[pick % len(self.job_ids)]
         self.requeued.add(job_id)
@@ -130,9 +143,16 @@ class Lifecycle(RuleBasedStateMachine):
     def deliver(self, pick: int, worker: str) -> None:
         """Any message ever sent, as often as the broker likes: fresh, duplicate or stale."""
         message = _recent_first(self.broker.sent, pick)
-        claim = worker_call(lambda s: runs.claim_phase(
-            s, job_id=message.job_id, phase=message.phase, attempt=message.attempt,
-            worker_id=worker, lease_seconds=LEASE))
+        claim = worker_call(
+            lambda s: runs.claim_phase(
+                s,
+                job_id=message.job_id,
+                phase=message.phase,
+                attempt=message.attempt,
+                worker_id=worker,
+                lease_seconds=LEASE,
+            )
+        )
         if claim is not None:
             run = (claim.job_id, claim.phase, claim.attempt)
             assert run not in self.claimed, f"{run} was claimed twice"
@@ -146,24 +166,35 @@ class Lifecycle(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 50), step=st.integers(1, 5))
     def progress(self, pick: int, step: int) -> None:
         claim = self._claim(pick)
-        worker_call(lambda s: runs.report_progress(
-            s, claim, step=step, total_steps=5, epoch=0, metrics={"loss": 1.0},
-            lease_seconds=LEASE))
+        worker_call(
+            lambda s: runs.report_progress(
+                s,
+                claim,
+                step=step,
+                total_steps=5,
+                epoch=0,
+                metrics={"loss": 1.0},
+                lease_seconds=LEASE,
+            )
+        )
 
     @precondition(lambda self: self.claims)
     @rule(pick=st.integers(0, 50))
     def checkpoint(self, pick: int) -> None:
         claim = self._claim(pick)
-        worker_call(lambda s: runs.record_checkpoint(
-            s, claim, kind="step", key=f"{claim.run_prefix}/step-1", step=1, size=1,
-            manifest={}))
+        worker_call(
+            lambda s: runs.record_checkpoint(
+                s, claim, kind="step", key=f"{claim.run_prefix}/step-1", step=1, size=1, manifest={}
+            )
+        )
 
     @precondition(lambda self: self.claims)
     @rule(pick=st.integers(0, 50))
     def complete(self, pick: int) -> None:
         claim = self._claim(pick)
-        worker_call(lambda s: runs.complete_phase(s, claim, output_key=claim.run_prefix,
-                                                  summary={}))
+        worker_call(
+            lambda s: runs.complete_phase(s, claim, output_key=claim.run_prefix, summary={})
+        )
 
     @precondition(lambda self: self.claims)
     @rule(pick=st.integers(0, 50))
@@ -193,17 +224,25 @@ class Lifecycle(RuleBasedStateMachine):
         with session_scope() as session:
             session.execute(
                 update(Phase)
-                .where(Phase.job_id == claim.job_id, Phase.name == claim.phase,
-                       Phase.attempt == claim.attempt, Phase.status == "running")
-                .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+                .where(
+                    Phase.job_id == claim.job_id,
+                    Phase.name == claim.phase,
+                    Phase.attempt == claim.attempt,
+                    Phase.status == "running",
+                )
+                .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            )
 
     @rule(lost=st.booleans())
     def reaper_round(self, lost: bool) -> None:
         """A reaper round a while later; `lost`: the broker lost every waiting message."""
         self.broker.waiting = set() if lost else None
         with session_scope() as session:
-            session.execute(update(Phase).where(Phase.status == "queued")
-                            .values(sent_at=utcnow() - timedelta(seconds=10 * LEASE)))
+            session.execute(
+                update(Phase)
+                .where(Phase.status == "queued")
+                .values(sent_at=utcnow() - timedelta(seconds=10 * LEASE))
+            )
         with session_scope() as session:
             reap(session, max_attempts=MAX_ATTEMPTS, resend_after_seconds=LEASE)
 
@@ -260,21 +299,30 @@ class Lifecycle(RuleBasedStateMachine):
     def _behave(self) -> None:
         """A healthy worker runs whatever is queued; a running phase's worker finishes it."""
         with session_scope() as session:
-            live = [(p.job_id, p.name, p.attempt, p.status) for p in session.query(Phase)
-                    .filter(Phase.status.in_(("queued", "running")))]
+            live = [
+                (p.job_id, p.name, p.attempt, p.status)
+                for p in session.query(Phase).filter(Phase.status.in_(("queued", "running")))
+            ]
         for job_id, name, attempt, status in live:
-            claim = next((c for c in self.claims
-                          if (c.job_id, c.phase, c.attempt) == (job_id, name, attempt)), None)
+            claim = next(
+                (
+                    c
+                    for c in self.claims
+                    if (c.job_id, c.phase, c.attempt) == (job_id, name, attempt)
+                ),
+                None,
+            )
             if status == "queued":
                 claim = self._claim_as_healthy_worker(job_id, name, attempt)
             if claim is not None:
                 self.stop_or_complete(claim)
 
-    def _claim_as_healthy_worker(self, job_id: str, phase: str, attempt: int
-                                 ) -> runs.Claim | None:
-        claim = worker_call(lambda s: runs.claim_phase(
-            s, job_id=job_id, phase=phase, attempt=attempt, worker_id="w3",
-            lease_seconds=LEASE))
+    def _claim_as_healthy_worker(self, job_id: str, phase: str, attempt: int) -> runs.Claim | None:
+        claim = worker_call(
+            lambda s: runs.claim_phase(
+                s, job_id=job_id, phase=phase, attempt=attempt, worker_id="w3", lease_seconds=LEASE
+            )
+        )
         if claim is not None:
             self.claims.append(claim)
         return claim
@@ -300,6 +348,12 @@ def test_the_lifecycle_cannot_wedge(clean_db: None) -> None:
         name = conn.execute(text("SELECT current_database()")).scalar_one()
         conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
     db.get_engine().dispose()
-    run_state_machine_as_test(Lifecycle, settings=settings(
-        max_examples=EXAMPLES, stateful_step_count=25, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+    run_state_machine_as_test(
+        Lifecycle,
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=25,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )

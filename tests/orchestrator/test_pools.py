@@ -48,7 +48,11 @@ def test_a_yaml_pools_file_adds_and_reprices(clean_db: None, tmp_path: Path) -> 
     assert [(p.name, created) for p, created in applied] == [("h100", True), ("a100", False)]
     h100 = _pool("h100")
     assert (h100.queue, h100.currency, h100.hourly_price, h100.supports_bf16) == (
-        "gpu.h100", "CNY", Decimal("20"), True)
+        "gpu.h100",
+        "CNY",
+        Decimal("20"),
+        True,
+    )
     assert _pool("a100").hourly_price == Decimal("7.5")
     assert _pool("a100").gpu_model == "NVIDIA A100"
 
@@ -74,8 +78,10 @@ def test_one_pool_alone_may_not_leave_the_common_currency(clean_db: None) -> Non
 @pytest.mark.parametrize(
     ("text", "where"),
     [
-        ("- name: h100\n  gpu_model: X\n  gpu_memory_gb: -3\n  hourly_price: 1\n",
-         "pool h100: gpu_memory_gb"),
+        (
+            "- name: h100\n  gpu_model: X\n  gpu_memory_gb: -3\n  hourly_price: 1\n",
+            "pool h100: gpu_memory_gb",
+        ),
         ("- name: a100\n  hourly_prize: 1\n", "pool a100: hourly_prize"),
         ("name: a100\n", "must hold a list"),
         ("- [unclosed\n", "is not valid"),
@@ -110,20 +116,41 @@ def test_a_new_price_applies_to_time_not_yet_billed(
         tenant = Tenant(name="acme")
         session.add(tenant)
         session.flush()
-        dataset = create_dataset(session, get_store(), get_settings(), tenant_id=tenant.id,
-                                 filename="d.zip", data=dataset_zip())
-        job_id = jobs.submit_job(session, get_store(), tenant_id=tenant.id,
-                                 dataset_id=dataset.id, base_model="tiny", hyperparameters={},
-                                 pools=None, metadata=None).id
+        dataset = create_dataset(
+            session,
+            get_store(),
+            get_settings(),
+            tenant_id=tenant.id,
+            filename="d.zip",
+            data=dataset_zip(),
+        )
+        job_id = jobs.submit_job(
+            session,
+            get_store(),
+            tenant_id=tenant.id,
+            dataset_id=dataset.id,
+            base_model="tiny",
+            hyperparameters={},
+            pools=None,
+            metadata=None,
+        ).id
 
     def run_for(hours: float, attempt: int) -> None:
         with session_scope() as session:
-            claim = runs.claim_phase(session, job_id=job_id, phase="preprocess",
-                                     attempt=attempt, worker_id="w", lease_seconds=60)
+            claim = runs.claim_phase(
+                session,
+                job_id=job_id,
+                phase="preprocess",
+                attempt=attempt,
+                worker_id="w",
+                lease_seconds=60,
+            )
         with session_scope() as session:
-            session.execute(update(Phase).where(Phase.job_id == job_id,
-                                                Phase.name == "preprocess")
-                            .values(started_at=utcnow() - timedelta(hours=hours)))
+            session.execute(
+                update(Phase)
+                .where(Phase.job_id == job_id, Phase.name == "preprocess")
+                .values(started_at=utcnow() - timedelta(hours=hours))
+            )
         with session_scope() as session:
             runs.fail_phase(session, claim, code="phase_error", message="boom")
 

@@ -25,21 +25,37 @@ def job_id(clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher) -> s
 
 
 def _timing(job_id: str, attempt: int, **fields: Any) -> PhaseTiming:
-    row = {"phase": "warmup", "pool": "a10", "outcome": "succeeded", "model_key": "qwen3-vl-8b",
-           "lora_targets": "q_proj,v_proj", "micro_batch": 2, "startup_s": 40.0,
-           "input_download_s": 2.0, "train_s": 100.0, "checkpoint_upload_s": 10.0,
-           "billed_s": 160.0, "samples": 200, "checkpoints": 10, "input_bytes": 200_000_000,
-           "created_at": utcnow() + timedelta(seconds=attempt), **fields}
+    row = {
+        "phase": "warmup",
+        "pool": "a10",
+        "outcome": "succeeded",
+        "model_key": "qwen3-vl-8b",
+        "lora_targets": "q_proj,v_proj",
+        "micro_batch": 2,
+        "startup_s": 40.0,
+        "input_download_s": 2.0,
+        "train_s": 100.0,
+        "checkpoint_upload_s": 10.0,
+        "billed_s": 160.0,
+        "samples": 200,
+        "checkpoints": 10,
+        "input_bytes": 200_000_000,
+        "created_at": utcnow() + timedelta(seconds=attempt),
+        **fields,
+    }
     return PhaseTiming(job_id=job_id, attempt=attempt, **row)
 
 
 def _estimate(base_model: str = EIGHT_B, **hp: Any) -> PlanEstimate | None:
     with session_scope() as session:
         pools = repository.pools_by_name(session)
-        return estimate_job(session, base_model=base_model,
-                            hyperparameters=Hyperparameters(**hp), dataset=DATASET,
-                            pools={"preprocess": pools["t4"], "warmup": pools["a10"],
-                                   "final": pools["a100"]})
+        return estimate_job(
+            session,
+            base_model=base_model,
+            hyperparameters=Hyperparameters(**hp),
+            dataset=DATASET,
+            pools={"preprocess": pools["t4"], "warmup": pools["a10"], "final": pools["a100"]},
+        )
 
 
 def test_measured_runs_replace_the_derived_figures(job_id: str) -> None:
@@ -83,9 +99,18 @@ def test_a_model_of_unknown_shape_is_estimated_from_its_own_runs(job_id: str) ->
     assert _estimate("my-own-vlm") is None
     with session_scope() as session:
         for phase, pool in (("preprocess", "t4"), ("warmup", "a10"), ("final", "a100")):
-            session.add(_timing(job_id, 1 if phase == "warmup" else 2 if phase == "final" else 3,
-                                phase=phase, pool=pool, model_key="my-own-vlm",
-                                evaluate_s=6.0, validation_samples=12, export_s=1.0))
+            session.add(
+                _timing(
+                    job_id,
+                    1 if phase == "warmup" else 2 if phase == "final" else 3,
+                    phase=phase,
+                    pool=pool,
+                    model_key="my-own-vlm",
+                    evaluate_s=6.0,
+                    validation_samples=12,
+                    export_s=1.0,
+                )
+            )
     estimate = _estimate("my-own-vlm")
     assert estimate is not None
     assert all(p.sources == ["measured"] for p in estimate.phases)
@@ -108,8 +133,9 @@ def test_the_rest_of_a_run_is_learned_per_run_and_billed_in_every_phase(job_id: 
 
 def test_preprocessing_work_is_its_build_time_without_the_rest(job_id: str) -> None:
     with session_scope() as session:
-        session.add(_timing(job_id, 1, phase="preprocess", pool="t4", train_s=10.0, other_s=5.0,
-                            samples=20))
+        session.add(
+            _timing(job_id, 1, phase="preprocess", pool="t4", train_s=10.0, other_s=5.0, samples=20)
+        )
     estimate = _estimate()
     assert estimate is not None
     pre = estimate.phases[0]
@@ -126,8 +152,16 @@ def test_downloads_are_sized_by_the_models_measured_artifact(job_id: str) -> Non
         for attempt in range(1, 3):
             session.add(_timing(job_id, attempt))
         session.add(_timing(job_id, 3, phase="preprocess", pool="a100", samples=40))
-        session.add(Checkpoint(job_id=job_id, phase="preprocess", attempt=3, kind="artifact",
-                               key="jobs/x/preprocess/a3", bytes=400_000))
+        session.add(
+            Checkpoint(
+                job_id=job_id,
+                phase="preprocess",
+                attempt=3,
+                kind="artifact",
+                key="jobs/x/preprocess/a3",
+                bytes=400_000,
+            )
+        )
     estimate = _estimate()
     assert estimate is not None
     pre, warmup, final = estimate.phases

@@ -47,8 +47,11 @@ def test_a_dead_workers_run_is_billed_up_to_its_last_heartbeat(job_id: str) -> N
     claim(job_id, "preprocess")
     started = utcnow() - timedelta(hours=1)
     with session_scope() as session:
-        session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == "preprocess")
-                        .values(started_at=started))
+        session.execute(
+            update(Phase)
+            .where(Phase.job_id == job_id, Phase.name == "preprocess")
+            .values(started_at=started)
+        )
     expire_lease(job_id, "preprocess", heartbeat_ago=50 * 60)  # it died 10 minutes in
     with session_scope() as session:
         phase = repository.phase_of(session, job_id, "preprocess")

@@ -28,19 +28,37 @@ def job_id(clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher) -> s
         tenant = Tenant(name="acme")
         session.add(tenant)
         session.flush()
-        dataset = create_dataset(session, get_store(), get_settings(), tenant_id=tenant.id,
-                                 filename="d.zip", data=dataset_zip())
-        job = jobs.submit_job(session, get_store(), tenant_id=tenant.id, dataset_id=dataset.id,
-                              base_model="tiny", hyperparameters={"warmup_epochs": 2,
-                                                                  "total_epochs": 3},
-                              pools=None, metadata=None)
+        dataset = create_dataset(
+            session,
+            get_store(),
+            get_settings(),
+            tenant_id=tenant.id,
+            filename="d.zip",
+            data=dataset_zip(),
+        )
+        job = jobs.submit_job(
+            session,
+            get_store(),
+            tenant_id=tenant.id,
+            dataset_id=dataset.id,
+            base_model="tiny",
+            hyperparameters={"warmup_epochs": 2, "total_epochs": 3},
+            pools=None,
+            metadata=None,
+        )
         return job.id
 
 
 def _claim(job_id: str, phase: str, attempt: int = 1, worker: str = "w1") -> runs.Claim:
     with session_scope() as session:
-        return runs.claim_phase(session, job_id=job_id, phase=phase, attempt=attempt,
-                                worker_id=worker, lease_seconds=LEASE)
+        return runs.claim_phase(
+            session,
+            job_id=job_id,
+            phase=phase,
+            attempt=attempt,
+            worker_id=worker,
+            lease_seconds=LEASE,
+        )
 
 
 def _complete(claim: runs.Claim) -> None:
@@ -56,8 +74,9 @@ def _job(job_id: str) -> Job:
         return job
 
 
-def test_relay_hands_off_phase_by_phase(job_id: str,
-                                        recorded_dispatch: dispatch.RecordingDispatcher) -> None:
+def test_relay_hands_off_phase_by_phase(
+    job_id: str, recorded_dispatch: dispatch.RecordingDispatcher
+) -> None:
     pre = _claim(job_id, "preprocess")
     assert pre.input_key == f"jobs/{job_id}/dataset/dataset.zip"
     assert pre.run_prefix == f"jobs/{job_id}/preprocess/a1"
@@ -89,14 +108,18 @@ def test_duplicate_and_stale_deliveries_cannot_claim(job_id: str) -> None:
 def test_a_run_that_lost_its_lease_cannot_write(job_id: str) -> None:
     stale = _claim(job_id, "preprocess")
     with session_scope() as session:
-        session.execute(update(Phase).where(Phase.job_id == job_id)
-                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        session.execute(
+            update(Phase)
+            .where(Phase.job_id == job_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
     with session_scope() as session:
         assert reap(session, max_attempts=3, resend_after_seconds=LEASE) == 1
     fresh = _claim(job_id, "preprocess", attempt=2, worker="w2")
     for write in (
-        lambda s: runs.report_progress(s, stale, step=1, total_steps=2, epoch=0, metrics={},
-                                       lease_seconds=LEASE),
+        lambda s: runs.report_progress(
+            s, stale, step=1, total_steps=2, epoch=0, metrics={}, lease_seconds=LEASE
+        ),
         lambda s: runs.complete_phase(s, stale, output_key="x", summary={}),
         lambda s: runs.fail_phase(s, stale, code="boom", message="boom"),
     ):
@@ -110,8 +133,11 @@ def test_reaper_gives_up_after_max_attempts(job_id: str) -> None:
     for attempt in (1, 2):
         _claim(job_id, "preprocess", attempt=attempt)
         with session_scope() as session:
-            session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == "preprocess")
-                            .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+            session.execute(
+                update(Phase)
+                .where(Phase.job_id == job_id, Phase.name == "preprocess")
+                .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            )
         with session_scope() as session:
             reap(session, max_attempts=2, resend_after_seconds=LEASE)
     job = _job(job_id)
@@ -125,15 +151,19 @@ def test_reaper_resends_a_queued_phase_whose_message_was_lost(
     job_id: str, recorded_dispatch: dispatch.RecordingDispatcher
 ) -> None:
     with session_scope() as session:
-        session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == "preprocess")
-                        .values(sent_at=utcnow() - timedelta(seconds=LEASE + 1)))
+        session.execute(
+            update(Phase)
+            .where(Phase.job_id == job_id, Phase.name == "preprocess")
+            .values(sent_at=utcnow() - timedelta(seconds=LEASE + 1))
+        )
     with session_scope() as session:
         reap(session, max_attempts=3, resend_after_seconds=LEASE)
     assert [(m.phase, m.attempt) for m in recorded_dispatch.sent] == [("preprocess", 1)] * 2
 
 
-def test_dispatch_waits_for_commit(job_id: str,
-                                   recorded_dispatch: dispatch.RecordingDispatcher) -> None:
+def test_dispatch_waits_for_commit(
+    job_id: str, recorded_dispatch: dispatch.RecordingDispatcher
+) -> None:
     pre = _claim(job_id, "preprocess")
     sent_before = len(recorded_dispatch.sent)
     with pytest.raises(RuntimeError), session_scope() as session:
@@ -151,8 +181,18 @@ def test_cancel_while_running_is_cooperative(job_id: str) -> None:
         assert job.status == "cancelling"
         assert [p.status for p in job.phases] == ["running", "cancelled", "cancelled"]
     with session_scope() as session:
-        assert runs.report_progress(session, pre, step=1, total_steps=4, epoch=0,
-                                    metrics={"loss": 1.0}, lease_seconds=LEASE) is True
+        assert (
+            runs.report_progress(
+                session,
+                pre,
+                step=1,
+                total_steps=4,
+                epoch=0,
+                metrics={"loss": 1.0},
+                lease_seconds=LEASE,
+            )
+            is True
+        )
     with session_scope() as session:
         runs.acknowledge_cancel(session, pre)
     assert _job(job_id).status == "cancelled"
@@ -161,8 +201,11 @@ def test_cancel_while_running_is_cooperative(job_id: str) -> None:
 def test_cost_accrues_from_run_time_and_pool_price(job_id: str) -> None:
     pre = _claim(job_id, "preprocess")
     with session_scope() as session:
-        session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == "preprocess")
-                        .values(started_at=utcnow() - timedelta(hours=2)))
+        session.execute(
+            update(Phase)
+            .where(Phase.job_id == job_id, Phase.name == "preprocess")
+            .values(started_at=utcnow() - timedelta(hours=2))
+        )
     _complete(pre)
     phase = _job(job_id).phases[0]
     # two hours on the t4 pool at 1 CNY/h
@@ -185,8 +228,9 @@ def _checkpoint(claim: runs.Claim, kind: str, step: int, *, best: int | None = N
     key = checkpoint_key(claim.run_prefix, CheckpointKind(kind), step)
     manifest = {} if best is None else {"best": {"metric": "val_loss", "value": 0.5, "step": best}}
     with session_scope() as session:
-        runs.record_checkpoint(session, claim, kind=kind, key=key, step=step, size=1,
-                               manifest=manifest)
+        runs.record_checkpoint(
+            session, claim, kind=kind, key=key, step=step, size=1, manifest=manifest
+        )
     return key
 
 
@@ -198,8 +242,11 @@ def test_a_rerun_after_a_lost_lease_resumes_from_the_latest_checkpoint(job_id: s
     latest = _checkpoint(first, "time", 5)
     _checkpoint(first, "best", 4)  # an output, not a place to resume from
     with session_scope() as session:
-        session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == "warmup")
-                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        session.execute(
+            update(Phase)
+            .where(Phase.job_id == job_id, Phase.name == "warmup")
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
     with session_scope() as session:
         reap(session, max_attempts=3, resend_after_seconds=LEASE)
     second = _claim(job_id, "warmup", attempt=2)
@@ -271,8 +318,9 @@ def test_a_run_is_handed_the_best_checkpoint_it_starts_from(job_id: str) -> None
     assert warm.best_key == ""  # a first run starts from the artifact, which names no best
     warm_best = _checkpoint(warm, "best", 2, best=2)
     with session_scope() as session:
-        runs.complete_phase(session, warm, output_key=_checkpoint(warm, "final", 4, best=2),
-                            summary={})
+        runs.complete_phase(
+            session, warm, output_key=_checkpoint(warm, "final", 4, best=2), summary={}
+        )
     final = _claim(job_id, "final")
     assert final.best_key == warm_best
     # Its epochs beat the warmup's best, then its worker dies: the re-run continues from a
@@ -280,8 +328,11 @@ def test_a_run_is_handed_the_best_checkpoint_it_starts_from(job_id: str) -> None
     own_best = _checkpoint(final, "best", 5, best=5)
     _checkpoint(final, "step", 6, best=5)
     with session_scope() as session:
-        session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == "final")
-                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        session.execute(
+            update(Phase)
+            .where(Phase.job_id == job_id, Phase.name == "final")
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
     with session_scope() as session:
         reap(session, max_attempts=3, resend_after_seconds=LEASE)
     again = _claim(job_id, "final", attempt=2)

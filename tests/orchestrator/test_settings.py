@@ -46,7 +46,8 @@ def test_a_heartbeat_set_within_half_the_lease_is_kept(monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize("heartbeat", ["5.5", "30"])
 def test_a_heartbeat_over_half_the_lease_is_refused_naming_both_variables(
-    monkeypatch: pytest.MonkeyPatch, heartbeat: str,
+    monkeypatch: pytest.MonkeyPatch,
+    heartbeat: str,
 ) -> None:
     monkeypatch.setenv("RELAYTUNE_LEASE_SECONDS", "10")
     monkeypatch.setenv("RELAYTUNE_HEARTBEAT_SECONDS", heartbeat)
@@ -59,7 +60,8 @@ def test_a_heartbeat_over_half_the_lease_is_refused_naming_both_variables(
 
 @pytest.mark.parametrize(("field", "value"), [("lease_seconds", 0), ("heartbeat_seconds", -1)])
 def test_a_lease_or_heartbeat_below_zero_or_a_lease_of_zero_is_refused(
-    field: str, value: float,
+    field: str,
+    value: float,
 ) -> None:
     with pytest.raises(ValidationError, match=field):
         Settings(**{field: value})

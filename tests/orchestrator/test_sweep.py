@@ -37,8 +37,9 @@ def _record(claim_: runs.Claim, kind: str, key: str) -> None:
 
 def _sweep(*, later: timedelta = 2 * GRACE, dry_run: bool = False) -> list[str]:
     with session_scope() as session:
-        return sweep(session, get_store(), grace=GRACE, now=utcnow() + later,
-                     dry_run=dry_run).deleted
+        return sweep(
+            session, get_store(), grace=GRACE, now=utcnow() + later, dry_run=dry_run
+        ).deleted
 
 
 @pytest.fixture

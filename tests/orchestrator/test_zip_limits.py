@@ -17,8 +17,12 @@ from orchestrator.errors import InvalidDataset
 from orchestrator.zip_limits import Inflater, ZipLimits
 
 KIB = 1024
-SMALL = ZipLimits(max_members=8, max_member_bytes=256 * KIB, max_data_file_bytes=64 * KIB,
-                  max_total_bytes=512 * KIB)
+SMALL = ZipLimits(
+    max_members=8,
+    max_member_bytes=256 * KIB,
+    max_data_file_bytes=64 * KIB,
+    max_total_bytes=512 * KIB,
+)
 QA = {"question": "Which part?", "answer": "the chip"}
 
 
@@ -40,9 +44,9 @@ def declare_size(data: bytes, name: str, size: int) -> bytes:
     """The zip with `name`'s uncompressed size, as its central directory states it, replaced."""
     record = b"PK\x01\x02"
     at = data.index(record)
-    while data[at + 46:at + 46 + len(name)] != name.encode():
+    while data[at + 46 : at + 46 + len(name)] != name.encode():
         at = data.index(record, at + 1)
-    return data[:at + 24] + struct.pack("<L", size) + data[at + 28:]
+    return data[: at + 24] + struct.pack("<L", size) + data[at + 28 :]
 
 
 def annotations_for(*images: str) -> bytes:
@@ -78,8 +82,9 @@ def test_json_data_file_over_its_limit_is_refused() -> None:
 
 def test_members_over_the_total_are_refused() -> None:
     images = {f"images/{i}.png": b"\0" * 200 * KIB for i in range(3)}  # each under 256 KiB
-    error = refused(make_zip({"annotations.json": annotations_for(*[f"{i}.png" for i in range(3)]),
-                              **images}))
+    error = refused(
+        make_zip({"annotations.json": annotations_for(*[f"{i}.png" for i in range(3)]), **images})
+    )
     assert (error.code, error.param) == ("dataset_too_large", "file")
 
 
@@ -91,8 +96,9 @@ def test_too_many_members_are_refused_before_the_directory_is_read() -> None:
 
 
 @pytest.mark.parametrize(("sizes", "cap"), [((300,), "member"), ((200, 200, 200), "total")])
-def test_inflating_stops_at_the_limit_whatever_the_headers_say(sizes: tuple[int, ...],
-                                                               cap: str) -> None:
+def test_inflating_stops_at_the_limit_whatever_the_headers_say(
+    sizes: tuple[int, ...], cap: str
+) -> None:
     """The counted bytes decide, even where no declared size was checked first."""
     data = make_zip({f"m{i}": b"\0" * size * KIB for i, size in enumerate(sizes)})
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
@@ -115,10 +121,16 @@ def test_worker_extraction_refuses_a_json_bomb(tmp_path: Path) -> None:
 
 def test_worker_extraction_stops_at_the_total(tmp_path: Path) -> None:
     zip_path = tmp_path / "d.zip"
-    zip_path.write_bytes(make_zip({"annotations.json": annotations_for("a.png"),
-                                   "images/a.png": b"\0" * 200 * KIB,
-                                   "images/b.png": b"\0" * 200 * KIB,
-                                   "images/c.png": b"\0" * 200 * KIB}))
+    zip_path.write_bytes(
+        make_zip(
+            {
+                "annotations.json": annotations_for("a.png"),
+                "images/a.png": b"\0" * 200 * KIB,
+                "images/b.png": b"\0" * 200 * KIB,
+                "images/c.png": b"\0" * 200 * KIB,
+            }
+        )
+    )
     with pytest.raises(InvalidDataset) as caught:
         extract_dataset(zip_path, tmp_path / "out", SMALL)
     assert caught.value.code == "dataset_too_large"
@@ -128,7 +140,8 @@ def test_worker_extraction_stops_at_the_total(tmp_path: Path) -> None:
 
 def test_a_data_set_within_the_limits_extracts(tmp_path: Path) -> None:
     zip_path = tmp_path / "d.zip"
-    zip_path.write_bytes(make_zip({"set/annotations.json": annotations_for("a.png"),
-                                   "set/images/a.png": png()}))
+    zip_path.write_bytes(
+        make_zip({"set/annotations.json": annotations_for("a.png"), "set/images/a.png": png()})
+    )
     root = extract_dataset(zip_path, tmp_path / "out", SMALL)
     assert (root / "images" / "a.png").read_bytes() == png()

@@ -64,8 +64,9 @@ def full_run(
 
     recorder = Recorder()
     out = tmp_path_factory.mktemp("full")
-    result = train(train_artifact_dir, tiny_model_dir, out, 0, HP["total_epochs"],
-                   recorder=recorder)
+    result = train(
+        train_artifact_dir, tiny_model_dir, out, 0, HP["total_epochs"], recorder=recorder
+    )
     return result, recorder
 
 
@@ -79,6 +80,7 @@ def train_artifact_dir(
 
     out = tmp_path_factory.mktemp("train-artifact")
     hp = Hyperparameters.model_validate(
-        {"seed": 1, "validation_samples": 1, "augmentation": {"enabled": False}})
+        {"seed": 1, "validation_samples": 1, "augmentation": {"enabled": False}}
+    )
     build_artifact(dataset_dir, tiny_model_dir, out, hyperparameters=hp)
     return out

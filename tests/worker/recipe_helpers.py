@@ -131,15 +131,30 @@ print(json.dumps({"step": result.global_step, "dir": str(result.checkpoint_dir),
 
 
 def train_in_subprocess(
-    artifact_dir: Path, model_dir: str, resume_dir: Path, out_dir: Path, start: int, end: int,
+    artifact_dir: Path,
+    model_dir: str,
+    resume_dir: Path,
+    out_dir: Path,
+    start: int,
+    end: int,
     hp: dict[str, Any],
 ) -> dict[str, Any]:
     """Resume in a fresh interpreter: nothing but the checkpoint directory carries over."""
-    args = {"artifact": str(artifact_dir), "model": model_dir, "hp": hp,
-            "resume": str(resume_dir), "out": str(out_dir), "start": start, "end": end}
+    args = {
+        "artifact": str(artifact_dir),
+        "model": model_dir,
+        "hp": hp,
+        "resume": str(resume_dir),
+        "out": str(out_dir),
+        "start": start,
+        "end": end,
+    }
     proc = subprocess.run(
         [sys.executable, "-c", RESUME_SCRIPT, json.dumps(args)],
-        check=True, capture_output=True, text=True, timeout=120,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result

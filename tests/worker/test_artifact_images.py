@@ -28,30 +28,33 @@ V1 = "relaytune.tokenized.v1"
 
 
 @pytest.fixture(scope="module")
-def example_artifact(tmp_path_factory: pytest.TempPathFactory, example_dir: Path,
-                     tiny_model_dir: str) -> Path:
+def example_artifact(
+    tmp_path_factory: pytest.TempPathFactory, example_dir: Path, tiny_model_dir: str
+) -> Path:
     """The bundled example with the default hyperparameters (augmented copies included)."""
     out = tmp_path_factory.mktemp("example-artifact")
     build_artifact(example_dir, tiny_model_dir, out, hyperparameters=Hyperparameters())
     return out
 
 
-def _direct_samples(dataset_dir: Path, model_dir: str, manifest: dict[str, Any]
-                    ) -> list[dict[str, Any]]:
+def _direct_samples(
+    dataset_dir: Path, model_dir: str, manifest: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Every sample of the artifact as the processor encodes it, with nothing stored between:
     originals in data set order, then the augmented copies from their recorded seeds."""
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(model_dir)
     size = manifest["image_size"]
-    encoder = ChatEncoder(processor, size["min_pixels"], size["max_pixels"],
-                          manifest["max_length"])
+    encoder = ChatEncoder(processor, size["min_pixels"], size["max_pixels"], manifest["max_length"])
     dataset = read_dataset(DirectorySource(dataset_dir))
     plan = AugmentationPlan.from_hyperparameters(Hyperparameters().augmentation)
     problems = Problems()
     images = [_decode_images(sample, problems) or [] for sample in dataset.samples]
-    samples = [encoder.encode(sample, imgs, problems)
-               for sample, imgs in zip(dataset.samples, images, strict=True)]
+    samples = [
+        encoder.encode(sample, imgs, problems)
+        for sample, imgs in zip(dataset.samples, images, strict=True)
+    ]
     for record in manifest["token_counts"]["per_sample"]:
         if record["copy"]:
             source = record["source"]
@@ -124,12 +127,15 @@ def test_a_v1_artifact_still_loads(example_artifact: Path, tmp_path: Path) -> No
 
     assert manifest["format"] == V1
     assert not (old / IMAGE_PROCESSOR_DIR).exists()
-    assert all(torch.equal(a["pixel_values"], b["pixel_values"])
-               for a, b in zip(samples, current, strict=True))
+    assert all(
+        torch.equal(a["pixel_values"], b["pixel_values"])
+        for a, b in zip(samples, current, strict=True)
+    )
 
 
-def test_an_unknown_artifact_format_is_refused_by_name(example_artifact: Path,
-                                                       tmp_path: Path) -> None:
+def test_an_unknown_artifact_format_is_refused_by_name(
+    example_artifact: Path, tmp_path: Path
+) -> None:
     from orchestrator.errors import InvalidDataset
 
     copy = tmp_path / "future"
@@ -152,15 +158,23 @@ def test_training_from_either_format_gives_the_same_adapter(
     assert_same_adapter(Path(from_v1.checkpoint_dir), Path(from_v2.checkpoint_dir), atol=0)
 
 
-def test_fp32_patches_on_request_load_the_same(example_artifact: Path, example_dir: Path,
-                                               tiny_model_dir: str, tmp_path: Path) -> None:
+def test_fp32_patches_on_request_load_the_same(
+    example_artifact: Path, example_dir: Path, tiny_model_dir: str, tmp_path: Path
+) -> None:
     import torch
 
-    build_artifact(example_dir, tiny_model_dir, tmp_path, hyperparameters=Hyperparameters(),
-                   compact_images=False)
+    build_artifact(
+        example_dir,
+        tiny_model_dir,
+        tmp_path,
+        hyperparameters=Hyperparameters(),
+        compact_images=False,
+    )
     manifest, samples = load_artifact(tmp_path)
     _, compact = load_artifact(example_artifact)
 
     assert manifest["pixel_storage"]["encoding"] == "fp32_patches"
-    assert all(torch.equal(a["pixel_values"], b["pixel_values"])
-               for a, b in zip(samples, compact, strict=True))
+    assert all(
+        torch.equal(a["pixel_values"], b["pixel_values"])
+        for a, b in zip(samples, compact, strict=True)
+    )

@@ -27,10 +27,10 @@ def test_the_worker_app_is_offline_before_the_hub_library_loads(tmp_path: Path) 
 
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     env["RELAYTUNE_DATA_DIR"] = str(tmp_path)
-    probe = ("import worker.celery_app, huggingface_hub.constants as c; "
-             "print(c.HF_HUB_OFFLINE)")
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
-                         text=True, check=True).stdout
+    probe = "import worker.celery_app, huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "True"
 
 
@@ -38,8 +38,11 @@ def test_a_failure_shows_the_model_by_name_not_by_server_path(tmp_path: Path) ->
     from worker.runner import public_error
 
     settings = Settings(data_dir=tmp_path, model_root=tmp_path / "models")
-    exc = OSError(f"{tmp_path}/models/my-vlm does not appear to have a file named "
-                  "model.safetensors; read from <_io.BufferedReader object at 0x7f00deadbeef>")
+    exc = OSError(
+        f"{tmp_path}/models/my-vlm does not appear to have a file named "
+        "model.safetensors; read from <_io.BufferedReader object at 0x7f00deadbeef>"
+    )
     message = public_error(exc, settings)
-    assert message == ("OSError: my-vlm does not appear to have a file named "
-                       "model.safetensors; read from")
+    assert message == (
+        "OSError: my-vlm does not appear to have a file named model.safetensors; read from"
+    )

@@ -38,8 +38,15 @@ def celery_worker_on_every_pool(private_broker_url: str) -> Iterator[None]:
 
     app.conf.broker_url = private_broker_url
     dispatch.set_dispatcher(dispatch.CeleryDispatcher(private_broker_url))
-    with start_worker(app, pool="solo", concurrency=1, queues=["gpu.t4", "gpu.a10", "gpu.a100"],
-                      perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30):
+    with start_worker(
+        app,
+        pool="solo",
+        concurrency=1,
+        queues=["gpu.t4", "gpu.a10", "gpu.a100"],
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=30,
+    ):
         yield
     dispatch.set_dispatcher(None)
 
@@ -74,7 +81,10 @@ def _final_adapter(job_id: str) -> dict[str, Any]:
 
 
 def test_a_budget_stop_saves_a_checkpoint_and_a_raised_budget_continues_from_it(
-    api: TestClient, celery_worker_on_every_pool: None, tiny_model_dir: str, example_dir: Path,
+    api: TestClient,
+    celery_worker_on_every_pool: None,
+    tiny_model_dir: str,
+    example_dir: Path,
 ) -> None:
     import torch
 
@@ -93,13 +103,17 @@ def test_a_budget_stop_saves_a_checkpoint_and_a_raised_budget_continues_from_it(
     job = _wait(api, job_id, {"failed", "succeeded"})
     preprocess, warmup, final = job["phases"]
     assert (preprocess["status"], warmup["status"], final["status"]) == (
-        "succeeded", "failed", "pending")
+        "succeeded",
+        "failed",
+        "pending",
+    )
     assert warmup["error"]["code"] == "budget_exceeded"
     assert "of its max_cost 0.500000 CNY" in warmup["error"]["message"]
     assert warmup["progress"]["step"] == 1  # stopped at its first step, not at the end
     assert Decimal(job["cost"]["amount"]) >= Decimal("0.5")  # what it spent is on record
-    saved = [(c["phase"], c["kind"], c["step"]) for c in
-             api.get(f"/v1/jobs/{job_id}/checkpoints").json()]
+    saved = [
+        (c["phase"], c["kind"], c["step"]) for c in api.get(f"/v1/jobs/{job_id}/checkpoints").json()
+    ]
     assert ("warmup", "stop", 1) in saved
 
     # Requeueing under the same budget is refused at claim, before any model is loaded.
@@ -114,9 +128,14 @@ def test_a_budget_stop_saves_a_checkpoint_and_a_raised_budget_continues_from_it(
     done = _wait(api, job_id, {"failed", "succeeded"})
     assert done["status"] == "succeeded", done
     with session_scope() as session:
-        steps = session.scalars(select(Event.data).where(
-            Event.job_id == job_id, Event.type == "metrics", Event.phase == "warmup",
-            Event.attempt == 3)).all()
+        steps = session.scalars(
+            select(Event.data).where(
+                Event.job_id == job_id,
+                Event.type == "metrics",
+                Event.phase == "warmup",
+                Event.attempt == 3,
+            )
+        ).all()
     assert sorted(s["step"] for s in steps) == [2, 3, 4]  # continued after the stop at step 1
 
     resumed, unstopped = _final_adapter(job_id), _final_adapter(reference)
@@ -130,17 +149,32 @@ def _submit(tenant_name: str, tiny_model_dir: str, example_dir: Path) -> tuple[s
         tenant = Tenant(name=tenant_name)
         session.add(tenant)
         session.flush()
-        dataset = create_dataset(session, get_store(), get_settings(), tenant_id=tenant.id,
-                                 filename="example.zip", data=zip_folder(example_dir))
-        job = jobs.submit_job(session, get_store(), tenant_id=tenant.id, dataset_id=dataset.id,
-                              base_model=tiny_model_dir, hyperparameters=HP, pools=None,
-                              metadata=None)
+        dataset = create_dataset(
+            session,
+            get_store(),
+            get_settings(),
+            tenant_id=tenant.id,
+            filename="example.zip",
+            data=zip_folder(example_dir),
+        )
+        job = jobs.submit_job(
+            session,
+            get_store(),
+            tenant_id=tenant.id,
+            dataset_id=dataset.id,
+            base_model=tiny_model_dir,
+            hyperparameters=HP,
+            pools=None,
+            metadata=None,
+        )
         return tenant.id, job.id
 
 
 def _run(job_id: str, phase: str, attempt: int = 1) -> None:
-    run_phase({"job_id": job_id, "phase": phase, "attempt": attempt, "pool": "x"},
-              worker_id=f"test/{phase}/{attempt}")
+    run_phase(
+        {"job_id": job_id, "phase": phase, "attempt": attempt, "pool": "x"},
+        worker_id=f"test/{phase}/{attempt}",
+    )
 
 
 def _phases(job_id: str) -> list[tuple[str, str | None]]:
@@ -151,7 +185,9 @@ def _phases(job_id: str) -> list[tuple[str, str | None]]:
 
 
 def test_a_job_that_spent_its_budget_fails_at_claim_before_loading_anything(
-    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher, example_dir: Path,
+    clean_db: None,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    example_dir: Path,
 ) -> None:
     # An allowed base model with no files anywhere: reaching the load would fail with
     # phase_error instead.
@@ -164,7 +200,9 @@ def test_a_job_that_spent_its_budget_fails_at_claim_before_loading_anything(
 
 
 def test_the_tenants_spending_limit_stops_a_running_warmup(
-    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher, tiny_model_dir: str,
+    clean_db: None,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    tiny_model_dir: str,
     example_dir: Path,
 ) -> None:
     with session_scope() as session:

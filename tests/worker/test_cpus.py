@@ -20,17 +20,29 @@ from worker.cpus import (
 )
 
 
-@pytest.mark.parametrize(("text", "cpus"), [
-    ("max 100000\n", None), ("200000 100000\n", 2.0), ("150000 100000", 1.5),
-    ("50000 100000", 0.5), ("max", None), ("", None),
-])
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [
+        ("max 100000\n", None),
+        ("200000 100000\n", 2.0),
+        ("150000 100000", 1.5),
+        ("50000 100000", 0.5),
+        ("max", None),
+        ("", None),
+    ],
+)
 def test_cpu_max(text: str, cpus: float | None) -> None:
     assert parse_cpu_max(text) == cpus
 
 
-@pytest.mark.parametrize(("quota", "period", "cpus"), [
-    ("-1\n", "100000\n", None), ("300000", "100000", 3.0), ("25000", "100000", 0.25),
-])
+@pytest.mark.parametrize(
+    ("quota", "period", "cpus"),
+    [
+        ("-1\n", "100000\n", None),
+        ("300000", "100000", 3.0),
+        ("25000", "100000", 0.25),
+    ],
+)
 def test_cfs_quota(quota: str, period: str, cpus: float | None) -> None:
     assert parse_cfs_quota(quota, period) == cpus
 
@@ -51,17 +63,21 @@ def test_affinity_counts_the_cpus_this_process_may_use() -> None:
     assert affinity_cpus() == len(os.sched_getaffinity(0))
 
 
-@pytest.mark.parametrize(("affinity", "quota", "workers", "threads"), [
-    (2, None, 3, 1),   # `relaytune up` on a 2-core machine
-    (2, None, 1, 2),
-    (16, None, 3, 5),
-    (16, 4.0, 1, 4),   # a container's quota caps the host's cores
-    (16, 2.5, 2, 1),
-    (4, 8.0, 1, 4),    # a quota above the affinity mask changes nothing
-    (1, 0.5, 1, 1),    # half a CPU still runs one thread
-])
-def test_threads_from_cpus_and_workers(affinity: int, quota: float | None, workers: int,
-                                       threads: int) -> None:
+@pytest.mark.parametrize(
+    ("affinity", "quota", "workers", "threads"),
+    [
+        (2, None, 3, 1),  # `relaytune up` on a 2-core machine
+        (2, None, 1, 2),
+        (16, None, 3, 5),
+        (16, 4.0, 1, 4),  # a container's quota caps the host's cores
+        (16, 2.5, 2, 1),
+        (4, 8.0, 1, 4),  # a quota above the affinity mask changes nothing
+        (1, 0.5, 1, 1),  # half a CPU still runs one thread
+    ],
+)
+def test_threads_from_cpus_and_workers(
+    affinity: int, quota: float | None, workers: int, threads: int
+) -> None:
     choice = choose_threads(override=0, affinity=affinity, quota=quota, workers=workers)
     assert choice.threads == threads
     assert f"{affinity} CPUs" in choice.reason
@@ -79,8 +95,9 @@ def test_threads_never_oversubscribe_and_never_drop_below_one() -> None:
     for affinity in range(1, 33):
         for quota in quotas:
             for workers in range(1, 9):
-                threads = choose_threads(override=0, affinity=affinity, quota=quota,
-                                         workers=workers).threads
+                threads = choose_threads(
+                    override=0, affinity=affinity, quota=quota, workers=workers
+                ).threads
                 usable = affinity if quota is None else min(affinity, max(1, int(quota)))
                 assert threads >= 1
                 assert threads * workers <= usable or threads == 1, (affinity, quota, workers)
@@ -99,16 +116,26 @@ print(json.dumps([torch.get_num_threads(), torch.get_num_interop_threads()]))
 """
 
 
-@pytest.mark.parametrize(("env", "threads"), [
-    ({"RELAYTUNE_WORKER_THREADS": "1"}, 1),
-    ({"RELAYTUNE_WORKER_THREADS": "3"}, 3),
-    ({"RELAYTUNE_WORKERS_PER_MACHINE": str(len(os.sched_getaffinity(0)) + 1)}, 1),
-])
-def test_a_worker_child_sets_torch_threads_before_its_phase(env: dict[str, str],
-                                                            threads: int) -> None:
+@pytest.mark.parametrize(
+    ("env", "threads"),
+    [
+        ({"RELAYTUNE_WORKER_THREADS": "1"}, 1),
+        ({"RELAYTUNE_WORKER_THREADS": "3"}, 3),
+        ({"RELAYTUNE_WORKERS_PER_MACHINE": str(len(os.sched_getaffinity(0)) + 1)}, 1),
+    ],
+)
+def test_a_worker_child_sets_torch_threads_before_its_phase(
+    env: dict[str, str], threads: int
+) -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RELAYTUNE_WORKER")}
-    proc = subprocess.run([sys.executable, "-c", CHILD_START], check=True, capture_output=True,
-                          text=True, timeout=120, env={**clean, **env})
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD_START],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean, **env},
+    )
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [threads, threads]
     assert f"using {threads} threads" in proc.stderr
 
@@ -127,10 +154,17 @@ print(json.dumps([preloaded, torch.get_num_threads()]))
 
 def test_a_child_without_preloaded_torch_sizes_it_without_importing_it() -> None:
     # Importing torch in the child's start-up could outlast Celery's wait for the child.
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("RELAYTUNE_WORKER") and k not in ("OMP_NUM_THREADS",
-                                                                  "MKL_NUM_THREADS")}
-    proc = subprocess.run([sys.executable, "-c", CHILD_START_WITHOUT_PRELOAD], check=True,
-                          capture_output=True, text=True, timeout=120,
-                          env={**clean, "RELAYTUNE_WORKER_THREADS": "1"})
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RELAYTUNE_WORKER") and k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD_START_WITHOUT_PRELOAD],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean, "RELAYTUNE_WORKER_THREADS": "1"},
+    )
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [False, 1]

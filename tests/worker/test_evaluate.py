@@ -35,8 +35,9 @@ def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def report(artifact_dir: Path, tiny_model_dir: str, checkpoint: Path, export_dir: Path
-           ) -> dict[str, Any]:
+def report(
+    artifact_dir: Path, tiny_model_dir: str, checkpoint: Path, export_dir: Path
+) -> dict[str, Any]:
     return evaluate_and_export(
         artifact_dir=artifact_dir,
         model_dir=tiny_model_dir,
@@ -47,12 +48,22 @@ def report(artifact_dir: Path, tiny_model_dir: str, checkpoint: Path, export_dir
     )
 
 
-def test_report_has_the_stable_schema(report: dict[str, Any], export_dir: Path,
-                                      artifact_dir: Path) -> None:
+def test_report_has_the_stable_schema(
+    report: dict[str, Any], export_dir: Path, artifact_dir: Path
+) -> None:
     assert json.loads((export_dir / "evaluation.json").read_text()) == report
     assert set(report) == {
-        "schema", "num_samples", "base", "adapter", "delta", "samples", "best_checkpoint",
-        "generation", "adapter_export", "merged", "summary",
+        "schema",
+        "num_samples",
+        "base",
+        "adapter",
+        "delta",
+        "samples",
+        "best_checkpoint",
+        "generation",
+        "adapter_export",
+        "merged",
+        "summary",
     }
     assert report["schema"] == EVALUATION_SCHEMA
     manifest, _ = load_artifact(artifact_dir)
@@ -105,17 +116,26 @@ def test_base_side_is_the_plain_base_model(
     manifest, samples = load_artifact(artifact_dir)
     cpu = torch.device("cpu")
     base = load_base(tiny_model_dir, cpu, torch.float32).eval()
-    loss, accuracy = evaluate_samples(base, samples, manifest["val"],
-                                      pad_token_id=manifest["pad_token_id"], device=cpu,
-                                      dtype=torch.float32)
+    loss, accuracy = evaluate_samples(
+        base,
+        samples,
+        manifest["val"],
+        pad_token_id=manifest["pad_token_id"],
+        device=cpu,
+        dtype=torch.float32,
+    )
     assert report["base"]["val_loss"] == pytest.approx(loss, rel=1e-5)
     assert report["base"]["token_accuracy"] == pytest.approx(accuracy)
     # Random LoRA B moves the loss, so the two sides are really two models (by little: the
     # tiny random base's logits are nearly uniform, its loss close to log(vocab size)).
     assert report["adapter"]["val_loss"] != pytest.approx(loss, rel=1e-5)
     assert report["best_checkpoint"] == {
-        "step": 6, "epoch": 3, "kind": "final", "metric": "val_loss",
-        "value": report["adapter"]["val_loss"], "source": "evaluation",
+        "step": 6,
+        "epoch": 3,
+        "kind": "final",
+        "metric": "val_loss",
+        "value": report["adapter"]["val_loss"],
+        "source": "evaluation",
     }
 
 
@@ -127,7 +147,7 @@ def test_prompt_stops_before_the_answer(artifact_dir: Path, tiny_model_dir: str)
     sample = samples[manifest["val"][0]]
     prompt, reference = prompt_and_reference(sample)
     n = len(prompt["input_ids"])
-    assert sample["input_ids"][n:n + len(reference)].tolist() == reference
+    assert sample["input_ids"][n : n + len(reference)].tolist() == reference
     assert tokenizer.decode(prompt["input_ids"]).endswith("<|im_start|>assistant\n")
     assert tokenizer.decode(reference, skip_special_tokens=True) in CORNERS
     assert prompt["pixel_values"] is sample["pixel_values"]
@@ -139,9 +159,14 @@ def test_reference_is_the_first_answer_of_a_conversation() -> None:
     ignore = -100
     ids = torch.tensor([1, 2, 3, 10, 11, 4, 5, 12, 6])
     labels = torch.tensor([ignore, ignore, ignore, 10, 11, ignore, ignore, 12, ignore])
-    sample = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
-              "mm_token_type_ids": torch.zeros_like(ids), "pixel_values": torch.zeros(4, 3),
-              "image_grid_thw": torch.tensor([[1, 2, 2]])}
+    sample = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": labels,
+        "mm_token_type_ids": torch.zeros_like(ids),
+        "pixel_values": torch.zeros(4, 3),
+        "image_grid_thw": torch.tensor([[1, 2, 2]]),
+    }
     prompt, reference = prompt_and_reference(sample)
     assert reference == [10, 11]
     assert prompt["input_ids"].tolist() == [1, 2, 3]
@@ -160,8 +185,11 @@ def test_generate_answer_is_capped_and_cut_at_a_stop_token(
     prompt, _ = prompt_and_reference(samples[manifest["val"][0]])
     cpu = torch.device("cpu")
     model = load_base(tiny_model_dir, cpu, torch.float32).eval()
-    options: dict[str, Any] = {"pad_token_id": manifest["pad_token_id"], "device": cpu,
-                               "dtype": torch.float32}
+    options: dict[str, Any] = {
+        "pad_token_id": manifest["pad_token_id"],
+        "device": cpu,
+        "dtype": torch.float32,
+    }
     free = generate_answer(model, prompt, stop_ids={-1}, max_new_tokens=3, **options)
     assert 1 <= len(free) <= 3
     again = generate_answer(model, prompt, stop_ids={-1}, max_new_tokens=3, **options)
@@ -179,10 +207,14 @@ def test_best_checkpoint_value_comes_from_its_manifest() -> None:
 
     # The trainer's record of the best so far, when it is this very checkpoint.
     assert pick(best={"metric": "token_accuracy", "value": 0.5, "step": 4}) == (
-        "token_accuracy", 0.5, "checkpoint")
+        "token_accuracy",
+        0.5,
+        "checkpoint",
+    )
     # A record of an earlier best does not describe this (say, the final) checkpoint.
-    assert pick(best={"metric": "token_accuracy", "value": 0.5, "step": 2},
-                metrics={"token_accuracy": 0.4}) == ("token_accuracy", 0.4, "checkpoint")
+    assert pick(
+        best={"metric": "token_accuracy", "value": 0.5, "step": 2}, metrics={"token_accuracy": 0.4}
+    ) == ("token_accuracy", 0.4, "checkpoint")
     assert pick(val_loss=1.2) == ("val_loss", 1.2, "checkpoint")
     assert pick(val_loss=None) == ("val_loss", 1.5, "evaluation")
 
@@ -193,15 +225,28 @@ def test_best_checkpoint_and_merge_follow_the_checkpoint_hyperparameters(
     """Without explicit hyperparameters the checkpoint's own are used: here they ask for
     selection by token accuracy and for a merged export."""
     ckpt = write_random_checkpoint(
-        tiny_model_dir, tmp_path / "best", kind="best", step=4, epoch=2,
+        tiny_model_dir,
+        tmp_path / "best",
+        kind="best",
+        step=4,
+        epoch=2,
         best={"metric": "token_accuracy", "value": 0.75, "step": 4},
         hyperparameters={**HP, "best_metric": "token_accuracy", "export_merged": True},
     )
-    report = evaluate_and_export(artifact_dir=artifact_dir, model_dir=tiny_model_dir,
-                                 checkpoint_dir=ckpt, out_dir=tmp_path / "out")
-    assert report["best_checkpoint"] == {"step": 4, "epoch": 2, "kind": "best",
-                                         "metric": "token_accuracy", "value": 0.75,
-                                         "source": "checkpoint"}
+    report = evaluate_and_export(
+        artifact_dir=artifact_dir,
+        model_dir=tiny_model_dir,
+        checkpoint_dir=ckpt,
+        out_dir=tmp_path / "out",
+    )
+    assert report["best_checkpoint"] == {
+        "step": 4,
+        "epoch": 2,
+        "kind": "best",
+        "metric": "token_accuracy",
+        "value": 0.75,
+        "source": "checkpoint",
+    }
     assert report["summary"]["best_token_accuracy"] == 0.75
     merged = report["merged"]
     assert merged["format"] == "transformers-safetensors"

@@ -39,8 +39,15 @@ def write_random_checkpoint(model_dir: str, ckpt_dir: Path, **manifest: Any) -> 
             if "lora_B" in name:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
     model.save_pretrained(str(ckpt_dir / "adapter"), safe_serialization=True)
-    fields = {"format": CHECKPOINT_FORMAT, "kind": "final", "step": 6, "epoch": 3,
-              "val_loss": None, "hyperparameters": HP, **manifest}
+    fields = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": "final",
+        "step": 6,
+        "epoch": 3,
+        "val_loss": None,
+        "hyperparameters": HP,
+        **manifest,
+    }
     (ckpt_dir / "manifest.json").write_text(json.dumps(fields))
     return ckpt_dir
 
@@ -107,8 +114,7 @@ def test_seed_deploy_paths_give_the_same_logits(
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    base_logits = _logits(AutoModelForImageTextToText.from_pretrained(tiny_model_dir),
-                          image_inputs)
+    base_logits = _logits(AutoModelForImageTextToText.from_pretrained(tiny_model_dir), image_inputs)
     peft_model = PeftModel.from_pretrained(
         AutoModelForImageTextToText.from_pretrained(tiny_model_dir), str(adapter_dir)
     )

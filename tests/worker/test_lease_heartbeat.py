@@ -18,8 +18,7 @@ SHORT_LEASE = 4
 
 
 @pytest.fixture
-def short_lease(service_env: dict[str, str],
-                monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+def short_lease(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """The settings a worker reads when only RELAYTUNE_LEASE_SECONDS is set, and short."""
     monkeypatch.setenv("RELAYTUNE_LEASE_SECONDS", str(SHORT_LEASE))
     monkeypatch.delenv("RELAYTUNE_HEARTBEAT_SECONDS", raising=False)
@@ -30,12 +29,20 @@ def short_lease(service_env: dict[str, str],
 
 
 def test_a_running_phase_is_not_reaped_while_its_reporter_beats(
-    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher, short_lease: Settings,
+    clean_db: None,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    short_lease: Settings,
 ) -> None:
     job_id = submit(new_tenant())
     with session_scope() as session:
-        claim = runs.claim_phase(session, job_id=job_id, phase="preprocess", attempt=1,
-                                 worker_id="w1", lease_seconds=short_lease.lease_seconds)
+        claim = runs.claim_phase(
+            session,
+            job_id=job_id,
+            phase="preprocess",
+            attempt=1,
+            worker_id="w1",
+            lease_seconds=short_lease.lease_seconds,
+        )
     with Reporter(claim, get_store(), short_lease) as reporter:
         # A reaper running often, for two whole leases: the claim's own renewal runs out in one.
         until = time.monotonic() + 2 * SHORT_LEASE

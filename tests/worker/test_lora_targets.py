@@ -14,19 +14,31 @@ from worker.recipe.lora import language_model_targets, lora_module_names, wrap_w
 
 LAYERS = (0, 1)
 VISION_BLOCKS = (0, 1)
-LM_LINEAR = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-             "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+LM_LINEAR = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
 
 
 def _lm(names: tuple[str, ...]) -> set[str]:
     return {f"model.language_model.layers.{i}.{n}" for i in LAYERS for n in names}
 
 
-VISION = {f"model.visual.blocks.{i}.{n}" for i in VISION_BLOCKS
-          for n in ("attn.qkv", "attn.proj", "mlp.linear_fc1", "mlp.linear_fc2")}
-MERGERS = {f"model.visual.{m}.{n}"
-           for m in ("merger", "deepstack_merger_list.0", "deepstack_merger_list.1")
-           for n in ("linear_fc1", "linear_fc2")}
+VISION = {
+    f"model.visual.blocks.{i}.{n}"
+    for i in VISION_BLOCKS
+    for n in ("attn.qkv", "attn.proj", "mlp.linear_fc1", "mlp.linear_fc2")
+}
+MERGERS = {
+    f"model.visual.{m}.{n}"
+    for m in ("merger", "deepstack_merger_list.0", "deepstack_merger_list.1")
+    for n in ("linear_fc1", "linear_fc2")
+}
 
 
 def _wrapped(model_dir: str, **options: Any) -> Any:
@@ -53,13 +65,16 @@ def test_target_regex_stays_inside_the_language_model() -> None:
         ({"target_modules": "all-linear"}, _lm(LM_LINEAR)),
         ({"tune_vision": True}, _lm(("self_attn.q_proj", "self_attn.v_proj")) | VISION),
         ({"tune_merger": True}, _lm(("self_attn.q_proj", "self_attn.v_proj")) | MERGERS),
-        ({"target_modules": "all-linear", "tune_vision": True, "tune_merger": True},
-         _lm(LM_LINEAR) | VISION | MERGERS),
+        (
+            {"target_modules": "all-linear", "tune_vision": True, "tune_merger": True},
+            _lm(LM_LINEAR) | VISION | MERGERS,
+        ),
     ],
     ids=["default", "all-linear", "vision", "merger", "everything"],
 )
-def test_lora_goes_where_asked(tiny_model_dir: str, options: dict[str, Any],
-                               expected: set[str]) -> None:
+def test_lora_goes_where_asked(
+    tiny_model_dir: str, options: dict[str, Any], expected: set[str]
+) -> None:
     model = _wrapped(tiny_model_dir, **options)
     names = set(lora_module_names(model))
     assert names == expected
@@ -67,8 +82,7 @@ def test_lora_goes_where_asked(tiny_model_dir: str, options: dict[str, Any],
     assert not any("lm_head" in n for n in names)
 
 
-def test_modules_to_save_are_trained_and_saved_in_full(tiny_model_dir: str,
-                                                       tmp_path: Path) -> None:
+def test_modules_to_save_are_trained_and_saved_in_full(tiny_model_dir: str, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     model = _wrapped(tiny_model_dir, modules_to_save=["lm_head"])

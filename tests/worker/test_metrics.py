@@ -74,8 +74,9 @@ def test_rouge_l_edge_cases() -> None:
 
 
 def test_answer_scores_average_over_pairs() -> None:
-    scores = answer_scores(["top left", "the cat on the mat"],
-                           ["Top left.", "the cat sat on the mat"])
+    scores = answer_scores(
+        ["top left", "the cat on the mat"], ["Top left.", "the cat sat on the mat"]
+    )
     assert scores["exact_match"] == pytest.approx(0.5)
     assert scores["rouge_l"] == pytest.approx((1.0 + 10 / 11) / 2)
     assert answer_scores([], []) == {"exact_match": 0.0, "rouge_l": 0.0}

@@ -30,9 +30,15 @@ def test_tiny_catalog_counts_are_the_built_models(tiny_model_dir: str) -> None:
     assert vision == shape.vision_params
     text = base.config.text_config
     assert (text.num_hidden_layers, text.hidden_size, text.intermediate_size) == (
-        shape.layers, shape.hidden_size, shape.intermediate_size)
+        shape.layers,
+        shape.hidden_size,
+        shape.intermediate_size,
+    )
     assert (text.num_attention_heads, text.num_key_value_heads, text.head_dim) == (
-        shape.attention_heads, shape.kv_heads, shape.head_dim)
+        shape.attention_heads,
+        shape.kv_heads,
+        shape.head_dim,
+    )
 
 
 @pytest.mark.parametrize("targets", [["q_proj", "v_proj"], "all-linear", ["o_proj", "up_proj"]])

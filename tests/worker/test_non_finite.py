@@ -22,8 +22,11 @@ def _adapter_weights_finite(model: Any) -> bool:
 
 @pytest.mark.parametrize("poisoned", ["loss", "gradient"])
 def test_a_non_finite_step_stops_training_before_any_update(
-    train_artifact_dir: Path, tiny_model_dir: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, poisoned: str,
+    train_artifact_dir: Path,
+    tiny_model_dir: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    poisoned: str,
 ) -> None:
     import torch
 
@@ -51,8 +54,9 @@ def test_a_non_finite_step_stops_training_before_any_update(
     monkeypatch.setattr(train_module.Trainer, "optimizer_step", remember_model)
     recorder = Recorder()
     with pytest.raises(NonFiniteLoss) as raised:
-        train(train_artifact_dir, tiny_model_dir, tmp_path, 0, HP["total_epochs"],
-              recorder=recorder)
+        train(
+            train_artifact_dir, tiny_model_dir, tmp_path, 0, HP["total_epochs"], recorder=recorder
+        )
     assert isinstance(raised.value, RelaytuneError)
     assert _error_code(raised.value) == "non_finite_loss"
     assert "Lower learning_rate or lora_alpha" in raised.value.message

@@ -28,11 +28,19 @@ class OutOfMemoryError(RuntimeError):
     """Named like torch.cuda.OutOfMemoryError, which a CPU run cannot raise for real."""
 
 
-def _run(artifact: Path, model: str, out: Path, hooks: TrainHooks,
-         hp: dict[str, Any] | None = None) -> TrainResult:
-    return train_epochs(artifact_dir=artifact, model_dir=model,
-                        hyperparameters=Hyperparameters.model_validate(hp or NO_DROPOUT),
-                        start_epoch=0, end_epoch=3, resume_dir=None, out_dir=out, hooks=hooks)
+def _run(
+    artifact: Path, model: str, out: Path, hooks: TrainHooks, hp: dict[str, Any] | None = None
+) -> TrainResult:
+    return train_epochs(
+        artifact_dir=artifact,
+        model_dir=model,
+        hyperparameters=Hyperparameters.model_validate(hp or NO_DROPOUT),
+        start_epoch=0,
+        end_epoch=3,
+        resume_dir=None,
+        out_dir=out,
+        hooks=hooks,
+    )
 
 
 def _oom_before(steps: list[int]) -> Callable[[int], None]:
@@ -65,14 +73,18 @@ def test_oom_type_and_plan() -> None:
     plan = MemoryPlan(micro_batch_size=3, effective_batch=12, gradient_checkpointing=False)
     shrunk = [plan.after_oom(), plan.after_oom().after_oom()]
     assert [(p.micro_batch_size, p.accumulation, p.gradient_checkpointing) for p in shrunk] == [
-        (1, 12, False), (1, 12, True)]
+        (1, 12, False),
+        (1, 12, True),
+    ]
     with pytest.raises(OutOfMemory):
         shrunk[-1].after_oom()
 
 
 def test_oom_in_forward_halves_the_micro_batch_and_keeps_the_numbers(
-    no_dropout_run: tuple[TrainResult, Recorder], train_artifact_dir: Path,
-    tiny_model_dir: str, tmp_path: Path,
+    no_dropout_run: tuple[TrainResult, Recorder],
+    train_artifact_dir: Path,
+    tiny_model_dir: str,
+    tmp_path: Path,
 ) -> None:
     reference, ref_recorder = no_dropout_run
     recorder = Recorder()
@@ -80,12 +92,20 @@ def test_oom_in_forward_halves_the_micro_batch_and_keeps_the_numbers(
     hooks.before_step = _oom_before([1])
     result = _run(train_artifact_dir, tiny_model_dir, tmp_path, hooks)
 
-    assert recorder.events == [("oom_recovered", {
-        "step": 1, "resumed_from_step": 1,
-        "old_micro_batch_size": 2, "old_gradient_accumulation": 2,
-        "new_micro_batch_size": 1, "new_gradient_accumulation": 4,
-        "gradient_checkpointing": False,
-    })]
+    assert recorder.events == [
+        (
+            "oom_recovered",
+            {
+                "step": 1,
+                "resumed_from_step": 1,
+                "old_micro_batch_size": 2,
+                "old_gradient_accumulation": 2,
+                "new_micro_batch_size": 1,
+                "new_gradient_accumulation": 4,
+                "gradient_checkpointing": False,
+            },
+        )
+    ]
     assert (result.micro_batch_size, result.gradient_accumulation) == (1, 4)
     assert result.oom_recoveries == 1 and not result.stopped
     assert result.global_step == reference.global_step
@@ -97,8 +117,11 @@ def test_oom_in_forward_halves_the_micro_batch_and_keeps_the_numbers(
 
 
 def test_oom_in_the_update_rolls_back_to_the_last_checkpoint(
-    no_dropout_run: tuple[TrainResult, Recorder], train_artifact_dir: Path,
-    tiny_model_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    no_dropout_run: tuple[TrainResult, Recorder],
+    train_artifact_dir: Path,
+    tiny_model_dir: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An OOM inside the optimizer step may leave weights half-updated: the run goes back to
     its last checkpoint (step 2, the epoch end) and redoes step 3 with the smaller plan."""
@@ -133,8 +156,10 @@ def test_repeated_oom_ends_in_gradient_checkpointing_then_out_of_memory(
     hooks = recorder.hooks()
     hooks.before_step = _oom_before([0, 0])
     result = _run(train_artifact_dir, tiny_model_dir, tmp_path / "fits", hooks)
-    plans = [(d["new_micro_batch_size"], d["new_gradient_accumulation"],
-              d["gradient_checkpointing"]) for _, d in recorder.events]
+    plans = [
+        (d["new_micro_batch_size"], d["new_gradient_accumulation"], d["gradient_checkpointing"])
+        for _, d in recorder.events
+    ]
     assert plans == [(1, 4, False), (1, 4, True)]
     assert result.gradient_checkpointing and result.micro_batch_size == 1
     assert not result.stopped and result.global_step == 6

@@ -17,18 +17,35 @@ WARMUP_BEST = "jobs/j1/warmup/a1/best-2"
 
 
 def _claim(best_key: str) -> Claim:
-    return Claim(job_id="j1", phase="final", attempt=1, pool="a100", base_model="tiny",
-                 hyperparameters=Hyperparameters(), input_key="jobs/j1/warmup/a1/final",
-                 artifact_key="jobs/j1/preprocess/a1", resume_key="", best_key=best_key,
-                 run_prefix="jobs/j1/final/a1", start_epoch=2, end_epoch=3)
+    return Claim(
+        job_id="j1",
+        phase="final",
+        attempt=1,
+        pool="a100",
+        base_model="tiny",
+        hyperparameters=Hyperparameters(),
+        input_key="jobs/j1/warmup/a1/final",
+        artifact_key="jobs/j1/preprocess/a1",
+        resume_key="",
+        best_key=best_key,
+        run_prefix="jobs/j1/final/a1",
+        start_epoch=2,
+        end_epoch=3,
+    )
 
 
 def _chosen(tmp_path: Path, claim: Claim, **result: Any) -> Path:
     store = LocalStore(tmp_path / "store")
     store.put_bytes(f"{WARMUP_BEST}/adapter/adapter_model.safetensors", b"warmup's best")
     store.put_bytes(f"{WARMUP_BEST}/manifest.json", b"{}")
-    trained = TrainResult(stopped=False, global_step=3, last_loss=0.1, val_loss=0.5,
-                          checkpoint_dir=tmp_path / "last", **result)
+    trained = TrainResult(
+        stopped=False,
+        global_step=3,
+        last_loss=0.1,
+        val_loss=0.5,
+        checkpoint_dir=tmp_path / "last",
+        **result,
+    )
     reporter: Any = SimpleNamespace(clock=PhaseClock())
     return _best_checkpoint_dir(claim, store, tmp_path / "work", reporter, trained)
 

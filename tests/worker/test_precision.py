@@ -37,8 +37,12 @@ class Loaded(Exception):
     ids=["cpu", "t4", "a100", "a100-fp32-requested"],
 )
 def test_evaluation_loads_the_base_as_training_does(
-    train_artifact_dir: Path, tiny_model_dir: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, facts: DeviceFacts, request_: str,
+    train_artifact_dir: Path,
+    tiny_model_dir: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    facts: DeviceFacts,
+    request_: str,
     expected: tuple[str, str],
 ) -> None:
     loads: list[tuple[str, str]] = []
@@ -53,16 +57,30 @@ def test_evaluation_loads_the_base_as_training_does(
     hp = Hyperparameters.model_validate({"precision": request_})
 
     with pytest.raises(Loaded):
-        train_epochs(artifact_dir=train_artifact_dir, model_dir=tiny_model_dir,
-                     hyperparameters=hp, start_epoch=0, end_epoch=1, resume_dir=None,
-                     out_dir=tmp_path / "train", hooks=TrainHooks())
+        train_epochs(
+            artifact_dir=train_artifact_dir,
+            model_dir=tiny_model_dir,
+            hyperparameters=hp,
+            start_epoch=0,
+            end_epoch=1,
+            resume_dir=None,
+            out_dir=tmp_path / "train",
+            hooks=TrainHooks(),
+        )
     # A checkpoint to evaluate, which records the job's hyperparameters.
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
-    (checkpoint / "manifest.json").write_text(json.dumps(
-        {"format": CHECKPOINT_FORMAT, "kind": "final", "hyperparameters": hp.model_dump()}))
+    (checkpoint / "manifest.json").write_text(
+        json.dumps(
+            {"format": CHECKPOINT_FORMAT, "kind": "final", "hyperparameters": hp.model_dump()}
+        )
+    )
     with pytest.raises(Loaded):
-        evaluate_and_export(artifact_dir=train_artifact_dir, model_dir=tiny_model_dir,
-                            checkpoint_dir=checkpoint, out_dir=tmp_path / "export")
+        evaluate_and_export(
+            artifact_dir=train_artifact_dir,
+            model_dir=tiny_model_dir,
+            checkpoint_dir=checkpoint,
+            out_dir=tmp_path / "export",
+        )
 
     assert loads == [expected, expected]

@@ -45,9 +45,14 @@ print(json.dumps({"torch": "torch" in sys.modules, "peft": "peft" in sys.modules
 
 
 def _run(script: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-c", script, *args], check=True,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
@@ -59,8 +64,13 @@ def test_preload_leaves_cuda_alone_and_a_forked_child_uses_the_libraries(
 
     assert result["parent_cuda"] is False
     assert result["missing"] == {}
-    for name in ("torch", "peft", "transformers.Qwen3VLForConditionalGeneration",
-                 "transformers.Qwen3VLProcessor", "worker.recipe.train"):
+    for name in (
+        "torch",
+        "peft",
+        "transformers.Qwen3VLForConditionalGeneration",
+        "transformers.Qwen3VLProcessor",
+        "worker.recipe.train",
+    ):
         assert name in result["loaded"]
     assert result["child"] == {"sum": 64.0, "cuda": False, "processor": "Qwen3VLProcessor"}
     assert result["exitcode"] == 0
@@ -68,6 +78,10 @@ def test_preload_leaves_cuda_alone_and_a_forked_child_uses_the_libraries(
 
 def test_worker_setup_preloads_unless_the_setting_turns_it_off() -> None:
     assert _run(SIGNAL_THEN_REPORT, env={"RELAYTUNE_WORKER_PRELOAD": "true"}) == {
-        "torch": True, "peft": True}
+        "torch": True,
+        "peft": True,
+    }
     assert _run(SIGNAL_THEN_REPORT, env={"RELAYTUNE_WORKER_PRELOAD": "false"}) == {
-        "torch": False, "peft": False}
+        "torch": False,
+        "peft": False,
+    }

@@ -76,8 +76,11 @@ def _checkpoint_dir(tmp_path: Path) -> Path:
 
 
 def test_a_checkpoint_record_waits_out_a_database_outage(
-    db_proxy: TcpProxy, direct: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch,
-    recorded_dispatch: dispatch.RecordingDispatcher, tmp_path: Path,
+    db_proxy: TcpProxy,
+    direct: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    tmp_path: Path,
 ) -> None:
     warmup = _warmup_claim()
     key = f"{warmup.run_prefix}/step-3"
@@ -99,21 +102,24 @@ def test_a_checkpoint_record_waits_out_a_database_outage(
     with direct() as session:
         row = session.scalars(select(Checkpoint).where(Checkpoint.key == key)).one()
         assert (row.phase, row.attempt, row.step) == ("warmup", 1, 3)
-        phase = session.scalars(select(Phase).where(Phase.job_id == warmup.job_id,
-                                                    Phase.name == "warmup")).one()
+        phase = session.scalars(
+            select(Phase).where(Phase.job_id == warmup.job_id, Phase.name == "warmup")
+        ).one()
         assert phase.resume_key == key
 
 
 def test_progress_goes_on_through_a_database_outage_and_is_written_when_it_is_back(
-    db_proxy: TcpProxy, direct: sessionmaker[Session],
+    db_proxy: TcpProxy,
+    direct: sessionmaker[Session],
     recorded_dispatch: dispatch.RecordingDispatcher,
 ) -> None:
     warmup = _warmup_claim()
 
     def recorded_step() -> int | None:
         with direct() as session:
-            return session.scalars(select(Phase.step).where(
-                Phase.job_id == warmup.job_id, Phase.name == "warmup")).one()
+            return session.scalars(
+                select(Phase.step).where(Phase.job_id == warmup.job_id, Phase.name == "warmup")
+            ).one()
 
     with Reporter(warmup, get_store(), _settings()) as reporter:
         reporter.progress(1, 1000, 0, {"loss": 1.0})
@@ -131,26 +137,37 @@ def test_progress_goes_on_through_a_database_outage_and_is_written_when_it_is_ba
             time.sleep(0.1)
         assert recorded_step() == step
     with direct() as session:
-        logged = [e.data["step"] for e in session.scalars(select(Event).where(
-            Event.job_id == warmup.job_id, Event.type == "metrics").order_by(Event.id))]
+        logged = [
+            e.data["step"]
+            for e in session.scalars(
+                select(Event)
+                .where(Event.job_id == warmup.job_id, Event.type == "metrics")
+                .order_by(Event.id)
+            )
+        ]
     assert logged[0] == 1 and logged[-1] == step
 
 
 def test_a_store_out_of_reach_for_the_whole_lease_ends_the_run(
-    db_proxy: TcpProxy, recorded_dispatch: dispatch.RecordingDispatcher, tmp_path: Path,
+    db_proxy: TcpProxy,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    tmp_path: Path,
 ) -> None:
     warmup = _warmup_claim()
     with Reporter(warmup, get_store(), _settings(lease_seconds=2)) as reporter:
         db_proxy.cut()
         with pytest.raises(LeaseLost):
-            reporter.checkpoint(_checkpoint_dir(tmp_path), f"{warmup.run_prefix}/step-3",
-                                kind="step", step=3)
+            reporter.checkpoint(
+                _checkpoint_dir(tmp_path), f"{warmup.run_prefix}/step-3", kind="step", step=3
+            )
         assert reporter.lease_lost.is_set() and reporter.should_stop()
 
 
 def test_a_run_whose_phase_was_reaped_before_its_final_write_says_so_in_one_line(
-    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher,
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    clean_db: None,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     job_id = submit(new_tenant())
 
@@ -162,8 +179,9 @@ def test_a_run_whose_phase_was_reaped_before_its_final_write_says_so_in_one_line
     monkeypatch.setattr(runner, "ensure_base_model", lambda *_: "")
     monkeypatch.setitem(runner.PHASE_RUNNERS, "preprocess", overtaken)
     with caplog.at_level(logging.INFO, logger="worker"):
-        runner.run_phase({"job_id": job_id, "phase": "preprocess", "attempt": 1, "pool": "t4"},
-                         worker_id="w1")
+        runner.run_phase(
+            {"job_id": job_id, "phase": "preprocess", "attempt": 1, "pool": "t4"}, worker_id="w1"
+        )
     lost = [r for r in caplog.records if "lost its lease" in r.getMessage()]
     assert len(lost) == 1
     assert f"job {job_id} phase preprocess attempt 1" in lost[0].getMessage()

@@ -21,36 +21,67 @@ from tests.factories import zip_folder
 from worker.reporting import Reporter
 from worker.runner import run_phase
 
-HP = {"warmup_epochs": 2, "total_epochs": 3, "checkpoint_every_steps": 1,
-      "augmentation": {"enabled": False}, "keep_last_checkpoints": 2}
+HP = {
+    "warmup_epochs": 2,
+    "total_epochs": 3,
+    "checkpoint_every_steps": 1,
+    "augmentation": {"enabled": False},
+    "keep_last_checkpoints": 2,
+}
 
 
 class WorkerKilled(BaseException):
     """Stands in for SIGKILL: nothing in the run gets to handle it."""
 
 
-def _submit(tenant: str, tiny_model_dir: str, example_dir: Path, *,
-            data: bytes | None = None, hyperparameters: dict[str, Any] | None = None) -> str:
+def _submit(
+    tenant: str,
+    tiny_model_dir: str,
+    example_dir: Path,
+    *,
+    data: bytes | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+) -> str:
     with session_scope() as session:
         row = Tenant(name=tenant)
         session.add(row)
         session.flush()
-        dataset = create_dataset(session, get_store(), get_settings(), tenant_id=row.id,
-                                 filename="example.zip", data=data or zip_folder(example_dir))
-        return jobs.submit_job(session, get_store(), tenant_id=row.id, dataset_id=dataset.id,
-                               base_model=tiny_model_dir, hyperparameters=hyperparameters or HP,
-                               pools=None, metadata=None).id
+        dataset = create_dataset(
+            session,
+            get_store(),
+            get_settings(),
+            tenant_id=row.id,
+            filename="example.zip",
+            data=data or zip_folder(example_dir),
+        )
+        return jobs.submit_job(
+            session,
+            get_store(),
+            tenant_id=row.id,
+            dataset_id=dataset.id,
+            base_model=tiny_model_dir,
+            hyperparameters=hyperparameters or HP,
+            pools=None,
+            metadata=None,
+        ).id
 
 
 def _run(job_id: str, phase: str, attempt: int = 1) -> None:
-    run_phase({"job_id": job_id, "phase": phase, "attempt": attempt, "pool": "x"},
-              worker_id=f"test/{phase}/{attempt}")
+    run_phase(
+        {"job_id": job_id, "phase": phase, "attempt": attempt, "pool": "x"},
+        worker_id=f"test/{phase}/{attempt}",
+    )
 
 
 def _timings(job_id: str, phase: str) -> list[PhaseTiming]:
     with session_scope() as session:
-        return list(session.scalars(select(PhaseTiming).where(
-            PhaseTiming.job_id == job_id, PhaseTiming.phase == phase).order_by(PhaseTiming.id)))
+        return list(
+            session.scalars(
+                select(PhaseTiming)
+                .where(PhaseTiming.job_id == job_id, PhaseTiming.phase == phase)
+                .order_by(PhaseTiming.id)
+            )
+        )
 
 
 def _adapter(job_id: str, attempt: int) -> dict[str, Any]:
@@ -61,8 +92,11 @@ def _adapter(job_id: str, attempt: int) -> dict[str, Any]:
 
 
 def test_a_killed_warmup_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(
-    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher, tiny_model_dir: str,
-    example_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    clean_db: None,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    tiny_model_dir: str,
+    example_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import torch
 
@@ -85,8 +119,11 @@ def test_a_killed_warmup_resumes_from_its_checkpoint_and_matches_an_uninterrupte
     monkeypatch.setattr(Reporter, "progress", report)
 
     with session_scope() as session:  # the dead worker's lease runs out
-        session.execute(update(Phase).where(Phase.job_id == job_id, Phase.name == "warmup")
-                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        session.execute(
+            update(Phase)
+            .where(Phase.job_id == job_id, Phase.name == "warmup")
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
     with session_scope() as session:
         reap(session, max_attempts=3, resend_after_seconds=3600)
         warmup = session.get(Job, job_id).phases[1]  # type: ignore[union-attr]
@@ -97,8 +134,12 @@ def test_a_killed_warmup_resumes_from_its_checkpoint_and_matches_an_uninterrupte
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.phases[1].status == "succeeded"
-        steps = [e.data["step"] for e in session.query(Event).filter(
-            Event.job_id == job_id, Event.type == "metrics", Event.attempt == 2)]
+        steps = [
+            e.data["step"]
+            for e in session.query(Event).filter(
+                Event.job_id == job_id, Event.type == "metrics", Event.attempt == 2
+            )
+        ]
     assert steps and min(steps) > 1  # attempt 2 did not start over
     resumed, uninterrupted = _adapter(job_id, 2), _adapter(reference, 1)
     assert resumed.keys() == uninterrupted.keys()
@@ -112,8 +153,11 @@ def test_a_killed_warmup_resumes_from_its_checkpoint_and_matches_an_uninterrupte
 
 
 def test_cancel_stops_a_running_warmup_at_its_next_step_with_a_checkpoint(
-    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher, tiny_model_dir: str,
-    example_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    clean_db: None,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    tiny_model_dir: str,
+    example_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     job_id = _submit("acme", tiny_model_dir, example_dir)
     _run(job_id, "preprocess")
@@ -135,8 +179,9 @@ def test_cancel_stops_a_running_warmup_at_its_next_step_with_a_checkpoint(
         assert job.status == "cancelled"
         assert [p.status for p in job.phases] == ["succeeded", "cancelled", "cancelled"]
         assert job.phases[1].step == 2  # it stopped at the next step, not at the end
-        saved = {(c.kind, c.step) for c in repository.checkpoints(session, job_id)
-                 if c.phase == "warmup"}
+        saved = {
+            (c.kind, c.step) for c in repository.checkpoints(session, job_id) if c.phase == "warmup"
+        }
     # its state at the step where it stopped was saved before it stopped
     assert saved & {("stop", 2), ("step", 2), ("epoch", 2)}
     [timing] = _timings(job_id, "warmup")
@@ -155,8 +200,9 @@ def test_a_worker_finds_the_default_tiny_base_but_never_writes_it(
     from worker.runner import ensure_base_model
 
     root = tmp_path / "models"
-    settings = Settings(data_dir=tmp_path, model_root=root,
-                        allowed_models=["Qwen/Qwen3-VL-8B-Instruct"])
+    settings = Settings(
+        data_dir=tmp_path, model_root=root, allowed_models=["Qwen/Qwen3-VL-8B-Instruct"]
+    )
     assert ensure_base_model("Qwen/Qwen3-VL-8B-Instruct", settings) == "Qwen/Qwen3-VL-8B-Instruct"
     with pytest.raises(RelaytuneError) as missing:
         ensure_base_model("tiny-qwen3-vl", settings)
@@ -168,8 +214,11 @@ def test_a_worker_finds_the_default_tiny_base_but_never_writes_it(
 
 
 def test_a_phase_on_a_worker_without_the_default_model_fails_before_any_download(
-    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher, example_dir: Path,
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    clean_db: None,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    example_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from worker import runner
 
@@ -200,7 +249,9 @@ def test_a_phase_on_a_worker_without_the_default_model_fails_before_any_download
 
 
 def test_one_image_and_no_epochs_left_for_the_final_phase(
-    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher, tiny_model_dir: str,
+    clean_db: None,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    tiny_model_dir: str,
     example_dir: Path,
 ) -> None:
     """The edges: no validation set (one sample), and warmup_epochs == total_epochs, so the
@@ -210,8 +261,13 @@ def test_one_image_and_no_epochs_left_for_the_final_phase(
     from tests.factories import dataset_zip
 
     one_image = dataset_zip({"a.png": {"question": "Which part?", "answer": "top left"}})
-    job_id = _submit("acme", tiny_model_dir, example_dir, data=one_image,
-                     hyperparameters={"warmup_epochs": 2, "total_epochs": 2})
+    job_id = _submit(
+        "acme",
+        tiny_model_dir,
+        example_dir,
+        data=one_image,
+        hyperparameters={"warmup_epochs": 2, "total_epochs": 2},
+    )
     for phase in ("preprocess", "warmup", "final"):
         _run(job_id, phase)
     with session_scope() as session:

@@ -45,8 +45,11 @@ def test_switch_hands_the_rest_of_a_measurement_to_another_component() -> None:
         with clock.measure("checkpoint_upload"):
             time.advance(1)
         time.advance(2)
-    assert (clock.seconds["startup"], clock.seconds["train"],
-            clock.seconds["checkpoint_upload"]) == (5, 9, 1)
+    assert (
+        clock.seconds["startup"],
+        clock.seconds["train"],
+        clock.seconds["checkpoint_upload"],
+    ) == (5, 9, 1)
 
 
 def test_a_measurement_that_raises_still_counts() -> None:
@@ -60,8 +63,10 @@ def test_a_measurement_that_raises_still_counts() -> None:
 
 def test_unknown_components_and_a_switch_outside_a_measurement_are_refused() -> None:
     clock = PhaseClock()
-    with pytest.raises(ValueError, match="unknown timing component 'training'"), \
-            clock.measure("training"):
+    with (
+        pytest.raises(ValueError, match="unknown timing component 'training'"),
+        clock.measure("training"),
+    ):
         pass
     with pytest.raises(RuntimeError):
         clock.switch("train")
@@ -74,10 +79,14 @@ def test_counts_add_up_and_notes_keep_earlier_facts() -> None:
     clock.count(samples=4, tokens=90, validation_samples=1, input_bytes=512)
     clock.note(precision="fp32", micro_batch=1)  # after an out-of-memory halving
     timing = clock.timing()
-    assert (timing.samples, timing.tokens, timing.validation_samples, timing.checkpoints,
-            timing.input_bytes) == (8, 190, 1, 1, 512)
-    assert (timing.model_key, timing.micro_batch, timing.precision) == ("tiny-qwen3-vl", 1,
-                                                                        "fp32")
+    assert (
+        timing.samples,
+        timing.tokens,
+        timing.validation_samples,
+        timing.checkpoints,
+        timing.input_bytes,
+    ) == (8, 190, 1, 1, 512)
+    assert (timing.model_key, timing.micro_batch, timing.precision) == ("tiny-qwen3-vl", 1, "fp32")
     assert timing.device and timing.peak_memory_bytes
 
 

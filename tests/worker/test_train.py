@@ -53,16 +53,29 @@ def test_training_lowers_loss_and_writes_epoch_best_final(
     assert len(val) == 2 and val[1] < val[0]
     assert result.global_step == 10 and not result.stopped
     assert recorder.kinds() == [
-        ("best", 5, "best"), ("step-5", 5, "epoch"), ("best", 10, "best"), ("final", 10, "final")
+        ("best", 5, "best"),
+        ("step-5", 5, "epoch"),
+        ("best", 10, "best"),
+        ("final", 10, "final"),
     ]
     assert (result.best_step, result.best_value, result.best_checkpoint_dir) == (
-        10, val[1], tmp_path / "best")
+        10,
+        val[1],
+        tmp_path / "best",
+    )
     final = manifest(result.checkpoint_dir)
     assert (final["kind"], final["step"], final["epoch"], final["val_loss"]) == (
-        "final", 10, 2, val[1])
+        "final",
+        10,
+        2,
+        val[1],
+    )
     assert final["best"] == {"metric": "val_loss", "value": val[1], "step": 10}
     assert (final["micro_batch_size"], final["gradient_accumulation"], final["precision"]) == (
-        1, 1, "fp32")
+        1,
+        1,
+        "fp32",
+    )
     assert sorted(p.name for p in result.checkpoint_dir.iterdir()) == CKPT_FILES
 
 
@@ -72,9 +85,16 @@ def test_step_and_time_checkpoints_keep_the_last_k(
     # A clock that reads 10 s per optimizer step done; checkpoints every 15 s and 4 steps.
     now = [0.0]
     monkeypatch.setattr(train_module, "monotonic", lambda: now[0])
-    hp = {**HP, "batch_size": 1, "gradient_accumulation": 1, "total_epochs": 2,
-          "checkpoint_every_steps": 4, "checkpoint_interval_seconds": 15,
-          "keep_last_checkpoints": 2, "best_metric": "token_accuracy"}
+    hp = {
+        **HP,
+        "batch_size": 1,
+        "gradient_accumulation": 1,
+        "total_epochs": 2,
+        "checkpoint_every_steps": 4,
+        "checkpoint_interval_seconds": 15,
+        "keep_last_checkpoints": 2,
+        "best_metric": "token_accuracy",
+    }
     recorder = Recorder()
     hooks = recorder.hooks()
     record_progress = hooks.on_progress
@@ -84,9 +104,16 @@ def test_step_and_time_checkpoints_keep_the_last_k(
         record_progress(step, total, epoch, metrics)
 
     hooks.on_progress = on_progress
-    train_epochs(artifact_dir=train_artifact_dir, model_dir=tiny_model_dir,
-                 hyperparameters=Hyperparameters.model_validate(hp),
-                 start_epoch=0, end_epoch=2, resume_dir=None, out_dir=tmp_path, hooks=hooks)
+    train_epochs(
+        artifact_dir=train_artifact_dir,
+        model_dir=tiny_model_dir,
+        hyperparameters=Hyperparameters.model_validate(hp),
+        start_epoch=0,
+        end_epoch=2,
+        resume_dir=None,
+        out_dir=tmp_path,
+        hooks=hooks,
+    )
     rolling = [(s, k) for _, s, k in recorder.checkpoints if k not in ("best", "final")]
     # 5 steps per epoch. Any checkpoint restarts the interval; one reason is named per save.
     assert rolling == [(2, "time"), (4, "step"), (5, "epoch"), (7, "time"), (8, "step")]
@@ -105,8 +132,15 @@ def test_best_travels_across_the_phase_boundary(
     assert manifest(warmup.checkpoint_dir)["best"]["value"] == warmup.best_value
 
     improving = Recorder()
-    final = train(train_artifact_dir, tiny_model_dir, tmp_path / "f", 2, 3, warmup.checkpoint_dir,
-                  recorder=improving)
+    final = train(
+        train_artifact_dir,
+        tiny_model_dir,
+        tmp_path / "f",
+        2,
+        3,
+        warmup.checkpoint_dir,
+        recorder=improving,
+    )
     assert warmup.best_value is not None and final.best_value is not None
     assert final.best_value < warmup.best_value and final.best_step == 6
     assert ("best", 6, "best") in improving.kinds()
@@ -117,8 +151,15 @@ def test_best_travels_across_the_phase_boundary(
     state["best"]["value"] = 0.0
     torch.save(state, state_file)
     beaten = Recorder()
-    kept = train(train_artifact_dir, tiny_model_dir, tmp_path / "k", 2, 3, warmup.checkpoint_dir,
-                 recorder=beaten)
+    kept = train(
+        train_artifact_dir,
+        tiny_model_dir,
+        tmp_path / "k",
+        2,
+        3,
+        warmup.checkpoint_dir,
+        recorder=beaten,
+    )
     assert (kept.best_value, kept.best_step, kept.best_checkpoint_dir) == (0.0, 4, None)
     assert [k for *_, k in beaten.kinds()] == ["final"]
 
@@ -127,8 +168,15 @@ def test_gradient_checkpointing_gives_the_same_numbers(
     train_artifact_dir: Path, tiny_model_dir: str, tmp_path: Path, full_run: tuple[Any, Recorder]
 ) -> None:
     recorder = Recorder()
-    result = train(train_artifact_dir, tiny_model_dir, tmp_path, 0, 3, recorder=recorder,
-                   hp={**HP, "gradient_checkpointing": True})
+    result = train(
+        train_artifact_dir,
+        tiny_model_dir,
+        tmp_path,
+        0,
+        3,
+        recorder=recorder,
+        hp={**HP, "gradient_checkpointing": True},
+    )
     assert result.gradient_checkpointing
     # Recomputation replays the forward's dropout masks, so nothing but memory changes.
     assert_same_losses(recorder.losses(), full_run[1].losses())
@@ -182,12 +230,25 @@ def test_fp16_with_grad_scaler_checkpoints_and_resumes(
     scaler = torch.load(whole.checkpoint_dir / "training_state.pt", weights_only=True)["scaler"]
     assert scaler is not None and scaler["scale"] > 0
 
-    stopped = train(train_artifact_dir, tiny_model_dir, tmp_path / "b", 0, 2,
-                    recorder=Recorder(stop_after_steps=3))
+    stopped = train(
+        train_artifact_dir,
+        tiny_model_dir,
+        tmp_path / "b",
+        0,
+        2,
+        recorder=Recorder(stop_after_steps=3),
+    )
     assert stopped.stopped
     resumed = Recorder()
-    train(train_artifact_dir, tiny_model_dir, tmp_path / "c", 0, 2, stopped.checkpoint_dir,
-          recorder=resumed)
+    train(
+        train_artifact_dir,
+        tiny_model_dir,
+        tmp_path / "c",
+        0,
+        2,
+        stopped.checkpoint_dir,
+        recorder=resumed,
+    )
     assert_same_losses(resumed.losses(), {s: v for s, v in ref.losses().items() if s > 3})
     assert_same_adapter(tmp_path / "c" / "final", whole.checkpoint_dir)
 
@@ -214,8 +275,16 @@ def test_on_ready_runs_once_after_the_model_load_and_before_the_first_step(
     hooks = recorder.hooks()
     hooks.on_ready = lambda: calls.append("ready")
     hooks.before_step = lambda step: calls.append(f"step {step}")
-    train_epochs(artifact_dir=train_artifact_dir, model_dir=tiny_model_dir,
-                 hyperparameters=Hyperparameters.model_validate(
-                     {**HP, "total_epochs": 1, "warmup_epochs": 1}),
-                 start_epoch=0, end_epoch=1, resume_dir=None, out_dir=tmp_path, hooks=hooks)
+    train_epochs(
+        artifact_dir=train_artifact_dir,
+        model_dir=tiny_model_dir,
+        hyperparameters=Hyperparameters.model_validate(
+            {**HP, "total_epochs": 1, "warmup_epochs": 1}
+        ),
+        start_epoch=0,
+        end_epoch=1,
+        resume_dir=None,
+        out_dir=tmp_path,
+        hooks=hooks,
+    )
     assert calls == ["ready", "step 0", "step 1"]

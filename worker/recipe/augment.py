@@ -25,36 +25,60 @@ class AugmentationPlan:
     def from_hyperparameters(cls, augmentation: Augmentation) -> AugmentationPlan:
         """The plan, with copies=0 when augmentation is off or no transform would change a
         pixel (copies identical to their source would only repeat it)."""
-        plan = cls(augmentation.copies if augmentation.enabled else 0,
-                   augmentation.rotation_degrees, augmentation.crop_scale_min,
-                   augmentation.color_jitter)
+        plan = cls(
+            augmentation.copies if augmentation.enabled else 0,
+            augmentation.rotation_degrees,
+            augmentation.crop_scale_min,
+            augmentation.color_jitter,
+        )
         return plan if plan.transforms() else replace(plan, copies=0)
 
     def transforms(self) -> list[dict[str, Any]]:
         """What is applied, in order, as recorded in the artifact manifest."""
         applied: list[dict[str, Any]] = []
         if self.rotation_degrees > 0:
-            applied.append({"name": "RandomRotation",
-                            "degrees": [-self.rotation_degrees, self.rotation_degrees],
-                            "fill": 0, "expand": False})
+            applied.append(
+                {
+                    "name": "RandomRotation",
+                    "degrees": [-self.rotation_degrees, self.rotation_degrees],
+                    "fill": 0,
+                    "expand": False,
+                }
+            )
         if self.crop_scale_min < 1:
             # The aspect ratio is kept: stretching would distort the very shapes being taught.
-            applied.append({"name": "RandomResizedCrop", "size": "original",
-                            "scale": [self.crop_scale_min, 1.0], "ratio": "original"})
+            applied.append(
+                {
+                    "name": "RandomResizedCrop",
+                    "size": "original",
+                    "scale": [self.crop_scale_min, 1.0],
+                    "ratio": "original",
+                }
+            )
         if self.color_jitter > 0:
             # No hue shift: answers often name colours ("the red wire"), and a hue shift would
             # make them wrong.
-            applied.append({"name": "ColorJitter", "brightness": self.color_jitter,
-                            "contrast": self.color_jitter, "saturation": self.color_jitter,
-                            "hue": 0.0})
+            applied.append(
+                {
+                    "name": "ColorJitter",
+                    "brightness": self.color_jitter,
+                    "contrast": self.color_jitter,
+                    "saturation": self.color_jitter,
+                    "hue": 0.0,
+                }
+            )
         return applied
 
     def describe(self) -> dict[str, Any]:
         import torchvision
 
-        return {"enabled": self.copies > 0, "copies": self.copies, "applied_to": "train",
-                "library": f"torchvision.transforms.v2 {torchvision.__version__}",
-                "transforms": self.transforms() if self.copies else []}
+        return {
+            "enabled": self.copies > 0,
+            "copies": self.copies,
+            "applied_to": "train",
+            "library": f"torchvision.transforms.v2 {torchvision.__version__}",
+            "transforms": self.transforms() if self.copies else [],
+        }
 
 
 def copy_seed(seed: int, sample_id: str, copy: int) -> int:
@@ -70,8 +94,14 @@ def _compose(plan: AugmentationPlan, width: int, height: int) -> Any:
         steps.append(v2.RandomRotation(degrees=plan.rotation_degrees, fill=0))
     if plan.crop_scale_min < 1:
         aspect = width / height
-        steps.append(v2.RandomResizedCrop(size=(height, width), scale=(plan.crop_scale_min, 1.0),
-                                          ratio=(aspect, aspect), antialias=True))
+        steps.append(
+            v2.RandomResizedCrop(
+                size=(height, width),
+                scale=(plan.crop_scale_min, 1.0),
+                ratio=(aspect, aspect),
+                antialias=True,
+            )
+        )
     if plan.color_jitter > 0:
         jitter = plan.color_jitter
         steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))

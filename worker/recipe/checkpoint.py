@@ -110,8 +110,9 @@ def restore_rng(state: dict[str, Any]) -> None:
     )
 
 
-def save_checkpoint(ckpt_dir: Path, model: Any, state: dict[str, Any],
-                    manifest: dict[str, Any]) -> Path:
+def save_checkpoint(
+    ckpt_dir: Path, model: Any, state: dict[str, Any], manifest: dict[str, Any]
+) -> Path:
     """Write the adapter, the training state (everything else an exact resume needs: optimizer,
     schedule, scaler, RNG, position, best) and, last, the manifest that describes them."""
     import torch

@@ -89,8 +89,9 @@ def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def _best_checkpoint(ckpt: dict[str, Any], metric: str, measured: dict[str, float | None]
-                     ) -> dict[str, Any]:
+def _best_checkpoint(
+    ckpt: dict[str, Any], metric: str, measured: dict[str, float | None]
+) -> dict[str, Any]:
     """Which checkpoint is exported and its value of the metric best checkpoints are chosen by.
 
     The trainer records {"metric", "value", "step"} of the best checkpoint so far under "best"
@@ -110,8 +111,14 @@ def _best_checkpoint(ckpt: dict[str, Any], metric: str, measured: dict[str, floa
         value, source = recorded.get(name, ckpt.get(name)), "checkpoint"
     if value is None and measured.get(name) is not None:
         value, source = measured[name], "evaluation"
-    return {"step": step, "epoch": ckpt.get("epoch"), "kind": ckpt.get("kind"), "metric": name,
-            "value": value, "source": source}
+    return {
+        "step": step,
+        "epoch": ckpt.get("epoch"),
+        "kind": ckpt.get("kind"),
+        "metric": name,
+        "value": value,
+        "source": source,
+    }
 
 
 def summarise(report: dict[str, Any]) -> dict[str, float | int | None]:
@@ -128,9 +135,16 @@ def summarise(report: dict[str, Any]) -> dict[str, float | int | None]:
     return summary
 
 
-def _score(model: Any, samples: list[dict[str, Any]], val_idx: list[int], pad_id: int,
-           answers: list[str], references: list[str], device: Any, dtype: Any
-           ) -> dict[str, float | None]:
+def _score(
+    model: Any,
+    samples: list[dict[str, Any]],
+    val_idx: list[int],
+    pad_id: int,
+    answers: list[str],
+    references: list[str],
+    device: Any,
+    dtype: Any,
+) -> dict[str, float | None]:
     if not val_idx:  # no held-out samples (e.g. a one-image data set): nothing was measured
         return dict.fromkeys(METRICS)
     val_loss, token_accuracy = evaluate_samples(
@@ -173,8 +187,11 @@ def evaluate_and_export(
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     ckpt = read_manifest(checkpoint_dir)
     # A checkpoint records the job's hyperparameters with their defaults filled in.
-    hp = (hyperparameters if hyperparameters is not None
-          else Hyperparameters.model_validate(ckpt.get("hyperparameters", {})))
+    hp = (
+        hyperparameters
+        if hyperparameters is not None
+        else Hyperparameters.model_validate(ckpt.get("hyperparameters", {}))
+    )
     manifest, samples = load_artifact(Path(artifact_dir))
     val_idx: list[int] = list(manifest["val"])
     pad_id = int(manifest["pad_token_id"])
@@ -188,8 +205,15 @@ def evaluate_and_export(
     stop_ids = _stop_ids(model, tokenizer)
 
     def answer(prompt: dict[str, Any]) -> str:
-        ids = generate_answer(model, prompt, pad_token_id=pad_id, stop_ids=stop_ids,
-                              max_new_tokens=hp.eval_max_new_tokens, device=device, dtype=dtype)
+        ids = generate_answer(
+            model,
+            prompt,
+            pad_token_id=pad_id,
+            stop_ids=stop_ids,
+            max_new_tokens=hp.eval_max_new_tokens,
+            device=device,
+            dtype=dtype,
+        )
         return str(tokenizer.decode(ids, skip_special_tokens=True)).strip()
 
     # Under the autocast training's validation runs under, so val_loss means the same here.
@@ -200,18 +224,36 @@ def evaluate_and_export(
             adapter_answer = answer(prompt)
             with model.disable_adapter():
                 base_answer = answer(prompt)
-            rows.append({
-                "file": manifest["files"][index],
-                "reference": str(tokenizer.decode(reference, skip_special_tokens=True)).strip(),
-                "base_answer": base_answer,
-                "adapter_answer": adapter_answer,
-            })
+            rows.append(
+                {
+                    "file": manifest["files"][index],
+                    "reference": str(tokenizer.decode(reference, skip_special_tokens=True)).strip(),
+                    "base_answer": base_answer,
+                    "adapter_answer": adapter_answer,
+                }
+            )
         references = [r["reference"] for r in rows]
-        adapter_metrics = _score(model, samples, val_idx, pad_id,
-                                 [r["adapter_answer"] for r in rows], references, device, dtype)
+        adapter_metrics = _score(
+            model,
+            samples,
+            val_idx,
+            pad_id,
+            [r["adapter_answer"] for r in rows],
+            references,
+            device,
+            dtype,
+        )
         with model.disable_adapter():
-            base_metrics = _score(model, samples, val_idx, pad_id,
-                                  [r["base_answer"] for r in rows], references, device, dtype)
+            base_metrics = _score(
+                model,
+                samples,
+                val_idx,
+                pad_id,
+                [r["base_answer"] for r in rows],
+                references,
+                device,
+                dtype,
+            )
 
     if on_export is not None:
         on_export()
@@ -235,6 +277,7 @@ def evaluate_and_export(
     (out_dir / EVALUATION_FILE).write_text(
         json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
-    logger.info("evaluation on %d samples: adapter %s, base %s", len(val_idx), adapter_metrics,
-                base_metrics)
+    logger.info(
+        "evaluation on %d samples: adapter %s, base %s", len(val_idx), adapter_metrics, base_metrics
+    )
     return report

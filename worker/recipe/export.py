@@ -1,10 +1,10 @@
 """Export of a trained adapter: the PEFT adapter itself and, on request, a merged model.
 
-    adapter/   adapter_config.json + adapter_model.safetensors; deploy with
-               PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), dir)
-               or base.load_adapter(dir)
-    merged/    the base with the LoRA deltas folded in (merge_and_unload), plus the processor
-               files, so that AutoModelForImageTextToText / AutoProcessor load it on their own
+adapter/   adapter_config.json + adapter_model.safetensors; deploy with
+           PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), dir)
+           or base.load_adapter(dir)
+merged/    the base with the LoRA deltas folded in (merge_and_unload), plus the processor
+           files, so that AutoModelForImageTextToText / AutoProcessor load it on their own
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ def describe_dir(directory: Path) -> dict[str, Any]:
     }
 
 
-def save_adapter(model: Any, adapter_dir: Path, base_model_name: str | None = None
-                 ) -> dict[str, Any]:
+def save_adapter(
+    model: Any, adapter_dir: Path, base_model_name: str | None = None
+) -> dict[str, Any]:
     """Write the PeftModel's active adapter in PEFT format; return its size and files.
 
     base_model_name, if given, replaces the base path recorded in adapter_config.json and the

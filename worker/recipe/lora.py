@@ -66,8 +66,10 @@ def target_regex(model: Any, hp: Hyperparameters) -> str:
         linear_names(model, LANGUAGE_MODEL_SCOPE) if requested == "all-linear" else list(requested)
     )
     patterns = [language_model_targets(names)]
-    extra_scopes = (("tune_vision", hp.tune_vision, VISION_BLOCKS_SCOPE),
-                    ("tune_merger", hp.tune_merger, MERGER_SCOPE))
+    extra_scopes = (
+        ("tune_vision", hp.tune_vision, VISION_BLOCKS_SCOPE),
+        ("tune_merger", hp.tune_merger, MERGER_SCOPE),
+    )
     for flag, wanted, scope in extra_scopes:
         if wanted:
             found = linear_names(model, scope)

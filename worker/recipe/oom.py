@@ -41,8 +41,9 @@ class MemoryPlan:
     def after_oom(self) -> MemoryPlan:
         """The plan to retry with; raises OutOfMemory when nothing smaller is left."""
         if self.micro_batch_size > 1:
-            return MemoryPlan(self.micro_batch_size // 2, self.effective_batch,
-                              self.gradient_checkpointing)
+            return MemoryPlan(
+                self.micro_batch_size // 2, self.effective_batch, self.gradient_checkpointing
+            )
         if not self.gradient_checkpointing:
             return MemoryPlan(1, self.effective_batch, True)
         raise OutOfMemory(

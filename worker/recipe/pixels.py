@@ -31,15 +31,17 @@ def load_image_processor(artifact_dir: Path) -> Any:
     return AutoImageProcessor.from_pretrained(Path(artifact_dir) / IMAGE_PROCESSOR_DIR)
 
 
-def patches_from_images(image_processor: Any, images: list[torch.Tensor]
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+def patches_from_images(
+    image_processor: Any, images: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(pixel_values, image_grid_thw) of already-resized CHW uint8 images."""
     out = image_processor(images=images, do_resize=False, return_tensors="pt")
     return out["pixel_values"], out["image_grid_thw"]
 
 
-def image_from_patches(image_processor: Any, patches: torch.Tensor, grid: list[int]
-                       ) -> torch.Tensor:
+def image_from_patches(
+    image_processor: Any, patches: torch.Tensor, grid: list[int]
+) -> torch.Tensor:
     """The CHW uint8 image whose patches these are: the inverse of the processor's patchify,
     scaling and normalisation, rounded to 8 bits (checked by the caller, not trusted)."""
     import torch
@@ -51,8 +53,9 @@ def image_from_patches(image_processor: Any, patches: torch.Tensor, grid: list[i
     channels = patches.shape[1] // (temporal * patch * patch)
     # The processor's layout per image: (h/merge, w/merge, merge, merge, C, T, P, P); every
     # temporal copy of a still image is the same frame, so the first one is the image.
-    grid_view = patches.reshape(t, h // merge, w // merge, merge, merge, channels, temporal,
-                                patch, patch)[0, ..., 0, :, :]
+    grid_view = patches.reshape(
+        t, h // merge, w // merge, merge, merge, channels, temporal, patch, patch
+    )[0, ..., 0, :, :]
     normalised = grid_view.permute(4, 0, 2, 5, 1, 3, 6).reshape(channels, h * patch, w * patch)
     mean = torch.tensor(image_processor.image_mean).view(-1, 1, 1)
     std = torch.tensor(image_processor.image_std).view(-1, 1, 1)
@@ -69,7 +72,8 @@ def encode_png(image: torch.Tensor) -> torch.Tensor:
 
     buffer = io.BytesIO()
     Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(
-        buffer, format="PNG", compress_level=6)
+        buffer, format="PNG", compress_level=6
+    )
     return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
 
 
@@ -96,14 +100,17 @@ def compact_sample(sample: dict[str, Any], image_processor: Any) -> dict[str, An
     images, start = [], 0
     for grid in grids:
         count = grid[0] * grid[1] * grid[2]
-        images.append(image_from_patches(image_processor,
-                                         sample["pixel_values"][start: start + count], grid))
+        images.append(
+            image_from_patches(image_processor, sample["pixel_values"][start : start + count], grid)
+        )
         start += count
     if any(image.shape[0] != 3 for image in images):
         return sample  # PNG here holds RGB only
     rebuilt, rebuilt_grids = patches_from_images(image_processor, images)
-    if not (torch.equal(rebuilt, sample["pixel_values"])
-            and torch.equal(rebuilt_grids, sample["image_grid_thw"])):
+    if not (
+        torch.equal(rebuilt, sample["pixel_values"])
+        and torch.equal(rebuilt_grids, sample["image_grid_thw"])
+    ):
         return sample
     compact = {k: v for k, v in sample.items() if k != "pixel_values"}
     compact[IMAGES_KEY] = [encode_png(image) for image in images]
@@ -119,8 +126,10 @@ def expand_sample(sample: dict[str, Any], image_processor: Any) -> dict[str, Any
     images = [decode_png(png) for png in sample[IMAGES_KEY]]
     pixel_values, grids = patches_from_images(image_processor, images)
     if not torch.equal(grids, sample["image_grid_thw"]):
-        raise ValueError(f"rebuilt image grids {grids.tolist()} differ from the artifact's "
-                         f"{sample['image_grid_thw'].tolist()}")
+        raise ValueError(
+            f"rebuilt image grids {grids.tolist()} differ from the artifact's "
+            f"{sample['image_grid_thw'].tolist()}"
+        )
     expanded = {k: v for k, v in sample.items() if k != IMAGES_KEY}
     expanded["pixel_values"] = pixel_values
     return expanded

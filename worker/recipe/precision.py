@@ -86,8 +86,7 @@ def choose_precision(request: str, facts: DeviceFacts) -> str:
         return "fp32"
     if not facts.cuda:
         raise PrecisionUnsupported(
-            f"precision {request!r} needs a CUDA GPU; this worker has none (use 'auto' or "
-            "'fp32')",
+            f"precision {request!r} needs a CUDA GPU; this worker has none (use 'auto' or 'fp32')",
             param="precision",
         )
     if request == "bf16" and not facts.bf16:

@@ -71,7 +71,8 @@ class ChatEncoder:
 
     def _render(self, messages: list[dict[str, Any]], prompt: bool = False) -> str:
         text: str = self.processor.apply_chat_template(
-            messages, add_generation_prompt=prompt, tokenize=False)
+            messages, add_generation_prompt=prompt, tokenize=False
+        )
         return text
 
     @staticmethod
@@ -81,8 +82,10 @@ class ChatEncoder:
             if all(isinstance(p, str) for p in turn.parts):
                 content: Any = turn.text
             else:
-                content = [{"type": "image"} if isinstance(p, ImagePart)
-                           else {"type": "text", "text": p} for p in turn.parts]
+                content = [
+                    {"type": "image"} if isinstance(p, ImagePart) else {"type": "text", "text": p}
+                    for p in turn.parts
+                ]
             messages.append({"role": turn.role, "content": content})
         return messages
 
@@ -99,33 +102,39 @@ class ChatEncoder:
             if not (full.startswith(through) and through.startswith(before)):
                 raise ValueError(
                     "the model's chat template renders earlier turns differently once later "
-                    "ones follow, so assistant turns cannot be located for the loss mask")
+                    "ones follow, so assistant turns cannot be located for the loss mask"
+                )
             # The newline after the end-of-turn token is the template's, not the answer's.
-            answer = through[len(before):].rstrip()
-            pieces += [(full[done: len(before)], False), (answer, True)]
+            answer = through[len(before) :].rstrip()
+            pieces += [(full[done : len(before)], False), (answer, True)]
             done = len(before) + len(answer)
         pieces.append((full[done:], False))
         return [(text, trained) for text, trained in pieces if text]
 
-    def encode(self, sample: Sample, images: list[Any], problems: Problems
-               ) -> dict[str, Any] | None:
+    def encode(
+        self, sample: Sample, images: list[Any], problems: Problems
+    ) -> dict[str, Any] | None:
         import torch
 
         pieces = self.segments(sample)
         if sum(text.count(self.image_token) for text, _ in pieces) != len(images):
-            problems.add(sample.id, "invalid_row",
-                         f"{sample.id}: its text holds the model's image token {self.image_token}")
+            problems.add(
+                sample.id,
+                "invalid_row",
+                f"{sample.id}: its text holds the model's image token {self.image_token}",
+            )
             return None
         ids, types, labels, pixels, grids = [], [], [], [], []
         used = 0
         for text, trained in pieces:
             count = text.count(self.image_token)
-            kwargs = {"images": images[used: used + count], "size": self.size} if count else {}
+            kwargs = {"images": images[used : used + count], "size": self.size} if count else {}
             enc = self.processor(text=[text], return_tensors="pt", **kwargs)
             used += count
             piece_ids, piece_types = enc["input_ids"][0], enc["mm_token_type_ids"][0]
-            piece_labels = piece_ids.clone() if trained else torch.full_like(piece_ids,
-                                                                             IGNORE_INDEX)
+            piece_labels = (
+                piece_ids.clone() if trained else torch.full_like(piece_ids, IGNORE_INDEX)
+            )
             piece_labels[piece_types != 0] = IGNORE_INDEX  # never train on image tokens
             ids.append(piece_ids)
             types.append(piece_types)
@@ -136,35 +145,54 @@ class ChatEncoder:
         input_ids = torch.cat(ids)
         if input_ids.numel() > self.max_length:
             image_tokens = int((input_ids == self.image_token_id).sum())
-            problems.add(sample.id, "sample_too_long",
-                         f"{sample.id}: {input_ids.numel()} tokens ({image_tokens} for images), "
-                         f"over max_length {self.max_length}; lower max_pixels or shorten it "
-                         "(samples are never cut, so image tokens stay whole)")
+            problems.add(
+                sample.id,
+                "sample_too_long",
+                f"{sample.id}: {input_ids.numel()} tokens ({image_tokens} for images), "
+                f"over max_length {self.max_length}; lower max_pixels or shorten it "
+                "(samples are never cut, so image tokens stay whole)",
+            )
             return None
-        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
-                "labels": torch.cat(labels), "mm_token_type_ids": torch.cat(types),
-                "pixel_values": torch.cat(pixels), "image_grid_thw": torch.cat(grids)}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "labels": torch.cat(labels),
+            "mm_token_type_ids": torch.cat(types),
+            "pixel_values": torch.cat(pixels),
+            "image_grid_thw": torch.cat(grids),
+        }
 
 
-def split_validation(num_samples: int, requested: int | None, seed: int
-                     ) -> tuple[list[int], list[int], dict[str, Any]]:
+def split_validation(
+    num_samples: int, requested: int | None, seed: int
+) -> tuple[list[int], list[int], dict[str, Any]]:
     """(train, val, the manifest's `validation` record): a seeded choice, made before
     augmentation so no augmented copy of a validation sample is ever trained on."""
     if requested and requested >= num_samples:
         raise InvalidRequest(
             f"validation_samples ({requested}) must leave at least one of the "
-            f"{num_samples} samples to train on", param="validation_samples")
+            f"{num_samples} samples to train on",
+            param="validation_samples",
+        )
     if requested == 0 or num_samples < 2:
         why = "validation_samples is 0" if requested == 0 else "one sample cannot be split"
-        return list(range(num_samples)), [], {
-            "count": 0, "strategy": "none",
-            "note": f"no validation: {why}; val_loss and evaluation are unavailable"}
+        return (
+            list(range(num_samples)),
+            [],
+            {
+                "count": 0,
+                "strategy": "none",
+                "note": f"no validation: {why}; val_loss and evaluation are unavailable",
+            },
+        )
     if requested is not None:
         count, note = requested, f"{requested} samples held out as requested"
     elif num_samples <= SMALL_DATASET:
         count = min(MAX_SMALL_VALIDATION, max(1, round(0.15 * num_samples)))
-        note = (f"only {num_samples} samples: {count} held out for validation by default, too "
-                "few for a reliable score; set validation_samples to choose (0 for none)")
+        note = (
+            f"only {num_samples} samples: {count} held out for validation by default, too "
+            "few for a reliable score; set validation_samples to choose (0 for none)"
+        )
     else:
         count = max(1, round(0.1 * num_samples))
         note = f"10% of {num_samples} samples held out for validation by default"
@@ -174,9 +202,9 @@ def split_validation(num_samples: int, requested: int | None, seed: int
     return train, val, {"count": count, "strategy": "seeded_random", "seed": seed, "note": note}
 
 
-
-def image_size_bounds(image_processor: Any, min_pixels: int | None, max_pixels: int | None
-                      ) -> dict[str, Any]:
+def image_size_bounds(
+    image_processor: Any, min_pixels: int | None, max_pixels: int | None
+) -> dict[str, Any]:
     """Pixel bounds for the processor; the upper one bounds tokens per image. Without a
     max_pixels the processor's own cap applies, but never above DEFAULT_MAX_IMAGE_TOKENS:
     Qwen3-VL's processor allows ~16k tokens per image, which overflows max_length (and GPU
@@ -187,13 +215,22 @@ def image_size_bounds(image_processor: Any, min_pixels: int | None, max_pixels: 
     upper = max_pixels or default_upper
     lower = min_pixels or min(int(size["shortest_edge"]), upper)
     if lower > upper:
-        raise InvalidRequest(f"min_pixels ({lower}) exceeds the model's max_pixels ({upper})",
-                             param="min_pixels")
-    return {"min_pixels": lower, "max_pixels": upper, "max_image_tokens": upper // (tile * tile),
-            "source": {"min_pixels": "hyperparameters" if min_pixels else "processor",
-                       "max_pixels": "hyperparameters" if max_pixels else (
-                           "processor" if default_upper == int(size["longest_edge"])
-                           else "relaytune_default")}}
+        raise InvalidRequest(
+            f"min_pixels ({lower}) exceeds the model's max_pixels ({upper})", param="min_pixels"
+        )
+    return {
+        "min_pixels": lower,
+        "max_pixels": upper,
+        "max_image_tokens": upper // (tile * tile),
+        "source": {
+            "min_pixels": "hyperparameters" if min_pixels else "processor",
+            "max_pixels": "hyperparameters"
+            if max_pixels
+            else (
+                "processor" if default_upper == int(size["longest_edge"]) else "relaytune_default"
+            ),
+        },
+    }
 
 
 def _decode_images(sample: Sample, problems: Problems) -> list[Any] | None:
@@ -210,19 +247,35 @@ def _decode_images(sample: Sample, problems: Problems) -> list[Any] | None:
     return images
 
 
-def _token_record(sample_id: str, encoded: dict[str, Any], image_token_id: int,
-                  source: int, copy: int) -> dict[str, Any]:
-    return {"id": sample_id, "source": source, "copy": copy,
-            "images": int(encoded["image_grid_thw"].shape[0]),
-            "tokens": int(encoded["input_ids"].numel()),
-            "label_tokens": int((encoded["labels"] != IGNORE_INDEX).sum()),
-            "image_tokens": int((encoded["input_ids"] == image_token_id).sum())}
+def _token_record(
+    sample_id: str, encoded: dict[str, Any], image_token_id: int, source: int, copy: int
+) -> dict[str, Any]:
+    return {
+        "id": sample_id,
+        "source": source,
+        "copy": copy,
+        "images": int(encoded["image_grid_thw"].shape[0]),
+        "tokens": int(encoded["input_ids"].numel()),
+        "label_tokens": int((encoded["labels"] != IGNORE_INDEX).sum()),
+        "image_tokens": int((encoded["input_ids"] == image_token_id).sum()),
+    }
 
 
-def _manifest(*, dataset_format: str, records: list[dict[str, Any]], train: list[int],
-              val: list[int], validation: dict[str, Any], augmentation: dict[str, Any],
-              image_size: dict[str, Any], hp: Hyperparameters, model_dir: str, max_length: int,
-              pad_token_id: int, pixel_storage: dict[str, Any]) -> dict[str, Any]:
+def _manifest(
+    *,
+    dataset_format: str,
+    records: list[dict[str, Any]],
+    train: list[int],
+    val: list[int],
+    validation: dict[str, Any],
+    augmentation: dict[str, Any],
+    image_size: dict[str, Any],
+    hp: Hyperparameters,
+    model_dir: str,
+    max_length: int,
+    pad_token_id: int,
+    pixel_storage: dict[str, Any],
+) -> dict[str, Any]:
     return {
         "format": ARTIFACT_FORMAT,
         "dataset_format": dataset_format,
@@ -249,8 +302,9 @@ def _manifest(*, dataset_format: str, records: list[dict[str, Any]], train: list
     }
 
 
-def _compact_images(samples: list[dict[str, Any]], processor: Any, out_dir: Path
-                    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _compact_images(
+    samples: list[dict[str, Any]], processor: Any, out_dir: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Samples with their images stored compactly where that is exact, and the manifest's
     record of it. Checked with the image processor as saved in the artifact, the very one
     that rebuilds the patches on the training workers."""
@@ -259,17 +313,31 @@ def _compact_images(samples: list[dict[str, Any]], processor: Any, out_dir: Path
     compacted = [compact_sample(sample, image_processor) for sample in samples]
     kept = sum("pixel_values" in sample for sample in compacted)
     if kept:
-        logger.warning("%d of %d samples keep fp32 patches: their resized 8-bit images do not "
-                       "give back the processor's patches exactly", kept, len(samples))
+        logger.warning(
+            "%d of %d samples keep fp32 patches: their resized 8-bit images do not "
+            "give back the processor's patches exactly",
+            kept,
+            len(samples),
+        )
     fp32_bytes = sum(s["pixel_values"].numel() * 4 for s in samples)
-    return compacted, {"encoding": "png_resized_uint8", "image_processor": IMAGE_PROCESSOR_DIR,
-                       "compact_samples": len(samples) - kept, "fp32_samples": kept,
-                       "fp32_patch_bytes": fp32_bytes}
+    return compacted, {
+        "encoding": "png_resized_uint8",
+        "image_processor": IMAGE_PROCESSOR_DIR,
+        "compact_samples": len(samples) - kept,
+        "fp32_samples": kept,
+        "fp32_patch_bytes": fp32_bytes,
+    }
 
 
-def build_artifact(dataset_dir: Path, model_dir: str, out_dir: Path, *,
-                   hyperparameters: Hyperparameters, max_length: int = DEFAULT_MAX_LENGTH,
-                   compact_images: bool = True) -> dict[str, Any]:
+def build_artifact(
+    dataset_dir: Path,
+    model_dir: str,
+    out_dir: Path,
+    *,
+    hyperparameters: Hyperparameters,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    compact_images: bool = True,
+) -> dict[str, Any]:
     """Check, split, augment and tokenize dataset_dir with model_dir's processor into out_dir;
     return the manifest. Bad rows and over-long samples raise one InvalidDataset naming all.
     compact_images=False stores fp32 patches instead of the images that rebuild them."""
@@ -280,10 +348,8 @@ def build_artifact(dataset_dir: Path, model_dir: str, out_dir: Path, *,
     dataset = read_dataset(DirectorySource(Path(dataset_dir)))
     processor = AutoProcessor.from_pretrained(model_dir)
     image_size = image_size_bounds(processor.image_processor, hp.min_pixels, hp.max_pixels)
-    encoder = ChatEncoder(processor, image_size["min_pixels"], image_size["max_pixels"],
-                          max_length)
-    train, val, validation = split_validation(len(dataset.samples), hp.validation_samples,
-                                              hp.seed)
+    encoder = ChatEncoder(processor, image_size["min_pixels"], image_size["max_pixels"], max_length)
+    train, val, validation = split_validation(len(dataset.samples), hp.validation_samples, hp.seed)
     plan = AugmentationPlan.from_hyperparameters(hp.augmentation)
 
     trained = set(train)
@@ -304,31 +370,48 @@ def build_artifact(dataset_dir: Path, model_dir: str, out_dir: Path, *,
             encoded = encoder.encode(sample, varied, problems)
             if encoded is not None:
                 augmented.append(encoded)
-                record = _token_record(f"{sample.id}~aug{copy}", encoded,
-                                       encoder.image_token_id, index, copy)
+                record = _token_record(
+                    f"{sample.id}~aug{copy}", encoded, encoder.image_token_id, index, copy
+                )
                 copies_made.append({**record, "seed": seed})
     problems.raise_if_any()
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     samples = [s for s in originals if s is not None] + augmented
-    pixel_storage = {"encoding": "fp32_patches",
-                     "fp32_patch_bytes": sum(s["pixel_values"].numel() * 4 for s in samples)}
+    pixel_storage = {
+        "encoding": "fp32_patches",
+        "fp32_patch_bytes": sum(s["pixel_values"].numel() * 4 for s in samples),
+    }
     if compact_images:
         samples, pixel_storage = _compact_images(samples, processor, out_dir)
     first_copy = len(originals)
     manifest = _manifest(
-        dataset_format=dataset.format, records=records + copies_made,
-        train=train + list(range(first_copy, len(samples))), val=val, validation=validation,
+        dataset_format=dataset.format,
+        records=records + copies_made,
+        train=train + list(range(first_copy, len(samples))),
+        val=val,
+        validation=validation,
         augmentation=plan.describe() | {"augmented_samples": len(augmented)},
-        image_size=image_size, hp=hp, model_dir=model_dir, max_length=max_length,
-        pad_token_id=encoder.pad_token_id, pixel_storage=pixel_storage)
+        image_size=image_size,
+        hp=hp,
+        model_dir=model_dir,
+        max_length=max_length,
+        pad_token_id=encoder.pad_token_id,
+        pixel_storage=pixel_storage,
+    )
     torch.save(samples, out_dir / SAMPLES_FILE)
     # The manifest goes last: a directory with a manifest holds a complete artifact.
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    logger.info("artifact: %s, %d samples (%d augmented, %d val), %d tokens -> %s",
-                dataset.format, len(samples), len(augmented), len(val),
-                manifest["token_counts"]["total"], out_dir)
+    logger.info(
+        "artifact: %s, %d samples (%d augmented, %d val), %d tokens -> %s",
+        dataset.format,
+        len(samples),
+        len(augmented),
+        len(val),
+        manifest["token_counts"]["total"],
+        out_dir,
+    )
     return manifest
 
 
@@ -356,7 +439,11 @@ def load_artifact(artifact_dir: Path) -> tuple[dict[str, Any], list[dict[str, An
     if any("pixel_values" not in sample for sample in samples):
         image_processor = load_image_processor(artifact_dir)
         samples = [expand_sample(sample, image_processor) for sample in samples]
-    logger.info("artifact %s: %d samples loaded in %.2fs, patches rebuilt in %.2fs",
-                manifest["format"], len(samples), loaded - started,
-                time.perf_counter() - loaded)
+    logger.info(
+        "artifact %s: %d samples loaded in %.2fs, patches rebuilt in %.2fs",
+        manifest["format"],
+        len(samples),
+        loaded - started,
+        time.perf_counter() - loaded,
+    )
     return manifest, samples

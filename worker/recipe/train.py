@@ -160,12 +160,16 @@ class Trainer:
         self.total_steps = hp.total_epochs * self.steps_per_epoch
         warmup = lr_warmup_steps(hp.lr_warmup_ratio, self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(warmup, self.total_steps))
+            self.optimizer, warmup_cosine(warmup, self.total_steps)
+        )
 
         self.position = Position(0, 0, 0, self.total_steps)
         self.best = Best(hp.best_metric)
-        self.metrics: dict[str, float | None] = {"loss": None, "val_loss": None,
-                                                 "token_accuracy": None}  # as last seen
+        self.metrics: dict[str, float | None] = {
+            "loss": None,
+            "val_loss": None,
+            "token_accuracy": None,
+        }  # as last seen
         # True while an optimizer step changes weights and optimizer state: an OOM there
         # leaves them half-updated, so recovery must roll back to a snapshot.
         self.updating = False
@@ -191,8 +195,9 @@ class Trainer:
         while self.position.epoch < end_epoch:
             epoch, index = self.position.epoch, self.position.steps_in_epoch
             if epoch not in windows:
-                windows[epoch] = epoch_windows(self.train_idx, self.plan.effective_batch,
-                                               self.hp.seed, epoch)
+                windows[epoch] = epoch_windows(
+                    self.train_idx, self.plan.effective_batch, self.hp.seed, epoch
+                )
             window = windows[epoch][index]
             metrics = self._step_or_recover(window)
             if metrics is None:  # recovered from an OOM: go on from where recovery left it
@@ -215,8 +220,9 @@ class Trainer:
                 return self._result(ckpt or self._save_rolling(CheckpointKind.STOP), stopped=True)
         ckpt = self.save(out_dir / "final", CheckpointKind.FINAL)
         hooks.on_checkpoint(ckpt, self.position.global_step, CheckpointKind.FINAL)
-        logger.info("trained to step %d/%d: %s", self.position.global_step, self.total_steps,
-                    self.metrics)
+        logger.info(
+            "trained to step %d/%d: %s", self.position.global_step, self.total_steps, self.metrics
+        )
         return self._result(ckpt, stopped=False)
 
     # --- optimizer step --------------------------------------------------------------------
@@ -272,7 +278,9 @@ class Trainer:
             raise NonFiniteLoss(
                 f"training diverged: loss {loss_value}, gradient norm {float(grad_norm)} at "
                 f"learning rate {lr:g}; nothing was updated with it. Lower learning_rate or "
-                "lora_alpha and requeue the phase", param="hyperparameters")
+                "lora_alpha and requeue the phase",
+                param="hyperparameters",
+            )
         if self.scaler is not None:
             # Skips the update when the scaled gradients overflowed, and adapts the scale.
             self.scaler.step(self.optimizer)
@@ -348,8 +356,13 @@ class Trainer:
             return {}
         with self.precision.autocast():
             loss, accuracy = evaluate_samples(
-                self.model, self.samples, self.val_idx, pad_token_id=self.pad_id,
-                device=self.precision.device, dtype=self.precision.dtype)
+                self.model,
+                self.samples,
+                self.val_idx,
+                pad_token_id=self.pad_id,
+                device=self.precision.device,
+                dtype=self.precision.dtype,
+            )
         return {"val_loss": loss, "token_accuracy": accuracy}
 
     # --- save ------------------------------------------------------------------------------
@@ -370,8 +383,9 @@ class Trainer:
         ckpt = self.save(path, kind)
         self.hooks.on_checkpoint(ckpt, step, kind)
         # The same step is written again after an OOM rollback; keep one entry per directory.
-        self.rolling = prune_rolling([p for p in self.rolling if p != path] + [path],
-                                     self.hp.keep_last_checkpoints)
+        self.rolling = prune_rolling(
+            [p for p in self.rolling if p != path] + [path], self.hp.keep_last_checkpoints
+        )
         self.restore_point = self._snapshot()
         self.last_save = monotonic()
         return ckpt
@@ -418,13 +432,18 @@ class Trainer:
         if position.total_steps != self.total_steps:
             raise CheckpointMismatch(
                 f"checkpoint schedule has {position.total_steps} steps, this run "
-                f"{self.total_steps}: artifact or hyperparameters differ", param=str(resume_dir))
+                f"{self.total_steps}: artifact or hyperparameters differ",
+                param=str(resume_dir),
+            )
         inside = start_epoch <= position.epoch < end_epoch or (
-            position.epoch == end_epoch and position.steps_in_epoch == 0)
+            position.epoch == end_epoch and position.steps_in_epoch == 0
+        )
         if not inside:
             raise CheckpointMismatch(
                 f"checkpoint stands at epoch {position.epoch} step {position.steps_in_epoch}, "
-                f"outside epochs [{start_epoch}, {end_epoch}]", param=str(resume_dir))
+                f"outside epochs [{start_epoch}, {end_epoch}]",
+                param=str(resume_dir),
+            )
         self.metrics = {k: manifest.get(k) for k in ("loss", "val_loss", "token_accuracy")}
 
     def continue_at(self, start_epoch: int) -> None:
@@ -432,7 +451,8 @@ class Trainer:
         if self.position.epoch != start_epoch or self.position.steps_in_epoch != 0:
             raise CheckpointMismatch(
                 f"the carried state stands at epoch {self.position.epoch} step "
-                f"{self.position.steps_in_epoch}, not at the start of epoch {start_epoch}")
+                f"{self.position.steps_in_epoch}, not at the start of epoch {start_epoch}"
+            )
 
     def _restore(self, saved: dict[str, Any]) -> None:
         self._load_training_state(restore_snapshot(self.model, saved))
@@ -511,11 +531,11 @@ def train_epochs(
     ):
         raise ValueError(
             f"need 0 <= start_epoch < end_epoch <= total_epochs ({hp.total_epochs}) "
-            f"(or start_epoch == end_epoch when resuming), got [{start_epoch}, {end_epoch})")
+            f"(or start_epoch == end_epoch when resuming), got [{start_epoch}, {end_epoch})"
+        )
     if resume_dir is None and carry is None and start_epoch != 0:
         raise CheckpointMismatch(f"start_epoch {start_epoch} needs a checkpoint to resume")
-    logger.info("train epochs [%d, %d) hyperparameters=%s", start_epoch, end_epoch,
-                hp.model_dump())
+    logger.info("train epochs [%d, %d) hyperparameters=%s", start_epoch, end_epoch, hp.model_dump())
 
     if carry is not None:
         trainer = carry

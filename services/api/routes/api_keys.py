@@ -15,9 +15,11 @@ router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
 
 
 @router.get("", response_model=list[ApiKeyOut])
-def list_api_keys(session: SessionDep, api_key: CurrentKey,
-                  tenant: Annotated[str | None, Query(max_length=200)] = None
-                  ) -> list[ApiKeyOut]:
+def list_api_keys(
+    session: SessionDep,
+    api_key: CurrentKey,
+    tenant: Annotated[str | None, Query(max_length=200)] = None,
+) -> list[ApiKeyOut]:
     """Keys newest first, never the keys themselves: the caller's tenant's, or with an admin
     key every tenant's (`tenant` picks one)."""
     return [api_key_out(k) for k in auth.keys_visible_to(session, api_key, tenant)]
@@ -27,8 +29,7 @@ def list_api_keys(session: SessionDep, api_key: CurrentKey,
 def create_api_key(body: ApiKeyCreate, session: SessionDep, _: AdminKey) -> ApiKeyCreated:
     """Create a key for a tenant (admin key); the response is the only time it is shown."""
     expires_in = auth.parse_duration(body.expires_in) if body.expires_in is not None else None
-    created, key = auth.issue_api_key(session, body.tenant, admin=body.admin,
-                                      expires_in=expires_in)
+    created, key = auth.issue_api_key(session, body.tenant, admin=body.admin, expires_in=expires_in)
     return ApiKeyCreated(**api_key_out(created).model_dump(), key=key)
 
 

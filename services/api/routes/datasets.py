@@ -45,7 +45,13 @@ def upload_dataset(
     # Hashed from the spooled file before anything is read into memory: a retry is answered
     # without reading its upload again.
     request_hash = idempotency.hash_upload(file.file, file.filename or "")
-    return respond(idempotency.run_once(
-        session, tenant_id=tenant.id, route="POST /v1/datasets", key=idempotency_key,
-        request_hash=request_hash,
-        create=lambda: idempotency.Result(201, create().model_dump(mode="json"))))
+    return respond(
+        idempotency.run_once(
+            session,
+            tenant_id=tenant.id,
+            route="POST /v1/datasets",
+            key=idempotency_key,
+            request_hash=request_hash,
+            create=lambda: idempotency.Result(201, create().model_dump(mode="json")),
+        )
+    )

@@ -52,10 +52,16 @@ def create_job(
 
     if idempotency_key is None:
         return submit()
-    return respond(idempotency.run_once(
-        session, tenant_id=tenant.id, route="POST /v1/jobs", key=idempotency_key,
-        request_hash=idempotency.hash_json(body.model_dump(mode="json")),
-        create=lambda: idempotency.Result(201, submit().model_dump(mode="json"))))
+    return respond(
+        idempotency.run_once(
+            session,
+            tenant_id=tenant.id,
+            route="POST /v1/jobs",
+            key=idempotency_key,
+            request_hash=idempotency.hash_json(body.model_dump(mode="json")),
+            create=lambda: idempotency.Result(201, submit().model_dump(mode="json")),
+        )
+    )
 
 
 @router.get("", response_model=JobList)
@@ -72,16 +78,18 @@ def list_jobs(
     )
     pools = repository.pools_by_name(session)
     served = liveness.served_queues(session, utcnow())
-    return JobList(data=[job_out(j, pools, served) for j in rows], total=total, limit=limit,
-                   offset=offset)
+    return JobList(
+        data=[job_out(j, pools, served) for j in rows], total=total, limit=limit, offset=offset
+    )
 
 
 @router.get("/{job_id}", response_model=JobOut)
 def read_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobOut:
     """One job with per-phase status, progress and cost."""
     job = repository.job_for_tenant(session, tenant.id, job_id)
-    return job_out(job, repository.pools_by_name(session),
-                   liveness.served_queues(session, utcnow()))
+    return job_out(
+        job, repository.pools_by_name(session), liveness.served_queues(session, utcnow())
+    )
 
 
 @router.get("/{job_id}/events", response_model=list[EventOut])
@@ -135,10 +143,8 @@ def requeue_phase(
     its latest checkpoint unless `from` is "input"."""
     chosen = {c for c in (start_from, body.start_from if body else None) if c is not None}
     if len(chosen) > 1:
-        raise InvalidRequest("the query and the body give different 'from' values",
-                             param="from")
-    job = jobs.requeue_phase(session, tenant.id, job_id, phase,
-                             start_from=next(iter(chosen), None))
+        raise InvalidRequest("the query and the body give different 'from' values", param="from")
+    job = jobs.requeue_phase(session, tenant.id, job_id, phase, start_from=next(iter(chosen), None))
     return job_out(job, repository.pools_by_name(session))
 
 

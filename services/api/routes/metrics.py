@@ -25,10 +25,14 @@ router = APIRouter(tags=["system"])
 class JobStoreCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("relaytune_jobs", "Jobs by status", labels=["status"])
-        phases = GaugeMetricFamily("relaytune_phases", "Phases by pool and status",
-                                   labels=["pool", "status"])
-        cost = GaugeMetricFamily("relaytune_billed_cost", "GPU cost of finished runs by pool",
-                                 labels=["pool", "currency"])
+        phases = GaugeMetricFamily(
+            "relaytune_phases", "Phases by pool and status", labels=["pool", "status"]
+        )
+        cost = GaugeMetricFamily(
+            "relaytune_billed_cost",
+            "GPU cost of finished runs by pool",
+            labels=["pool", "currency"],
+        )
         with session_scope() as session:
             for status, count in repository.job_counts(session):
                 jobs.add_metric([status], count)
@@ -44,19 +48,32 @@ def _timing_metrics(session: Session) -> Iterator[Metric]:
     """Sums over every recorded run (PhaseTiming row), so rates follow from two scrapes."""
     labels = ["phase", "pool"]
     seconds = CounterMetricFamily(
-        "relaytune_phase_seconds", "Billed seconds of finished runs by component (claim to "
-        "release; the components add up to the billed seconds)", labels=[*labels, "component"])
-    billed = CounterMetricFamily("relaytune_phase_billed_seconds",
-                                 "Billed seconds of finished runs, claim to release", labels=labels)
-    waited = CounterMetricFamily("relaytune_phase_queue_wait_seconds",
-                                 "Seconds finished runs waited in the queue (not billed)",
-                                 labels=labels)
-    samples = CounterMetricFamily("relaytune_phase_samples",
-                                  "Training samples processed by finished runs", labels=labels)
-    tokens = CounterMetricFamily("relaytune_phase_tokens",
-                                 "Input tokens processed by finished runs", labels=labels)
-    runs = CounterMetricFamily("relaytune_phase_runs", "Finished runs by the status they ended in",
-                               labels=[*labels, "outcome"])
+        "relaytune_phase_seconds",
+        "Billed seconds of finished runs by component (claim to "
+        "release; the components add up to the billed seconds)",
+        labels=[*labels, "component"],
+    )
+    billed = CounterMetricFamily(
+        "relaytune_phase_billed_seconds",
+        "Billed seconds of finished runs, claim to release",
+        labels=labels,
+    )
+    waited = CounterMetricFamily(
+        "relaytune_phase_queue_wait_seconds",
+        "Seconds finished runs waited in the queue (not billed)",
+        labels=labels,
+    )
+    samples = CounterMetricFamily(
+        "relaytune_phase_samples", "Training samples processed by finished runs", labels=labels
+    )
+    tokens = CounterMetricFamily(
+        "relaytune_phase_tokens", "Input tokens processed by finished runs", labels=labels
+    )
+    runs = CounterMetricFamily(
+        "relaytune_phase_runs",
+        "Finished runs by the status they ended in",
+        labels=[*labels, "outcome"],
+    )
     for row in repository.timing_totals(session):
         key = [row.phase, row.pool]
         for component in (*COMPONENTS, "other"):
@@ -74,8 +91,9 @@ registry = CollectorRegistry()
 registry.register(JobStoreCollector())
 
 
-def operator_scrape(session: SessionDep, settings: SettingsDep,
-                    credentials: BearerCredentials) -> None:
+def operator_scrape(
+    session: SessionDep, settings: SettingsDep, credentials: BearerCredentials
+) -> None:
     """Every tenant's jobs and cost are in the metrics: the metrics token or an admin key."""
     token = credentials.credentials if credentials else ""
     expected = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
@@ -84,8 +102,12 @@ def operator_scrape(session: SessionDep, settings: SettingsDep,
     require_admin(authenticate_key(session, token), "GET /metrics")
 
 
-@router.get("/metrics", response_class=Response, dependencies=[Depends(operator_scrape)],
-            responses={200: {"content": {"text/plain": {}}}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    dependencies=[Depends(operator_scrape)],
+    responses={200: {"content": {"text/plain": {}}}},
+)
 def metrics() -> Response:
     """Prometheus text format: jobs by status, phases by pool and status, billed cost, and
     per-run time by component, runs by outcome and work done. Needs the metrics token

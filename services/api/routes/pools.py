@@ -27,8 +27,7 @@ def pool_out(pool: Pool, live: dict[str, list[Worker]]) -> PoolOut:
         memory_bandwidth_gbs=pool.memory_bandwidth_gbs,
         hourly_price=Money(amount=pool.hourly_price, currency=pool.currency),
         live_workers=len(workers),
-        workers=[PoolWorkerOut(hostname=w.hostname, last_seen_at=w.last_seen_at)
-                 for w in workers],
+        workers=[PoolWorkerOut(hostname=w.hostname, last_seen_at=w.last_seen_at) for w in workers],
     )
 
 
@@ -44,8 +43,9 @@ def list_pools(session: SessionDep, _: CurrentTenant) -> list[PoolOut]:
 
 
 @router.put("/{name}", response_model=PoolOut, responses={201: {"model": PoolOut}})
-def put_pool(name: str, body: pools.PoolChanges, session: SessionDep, _: AdminKey,
-             response: Response) -> PoolOut:
+def put_pool(
+    name: str, body: pools.PoolChanges, session: SessionDep, _: AdminKey, response: Response
+) -> PoolOut:
     """Create a pool or change some of its fields (admin key). A new price applies to time not
     billed yet: runs already ended keep their cost."""
     pool, created = pools.upsert_pool(session, name, body)

@@ -18,4 +18,3 @@ def readyz() -> dict[str, str]:
     """The database, the broker and the object store answer; a 503 names each that does not."""
     require_ready()
     return {"status": "ready"}
-

@@ -27,8 +27,9 @@ def spending_out(session: Session, tenant: Tenant) -> SpendingOut:
         limit=None if limit is None else Money(amount=limit, currency=unit),
         period_days=budgets.period_days(tenant),
         spent=Money(amount=spent, currency=unit),
-        remaining=None if limit is None else Money(amount=max(limit - spent, Decimal(0)),
-                                                    currency=unit),
+        remaining=None
+        if limit is None
+        else Money(amount=max(limit - spent, Decimal(0)), currency=unit),
     )
 
 
@@ -44,9 +45,11 @@ def read_spending(name: str, session: SessionDep, api_key: CurrentKey) -> Spendi
 
 
 @router.put("/{name}/spending-limit", response_model=SpendingOut)
-def put_spending_limit(name: str, body: SpendingLimitIn, session: SessionDep,
-                       _: AdminKey) -> SpendingOut:
+def put_spending_limit(
+    name: str, body: SpendingLimitIn, session: SessionDep, _: AdminKey
+) -> SpendingOut:
     """Cap what a tenant's jobs may cost over a rolling period (admin key); null removes it."""
-    tenant = budgets.set_spending_limit(session, name, amount=body.amount,
-                                        period_days=body.period_days)
+    tenant = budgets.set_spending_limit(
+        session, name, amount=body.amount, period_days=body.period_days
+    )
     return spending_out(session, tenant)
