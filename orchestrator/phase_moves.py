@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from orchestrator import dispatch
-from orchestrator.events import EventType, emit
+from orchestrator.events import EventType, emit, emit_for_phase
 from orchestrator.lifecycle import (
     TERMINAL_JOB,
     JobStatus,
@@ -43,12 +43,10 @@ def queue_phase(session: Session, job: Job, phase: Phase, *, now: datetime, reas
     phase.step = 0
     phase.total_steps = 0
     phase.sent_at, phase.sends = now, 1
-    emit(
+    emit_for_phase(
         session,
-        job.id,
+        phase,
         EventType.PHASE_QUEUED,
-        phase=phase.name,
-        attempt=phase.attempt,
         pool=phase.pool,
         reason=reason,
     )
@@ -75,7 +73,7 @@ def cancel_waiting(session: Session, job: Job, phase: Phase, *, now: datetime) -
     move(phase, PhaseStatus.CANCELLED)
     phase.finished_at = now
     if was_queued:
-        emit(session, job.id, EventType.PHASE_CANCELLED, phase=phase.name, attempt=phase.attempt)
+        emit_for_phase(session, phase, EventType.PHASE_CANCELLED)
 
 
 def mark_failed(
@@ -94,12 +92,10 @@ def mark_failed(
     phase.error_code, phase.error_message = code, message
     job = phase.job
     job.error_code, job.error_message, job.error_param = code, message, phase.name
-    emit(
+    emit_for_phase(
         session,
-        job.id,
+        phase,
         EventType.PHASE_FAILED,
-        phase=phase.name,
-        attempt=phase.attempt,
         code=code,
         message=message,
         **({"details": details} if details else {}),

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from orchestrator import layout, repository
 from orchestrator.cost import close_meter
 from orchestrator.errors import LeaseLost, PhaseNotClaimable
-from orchestrator.events import EventType, emit
+from orchestrator.events import EventType, emit_for_phase
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.layout import RESUMABLE_KINDS, CheckpointKind
 from orchestrator.lifecycle import PhaseStatus
@@ -92,15 +92,7 @@ def claim_phase(
             raise PhaseNotClaimable(f"phase {prev} of job {job_id} has no recorded output")
         input_key = prev_row.output_key
     artifact_key = "" if phase == "preprocess" else (job.phases[0].output_key or "")
-    emit(
-        session,
-        job_id,
-        EventType.PHASE_STARTED,
-        phase=phase,
-        attempt=attempt,
-        worker_id=worker_id,
-        pool=row.pool,
-    )
+    emit_for_phase(session, row, EventType.PHASE_STARTED, worker_id=worker_id, pool=row.pool)
     refresh_job_status(session, job, now)
     hyperparameters = Hyperparameters.model_validate(job.hyperparameters)
     epochs = epoch_range(phase, hyperparameters)
@@ -166,12 +158,10 @@ def report_progress(
     phase = _fenced_phase(session, claim)
     phase.step, phase.total_steps, phase.epoch = step, total_steps, epoch
     _renew(phase, lease_seconds)
-    emit(
+    emit_for_phase(
         session,
-        claim.job_id,
+        phase,
         EventType.METRICS,
-        phase=claim.phase,
-        attempt=claim.attempt,
         step=step,
         total_steps=total_steps,
         epoch=epoch,
@@ -202,12 +192,10 @@ def record_checkpoint(
     row.phase, row.attempt, row.kind = claim.phase, claim.attempt, kind
     row.step, row.bytes, row.manifest = step, size, manifest
     session.add(row)
-    emit(
+    emit_for_phase(
         session,
-        claim.job_id,
+        phase,
         EventType.CHECKPOINT_SAVED,
-        phase=claim.phase,
-        attempt=claim.attempt,
         kind=kind,
         key=key,
         step=step,
@@ -235,8 +223,7 @@ def prune_checkpoints(session: Session, claim: Claim, *, keep: int) -> list[str]
 
 def record_event(session: Session, claim: Claim, type_: EventType, data: dict[str, Any]) -> None:
     """An event from inside a run (e.g. an out-of-memory recovery), fenced like every write."""
-    _fenced_phase(session, claim)
-    emit(session, claim.job_id, type_, phase=claim.phase, attempt=claim.attempt, **data)
+    emit_for_phase(session, _fenced_phase(session, claim), type_, **data)
 
 
 def _release(
@@ -270,12 +257,10 @@ def complete_phase(
     phase = _finish(session, claim, PhaseStatus.SUCCEEDED, timing)
     phase.output_key = output_key
     job = phase.job
-    emit(
+    emit_for_phase(
         session,
-        job.id,
+        phase,
         EventType.PHASE_SUCCEEDED,
-        phase=phase.name,
-        attempt=phase.attempt,
         output_key=output_key,
         cost=str(phase.cost_amount),
         **summary,
@@ -310,12 +295,5 @@ def fail_phase(
 def acknowledge_cancel(session: Session, claim: Claim, *, timing: RunTiming | None = None) -> None:
     """The run saw the cancel request, saved its state and stopped."""
     phase = _finish(session, claim, PhaseStatus.CANCELLED, timing)
-    emit(
-        session,
-        claim.job_id,
-        EventType.PHASE_CANCELLED,
-        phase=phase.name,
-        attempt=phase.attempt,
-        step=phase.step,
-    )
+    emit_for_phase(session, phase, EventType.PHASE_CANCELLED, step=phase.step)
     refresh_job_status(session, phase.job)
