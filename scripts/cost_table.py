@@ -86,7 +86,7 @@ def _components(plan: PlanEstimate) -> list[str]:
 
 def tables(model: str, images: int, epochs: int, batch_size: int = 2) -> str:
     shape = SHAPES[model]
-    # The seed's effective batch is 2 x 4; a larger micro-batch keeps it with less accumulation.
+    # The default effective batch is 2 x 4; a larger micro-batch keeps it with less accumulation.
     hp = Hyperparameters(
         total_epochs=epochs,
         warmup_epochs=min(5, epochs),

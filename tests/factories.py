@@ -29,7 +29,7 @@ def dataset_zip(
     folder: str = "",
     raw_annotations: bytes | None = None,
 ) -> bytes:
-    """A zip in the seed's layout; every part can be replaced to build a broken one."""
+    """A zip in the bundled example's layout; every part can be replaced to build a broken one."""
     if annotations is None:
         annotations = {
             f"case{i}.png": {"question": "Which part is abnormal?", "answer": f"capacitor {i}"}

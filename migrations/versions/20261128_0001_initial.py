@@ -17,7 +17,7 @@ depends_on = None
 
 TZ = sa.DateTime(timezone=True)
 
-# The seed document's price list (CNY per GPU hour).
+# The default pools' price list (CNY per GPU hour).
 SEED_POOLS = [
     {
         "name": "t4",

@@ -1,5 +1,5 @@
-"""Format "annotations_json" (the seed's): `images/<file>` plus `annotations.json` mapping a file
-name to `{"question", "answer"}` or to a list of such pairs; one sample per pair."""
+"""Format "annotations_json" (the bundled example's): `images/<file>` plus `annotations.json`
+mapping a file name to `{"question", "answer"}` or to a list of such pairs; one sample per pair."""
 
 from __future__ import annotations
 

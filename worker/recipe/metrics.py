@@ -105,8 +105,8 @@ def _is_cjk(char: str) -> bool:
 def answer_tokens(text: str) -> list[str]:
     """Words of the normalised answer; each CJK character is a word of its own.
 
-    Chinese and Japanese answers (the seed's are Chinese) carry no spaces, so splitting on
-    whitespace alone would make a whole answer one token and ROUGE-L an exact match.
+    Chinese and Japanese answers (the bundled example's are Chinese) carry no spaces, so
+    splitting on whitespace alone would make a whole answer one token and ROUGE-L an exact match.
     """
     tokens: list[str] = []
     for word in normalise_answer(text).split():
