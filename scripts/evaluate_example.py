@@ -1,7 +1,7 @@
 """Bench of the bundled example: preprocess -> warmup -> final -> evaluate_and_export, in-process.
 
 Runs the recipe functions the three phases run (no API, broker or object store) on
-examples/circuit-boards with the tiny random Qwen3-VL, on the CPU, with the seed's
+examples/circuit-boards with the tiny random Qwen3-VL, on the CPU, with the default
 hyperparameters (total_epochs 8, warmup_epochs 5), and prints the evaluation as markdown:
 
     .venv/bin/python scripts/evaluate_example.py [--out-dir DIR] [--set NAME=VALUE ...]
