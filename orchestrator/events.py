@@ -24,6 +24,7 @@ class EventType(StrEnum):
     PHASE_FAILED = "phase_failed"
     PHASE_CANCELLED = "phase_cancelled"
     PHASE_REQUEUED = "phase_requeued"
+    PHASE_RETRYING = "phase_retrying"
     LEASE_EXPIRED = "lease_expired"
     CANCEL_REQUESTED = "cancel_requested"
     BUDGET_CHANGED = "budget_changed"

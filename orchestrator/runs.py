@@ -292,6 +292,36 @@ def fail_phase(
     refresh_job_status(session, phase.job, now)
 
 
+def retry_or_fail_phase(
+    session: Session,
+    claim: Claim,
+    *,
+    code: str,
+    message: str,
+    max_attempts: int,
+    timing: RunTiming | None = None,
+) -> bool:
+    """A failure that another attempt may not meet (a store that stopped answering): queue the
+    next attempt, which resumes from the latest recorded checkpoint, while attempts remain and
+    nobody asked to cancel; otherwise fail the phase. True when it was queued again."""
+    phase = _fenced_phase(session, claim)
+    if phase.job.cancel_requested_at is not None or phase.attempt >= max_attempts:
+        fail_phase(session, claim, code=code, message=message, timing=timing)
+        return False
+    phase, now = _release(session, claim, PhaseStatus.QUEUED, timing)
+    emit_for_phase(
+        session,
+        phase,
+        EventType.PHASE_RETRYING,
+        code=code,
+        message=message,
+        attempts=f"{phase.attempt} of {max_attempts}",
+    )
+    queue_phase(session, phase.job, phase, now=now, reason=code)
+    refresh_job_status(session, phase.job, now)
+    return True
+
+
 def acknowledge_cancel(session: Session, claim: Claim, *, timing: RunTiming | None = None) -> None:
     """The run saw the cancel request, saved its state and stopped."""
     phase = _finish(session, claim, PhaseStatus.CANCELLED, timing)

@@ -34,6 +34,11 @@ from worker.tiny_model import is_complete
 logger = logging.getLogger(__name__)
 
 
+# A store that stopped answering after its own retries may answer the next attempt: the phase is
+# queued again (resuming from its latest recorded checkpoint) while attempts remain.
+RETRYABLE_CODES = frozenset({"object_store_unavailable", "unavailable"})
+
+
 def _error_code(exc: BaseException) -> str:
     if isinstance(exc, RelaytuneError):
         return exc.code
@@ -200,6 +205,18 @@ def _run_and_record(
         logger.exception("phase %s of job %s failed", claim.phase, claim.job_id)
         code, message = _error_code(exc), public_error(exc, settings)
         details = exc.details if isinstance(exc, RelaytuneError) else None
+        if code in RETRYABLE_CODES:
+            reporter.write(
+                lambda session: runs.retry_or_fail_phase(
+                    session,
+                    claim,
+                    code=code,
+                    message=message,
+                    max_attempts=settings.max_attempts,
+                    timing=clock.timing(),
+                )
+            )
+            return None
         reporter.write(
             lambda session: runs.fail_phase(
                 session, claim, code=code, message=message, details=details, timing=clock.timing()

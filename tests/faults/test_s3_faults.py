@@ -1,17 +1,20 @@
-"""An S3 endpoint that fails: requests are retried with backoff, and a store that keeps failing
-fails the phase with an error naming the store, never leaving a checkpoint half visible."""
+"""An S3 endpoint that fails: requests are retried with backoff; a phase whose store keeps failing
+is queued again while attempts remain, then fails with an error naming the store, never leaving
+a checkpoint half visible."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from orchestrator import dispatch, jobs
 from orchestrator.db import session_scope
-from orchestrator.models import Job
+from orchestrator.models import Event, Job
 from orchestrator.storage import ObjectStoreUnavailable, S3Store, get_store
 from tests.conftest import reset_caches
 from tests.faults.fault_helpers import (
@@ -65,6 +68,16 @@ def _run(job_id: str, name: str, attempt: int = 1) -> None:
         {"job_id": job_id, "phase": name, "attempt": attempt, "pool": "x"},
         worker_id=f"test/{name}/{attempt}",
     )
+
+
+def events_of(job_id: str, type_: str, *, attempt: int) -> list[dict[str, Any]]:
+    with session_scope() as session:
+        rows = session.scalars(
+            select(Event).where(
+                Event.job_id == job_id, Event.type == type_, Event.attempt == attempt
+            )
+        ).all()
+        return [dict(row.data) for row in rows]
 
 
 def _outcomes(proxy: FlakyS3, key: str) -> list[str]:
@@ -171,7 +184,7 @@ def test_a_warmup_rides_out_a_flaky_store_and_every_checkpoint_it_records_is_who
 
 
 @pytest.mark.e2e
-def test_a_store_that_keeps_failing_fails_the_phase_naming_the_store_and_hides_the_checkpoint(
+def test_a_store_that_keeps_failing_is_retried_then_fails_the_phase_naming_the_store(
     through_proxy: FlakyS3,
     recorded_dispatch: dispatch.RecordingDispatcher,
     tiny_model_dir: str,
@@ -185,13 +198,22 @@ def test_a_store_that_keeps_failing_fails_the_phase_naming_the_store_and_hides_t
         # The adapter of step 2's checkpoints goes up; their training state never does.
         return (
             r.method == "PUT"
-            and r.key.startswith(attempt_1)
+            and r.key.startswith(f"jobs/{job_id}/warmup/")
             and r.key.endswith("/training_state.pt")
             and "/step-1/" not in r.key
         )
 
     through_proxy.fail(after_the_first_checkpoint, status=503)
-    _run(job_id, "warmup")
+    # Each attempt gives up on the store and queues the next, which resumes from step 1's
+    # checkpoint, until the attempts (3 by default) are spent.
+    for attempt in (1, 2):
+        _run(job_id, "warmup", attempt=attempt)
+        retried = phase(job_id, "warmup")
+        assert (retried.status, retried.attempt) == ("queued", attempt + 1)
+        assert retried.resume_key == f"{attempt_1}/step-1"
+        [event] = events_of(job_id, "phase_retrying", attempt=attempt)
+        assert event["code"] == "object_store_unavailable"
+    _run(job_id, "warmup", attempt=3)
 
     failed = phase(job_id, "warmup")
     assert failed.status == "failed" and failed.error_code == "object_store_unavailable"
@@ -223,9 +245,9 @@ def test_a_store_that_keeps_failing_fails_the_phase_naming_the_store_and_hides_t
         job = session.get(Job, job_id)
         assert job is not None
         jobs.requeue_phase(session, job.tenant_id, job_id, "warmup")
-    _run(job_id, "warmup", attempt=2)
+    _run(job_id, "warmup", attempt=4)
     assert phase(job_id, "warmup").status == "succeeded"
-    assert metric_steps(job_id, "warmup", 2) == [2, 3, 4]
+    assert metric_steps(job_id, "warmup", 4) == [2, 3, 4]
     assert_checkpoints_whole(job_id)
 
 

@@ -343,3 +343,55 @@ def test_a_run_is_handed_the_best_checkpoint_it_starts_from(job_id: str) -> None
     with session_scope() as session:
         jobs.requeue_phase(session, tenant_id, job_id, "final", start_from="input")
     assert _claim(job_id, "final", attempt=3).best_key == warm_best  # the warmup's output again
+
+
+def test_a_store_failure_queues_the_next_attempt_until_attempts_run_out(job_id: str) -> None:
+    _complete(_claim(job_id, "preprocess"))
+    for attempt in (1, 2):
+        with session_scope() as session:
+            queued = runs.retry_or_fail_phase(
+                session,
+                _claim(job_id, "warmup", attempt=attempt),
+                code="object_store_unavailable",
+                message="the S3 bucket did not answer",
+                max_attempts=3,
+            )
+        assert queued
+        warmup = next(p for p in _job(job_id).phases if p.name == "warmup")
+        assert (warmup.status, warmup.attempt) == ("queued", attempt + 1)
+    with session_scope() as session:
+        queued = runs.retry_or_fail_phase(
+            session,
+            _claim(job_id, "warmup", attempt=3),
+            code="object_store_unavailable",
+            message="the S3 bucket did not answer",
+            max_attempts=3,
+        )
+    assert not queued
+    job = _job(job_id)
+    warmup = next(p for p in job.phases if p.name == "warmup")
+    assert (warmup.status, warmup.attempt, warmup.error_code) == (
+        "failed",
+        3,
+        "object_store_unavailable",
+    )
+    assert job.status == "failed"
+
+
+def test_a_store_failure_of_a_job_being_cancelled_is_not_retried(job_id: str) -> None:
+    _complete(_claim(job_id, "preprocess"))
+    claim = _claim(job_id, "warmup")
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        jobs.cancel_job(session, job.tenant_id, job_id)
+    with session_scope() as session:
+        queued = runs.retry_or_fail_phase(
+            session,
+            claim,
+            code="unavailable",
+            message="the database did not answer",
+            max_attempts=3,
+        )
+    assert not queued
+    assert next(p for p in _job(job_id).phases if p.name == "warmup").attempt == 1
