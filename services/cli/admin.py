@@ -3,6 +3,7 @@ spending limits. Keys, prices and limits change here, not in code."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -121,13 +122,64 @@ def _expires_in(_: Any, __: Any, value: str | None) -> Any:
     callback=_expires_in,
     help="Lifetime: a number and a unit (s, m, h, d, w), like 30d. Default: never.",
 )
-def api_key_create(tenant: str, admin: bool, expires_in: Any) -> None:
+@click.option(
+    "--if-none",
+    is_flag=True,
+    help="Create the key only if no active admin key exists (with --admin): a deployment's "
+    "first start creates one, every later start none.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the key into this file (readable by its owner only) instead of printing it.",
+)
+def api_key_create(
+    tenant: str, admin: bool, expires_in: Any, if_none: bool, output: Path | None
+) -> None:
     """Print a new API key for TENANT (stored hashed; shown only now)."""
-    from orchestrator.auth import create_api_key
+    from orchestrator.auth import SHOWN_PREFIX_LENGTH, create_api_key
 
+    if if_none and not admin:
+        raise click.UsageError("--if-none bootstraps an admin key: give --admin too")
     with _store() as session:
+        existing = _active_admin_key(session) if if_none else None
+        if existing is not None:
+            # On stderr: stdout stays empty, so a script that captures the key gets none.
+            click.echo(
+                f"an active admin key exists ({existing.prefix}… of tenant "
+                f"{existing.tenant.name}); none created",
+                err=True,
+            )
+            return
         key = create_api_key(session, tenant, admin=admin, expires_in=expires_in)
-    click.echo(key)
+        if output is not None:
+            # Written before the transaction commits: a key that cannot be written is not kept.
+            _write_secret(output, key)
+    if output is None:
+        click.echo(key)
+    else:
+        shown = key[:SHOWN_PREFIX_LENGTH]
+        click.echo(f"API key {shown}… of tenant {tenant} written to {output}", err=True)
+
+
+def _active_admin_key(session: Session) -> Any:
+    from orchestrator import repository
+    from orchestrator.auth import key_status
+
+    keys = repository.api_keys(session)
+    return next((k for k in keys if k.is_admin and key_status(k) == "active"), None)
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    """Replace PATH with SECRET atomically, never readable by anyone but the owner."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    partial.replace(path)
 
 
 def _when(moment: Any) -> str:
