@@ -131,6 +131,8 @@ def submit_job(
     session.add(job)
     session.flush()
     warnings = submit_warnings(hp)
+    # Only a job with something to warn about carries the key.
+    extra: dict[str, Any] = {"warnings": warnings} if warnings else {}
     # The job owns a copy of its data under its own prefix; the upload may be deleted later.
     store.put_bytes(job_dataset_key(job.id), store.get_bytes(dataset.storage_key))
     emit(
@@ -140,7 +142,7 @@ def submit_job(
         dataset_id=dataset.id,
         base_model=base_model,
         pools=phase_pools,
-        **({"warnings": warnings} if warnings else {}),
+        **extra,
     )
     queue_phase(session, job, job.phases[0], now=now, reason="submitted")
     refresh_job_status(session, job, now)
