@@ -61,6 +61,19 @@ def resolve_pools(session: Session, requested: dict[str, str] | str | None) -> d
     return pools
 
 
+def submit_warnings(hp: Hyperparameters) -> list[str]:
+    """What a job may do but its user should know at submit: settings that limit where its
+    adapter can be served."""
+    warnings = []
+    if hp.modules_to_save:
+        warnings.append(
+            f"modules_to_save ({', '.join(hp.modules_to_save)}) makes the adapter unservable by "
+            "vLLM, which refuses LoRA adapters with modules_to_save; load it with transformers "
+            "+ peft, or leave modules_to_save empty to serve it with vLLM"
+        )
+    return warnings
+
+
 def submit_job(
     session: Session,
     store: ObjectStore,
@@ -117,6 +130,9 @@ def submit_job(
     ]
     session.add(job)
     session.flush()
+    warnings = submit_warnings(hp)
+    # Only a job with something to warn about carries the key.
+    extra: dict[str, Any] = {"warnings": warnings} if warnings else {}
     # The job owns a copy of its data under its own prefix; the upload may be deleted later.
     store.put_bytes(job_dataset_key(job.id), store.get_bytes(dataset.storage_key))
     emit(
@@ -126,6 +142,7 @@ def submit_job(
         dataset_id=dataset.id,
         base_model=base_model,
         pools=phase_pools,
+        **extra,
     )
     queue_phase(session, job, job.phases[0], now=now, reason="submitted")
     refresh_job_status(session, job, now)

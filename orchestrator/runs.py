@@ -20,7 +20,7 @@ from orchestrator.events import EventType, emit_for_phase
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.layout import RESUMABLE_KINDS, CheckpointKind
 from orchestrator.lifecycle import PhaseStatus
-from orchestrator.models import Checkpoint, Phase, utcnow
+from orchestrator.models import Checkpoint, Dataset, Phase, utcnow
 from orchestrator.phase_moves import (
     cancel_waiting,
     mark_failed,
@@ -53,6 +53,9 @@ class Claim:
     run_prefix: str  # where this attempt writes its checkpoints and its output
     start_epoch: int
     end_epoch: int
+    # For the exported adapter's model card: the data set the job was submitted with.
+    dataset_id: str = ""
+    dataset_name: str = ""  # the uploaded file's name ("" once the upload is deleted)
 
 
 def claim_phase(
@@ -96,6 +99,7 @@ def claim_phase(
     refresh_job_status(session, job, now)
     hyperparameters = Hyperparameters.model_validate(job.hyperparameters)
     epochs = epoch_range(phase, hyperparameters)
+    dataset = session.get(Dataset, job.dataset_id)
     return Claim(
         job_id=job_id,
         phase=phase,
@@ -110,6 +114,8 @@ def claim_phase(
         run_prefix=layout.run_prefix(job_id, phase, attempt),
         start_epoch=epochs.start,
         end_epoch=epochs.end,
+        dataset_id=job.dataset_id,
+        dataset_name=dataset.filename if dataset is not None else "",
     )
 
 

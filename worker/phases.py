@@ -6,6 +6,7 @@ must stay free of CUDA.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.base_models import resolve_base_model
 from orchestrator.dataset_archive import extract_dataset
-from orchestrator.layout import CheckpointKind, artifact_key, checkpoint_key, export_key
+from orchestrator.layout import (
+    ADAPTER_DIR,
+    MANIFEST_FILE,
+    CheckpointKind,
+    artifact_key,
+    checkpoint_key,
+    export_key,
+)
 from orchestrator.runs import Claim
 from orchestrator.settings import get_settings
 from orchestrator.storage import ObjectStore, download_dir
+from worker.recipe.export import write_model_card
 from worker.reporting import Reporter
 
 if TYPE_CHECKING:
@@ -215,12 +224,33 @@ def run_final(
             on_export=lambda: clock.switch("export"),
         )
     clock.count(validation_samples=int(report["num_samples"]))
+    write_adapter_card(claim, artifact_dir, export_dir, report)
     output_key = export_key(claim.run_prefix)
     reporter.checkpoint(
         export_dir, output_key, kind=CheckpointKind.ADAPTER, step=result.global_step
     )
     reporter.event("evaluation", report["summary"])
     return output_key, _summary(result)
+
+
+def write_adapter_card(
+    claim: Claim, artifact_dir: Path, export_dir: Path, report: dict[str, Any]
+) -> None:
+    """The adapter's card: base model by its registered name, data set, settings, evaluation."""
+    manifest = json.loads((artifact_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+    write_model_card(
+        export_dir / ADAPTER_DIR,
+        base_model=claim.base_model,
+        dataset={
+            "id": claim.dataset_id or None,
+            "name": claim.dataset_name or None,
+            "num_samples": manifest["num_samples"],
+            "train_samples": len(manifest["train"]),
+            "val_samples": len(manifest["val"]),
+        },
+        hyperparameters=claim.hyperparameters.model_dump(mode="json"),
+        evaluation=report,
+    )
 
 
 PHASE_RUNNERS: dict[str, Callable[[Claim, ObjectStore, Path, Reporter, Handover], PhaseOutput]] = {

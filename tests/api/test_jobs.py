@@ -194,3 +194,23 @@ def test_metrics_count_jobs_and_phases_from_the_store(client: TestClient, datase
     assert 'relaytune_phases{pool="t4",status="queued"} 1.0' in text
     assert 'relaytune_phases{pool="a100",status="pending"} 1.0' in text
     assert 'relaytune_billed_cost{currency="CNY",pool="t4"} 0.0' in text
+
+
+def _submitted_event(client: TestClient, job_id: str) -> dict[str, Any]:
+    events = client.get(f"/v1/jobs/{job_id}/events").json()
+    return next(e for e in events if e["type"] == "job_submitted")
+
+
+def test_modules_to_save_is_accepted_with_a_vllm_warning(
+    client: TestClient, dataset_id: str
+) -> None:
+    response = _submit(client, dataset_id, hyperparameters={"modules_to_save": ["lm_head"]})
+    assert response.status_code == 201, response.text
+    warnings = _submitted_event(client, response.json()["id"])["data"]["warnings"]
+    assert len(warnings) == 1
+    assert "vLLM" in warnings[0] and "modules_to_save (lm_head)" in warnings[0]
+
+
+def test_a_plain_lora_job_gets_no_warning(client: TestClient, dataset_id: str) -> None:
+    job_id = _submit(client, dataset_id).json()["id"]
+    assert "warnings" not in _submitted_event(client, job_id)["data"]

@@ -164,3 +164,123 @@ def test_causal_lm_auto_class_refuses_qwen3_vl(tiny_model_dir: str) -> None:
 
     with pytest.raises(ValueError, match=r"Unrecognized configuration class.*Qwen3VLConfig"):
         AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+
+
+EVALUATION: dict[str, Any] = {
+    "num_samples": 3,
+    "base": {"exact_match": 0.0, "val_loss": 2.5, "rouge_l": None},
+    "adapter": {"exact_match": 0.6667, "val_loss": 1.25, "rouge_l": None},
+    "delta": {"exact_match": 0.6667, "val_loss": -1.25, "rouge_l": None},
+}
+
+
+def _front_matter(card: str) -> dict[str, Any]:
+    import yaml
+
+    assert card.startswith("---\n")
+    return dict(yaml.safe_load(card.split("---\n")[1]))
+
+
+def test_model_card_states_the_adapters_provenance(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    from worker.recipe.export import write_model_card
+
+    hp = Hyperparameters.model_validate(HP).model_dump(mode="json")
+    card = write_model_card(
+        tmp_path,
+        base_model="team/vl: 8b",  # a name YAML would split without quoting
+        dataset={"id": "ds-123", "name": "parts.zip", "num_samples": 12, "val_samples": 3},
+        hyperparameters=hp,
+        evaluation=EVALUATION,
+    ).read_text(encoding="utf-8")
+    front = _front_matter(card)
+    assert front["base_model"] == "team/vl: 8b"
+    assert front["library_name"] == "peft" and "relaytune" in front["tags"]
+    body = card.split("---\n", 2)[2]
+    assert "ds-123" in body and "parts.zip" in body and "Samples: 12" in body
+    assert '"lora_rank": 4' in body and '"target_modules": [' in body
+    assert "| exact_match | 0 | 0.6667 | 0.6667 |" in body
+    assert "| val_loss | 2.5 | 1.25 | -1.25 |" in body
+    assert "| rouge_l | n/a | n/a | n/a |" in body
+    assert f"relaytune {version('relaytune')}" in body
+
+
+def test_the_final_phase_exports_the_registered_name_and_its_card(
+    tiny_model_dir: str, adapter_dir: Path, tmp_path: Path
+) -> None:
+    """What the final phase hands the user names the base as the job does, never the worker's
+    directory, in adapter_config.json and in the model card."""
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    from orchestrator.runs import Claim
+    from worker.phases import write_adapter_card
+    from worker.recipe.export import save_adapter
+
+    claim = Claim(
+        job_id="j1",
+        phase="final",
+        attempt=1,
+        pool="a100",
+        base_model="tiny",
+        hyperparameters=Hyperparameters.model_validate(HP),
+        input_key="",
+        artifact_key="",
+        resume_key="",
+        best_key="",
+        run_prefix="jobs/j1/final/a1",
+        start_epoch=2,
+        end_epoch=3,
+        dataset_id="ds-1",
+        dataset_name="parts.zip",
+    )
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    manifest = {"num_samples": 5, "train": [0, 1, 2, 3], "val": [4]}
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    export = tmp_path / "export"
+    model = PeftModel.from_pretrained(
+        AutoModelForImageTextToText.from_pretrained(tiny_model_dir), str(adapter_dir)
+    )
+    save_adapter(model, export / "adapter", base_model_name=claim.base_model)
+    write_adapter_card(claim, artifact, export, EVALUATION)
+
+    config = json.loads((export / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "tiny"
+    card = (export / "adapter" / "README.md").read_text(encoding="utf-8")
+    assert _front_matter(card)["base_model"] == "tiny"
+    assert tiny_model_dir not in card and str(Path(tiny_model_dir).parent) not in card
+    assert "ds-1" in card and "parts.zip" in card
+    assert "Samples: 5" in card and "Training samples: 4" in card
+    assert "Validation samples: 1" in card
+
+
+def _readme_serving_snippet() -> str:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Serving the adapter", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_serving_snippet_answers_about_an_image(
+    tiny_model_dir: str, adapter_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's transformers + peft snippet, run as written on the tiny model, an adapter
+    and an image; only the three inputs it names are pointed at this test's files."""
+    import re
+
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "photo.png")
+    snippet = _readme_serving_snippet()
+    inputs = {"base": tiny_model_dir, "adapter": str(adapter_dir)}
+    for name, value in inputs.items():
+        snippet, count = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", snippet, flags=re.M)
+        assert count == 1, name
+    assert '"photo.jpg"' in snippet
+    snippet = snippet.replace('"photo.jpg"', repr(str(tmp_path / "photo.png")))
+    namespace: dict[str, Any] = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)  # our own README, run as written
+    assert namespace["inputs"]["pixel_values"].numel() > 0  # the image went in
+    assert namespace["output"].shape[1] > namespace["inputs"]["input_ids"].shape[1]
+    assert capsys.readouterr().out.strip() == namespace["answer"].strip()

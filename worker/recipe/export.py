@@ -79,3 +79,81 @@ def save_merged(model: Any, model_dir: str, merged_dir: Path) -> dict[str, Any]:
     AutoProcessor.from_pretrained(model_dir).save_pretrained(str(merged_dir))
     dtype = str(next(merged.parameters()).dtype).removeprefix("torch.")
     return {**describe_dir(merged_dir), "format": MERGED_FORMAT, "dtype": dtype}
+
+
+MODEL_CARD = "README.md"
+CARD_TAGS = ("relaytune", "lora", "image-text-to-text")
+
+
+def relaytune_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("relaytune")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def model_card(
+    *,
+    base_model: str,
+    dataset: dict[str, Any],
+    hyperparameters: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> str:
+    """The adapter's model card: Hugging Face style YAML front matter, then its provenance.
+
+    dataset: {"id", "name", "num_samples", "train_samples", "val_samples"}; absent or None
+    entries are left out.
+    evaluation: the final phase's report ("num_samples", "base", "adapter", "delta").
+    """
+    # JSON strings are valid YAML scalars: a name with ':' or quotes stays one value.
+    front = ["---", f"base_model: {json.dumps(base_model)}", "library_name: peft", "tags:"]
+    front += [f"- {tag}" for tag in CARD_TAGS]
+    lines = [*front, "---", "", f"# LoRA adapter for {base_model}", ""]
+    lines += [
+        f"Fine-tuned with relaytune {relaytune_version()}. Load it on top of the base model "
+        f"`{base_model}` (see “Serving the adapter” in relaytune's README).",
+        "",
+        "## Data set",
+        "",
+    ]
+    labels = {
+        "id": "Id",
+        "name": "Name",
+        "num_samples": "Samples",
+        "train_samples": "Training samples",
+        "val_samples": "Validation samples",
+    }
+    shown = [(label, dataset.get(key)) for key, label in labels.items()]
+    lines += [f"- {label}: {_cell(value)}" for label, value in shown if value is not None]
+    lines += ["", "## Hyperparameters", "", "```json"]
+    lines += [json.dumps(hyperparameters, indent=2, sort_keys=True), "```", ""]
+    lines += [
+        "## Evaluation",
+        "",
+        f"On {evaluation['num_samples']} held-out samples, greedy decoding; "
+        "before = the base model, after = base + this adapter.",
+        "",
+        "| metric | before | after | change |",
+        "|---|---|---|---|",
+    ]
+    for metric, before in evaluation["base"].items():
+        after, change = evaluation["adapter"].get(metric), evaluation["delta"].get(metric)
+        lines.append(f"| {metric} | {_cell(before)} | {_cell(after)} | {_cell(change)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(adapter_dir: Path, **card: Any) -> Path:
+    """Replace peft's generic card in adapter_dir with relaytune's (see model_card)."""
+    path = Path(adapter_dir) / MODEL_CARD
+    path.write_text(model_card(**card), encoding="utf-8")
+    return path
