@@ -11,6 +11,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from orchestrator.db import session_scope
+from orchestrator.leader import Round, take_round
 from orchestrator.models import utcnow
 from orchestrator.pools import apply_pools_file
 from orchestrator.reaper import reap
@@ -24,6 +25,9 @@ logger = logging.getLogger(__name__)
 def _reap_once() -> None:
     settings = get_settings()
     with session_scope() as session:
+        if not take_round(session, Round.REAPER):
+            logger.debug("reaper round skipped: another replica is running one")
+            return
         reap(
             session, max_attempts=settings.max_attempts, resend_after_seconds=settings.lease_seconds
         )
@@ -32,6 +36,9 @@ def _reap_once() -> None:
 def _sweep_once() -> None:
     grace = timedelta(seconds=get_settings().sweep_grace_seconds)
     with session_scope() as session:
+        if not take_round(session, Round.SWEEP):
+            logger.debug("sweep round skipped: another replica is running one")
+            return
         sweep(session, get_store(), grace=grace, now=utcnow())
 
 
