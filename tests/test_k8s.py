@@ -10,6 +10,7 @@ import copy
 import importlib.util
 import json
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from orchestrator.dispatch import default_queue
@@ -267,6 +269,29 @@ def test_worker_probes_ping_the_node_the_worker_names(monkeypatch: pytest.Monkey
             ping = shlex.split(line)
             assert ping[:5] == ["celery", "-A", "worker.celery_app", "inspect", "ping"]
             assert ping[ping.index("-d") + 1] == node, pool
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl to compare with")
+def test_the_renderer_agrees_with_kubectl_kustomize(tmp_path: Path) -> None:
+    copied = tmp_path / "k8s"
+    shutil.copytree(K8S, copied)
+    secrets = copied / "overlays" / "example" / "secrets.env"
+    shutil.copy(OVERLAY / "secrets.env.example", secrets)
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(secrets.parent)], capture_output=True, text=True, check=True
+    )
+
+    def decoded(resources: list[Resource]) -> dict[tuple[str, str], Resource]:
+        by_name = {}
+        for resource in resources:
+            if resource["kind"] == "Secret":  # kubectl wraps long base64 lines
+                data = resource["data"]
+                resource["data"] = {k: base64.b64decode(v) for k, v in data.items()}
+            by_name[resource["kind"], resource["metadata"]["name"]] = resource
+        return by_name
+
+    expected = decoded([r for r in yaml.safe_load_all(built.stdout) if r])
+    assert decoded(render.render(secrets.parent)) == expected
 
 
 def test_the_renderer_refuses_what_it_does_not_implement(tmp_path: Path) -> None:
