@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from orchestrator.db import session_scope
 from orchestrator.models import PhaseTiming
+from tests.faults import test_process_faults as process_faults
 from tests.faults.fault_helpers import (
     assert_checkpoints_whole,
     assert_same_tensors,
@@ -25,8 +26,6 @@ from tests.faults.fault_helpers import (
     submit,
 )
 from tests.faults.flaky_s3 import FlakyS3, Request
-
-from tests.faults import test_process_faults as process_faults
 from tests.faults.test_process_faults import (
     JOB_TIMEOUT_S,
     WARMUP_STEPS,
