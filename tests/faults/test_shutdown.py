@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from orchestrator import dispatch, runs
 from orchestrator.db import session_scope
+from orchestrator.errors import LeaseLost
 from orchestrator.models import PhaseTiming
+from orchestrator.settings import get_settings
 from tests.faults import test_process_faults as process_faults
 from tests.faults.fault_helpers import (
     assert_checkpoints_whole,
@@ -33,6 +36,7 @@ from tests.faults.test_process_faults import (
     _wait_for_job,
     _wait_until,
 )
+from tests.orchestrator import relay_helpers as relay
 
 # The module-scoped worker fleet, its broker and S3 proxy, and the uninterrupted run's adapter:
 # this module gets its own, as test_process_faults does.
@@ -48,6 +52,67 @@ def _timings(job_id: str, name: str) -> list[tuple[int, str]]:
             select(PhaseTiming).where(PhaseTiming.job_id == job_id, PhaseTiming.phase == name)
         )
         return sorted((row.attempt, row.outcome) for row in rows)
+
+
+# -- the job store's side: what a hand-back writes -------------------------------------------
+
+
+def _hand_back(claim: runs.Claim) -> None:
+    with session_scope() as session:
+        runs.hand_back_phase(session, claim, reason="worker_shutdown")
+
+
+def test_a_handed_back_phase_is_queued_as_the_next_attempt_and_its_run_billed_once(
+    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher
+) -> None:
+    job_id = relay.submit(relay.new_tenant())
+    relay.complete(relay.claim(job_id, "preprocess"))
+    claim = relay.claim(job_id, "warmup")
+    _hand_back(claim)
+
+    warmup = phase(job_id, "warmup")
+    assert (warmup.status, warmup.attempt, warmup.worker_id) == ("queued", 2, None)
+    assert [m.attempt for m in recorded_dispatch.sent if m.phase == "warmup"] == [1, 2]
+    requeued = events(job_id, "phase_requeued", "warmup")
+    assert [(e.attempt, e.data["reason"]) for e in requeued] == [(1, "worker_shutdown")]
+    queued = events(job_id, "phase_queued", "warmup")
+    assert [(e.attempt, e.data["reason"]) for e in queued][-1] == (2, "worker_shutdown")
+    assert _timings(job_id, "warmup") == [(1, "queued")]
+    # The stopped run can write nothing more, the hand-back included.
+    with pytest.raises(LeaseLost):
+        _hand_back(claim)
+    assert _timings(job_id, "warmup") == [(1, "queued")]
+    relay.claim(job_id, "warmup", attempt=2)  # the next delivery takes it
+
+
+def test_a_phase_is_handed_back_even_when_it_has_used_its_attempts(
+    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher
+) -> None:
+    """A shutdown is not the phase's failure: it goes on, whatever attempts it used."""
+    job_id = relay.submit(relay.new_tenant())
+    relay.complete(relay.claim(job_id, "preprocess"))
+    max_attempts = get_settings().max_attempts
+    for attempt in range(1, max_attempts + 1):
+        _hand_back(relay.claim(job_id, "warmup", attempt=attempt))
+    warmup = phase(job_id, "warmup")
+    assert (warmup.status, warmup.attempt) == ("queued", max_attempts + 1)
+
+
+def test_a_phase_of_a_job_being_cancelled_is_cancelled_instead_of_handed_back(
+    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher
+) -> None:
+    job_id = relay.submit(relay.new_tenant())
+    relay.complete(relay.claim(job_id, "preprocess"))
+    claim = relay.claim(job_id, "warmup")
+    relay.cancel(job_id)
+    _hand_back(claim)
+    warmup = phase(job_id, "warmup")
+    assert (warmup.status, warmup.attempt) == ("cancelled", 1)
+    assert not events(job_id, "phase_requeued", "warmup")
+    assert relay.job(job_id).status == "cancelled"
+
+
+# -- a real worker -----------------------------------------------------------------------------
 
 
 @pytest.mark.e2e
