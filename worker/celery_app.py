@@ -80,9 +80,9 @@ def _own_database_connections(**_: Any) -> None:
     forget_inherited_connections()
 
 
-@signals.worker_process_init.connect
+@signals.task_prerun.connect
 def _listen_for_shutdown(**_: Any) -> None:
-    # The parent's shutdown reaches the child as SIGUSR1 (worker.shutdown).
+    # The parent's shutdown reaches the child running the phase as a signal (worker.shutdown).
     from worker.shutdown import listen_in_child
 
     listen_in_child()

@@ -2,7 +2,7 @@
 
 Celery's warm shutdown waits for the running task, which for a training phase can be hours.
 So the worker's parent process, as its shutdown begins, tells the child running the phase
-(SIGUSR1); the child stops at its next step boundary, saves a checkpoint and re-queues the
+(SIGUSR2); the child stops at its next step boundary, saves a checkpoint and re-queues the
 phase, which resumes from that checkpoint on another worker. A child that has not finished
 within RELAYTUNE_SHUTDOWN_GRACE_SECONDS is killed: the phase's lease then expires and the
 reaper re-queues it from its last recorded checkpoint.
@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 # Set in the child when its parent is shutting down; the training loop checks it every step.
 requested = threading.Event()
 
-STOP_SIGNAL = signal.SIGUSR1
+# Not SIGUSR1: billiard's children take that one for Celery's soft time limit.
+STOP_SIGNAL = signal.SIGUSR2
 
 
 def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
@@ -29,8 +30,12 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def listen_in_child() -> None:
-    """In a pool child, before it runs a phase (Celery resets SIGUSR1 in its children)."""
+    """In a pool child as its task starts: billiard sets its children's signal handlers after
+    worker_process_init, so earlier would be too early. A stop that comes before this ends
+    the child; it has claimed nothing yet, and its message comes again."""
     requested.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return  # a thread pool's task: only the main thread may set handlers
     signal.signal(STOP_SIGNAL, _on_stop_signal)
 
 
@@ -56,6 +61,7 @@ def _send(pids: list[int], sig: int) -> list[int]:
 def forward_to_children(grace_seconds: float) -> None:
     """In the parent, as its shutdown begins: ask every child to hand its phase back, and kill
     the ones still running once the grace period is over."""
+    requested.set()  # a worker without children (--pool solo) runs its phase itself
     pids = _send(_pool_children(), STOP_SIGNAL)
     if not pids:
         return
