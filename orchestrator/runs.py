@@ -333,3 +333,34 @@ def acknowledge_cancel(session: Session, claim: Claim, *, timing: RunTiming | No
     phase = _finish(session, claim, PhaseStatus.CANCELLED, timing)
     emit_for_phase(session, phase, EventType.PHASE_CANCELLED, step=phase.step)
     refresh_job_status(session, phase.job)
+
+
+def hand_back_phase(
+    session: Session,
+    claim: Claim,
+    *,
+    reason: str = "worker_shutdown",
+    timing: RunTiming | None = None,
+) -> None:
+    """The worker is going away (preemption, scale-down): the run saved a checkpoint and stopped,
+    and the phase is queued again as a new attempt that resumes from it elsewhere. The run is
+    billed up to now, once. It is not the phase's fault, so it is queued again whatever
+    attempts it has used (the attempt number, the fencing token, still goes up: a later
+    failure of the phase then finds fewer attempts left). A job with a cancel request is
+    cancelled instead."""
+    phase = _fenced_phase(session, claim)
+    if phase.job.cancel_requested_at is not None:
+        acknowledge_cancel(session, claim, timing=timing)
+        return
+    phase, now = _release(session, claim, PhaseStatus.QUEUED, timing)
+    emit_for_phase(
+        session,
+        phase,
+        EventType.PHASE_REQUEUED,
+        reason=reason,
+        step=phase.step,
+        resume_key=phase.resume_key,
+        worker_id=phase.worker_id,
+    )
+    queue_phase(session, phase.job, phase, now=now, reason=reason)
+    refresh_job_status(session, phase.job, now)

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=120, ge=1)
     heartbeat_seconds: float = Field(default=0.0, ge=0)
     max_attempts: int = 3
+    # A worker told to stop (SIGTERM) gives its running phase this long to checkpoint and be
+    # handed back; then the phase's process is killed and the lease expiry re-queues it.
+    shutdown_grace_seconds: float = Field(default=60.0, ge=0)
     # A worker that finishes a phase runs the next one itself when it is queued on the same
     # pool: one process, one model load, no storage round trip between them.
     fuse_same_pool_phases: bool = True

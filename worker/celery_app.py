@@ -80,6 +80,23 @@ def _own_database_connections(**_: Any) -> None:
     forget_inherited_connections()
 
 
+@signals.task_prerun.connect
+def _listen_for_shutdown(**_: Any) -> None:
+    # The parent's shutdown reaches the child running the phase as a signal (worker.shutdown).
+    from worker.shutdown import listen_in_child
+
+    listen_in_child()
+
+
+@signals.worker_shutting_down.connect
+def _hand_back_running_phases(**_: Any) -> None:
+    # In the parent, inside its SIGTERM handler: warm shutdown would wait for the phase to
+    # end; the child is asked to checkpoint and hand it back instead, within the grace period.
+    from worker.shutdown import forward_to_children
+
+    forward_to_children(get_settings().shutdown_grace_seconds)
+
+
 @signals.worker_process_init.connect
 def _share_cpus_among_workers(**_: Any) -> None:
     # In the child, before its phase runs a torch op: thread pools are per process.

@@ -36,6 +36,7 @@ from orchestrator.errors import LeaseLost
 from orchestrator.events import EventType
 from orchestrator.settings import Settings
 from orchestrator.storage import ObjectStore, delete_prefix, publish_dir
+from worker import shutdown
 from worker.timing import PhaseClock
 
 logger = logging.getLogger(__name__)
@@ -162,7 +163,13 @@ class Reporter:
             self.cancel_requested.is_set()
             or self.lease_lost.is_set()
             or self.budget_stop is not None
+            or self.shutting_down()
         )
+
+    @staticmethod
+    def shutting_down() -> bool:
+        """The worker is being stopped: the run checkpoints and hands its phase back."""
+        return shutdown.requested.is_set()
 
     # -- writes ------------------------------------------------------------------------------
 

@@ -194,6 +194,19 @@ def _run_and_record(
                     session, claim, code=stop.code, message=stop.message, timing=clock.timing()
                 )
             )
+        elif not reporter.cancel_requested.is_set() and reporter.shutting_down():
+            # Re-queued; the next attempt resumes from the checkpoint the loop just saved.
+            reporter.write(
+                lambda session: runs.hand_back_phase(
+                    session, claim, reason="worker_shutdown", timing=clock.timing()
+                )
+            )
+            logger.warning(
+                "worker shutting down: handed %s of job %s (attempt %d) back",
+                claim.phase,
+                claim.job_id,
+                claim.attempt,
+            )
         else:
             reporter.write(
                 lambda session: runs.acknowledge_cancel(session, claim, timing=clock.timing())
@@ -228,8 +241,8 @@ def _run_and_record(
         runs.complete_phase(
             session, claim, output_key=output_key, summary=summary, timing=clock.timing()
         )
-        if not settings.fuse_same_pool_phases:
-            return None
+        if not settings.fuse_same_pool_phases or reporter.shutting_down():
+            return None  # a worker shutting down leaves the next phase to another
         sent_at = monotonic()
         nxt = fusion.continue_on_same_pool(
             session, claim, worker_id=worker_id, lease_seconds=settings.lease_seconds
