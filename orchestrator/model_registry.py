@@ -53,7 +53,7 @@ class ModelFiles:
     processor: dict[str, Any] | None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(_HASH_BLOCK):
@@ -112,7 +112,7 @@ def inspect_model_dir(directory: Path) -> ModelFiles:
     files: list[dict[str, Any]] = [
         {
             "path": p.relative_to(directory).as_posix(),
-            "sha256": _sha256(p),
+            "sha256": file_sha256(p),
             "bytes": p.stat().st_size,
         }
         for p in paths
