@@ -157,6 +157,25 @@ def check_name(name: str) -> str:
     return name
 
 
+def _refuse_a_name_the_server_knows(name: str) -> None:
+    """A registered name never shadows the default, a model-root directory or an allowed
+    name, so a name means the same model wherever it is resolved (workers look the job
+    store up only for names they do not know otherwise)."""
+    from orchestrator.base_models import resolve_base_model
+    from orchestrator.settings import get_settings
+
+    try:
+        resolve_base_model(name, get_settings())
+    except InvalidRequest:
+        return
+    raise Conflict(
+        f"'{name}' already names a model of the server (its default, a directory under its "
+        "model root or an allowed name); choose another name",
+        param="name",
+        code="model_exists",
+    )
+
+
 def find_model(session: Session, name: str) -> RegisteredModel | None:
     return session.scalar(select(RegisteredModel).where(RegisteredModel.name == name))
 
@@ -167,6 +186,7 @@ def add_model(
     """Register `directory` as `name`; returns the row and how many files were uploaded.
     Adding the same files under the same name again changes nothing."""
     name = check_name(name)
+    _refuse_a_name_the_server_knows(name)
     existing = find_model(session, name)
     files = inspect_model_dir(directory)
     if existing is not None and existing.digest != files.digest:

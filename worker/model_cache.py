@@ -25,8 +25,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.base_models import KnownModel, resolve_base_model
 from orchestrator.db import session_scope
-from orchestrator.errors import RelaytuneError
-from orchestrator.layout import MODELS_PREFIX, model_file_key
+from orchestrator.errors import InvalidRequest, RelaytuneError
+from orchestrator.layout import model_file_key
 from orchestrator.model_registry import file_sha256, find_model
 from orchestrator.settings import Settings
 from orchestrator.storage import ObjectStore, get_store
@@ -132,17 +132,21 @@ def materialise(
 
 
 def resolve_local_model(name: str, settings: Settings) -> KnownModel:
-    """resolve_base_model, with a registered model's location the local cache directory it
-    is materialised into."""
+    """Where this worker loads a base model from. The server's own names (the default, the
+    model root, allowed names) need no job store; any other name is looked up among the
+    registered models (a name is registered only when the server knows it no other way) and
+    its location is the local cache directory it is materialised into."""
+    try:
+        return resolve_base_model(name, settings)
+    except InvalidRequest as exc:
+        if exc.code != "unknown_model":
+            raise
     with session_scope() as session:
-        model = resolve_base_model(name, settings, session)
-        registered = (
-            find_model(session, model.name) if model.location.startswith(MODELS_PREFIX) else None
-        )
-        wanted = (registered.digest, list(registered.files)) if registered else None
-    if wanted is None:
-        return model
-    digest, files = wanted
+        model = resolve_base_model(name, settings, session)  # unknown_model lists every name
+        registered = find_model(session, model.name)
+        if registered is None:
+            return model
+        digest, files = registered.digest, list(registered.files)
     path, hit = materialise(
         get_store(), digest, files, cache_root(settings), ModelCacheSettings().max_bytes
     )

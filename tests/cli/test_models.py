@@ -17,30 +17,30 @@ def _invoke(*args: str) -> tuple[int, str]:
 
 
 def test_add_list_remove(clean_db: None, tiny_model_dir: str) -> None:
-    code, output = _invoke("models", "add", "tiny", "--from", tiny_model_dir)
+    code, output = _invoke("models", "add", "reg-tiny", "--from", tiny_model_dir)
     assert code == 0, output
-    assert "registered tiny: Qwen3VLForConditionalGeneration" in output
+    assert "registered reg-tiny: Qwen3VLForConditionalGeneration" in output
     with session_scope() as session:
-        model = find_model(session, "tiny")
+        model = find_model(session, "reg-tiny")
         assert model is not None
         digest, count = model.digest, len(model.files)
     assert f"{count} uploaded, 0 already stored" in output
     assert len(storage.get_store().list(model_prefix(digest) + "/")) == count
 
-    code, output = _invoke("models", "add", "tiny", "--from", tiny_model_dir)
+    code, output = _invoke("models", "add", "reg-tiny", "--from", tiny_model_dir)
     assert code == 0, output
     assert f"0 uploaded, {count} already stored" in output
 
     code, output = _invoke("models", "list")
     assert code == 0, output
-    assert "tiny" in output and "Qwen3VLForConditionalGeneration" in output
+    assert "reg-tiny" in output and "Qwen3VLForConditionalGeneration" in output
 
-    code, output = _invoke("models", "remove", "tiny")
+    code, output = _invoke("models", "remove", "reg-tiny")
     assert code == 0, output
     assert storage.get_store().list(model_prefix(digest) + "/") == []
-    code, output = _invoke("models", "remove", "tiny")
+    code, output = _invoke("models", "remove", "reg-tiny")
     assert code == 1
-    assert "no registered model 'tiny'" in output
+    assert "no registered model 'reg-tiny'" in output
 
 
 def test_add_refuses_a_directory_without_weights(clean_db: None, tmp_path: object) -> None:

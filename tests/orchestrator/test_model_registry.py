@@ -100,7 +100,7 @@ def test_an_interrupted_add_resumes_with_the_missing_files(
     first = files.files[0]["path"]
     store.inner.put_file(model_file_key(files.digest, first), Path(tiny_model_dir) / first)
     with session_scope() as session:
-        _, uploaded = add_model(session, store, "tiny", Path(tiny_model_dir))
+        _, uploaded = add_model(session, store, "reg-tiny", Path(tiny_model_dir))
     assert uploaded == len(files.files) - 1
     assert model_file_key(files.digest, first) not in store.puts
 
@@ -112,9 +112,9 @@ def test_a_name_taken_by_other_files_is_refused(
     shutil.copytree(tiny_model_dir, changed)
     (changed / "generation_config.json").write_text("{}")
     with session_scope() as session:
-        add_model(session, storage.get_store(), "tiny", Path(tiny_model_dir))
+        add_model(session, storage.get_store(), "reg-tiny", Path(tiny_model_dir))
     with pytest.raises(Conflict) as refused, session_scope() as session:
-        add_model(session, storage.get_store(), "tiny", changed)
+        add_model(session, storage.get_store(), "reg-tiny", changed)
     assert refused.value.code == "model_exists"
 
 
@@ -170,21 +170,21 @@ def test_remove_is_refused_while_an_unfinished_job_names_the_model(
 ) -> None:
     store = storage.get_store()
     with session_scope() as session:
-        model, _ = add_model(session, store, "tiny", Path(tiny_model_dir))
+        model, _ = add_model(session, store, "reg-tiny", Path(tiny_model_dir))
         digest = model.digest
-        _job_on(session, "tiny", "running")
+        _job_on(session, "reg-tiny", "running")
     with pytest.raises(Conflict) as refused, session_scope() as session:
-        remove_model(session, store, "tiny")
+        remove_model(session, store, "reg-tiny")
     assert refused.value.code == "model_in_use"
     with session_scope() as session:
         session.execute(Job.__table__.update().values(status="succeeded"))
     with session_scope() as session:
-        remove_model(session, store, "tiny")
+        remove_model(session, store, "reg-tiny")
     with session_scope() as session:
         assert session.scalars(select(RegisteredModel)).all() == []
     assert store.list(model_prefix(digest) + "/") == []
     with pytest.raises(NotFound), session_scope() as session:
-        remove_model(session, store, "tiny")
+        remove_model(session, store, "reg-tiny")
 
 
 def test_removing_one_of_two_names_keeps_the_shared_files(
@@ -192,11 +192,11 @@ def test_removing_one_of_two_names_keeps_the_shared_files(
 ) -> None:
     store = storage.get_store()
     with session_scope() as session:
-        model, _ = add_model(session, store, "a", Path(tiny_model_dir))
-        add_model(session, store, "b", Path(tiny_model_dir))
+        model, _ = add_model(session, store, "reg-a", Path(tiny_model_dir))
+        add_model(session, store, "reg-b", Path(tiny_model_dir))
         digest, count = model.digest, len(model.files)
     with session_scope() as session:
-        remove_model(session, store, "a")
+        remove_model(session, store, "reg-a")
     assert len(store.list(model_prefix(digest) + "/")) == count
 
 
@@ -215,3 +215,16 @@ def test_a_registered_name_resolves_first_and_is_listed_when_unknown(
     assert "team/vlm" in unknown.value.message and "tiny-qwen3-vl" in unknown.value.message
     # without a session (a caller with no job store), the existing names still resolve
     assert resolve_base_model("tiny-qwen3-vl", settings).name == "tiny-qwen3-vl"
+
+
+@pytest.mark.parametrize("name", ["tiny-qwen3-vl", "m"])
+def test_a_name_the_server_already_knows_is_not_registered(
+    clean_db: None, tiny_model_dir: str, name: str
+) -> None:
+    """The default and an allowed name: a registered name never shadows them, so workers
+    resolve a name to the same model as submit did."""
+    with pytest.raises(Conflict) as refused, session_scope() as session:
+        add_model(session, storage.get_store(), name, Path(tiny_model_dir))
+    assert (refused.value.code, refused.value.param) == ("model_exists", "name")
+    with session_scope() as session:
+        assert list_models(session) == []

@@ -191,7 +191,7 @@ def test_cancel_stops_a_running_warmup_at_its_next_step_with_a_checkpoint(
 
 
 def test_a_worker_finds_the_default_tiny_base_but_never_writes_it(
-    clean_db: None, tiny_model_dir: str, tmp_path: Path
+    tiny_model_dir: str, tmp_path: Path
 ) -> None:
     import shutil
 
