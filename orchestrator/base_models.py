@@ -1,7 +1,8 @@
 """Which base models a job may name, and what can be checked about one before anything runs.
 
-A job names its base model by a name the server knows: the default tiny model, a directory
-under the model root (`RELAYTUNE_MODEL_ROOT`), or a name the operator allowed
+A job names its base model by a name the server knows: a registered model
+(orchestrator.model_registry; looked up first), the default tiny model, a directory under the
+model root (`RELAYTUNE_MODEL_ROOT`), or a name the operator allowed
 (`RELAYTUNE_ALLOWED_MODELS`, e.g. a Hugging Face id already in the workers' cache). Any other
 name, an absolute path outside the root or a `..` walk out of it included, gets one and the
 same `unknown_model` error, so a tenant cannot probe the server's file system.
@@ -16,12 +17,15 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import InvalidRequest
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.model_shapes import PROJECTIONS
 from orchestrator.settings import TINY_MODEL_NAME, Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ class KnownModel:
     processor: dict[str, Any] | None  # the image processor's settings, when readable
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -50,17 +54,20 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _image_processor(directory: Path) -> dict[str, Any] | None:
-    combined = _read_json(directory / "processor_config.json") or {}
+def image_processor_settings(directory: Path) -> dict[str, Any] | None:
+    combined = read_json(directory / "processor_config.json") or {}
     nested = combined.get("image_processor")
     if isinstance(nested, dict):
         return nested
-    return _read_json(directory / "preprocessor_config.json")
+    return read_json(directory / "preprocessor_config.json")
 
 
 def _from_directory(name: str, directory: Path) -> KnownModel:
     return KnownModel(
-        name, str(directory), _read_json(directory / "config.json"), _image_processor(directory)
+        name,
+        str(directory),
+        read_json(directory / "config.json"),
+        image_processor_settings(directory),
     )
 
 
@@ -76,7 +83,7 @@ def _from_hub_cache(name: str) -> KnownModel:
             cached = try_to_load_from_cache(name, file)
         except ValueError:  # not shaped like a hub id: nothing cached under it
             cached = None
-        configs[file] = _read_json(Path(cached)) if isinstance(cached, str) else None
+        configs[file] = read_json(Path(cached)) if isinstance(cached, str) else None
     nested = (configs["processor_config.json"] or {}).get("image_processor")
     processor = nested if isinstance(nested, dict) else configs["preprocessor_config.json"]
     return KnownModel(name, name, configs["config.json"], processor)
@@ -99,9 +106,31 @@ def _has_config(directory: Path) -> bool:
         return False
 
 
-def known_names(settings: Settings) -> list[str]:
-    """Every name a job may give: the default, the root's model directories, allowed names."""
-    names = {settings.default_base_model, *settings.allowed_models}
+def _registered_names(session: Session | None) -> set[str]:
+    if session is None:
+        return set()
+    from orchestrator.model_registry import list_models
+
+    return {m.name for m in list_models(session)}
+
+
+def _registered(name: str, session: Session | None) -> KnownModel | None:
+    """A registered model: the worker materialises it from its stored prefix."""
+    if session is None:
+        return None
+    from orchestrator.layout import model_prefix
+    from orchestrator.model_registry import find_model
+
+    model = find_model(session, name)
+    if model is None:
+        return None
+    return KnownModel(model.name, model_prefix(model.digest), model.config, model.processor)
+
+
+def known_names(settings: Settings, session: Session | None = None) -> list[str]:
+    """Every name a job may give: registered models (given a session), the default, the
+    root's model directories, allowed names."""
+    names = {settings.default_base_model, *settings.allowed_models, *_registered_names(session)}
     root = settings.model_root
     if root is not None and root.is_dir():
         for config in [*root.glob("*/config.json"), *root.glob("*/*/config.json")]:
@@ -111,8 +140,8 @@ def known_names(settings: Settings) -> list[str]:
     return sorted(names)
 
 
-def unknown_model(name: str, settings: Settings) -> InvalidRequest:
-    names = known_names(settings)
+def unknown_model(name: str, settings: Settings, session: Session | None = None) -> InvalidRequest:
+    names = known_names(settings, session)
     listed = ", ".join(names[:MAX_LISTED]) + (" …" if len(names) > MAX_LISTED else "")
     return InvalidRequest(
         f"unknown base_model '{name[:200]}'; known models: {listed}",
@@ -121,11 +150,15 @@ def unknown_model(name: str, settings: Settings) -> InvalidRequest:
     )
 
 
-def resolve_base_model(name: str, settings: Settings) -> KnownModel:
-    """The model a name stands for; InvalidRequest `unknown_model` for anything else."""
+def resolve_base_model(name: str, settings: Settings, session: Session | None = None) -> KnownModel:
+    """The model a name stands for; InvalidRequest `unknown_model` for anything else.
+    Registered names are looked up first when a session is given."""
     name = name.strip()
     if not name:
         raise InvalidRequest("base_model must not be empty", param="base_model")
+    stored = _registered(name, session)
+    if stored is not None:
+        return stored
     root = settings.model_root
     assert root is not None  # the settings derive it
     directory = _inside_root(name, root)
@@ -142,7 +175,7 @@ def resolve_base_model(name: str, settings: Settings) -> KnownModel:
         if local.is_absolute() and local.is_dir():
             return _from_directory(name, local)
         return _from_hub_cache(name)
-    raise unknown_model(name, settings)
+    raise unknown_model(name, settings, session)
 
 
 def check_fits_model(hp: Hyperparameters, model: KnownModel) -> None:

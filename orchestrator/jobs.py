@@ -92,7 +92,7 @@ def submit_job(
     requested = resolve_pools(session, pools)
     check_spending_limit(session, tenant_id, amount=max_cost)
     dataset = repository.dataset_for_tenant(session, tenant_id, dataset_id)
-    model = resolve_base_model(base_model, get_settings())
+    model = resolve_base_model(base_model, get_settings(), session)
     check_fits_model(hp, model)
     base_model = model.name  # the registered name: a server path is never stored or shown
     planned = plan_job(

@@ -7,6 +7,8 @@
         final/                                the run's last checkpoint
         samples.pt, image_processor/          preprocess: the tokenized artifact
         adapter/, evaluation.json, merged/    final: the export (merged/ only on request)
+    models/sha256/<digest>/<file>             a registered model's files, stored once per
+                                              content digest (orchestrator.model_registry)
 
 A checkpoint directory holds adapter/ (PEFT), training_state.pt (optimizer, scheduler, scaler,
 RNG, position, the job's best so far) and manifest.json. A directory's manifest.json is
@@ -27,6 +29,7 @@ import re
 from enum import StrEnum
 
 JOBS_PREFIX = "jobs/"
+MODELS_PREFIX = "models/sha256/"
 # Names inside a stored directory, shared by the recipe that writes them locally.
 MANIFEST_FILE = "manifest.json"
 ADAPTER_DIR = "adapter"
@@ -62,6 +65,15 @@ def upload_key(dataset_id: str) -> str:
 
 def job_dataset_key(job_id: str) -> str:
     return f"{JOBS_PREFIX}{job_id}/dataset/dataset.zip"
+
+
+def model_prefix(digest: str) -> str:
+    """A registered model's files: the same files always land under the same prefix."""
+    return f"{MODELS_PREFIX}{digest}"
+
+
+def model_file_key(digest: str, relative: str) -> str:
+    return key_in(model_prefix(digest), relative)
 
 
 def run_prefix(job_id: str, phase: str, attempt: int) -> str:

@@ -266,3 +266,27 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )
+
+
+class RegisteredModel(Base):
+    """A base model stored once in the object store under its content digest
+    (layout.model_prefix), which jobs name by `name`."""
+
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # sha256 over the sorted (path, file sha256) list: two directories with the same files
+    # share one stored copy.
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    architecture: Mapped[str] = mapped_column(String(200))
+    parameter_count: Mapped[int] = mapped_column(BigInteger)
+    dtype: Mapped[str] = mapped_column(String(32))
+    total_bytes: Mapped[int] = mapped_column(BigInteger)
+    # [{"path", "sha256", "bytes"}], sorted by path
+    files: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    lora_target_modules: Mapped[list[str]] = mapped_column(JSON)
+    # config.json and the image processor's settings: submit checks jobs against them
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    processor: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

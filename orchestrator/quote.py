@@ -41,7 +41,7 @@ def quote_job(
     hp = parse_hyperparameters(hyperparameters)
     requested = resolve_pools(session, pools)
     dataset = repository.dataset_for_tenant(session, tenant_id, dataset_id)
-    model = resolve_base_model(base_model, get_settings())
+    model = resolve_base_model(base_model, get_settings(), session)
     check_fits_model(hp, model)
     base_model = model.name
     check_validation_split(hp, dataset.num_samples)

@@ -35,6 +35,7 @@ DATA_TABLES = (
     "tenants",
     "workers",
     "idempotency_keys",
+    "models",
 )
 
 

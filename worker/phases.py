@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.base_models import resolve_base_model
 from orchestrator.dataset_archive import extract_dataset
 from orchestrator.layout import (
     ADAPTER_DIR,
@@ -25,6 +24,7 @@ from orchestrator.layout import (
 from orchestrator.runs import Claim
 from orchestrator.settings import get_settings
 from orchestrator.storage import ObjectStore, download_dir
+from worker.model_cache import resolve_local_model
 from worker.recipe.export import write_model_card
 from worker.reporting import Reporter
 
@@ -52,7 +52,7 @@ class Handover:
 def model_dir(claim: Claim) -> str:
     """The local directory (or cached hub id) of the claim's base model; the job stores only
     its registered name."""
-    return resolve_base_model(claim.base_model, get_settings()).location
+    return resolve_local_model(claim.base_model, get_settings()).location
 
 
 def _download(reporter: Reporter, store: ObjectStore, key: str, local_dir: Path) -> None:

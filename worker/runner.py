@@ -16,7 +16,6 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
 from orchestrator import budgets, fusion, runs
-from orchestrator.base_models import resolve_base_model
 from orchestrator.budgets import BudgetStop
 from orchestrator.dataformats.common import public_message
 from orchestrator.db import session_scope
@@ -25,6 +24,7 @@ from orchestrator.errors import LeaseLost, RelaytuneError
 from orchestrator.model_shapes import model_key_for
 from orchestrator.settings import TINY_MODEL_NAME, Settings, get_settings
 from orchestrator.storage import get_store
+from worker.model_cache import resolve_local_model
 from worker.phases import PHASE_RUNNERS, Handover, PhaseStopped
 from worker.recipe.oom import is_out_of_memory
 from worker.reporting import Reporter
@@ -62,8 +62,9 @@ def ensure_base_model(base_model: str, settings: Settings) -> str:
     """Where this worker loads the job's base model from. Nothing is written here: the tiny
     default is written by `relaytune up` or `relaytune make-tiny-model` (docker-compose runs
     it before its workers), so a worker that lacks it fails the phase at once, before it
-    downloads anything the job pays for."""
-    model = resolve_base_model(base_model, settings)
+    downloads anything the job pays for. A registered model is fetched into the node's model
+    cache (worker/model_cache.py)."""
+    model = resolve_local_model(base_model, settings)
     if model.name == TINY_MODEL_NAME and not is_complete(Path(model.location)):
         raise RelaytuneError(
             f"the default model {TINY_MODEL_NAME} is not written on this worker; run "

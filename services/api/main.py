@@ -9,7 +9,17 @@ from services.api.deps import refuse_nul
 from services.api.error_schemas import API_ERRORS, OPERATOR_ERRORS, PROBE_ERRORS
 from services.api.errors import install_error_handlers
 from services.api.lifespan import lifespan
-from services.api.routes import api_keys, datasets, estimates, jobs, metrics, pools, system, tenants
+from services.api.routes import (
+    api_keys,
+    datasets,
+    estimates,
+    jobs,
+    metrics,
+    models,
+    pools,
+    system,
+    tenants,
+)
 
 
 def create_app() -> FastAPI:
@@ -30,6 +40,7 @@ def create_app() -> FastAPI:
         jobs.router,
         estimates.router,
         api_keys.router,
+        models.router,
     ):
         app.include_router(api_router, responses=API_ERRORS, dependencies=[Depends(refuse_nul)])
     app.include_router(metrics.router, responses=OPERATOR_ERRORS)

@@ -17,12 +17,13 @@ from rich.live import Live
 
 from orchestrator.lifecycle import TERMINAL_JOB, JobStatus, PhaseStatus
 from orchestrator.settings import TINY_MODEL_NAME, get_settings
-from services.cli import admin
+from services.cli import admin, models
 
 # Off a terminal (CI logs, `make demo | tee`) rich would wrap tables at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 120)
 BASE_MODEL_HELP = (
-    "A model the server knows: a directory under its model root, by name, or an "
+    "A model the server knows: a registered model (`relaytune models list`), a directory "
+    "under its model root, by name, or an "
     "allowed name. Defaults to the server's tiny Qwen3-VL."
 )
 
@@ -68,6 +69,7 @@ app.add_command(admin.api_key)
 app.add_command(admin.pools)
 app.add_command(admin.tenants)
 app.add_command(admin.sweep)
+app.add_command(models.models)
 
 
 @app.command("make-tiny-model")

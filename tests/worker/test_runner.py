@@ -281,3 +281,24 @@ def test_one_image_and_no_epochs_left_for_the_final_phase(
     [final] = _timings(job_id, "final")
     assert final.samples == 0 and final.validation_samples == 0  # nothing left to train on
     assert final.evaluate_s > 0 and final.export_s > 0 and final.checkpoint_upload_s > 0
+
+
+def test_a_phase_on_a_registered_model_loads_it_from_the_node_cache(
+    clean_db: None,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    tiny_model_dir: str,
+    example_dir: Path,
+) -> None:
+    from orchestrator.model_registry import add_model
+    from worker.model_cache import cache_root
+
+    with session_scope() as session:
+        model, _ = add_model(session, get_store(), "team/tiny-qwen3-vl", Path(tiny_model_dir))
+        digest = model.digest
+    job_id = _submit("acme", "team/tiny-qwen3-vl", example_dir)
+    _run(job_id, "preprocess")
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.base_model == "team/tiny-qwen3-vl"
+        assert job.phases[0].status == "succeeded", job.phases[0].error_message
+    assert (cache_root(get_settings()) / digest / "config.json").is_file()

@@ -1,0 +1,105 @@
+"""A registered model on a worker's disk: fetched once, verified, shared, size-capped."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import storage
+from orchestrator.db import session_scope
+from orchestrator.layout import model_file_key
+from orchestrator.model_registry import add_model
+from orchestrator.settings import get_settings
+from worker.model_cache import READY, ModelCorrupt, cache_root, materialise, resolve_local_model
+
+
+class CountingStore:
+    """The test store, counting what is read through it."""
+
+    def __init__(self) -> None:
+        self.inner = storage.get_store()
+        self.gets: list[str] = []
+        self.lock = threading.Lock()
+
+    def get_file(self, key: str, path: Path) -> None:
+        with self.lock:
+            self.gets.append(key)
+        self.inner.get_file(key, path)
+
+
+def _register(name: str, directory: str) -> tuple[str, list[dict[str, Any]]]:
+    with session_scope() as session:
+        model, _ = add_model(session, storage.get_store(), name, Path(directory))
+        return model.digest, list(model.files)
+
+
+def test_a_registered_model_is_fetched_once_then_served_from_the_cache(
+    clean_db: None, tiny_model_dir: str
+) -> None:
+    digest, files = _register("team/tiny", tiny_model_dir)
+    settings = get_settings()
+    model = resolve_local_model("team/tiny", settings)
+    local = Path(model.location)
+    assert local == cache_root(settings) / digest
+    for file in files:
+        assert (local / str(file["path"])).read_bytes() == (
+            Path(tiny_model_dir) / str(file["path"])
+        ).read_bytes()
+    store = CountingStore()
+    again, hit = materialise(store, digest, files, cache_root(settings), 1 << 40)
+    assert (again, hit, store.gets) == (local, True, [])
+    # a name that is not registered resolves as before
+    assert resolve_local_model("tiny-qwen3-vl", settings).location == tiny_model_dir
+
+
+def test_processes_wanting_one_model_fetch_it_once(
+    clean_db: None, tiny_model_dir: str, tmp_path: Path
+) -> None:
+    digest, files = _register("team/tiny", tiny_model_dir)
+    store = CountingStore()
+    results: list[tuple[Path, bool]] = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(materialise(store, digest, files, tmp_path, 1 << 40))
+        )
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(hit for _, hit in results) == [False, True, True]
+    assert len(store.gets) == len(files)
+
+
+def test_a_stored_file_that_does_not_match_its_hash_is_refused(
+    clean_db: None, tiny_model_dir: str, tmp_path: Path
+) -> None:
+    digest, files = _register("team/tiny", tiny_model_dir)
+    first = str(files[0]["path"])
+    storage.get_store().put_bytes(model_file_key(digest, first), b"not the weights")
+    with pytest.raises(ModelCorrupt) as refused:
+        materialise(storage.get_store(), digest, files, tmp_path, 1 << 40)
+    assert first in refused.value.message
+    assert not (tmp_path / digest / READY).exists()
+
+
+def test_the_least_recently_used_model_goes_when_the_cache_is_full(
+    clean_db: None, tiny_model_dir: str, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    (copy / "generation_config.json").write_text("{}")
+    a, files_a = _register("a", tiny_model_dir)
+    b, files_b = _register("b", str(copy))
+    cache = tmp_path / "cache"
+    store = storage.get_store()
+    materialise(store, a, files_a, cache, 1 << 40)
+    # room for one model only: fetching b evicts a, never b itself
+    _, hit = materialise(store, b, files_b, cache, 1)
+    assert hit is False
+    assert not (cache / a).exists() and (cache / b / READY).is_file()
