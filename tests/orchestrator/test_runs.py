@@ -9,104 +9,53 @@ import pytest
 from sqlalchemy import update
 
 from orchestrator import dispatch, jobs, runs
-from orchestrator.datasets import create_dataset
 from orchestrator.db import session_scope
 from orchestrator.errors import IllegalTransition, InvalidRequest, LeaseLost, PhaseNotClaimable
 from orchestrator.layout import CheckpointKind, checkpoint_key
-from orchestrator.models import Job, Phase, Tenant, utcnow
+from orchestrator.models import Job, Phase, utcnow
 from orchestrator.reaper import reap
-from orchestrator.settings import get_settings
-from orchestrator.storage import get_store
-from tests.factories import dataset_zip
-
-LEASE = 60
+from tests.orchestrator import relay_helpers as relay
+from tests.orchestrator.relay_helpers import LEASE
 
 
 @pytest.fixture
 def job_id(clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher) -> str:
-    with session_scope() as session:
-        tenant = Tenant(name="acme")
-        session.add(tenant)
-        session.flush()
-        dataset = create_dataset(
-            session,
-            get_store(),
-            get_settings(),
-            tenant_id=tenant.id,
-            filename="d.zip",
-            data=dataset_zip(),
-        )
-        job = jobs.submit_job(
-            session,
-            get_store(),
-            tenant_id=tenant.id,
-            dataset_id=dataset.id,
-            base_model="tiny",
-            hyperparameters={"warmup_epochs": 2, "total_epochs": 3},
-            pools=None,
-            metadata=None,
-        )
-        return job.id
-
-
-def _claim(job_id: str, phase: str, attempt: int = 1, worker: str = "w1") -> runs.Claim:
-    with session_scope() as session:
-        return runs.claim_phase(
-            session,
-            job_id=job_id,
-            phase=phase,
-            attempt=attempt,
-            worker_id=worker,
-            lease_seconds=LEASE,
-        )
-
-
-def _complete(claim: runs.Claim) -> None:
-    with session_scope() as session:
-        runs.complete_phase(session, claim, output_key=claim.run_prefix, summary={})
-
-
-def _job(job_id: str) -> Job:
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        _ = [p.status for p in job.phases]
-        return job
+    return relay.submit(relay.new_tenant())
 
 
 def test_relay_hands_off_phase_by_phase(
     job_id: str, recorded_dispatch: dispatch.RecordingDispatcher
 ) -> None:
-    pre = _claim(job_id, "preprocess")
+    pre = relay.claim(job_id, "preprocess")
     assert pre.input_key == f"jobs/{job_id}/dataset/dataset.zip"
     assert pre.run_prefix == f"jobs/{job_id}/preprocess/a1"
-    assert _job(job_id).status == "running"
-    _complete(pre)
+    assert relay.job(job_id).status == "running"
+    relay.complete(pre)
     assert [(m.phase, m.queue) for m in recorded_dispatch.sent][-1] == ("warmup", "gpu.a10")
-    warm = _claim(job_id, "warmup")
+    warm = relay.claim(job_id, "warmup")
     assert warm.input_key == pre.run_prefix
     assert (warm.start_epoch, warm.end_epoch) == (0, 2)
-    _complete(warm)
-    final = _claim(job_id, "final")
+    relay.complete(warm)
+    final = relay.claim(job_id, "final")
     assert (final.start_epoch, final.end_epoch) == (2, 3)
     assert final.input_key == warm.run_prefix
-    _complete(final)
-    job = _job(job_id)
+    relay.complete(final)
+    job = relay.job(job_id)
     assert job.status == "succeeded"
     assert job.finished_at is not None
     assert [m.phase for m in recorded_dispatch.sent] == ["preprocess", "warmup", "final"]
 
 
 def test_duplicate_and_stale_deliveries_cannot_claim(job_id: str) -> None:
-    _claim(job_id, "preprocess", worker="w1")
+    relay.claim(job_id, "preprocess", worker="w1")
     with pytest.raises(PhaseNotClaimable):
-        _claim(job_id, "preprocess", worker="w2")  # same message delivered twice
+        relay.claim(job_id, "preprocess", worker="w2")  # same message delivered twice
     with pytest.raises(PhaseNotClaimable):
-        _claim(job_id, "preprocess", attempt=0)
+        relay.claim(job_id, "preprocess", attempt=0)
 
 
 def test_a_run_that_lost_its_lease_cannot_write(job_id: str) -> None:
-    stale = _claim(job_id, "preprocess")
+    stale = relay.claim(job_id, "preprocess")
     with session_scope() as session:
         session.execute(
             update(Phase)
@@ -115,7 +64,7 @@ def test_a_run_that_lost_its_lease_cannot_write(job_id: str) -> None:
         )
     with session_scope() as session:
         assert reap(session, max_attempts=3, resend_after_seconds=LEASE) == 1
-    fresh = _claim(job_id, "preprocess", attempt=2, worker="w2")
+    fresh = relay.claim(job_id, "preprocess", attempt=2, worker="w2")
     for write in (
         lambda s: runs.report_progress(
             s, stale, step=1, total_steps=2, epoch=0, metrics={}, lease_seconds=LEASE
@@ -125,13 +74,13 @@ def test_a_run_that_lost_its_lease_cannot_write(job_id: str) -> None:
     ):
         with pytest.raises(LeaseLost), session_scope() as session:
             write(session)
-    _complete(fresh)
-    assert _job(job_id).phases[0].output_key == fresh.run_prefix
+    relay.complete(fresh)
+    assert relay.job(job_id).phases[0].output_key == fresh.run_prefix
 
 
 def test_reaper_gives_up_after_max_attempts(job_id: str) -> None:
     for attempt in (1, 2):
-        _claim(job_id, "preprocess", attempt=attempt)
+        relay.claim(job_id, "preprocess", attempt=attempt)
         with session_scope() as session:
             session.execute(
                 update(Phase)
@@ -140,7 +89,7 @@ def test_reaper_gives_up_after_max_attempts(job_id: str) -> None:
             )
         with session_scope() as session:
             reap(session, max_attempts=2, resend_after_seconds=LEASE)
-    job = _job(job_id)
+    job = relay.job(job_id)
     assert job.status == "failed"
     assert job.phases[0].status == "failed"
     assert job.phases[0].error_code == "lease_expired"
@@ -164,17 +113,17 @@ def test_reaper_resends_a_queued_phase_whose_message_was_lost(
 def test_dispatch_waits_for_commit(
     job_id: str, recorded_dispatch: dispatch.RecordingDispatcher
 ) -> None:
-    pre = _claim(job_id, "preprocess")
+    pre = relay.claim(job_id, "preprocess")
     sent_before = len(recorded_dispatch.sent)
     with pytest.raises(RuntimeError), session_scope() as session:
         runs.complete_phase(session, pre, output_key=pre.run_prefix, summary={})
         raise RuntimeError("the request failed after the phase completed")
     assert len(recorded_dispatch.sent) == sent_before
-    assert _job(job_id).phases[1].status == "pending"
+    assert relay.job(job_id).phases[1].status == "pending"
 
 
 def test_cancel_while_running_is_cooperative(job_id: str) -> None:
-    pre = _claim(job_id, "preprocess")
+    pre = relay.claim(job_id, "preprocess")
     with session_scope() as session:
         tenant_id = session.get(Job, job_id).tenant_id  # type: ignore[union-attr]
         job = jobs.cancel_job(session, tenant_id, job_id)
@@ -195,19 +144,19 @@ def test_cancel_while_running_is_cooperative(job_id: str) -> None:
         )
     with session_scope() as session:
         runs.acknowledge_cancel(session, pre)
-    assert _job(job_id).status == "cancelled"
+    assert relay.job(job_id).status == "cancelled"
 
 
 def test_cost_accrues_from_run_time_and_pool_price(job_id: str) -> None:
-    pre = _claim(job_id, "preprocess")
+    pre = relay.claim(job_id, "preprocess")
     with session_scope() as session:
         session.execute(
             update(Phase)
             .where(Phase.job_id == job_id, Phase.name == "preprocess")
             .values(started_at=utcnow() - timedelta(hours=2))
         )
-    _complete(pre)
-    phase = _job(job_id).phases[0]
+    relay.complete(pre)
+    phase = relay.job(job_id).phases[0]
     # two hours on the t4 pool at 1 CNY/h
     assert abs(Decimal(phase.cost_amount) - Decimal(2)) < Decimal("0.01")
 
@@ -235,8 +184,8 @@ def _checkpoint(claim: runs.Claim, kind: str, step: int, *, best: int | None = N
 
 
 def test_a_rerun_after_a_lost_lease_resumes_from_the_latest_checkpoint(job_id: str) -> None:
-    _complete(_claim(job_id, "preprocess"))
-    first = _claim(job_id, "warmup")
+    relay.complete(relay.claim(job_id, "preprocess"))
+    first = relay.claim(job_id, "warmup")
     assert first.resume_key == ""
     _checkpoint(first, "epoch", 3)
     latest = _checkpoint(first, "time", 5)
@@ -249,21 +198,21 @@ def test_a_rerun_after_a_lost_lease_resumes_from_the_latest_checkpoint(job_id: s
         )
     with session_scope() as session:
         reap(session, max_attempts=3, resend_after_seconds=LEASE)
-    second = _claim(job_id, "warmup", attempt=2)
+    second = relay.claim(job_id, "warmup", attempt=2)
     assert second.resume_key == latest
     assert second.run_prefix.endswith("/warmup/a2")
 
 
 def test_requeue_continues_from_the_latest_checkpoint_or_from_the_input(job_id: str) -> None:
-    _complete(_claim(job_id, "preprocess"))
-    warm = _claim(job_id, "warmup")
+    relay.complete(relay.claim(job_id, "preprocess"))
+    warm = relay.claim(job_id, "warmup")
     latest = _checkpoint(warm, "stop", 2)
     with session_scope() as session:
         runs.fail_phase(session, warm, code="budget_exceeded", message="over budget")
     with session_scope() as session:
         tenant_id = session.get(Job, job_id).tenant_id  # type: ignore[union-attr]
         jobs.requeue_phase(session, tenant_id, job_id, "warmup")
-    again = _claim(job_id, "warmup", attempt=2)
+    again = relay.claim(job_id, "warmup", attempt=2)
     assert again.resume_key == latest
     with session_scope() as session:
         runs.fail_phase(session, again, code="phase_error", message="boom")
@@ -272,33 +221,33 @@ def test_requeue_continues_from_the_latest_checkpoint_or_from_the_input(job_id: 
             jobs.requeue_phase(session, tenant_id, job_id, "warmup", start_from="scratch")
         assert bad.value.param == "from"
         jobs.requeue_phase(session, tenant_id, job_id, "warmup", start_from="input")
-    assert _claim(job_id, "warmup", attempt=3).resume_key == ""
+    assert relay.claim(job_id, "warmup", attempt=3).resume_key == ""
 
 
 def test_requeue_of_a_succeeded_phase_starts_it_over_and_forgets_later_checkpoints(
     job_id: str,
 ) -> None:
-    _complete(_claim(job_id, "preprocess"))
-    warm = _claim(job_id, "warmup")
+    relay.complete(relay.claim(job_id, "preprocess"))
+    warm = relay.claim(job_id, "warmup")
     _checkpoint(warm, "final", 4)
-    _complete(warm)
-    final = _claim(job_id, "final")
+    relay.complete(warm)
+    final = relay.claim(job_id, "final")
     _checkpoint(final, "step", 5)
     with session_scope() as session:
         runs.fail_phase(session, final, code="phase_error", message="boom")
     with session_scope() as session:
         tenant_id = session.get(Job, job_id).tenant_id  # type: ignore[union-attr]
         jobs.requeue_phase(session, tenant_id, job_id, "warmup")
-    assert _claim(job_id, "warmup", attempt=2).resume_key == ""
+    assert relay.claim(job_id, "warmup", attempt=2).resume_key == ""
     with session_scope() as session:
         phase = session.get(Job, job_id).phases[2]  # type: ignore[union-attr]
         assert (phase.status, phase.resume_key) == ("pending", None)
 
 
 def test_pruning_keeps_the_newest_resumable_checkpoints_and_the_best(job_id: str) -> None:
-    pre = _claim(job_id, "preprocess")
-    _complete(pre)
-    warm = _claim(job_id, "warmup")
+    pre = relay.claim(job_id, "preprocess")
+    relay.complete(pre)
+    warm = relay.claim(job_id, "warmup")
     keys = [_checkpoint(warm, "step", step) for step in (1, 2, 3)]
     older_best = _checkpoint(warm, "best", 2)
     best = _checkpoint(warm, "best", 3)
@@ -313,15 +262,15 @@ def test_pruning_keeps_the_newest_resumable_checkpoints_and_the_best(job_id: str
 
 
 def test_a_run_is_handed_the_best_checkpoint_it_starts_from(job_id: str) -> None:
-    _complete(_claim(job_id, "preprocess"))
-    warm = _claim(job_id, "warmup")
+    relay.complete(relay.claim(job_id, "preprocess"))
+    warm = relay.claim(job_id, "warmup")
     assert warm.best_key == ""  # a first run starts from the artifact, which names no best
     warm_best = _checkpoint(warm, "best", 2, best=2)
     with session_scope() as session:
         runs.complete_phase(
             session, warm, output_key=_checkpoint(warm, "final", 4, best=2), summary={}
         )
-    final = _claim(job_id, "final")
+    final = relay.claim(job_id, "final")
     assert final.best_key == warm_best
     # Its epochs beat the warmup's best, then its worker dies: the re-run continues from a
     # checkpoint that names the new best.
@@ -335,40 +284,41 @@ def test_a_run_is_handed_the_best_checkpoint_it_starts_from(job_id: str) -> None
         )
     with session_scope() as session:
         reap(session, max_attempts=3, resend_after_seconds=LEASE)
-    again = _claim(job_id, "final", attempt=2)
+    again = relay.claim(job_id, "final", attempt=2)
     assert again.best_key == own_best
     with session_scope() as session:
         runs.fail_phase(session, again, code="phase_error", message="boom")
         tenant_id = session.get(Job, job_id).tenant_id  # type: ignore[union-attr]
     with session_scope() as session:
         jobs.requeue_phase(session, tenant_id, job_id, "final", start_from="input")
-    assert _claim(job_id, "final", attempt=3).best_key == warm_best  # the warmup's output again
+    # The warmup's output again.
+    assert relay.claim(job_id, "final", attempt=3).best_key == warm_best
 
 
 def test_a_store_failure_queues_the_next_attempt_until_attempts_run_out(job_id: str) -> None:
-    _complete(_claim(job_id, "preprocess"))
+    relay.complete(relay.claim(job_id, "preprocess"))
     for attempt in (1, 2):
         with session_scope() as session:
             queued = runs.retry_or_fail_phase(
                 session,
-                _claim(job_id, "warmup", attempt=attempt),
+                relay.claim(job_id, "warmup", attempt=attempt),
                 code="object_store_unavailable",
                 message="the S3 bucket did not answer",
                 max_attempts=3,
             )
         assert queued
-        warmup = next(p for p in _job(job_id).phases if p.name == "warmup")
+        warmup = next(p for p in relay.job(job_id).phases if p.name == "warmup")
         assert (warmup.status, warmup.attempt) == ("queued", attempt + 1)
     with session_scope() as session:
         queued = runs.retry_or_fail_phase(
             session,
-            _claim(job_id, "warmup", attempt=3),
+            relay.claim(job_id, "warmup", attempt=3),
             code="object_store_unavailable",
             message="the S3 bucket did not answer",
             max_attempts=3,
         )
     assert not queued
-    job = _job(job_id)
+    job = relay.job(job_id)
     warmup = next(p for p in job.phases if p.name == "warmup")
     assert (warmup.status, warmup.attempt, warmup.error_code) == (
         "failed",
@@ -379,8 +329,8 @@ def test_a_store_failure_queues_the_next_attempt_until_attempts_run_out(job_id: 
 
 
 def test_a_store_failure_of_a_job_being_cancelled_is_not_retried(job_id: str) -> None:
-    _complete(_claim(job_id, "preprocess"))
-    claim = _claim(job_id, "warmup")
+    relay.complete(relay.claim(job_id, "preprocess"))
+    claim = relay.claim(job_id, "warmup")
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job is not None
@@ -394,4 +344,4 @@ def test_a_store_failure_of_a_job_being_cancelled_is_not_retried(job_id: str) ->
             max_attempts=3,
         )
     assert not queued
-    assert next(p for p in _job(job_id).phases if p.name == "warmup").attempt == 1
+    assert next(p for p in relay.job(job_id).phases if p.name == "warmup").attempt == 1
