@@ -7,13 +7,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from orchestrator import jobs
-from orchestrator.datasets import create_dataset
 from orchestrator.db import session_scope
 from orchestrator.models import Checkpoint, Event, Job, Phase, Tenant
-from orchestrator.settings import get_settings
 from orchestrator.storage import get_store
 from tests.factories import zip_folder
+from tests.orchestrator import relay_helpers as relay
 
 # The example's 10 training samples, 8 per optimizer step: 2 steps an epoch, 4 in the warmup,
 # a checkpoint after every step. Validation and evaluation kept small to stay fast.
@@ -30,30 +28,14 @@ HP: dict[str, Any] = {
 def submit(example_dir: Path, base_model: str, tenant: str = "acme") -> str:
     """Upload the example and submit a job on it (the first phase is sent after commit)."""
     with session_scope() as session:
-        row = session.scalar(select(Tenant).where(Tenant.name == tenant))
-        if row is None:
-            row = Tenant(name=tenant)
-            session.add(row)
-            session.flush()
-        dataset = create_dataset(
-            session,
-            get_store(),
-            get_settings(),
-            tenant_id=row.id,
-            filename="example.zip",
-            data=zip_folder(example_dir),
-        )
-        job = jobs.submit_job(
-            session,
-            get_store(),
-            tenant_id=row.id,
-            dataset_id=dataset.id,
-            base_model=base_model,
-            hyperparameters=HP,
-            pools=None,
-            metadata=None,
-        )
-        return job.id
+        tenant_id = session.scalar(select(Tenant.id).where(Tenant.name == tenant))
+    return relay.submit(
+        tenant_id or relay.new_tenant(tenant),
+        base_model=base_model,
+        hyperparameters=HP,
+        data=zip_folder(example_dir),
+        filename="example.zip",
+    )
 
 
 def phase(job_id: str, name: str) -> Phase:

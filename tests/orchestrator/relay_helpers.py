@@ -36,16 +36,19 @@ def submit(
     base_model: str = "tiny",
     hyperparameters: dict[str, Any] | None = SHORT_RUN,
     pools: dict[str, str] | None = None,
+    data: bytes | None = None,
+    filename: str = "d.zip",
 ) -> str:
-    """Upload a small data set and submit a job on it; returns the job's id."""
+    """Upload a data set (by default a small one) and submit a job on it; returns the job's
+    id. The first phase's task is sent after the commit."""
     with session_scope() as session:
         dataset = create_dataset(
             session,
             get_store(),
             get_settings(),
             tenant_id=tenant_id,
-            filename="d.zip",
-            data=dataset_zip(),
+            filename=filename,
+            data=dataset_zip() if data is None else data,
         )
         job = jobs.submit_job(
             session,

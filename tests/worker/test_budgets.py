@@ -15,14 +15,13 @@ from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from orchestrator import budgets, dispatch, jobs
-from orchestrator.datasets import create_dataset
+from orchestrator import budgets, dispatch
 from orchestrator.db import session_scope
-from orchestrator.models import Event, Job, Pool, Tenant
-from orchestrator.settings import get_settings
+from orchestrator.models import Event, Job, Pool
 from orchestrator.storage import get_store
 from services.api.main import create_app
 from tests.factories import new_api_key, zip_folder
+from tests.orchestrator import relay_helpers as relay
 from worker.runner import run_phase
 
 # 10 training samples, 8 per optimizer step: 2 steps per epoch, 4 in the warmup.
@@ -145,29 +144,15 @@ def test_a_budget_stop_saves_a_checkpoint_and_a_raised_budget_continues_from_it(
 
 
 def _submit(tenant_name: str, tiny_model_dir: str, example_dir: Path) -> tuple[str, str]:
-    with session_scope() as session:
-        tenant = Tenant(name=tenant_name)
-        session.add(tenant)
-        session.flush()
-        dataset = create_dataset(
-            session,
-            get_store(),
-            get_settings(),
-            tenant_id=tenant.id,
-            filename="example.zip",
-            data=zip_folder(example_dir),
-        )
-        job = jobs.submit_job(
-            session,
-            get_store(),
-            tenant_id=tenant.id,
-            dataset_id=dataset.id,
-            base_model=tiny_model_dir,
-            hyperparameters=HP,
-            pools=None,
-            metadata=None,
-        )
-        return tenant.id, job.id
+    tenant_id = relay.new_tenant(tenant_name)
+    job_id = relay.submit(
+        tenant_id,
+        base_model=tiny_model_dir,
+        hyperparameters=HP,
+        data=zip_folder(example_dir),
+        filename="example.zip",
+    )
+    return tenant_id, job_id
 
 
 def _run(job_id: str, phase: str, attempt: int = 1) -> None:

@@ -10,13 +10,12 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy import select
 
-from orchestrator import dispatch, jobs
-from orchestrator.datasets import create_dataset
+from orchestrator import dispatch
 from orchestrator.db import session_scope
-from orchestrator.models import Event, Job, Tenant
-from orchestrator.settings import get_settings
+from orchestrator.models import Event, Job
 from orchestrator.storage import get_store
 from tests.factories import zip_folder
+from tests.orchestrator import relay_helpers as relay
 from worker import tasks
 
 
@@ -44,29 +43,13 @@ def celery_worker_on_t4(private_broker_url: str) -> Iterator[dispatch.CeleryDisp
 
 
 def _submit(tiny_model_dir: str, example_dir: Any) -> str:
-    with session_scope() as session:
-        tenant = Tenant(name="acme")
-        session.add(tenant)
-        session.flush()
-        dataset = create_dataset(
-            session,
-            get_store(),
-            get_settings(),
-            tenant_id=tenant.id,
-            filename="example.zip",
-            data=zip_folder(example_dir),
-        )
-        job = jobs.submit_job(
-            session,
-            get_store(),
-            tenant_id=tenant.id,
-            dataset_id=dataset.id,
-            base_model=tiny_model_dir,
-            hyperparameters={},
-            pools=None,
-            metadata=None,
-        )
-        return job.id
+    return relay.submit(
+        relay.new_tenant(),
+        base_model=tiny_model_dir,
+        hyperparameters={},
+        data=zip_folder(example_dir),
+        filename="example.zip",
+    )
 
 
 def _wait_for(predicate: Any, timeout: float = 120.0) -> None:
