@@ -147,6 +147,7 @@ class Phase(Base):
     # the reaper re-sends only a message that is not waiting in its queue, with backoff.
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sends: Mapped[int] = mapped_column(Integer, default=0)
+    handbacks: Mapped[int] = mapped_column(Integer, default=0)  # runs a stopping worker returned
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int] = mapped_column(Integer, default=0)
     epoch: Mapped[int] = mapped_column(Integer, default=0)
@@ -231,6 +232,8 @@ class PhaseTiming(Base):
     micro_batch: Mapped[int | None] = mapped_column(Integer)
     queue_wait_s: Mapped[float] = mapped_column(Float, default=0.0)
     startup_s: Mapped[float] = mapped_column(Float, default=0.0)
+    model_fetch_s: Mapped[float] = mapped_column(Float, default=0.0)
+    model_cache_hit: Mapped[bool | None] = mapped_column(Boolean)
     input_download_s: Mapped[float] = mapped_column(Float, default=0.0)
     train_s: Mapped[float] = mapped_column(Float, default=0.0)
     evaluate_s: Mapped[float] = mapped_column(Float, default=0.0)
