@@ -26,9 +26,7 @@ def upgrade() -> None:
     op.add_column("phase_timings", sa.Column("model_cache_hit", sa.Boolean, nullable=True))
     # Runs handed back by a stopping worker (SIGTERM): they raise the attempt number, the
     # fencing token, but do not use up the phase's attempts.
-    op.add_column(
-        "phases", sa.Column("handbacks", sa.Integer, nullable=False, server_default="0")
-    )
+    op.add_column("phases", sa.Column("handbacks", sa.Integer, nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
