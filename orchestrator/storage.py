@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -116,14 +117,19 @@ class LocalStore:
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
+        """Keys that start with `prefix`, as S3 matches them; only the folder that holds the
+        prefix is walked, not the whole store."""
         base = self.root.resolve()
-        return sorted(
-            key
-            for p in base.rglob("*")
-            if p.is_file()
-            and not p.name.endswith(".partial")
-            and (key := p.relative_to(base).as_posix()).startswith(prefix)
-        )
+        folder = (base / prefix.rpartition("/")[0]).resolve()
+        if not folder.is_relative_to(base) or not folder.is_dir():
+            return []
+        keys = []
+        for directory, _, files in os.walk(folder):
+            for name in files:
+                key = (Path(directory) / name).relative_to(base).as_posix()
+                if key.startswith(prefix) and not name.endswith(".partial"):
+                    keys.append(key)
+        return sorted(keys)
 
     def list_modified(self, prefix: str) -> dict[str, datetime]:
         """Keys under the prefix with when each was last written."""
