@@ -2,7 +2,8 @@
 
 Phases hand over only through this store, so pools can run on different machines. Reading a
 key that is not there raises FileNotFoundError in both; S3 requests are retried with backoff,
-and one that fails every attempt raises ObjectStoreUnavailable naming the bucket and endpoint.
+and one that fails every attempt raises ObjectStoreUnavailable naming the key (the log names
+the bucket and endpoint).
 """
 
 from __future__ import annotations
@@ -216,15 +217,23 @@ class S3Store:
             cause = _botocore_cause(exc)
             if isinstance(cause, ClientError):
                 raise self._unavailable(action, key, _client_error_reason(cause)) from exc
-            reason = f"{type(cause).__name__}: {cause}"
+            # botocore's own text names the endpoint URL: it goes to the log, not the message.
+            reason = type(cause).__name__
             if isinstance(cause, botocore_errors.ConnectionError | botocore_errors.HTTPClientError):
                 # transient: it failed every attempt
                 reason += f" ({self.max_attempts} attempts)"
-            raise self._unavailable(action, key, reason) from exc
+            raise self._unavailable(action, key, reason, detail=str(cause)) from exc
 
-    def _unavailable(self, action: str, key: str, reason: str) -> ObjectStoreUnavailable:
+    def _unavailable(
+        self, action: str, key: str, reason: str, detail: str = ""
+    ) -> ObjectStoreUnavailable:
+        """The error tenants see names the key and what went wrong, never the endpoint or the
+        bucket (they reach job events and API answers); the operator's log has both."""
+        logger.warning(
+            "%s failed to %s %r: %s%s", self, action, key, reason, f" [{detail}]" * bool(detail)
+        )
         return ObjectStoreUnavailable(
-            f"the object store ({self}) failed to {action} {key!r}: {reason}", param=key
+            f"the object store failed to {action} {key!r}: {reason}", param=key
         )
 
     def ensure_bucket(self) -> None:
