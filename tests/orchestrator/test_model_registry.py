@@ -244,3 +244,16 @@ def test_the_default_model_registers_under_its_name_with_its_own_files(
         model, _ = add_model(session, storage.get_store(), "tiny-qwen3-vl", Path(tiny_model_dir))
         again, uploaded = add_model(session, storage.get_store(), "tiny-qwen3-vl", copy)
         assert (again.id, uploaded) == (model.id, 0)
+
+
+def test_unknown_model_lists_registered_names_before_the_servers_others(
+    clean_db: None, tiny_model_dir: str
+) -> None:
+    with session_scope() as session:
+        for name in ("zz/second", "zz/first"):  # sorted after every name of the server
+            add_model(session, storage.get_store(), name, Path(tiny_model_dir))
+        with pytest.raises(InvalidRequest) as unknown:
+            resolve_base_model("nope", get_settings(), session)
+    listed = unknown.value.message.split("known models: ", 1)[1].split(", ")
+    assert listed[:2] == ["zz/first", "zz/second"]
+    assert "tiny-qwen3-vl" in listed[2:]
