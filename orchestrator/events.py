@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator.models import Event, Phase, utcnow
+from orchestrator.webhooks import owe
 
 
 class EventType(StrEnum):
@@ -44,16 +45,16 @@ def emit(
     attempt: int | None = None,
     **data: Any,
 ) -> None:
-    session.add(
-        Event(
-            job_id=job_id,
-            phase=phase,
-            attempt=attempt,
-            type=type_.value,
-            data=data,
-            created_at=utcnow(),
-        )
+    event = Event(
+        job_id=job_id,
+        phase=phase,
+        attempt=attempt,
+        type=type_.value,
+        data=data,
+        created_at=utcnow(),
     )
+    session.add(event)
+    owe(session, event)  # the webhook deliveries commit (or roll back) with the event
 
 
 def emit_for_phase(session: Session, phase: Phase, type_: EventType, **data: Any) -> None:
