@@ -19,6 +19,7 @@ from services.api.routes import (
     pools,
     system,
     tenants,
+    webhooks,
 )
 
 
@@ -41,6 +42,7 @@ def create_app() -> FastAPI:
         estimates.router,
         api_keys.router,
         models.router,
+        webhooks.router,
     ):
         app.include_router(api_router, responses=API_ERRORS, dependencies=[Depends(refuse_nul)])
     app.include_router(metrics.router, responses=OPERATOR_ERRORS)

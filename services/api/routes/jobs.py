@@ -3,8 +3,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
+from sse_starlette import EventSourceResponse
 
 from orchestrator import budgets, idempotency, jobs, layout, liveness, repository
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
@@ -13,6 +14,7 @@ from orchestrator.models import Job, utcnow
 from services.api import downloads
 from services.api.budget_schemas import JobPatch, RequeueFrom, RequeueIn
 from services.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
+from services.api.event_stream import event_stream
 from services.api.idempotent import IdempotencyKeyHeader, respond
 from services.api.presenters import job_out
 from services.api.schemas import CheckpointOut, EventOut, JobCreate, JobList, JobOut
@@ -91,16 +93,28 @@ def read_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobOut:
     )
 
 
-@router.get("/{job_id}/events", response_model=list[EventOut])
+@router.get(
+    "/{job_id}/events",
+    response_model=list[EventOut],
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
 def read_events(
     job_id: str,
     session: SessionDep,
     tenant: CurrentTenant,
     after: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> list[EventOut]:
-    """The job's timeline; pass the last id seen as `after` to follow it."""
+    stream: bool = False,
+    last_event_id: Annotated[
+        int | None, Header(alias="Last-Event-ID", ge=0, le=MAX_QUERY_INT)
+    ] = None,
+) -> list[EventOut] | EventSourceResponse:
+    """The job's timeline; pass the last id seen as `after` to follow it. `stream=true`
+    follows it live as Server-Sent Events (resuming after `Last-Event-ID` or `after`) until
+    the job is finished."""
     repository.job_for_tenant(session, tenant.id, job_id)
+    if stream:
+        return event_stream(job_id, after=after if last_event_id is None else last_event_id)
     rows = repository.events(session, job_id, after=after, limit=limit)
     return [EventOut.model_validate(e, from_attributes=True) for e in rows]
 
