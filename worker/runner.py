@@ -181,9 +181,10 @@ def _run_and_record(
     clock = reporter.clock
     try:
         with clock.measure("startup"):
-            ensure_base_model(claim.base_model, settings, clock)
+            # Resolved once per run: the phase loads the model from here, never looks again.
+            model_dir = ensure_base_model(claim.base_model, settings, clock)
         output_key, summary = PHASE_RUNNERS[claim.phase](
-            claim, reporter.store, work, reporter, handover
+            claim, reporter.store, work, reporter, handover, model_dir
         )
     except PhaseStopped:
         if reporter.lease_lost.is_set():

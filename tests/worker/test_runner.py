@@ -288,13 +288,24 @@ def test_a_phase_on_a_registered_model_loads_it_from_the_node_cache(
     recorded_dispatch: dispatch.RecordingDispatcher,
     tiny_model_dir: str,
     example_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The first run on the node fetches the model (a miss, its seconds on the run's clock);
-    the next run finds it in the cache (a hit)."""
+    the next run finds it in the cache (a hit). Each run resolves the model once."""
     import shutil
 
     from orchestrator.model_registry import add_model
+    from worker import model_cache
     from worker.model_cache import cache_root
+
+    looked: list[str] = []
+    materialise = model_cache.materialise
+
+    def counted(*args: Any, **kwargs: Any) -> tuple[Path, bool]:
+        looked.append(args[1])
+        return materialise(*args, **kwargs)
+
+    monkeypatch.setattr(model_cache, "materialise", counted)
 
     with session_scope() as session:
         model, _ = add_model(session, get_store(), "team/tiny-qwen3-vl", Path(tiny_model_dir))
@@ -314,6 +325,7 @@ def test_a_phase_on_a_registered_model_loads_it_from_the_node_cache(
     _run(second, "preprocess")
     [hit] = _timings(second, "preprocess")
     assert hit.outcome == "succeeded" and hit.model_cache_hit is True
+    assert looked == [digest, digest]  # one look per run, none again inside the phase
 
 
 def test_a_model_the_server_knows_by_itself_is_not_fetched(
