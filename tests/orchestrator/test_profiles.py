@@ -82,6 +82,41 @@ def test_measured_runs_replace_the_derived_figures(job_id: str) -> None:
     assert after.phases[2].sources == ["derived"]
 
 
+def test_a_pools_measured_model_fetch_is_the_average_of_its_hits_and_misses(
+    job_id: str,
+) -> None:
+    with session_scope() as session:
+        # One cold node fetched the model; later runs found it in the cache.
+        for attempt, (fetch_s, hit) in enumerate(
+            [(200.0, False), (0.01, True), (0.01, True), (0.02, True)], start=1
+        ):
+            session.add(_timing(job_id, attempt, model_fetch_s=fetch_s, model_cache_hit=hit))
+        session.add(_timing(job_id, 9, model_fetch_s=0.0))  # a model no worker fetched
+    estimate = _estimate()
+    assert estimate is not None
+    warmup = estimate.phases[1]
+    assert warmup.seconds["model_fetch"] == pytest.approx((200.0 + 0.04) / 4)
+    assert warmup.sources == ["measured"]
+    assert estimate.phases[2].seconds["model_fetch"] == 0  # a model under the model root
+
+
+def test_a_registered_models_fetch_is_derived_from_its_stored_bytes(
+    job_id: str, tiny_model_dir: str
+) -> None:
+    from pathlib import Path
+
+    from orchestrator.model_registry import add_model
+    from orchestrator.storage import get_store
+
+    with session_scope() as session:
+        model, _ = add_model(session, get_store(), "team/tiny-qwen3-vl", Path(tiny_model_dir))
+        stored = model.total_bytes
+    estimate = _estimate("team/tiny-qwen3-vl")
+    assert estimate is not None
+    fetch = profiles.model_fetch_seconds(stored, profiles.TINY_CPU_TRANSFER_S)
+    assert [p.seconds["model_fetch"] for p in estimate.phases] == [pytest.approx(fetch)] * 3
+
+
 def test_learned_profile_counts_its_runs(job_id: str) -> None:
     from orchestrator.profiles import learned_rates
 
