@@ -31,7 +31,13 @@ from orchestrator.errors import InvalidRequest
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.memory import MemoryPlan, precision_for, training_plan, weights_bytes
 from orchestrator.model_registry import find_model
-from orchestrator.model_shapes import ModelShape, lora_targets_key, model_key_for, shape_for
+from orchestrator.model_shapes import (
+    ModelShape,
+    lora_targets_key,
+    model_key_for,
+    shape_for,
+    shape_from_config,
+)
 from orchestrator.models import Pool
 from orchestrator.plan import PHASES, epoch_range
 from orchestrator.profiles import Profile
@@ -497,9 +503,12 @@ class ModelFacts:
 
 
 def model_facts(session: Session, base_model: str) -> ModelFacts:
+    """A registered model whose name the catalog does not know is sized by its recorded
+    config and parameter count instead."""
+    key, shape = model_key_for(base_model), shape_for(base_model)
     registered = find_model(session, base_model)
-    return ModelFacts(
-        model_key_for(base_model),
-        shape_for(base_model),
-        registered.total_bytes if registered is not None else 0,
-    )
+    if registered is None:
+        return ModelFacts(key, shape, 0)
+    if shape is None:
+        shape = shape_from_config(key, registered.config, registered.parameter_count)
+    return ModelFacts(key, shape, registered.total_bytes)

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator import bench_h200, repository
 from orchestrator.memory import weights_bytes
-from orchestrator.model_shapes import TINY, ModelShape, lora_targets_key
+from orchestrator.model_shapes import SHAPES, TINY, ModelShape, lora_targets_key
 from orchestrator.models import PhaseTiming, Pool
 
 # Assumptions of derived profiles (stated in COSTS.md).
@@ -138,9 +138,12 @@ def _h200_step(
     """(H200 step seconds, hardware FLOPs per sample); target sets between q/v and all-linear
     are placed by their share of LoRA parameters."""
 
+    # A shape estimated from a config scales its basis's bench by the language model's size.
+    size = shape.llm_params / SHAPES[shape.catalog_key].llm_params
+
     def at(targets: str) -> tuple[float, float]:
-        fixed, per_sample, flops = _bench_step(shape.key, targets, checkpointing)
-        return fixed + per_sample * micro_batch, flops
+        fixed, per_sample, flops = _bench_step(shape.catalog_key, targets, checkpointing)
+        return (fixed + per_sample * micro_batch) * size, flops * size
 
     qv, every = at("q_proj,v_proj"), at("all-linear")
     span = shape.lora_params_all_linear - shape.lora_params_qv
@@ -226,7 +229,7 @@ def seed_profile(
             model_fetch_s=model_fetch_seconds(model_bytes, latency),
         )
 
-    if shape.key == TINY or not _has_bench(shape.key):
+    if shape.catalog_key == TINY or not _has_bench(shape.catalog_key):
         # Workers import before they fork a phase's process: preprocessing starts at once.
         return made(
             0.0 if phase == "preprocess" else TINY_CPU_STARTUP_S,
@@ -401,7 +404,7 @@ def measured_only(
 
 
 def artifact_bytes_per_sample(shape: ModelShape | None) -> int:
-    patches = TINY_PATCHES if shape is not None and shape.key == TINY else REFERENCE_PATCHES
+    patches = TINY_PATCHES if shape is not None and shape.catalog_key == TINY else REFERENCE_PATCHES
     return patches * ARTIFACT_BYTES_PER_PATCH
 
 
