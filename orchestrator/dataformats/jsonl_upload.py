@@ -34,7 +34,9 @@ def is_jsonl_upload(filename: str, data: bytes) -> bool:
 def member_name(filename: str) -> str:
     """The upload's own base name, so messages say `train.jsonl:3`; never a path."""
     base = posixpath.basename(filename.replace("\\", "/"))
-    return base if base.lower().endswith(".jsonl") and not base.startswith(".") else DEFAULT_NAME
+    if not base.lower().endswith(".jsonl") or base.startswith("."):
+        return DEFAULT_NAME
+    return base[: -len(".jsonl")] + ".jsonl"  # the parser knows a .jsonl by its lower-case name
 
 
 def _decoded(url: Any) -> tuple[str, bytes] | None:

@@ -154,3 +154,11 @@ def test_a_dataset_of_another_tenant_is_not_found(client: TestClient) -> None:
     other_dataset = relay.job(dataset_id).dataset_id
     assert client.delete(f"/v1/datasets/{other_dataset}").status_code == 404
     assert client.get(f"/v1/files/{other_dataset}").status_code == 404
+
+
+def test_an_upper_case_extension_is_still_read_line_by_line(client: TestClient) -> None:
+    uploaded = openai_client(client).files.create(
+        file=("Train.JSONL", chat_jsonl(2)), purpose="fine-tune"
+    )
+    assert uploaded.filename == "Train.JSONL"
+    assert client.get(f"/v1/datasets/{uploaded.id}").json()["num_samples"] == 2
