@@ -158,8 +158,12 @@ def test_legacy_hyperparameters_and_auto(client: TestClient) -> None:
         model="tiny",
         training_file=file_id,
         hyperparameters={"n_epochs": 1, "batch_size": "auto", "learning_rate_multiplier": 0.5},
+        extra_body={"pools": {"warmup": "a100"}, "max_cost": "50"},
     )
-    hp = client.get(f"/v1/jobs/{job.id}").json()["hyperparameters"]
+    own = client.get(f"/v1/jobs/{job.id}").json()
+    assert [p["pool"] for p in own["phases"]] == ["t4", "a100", "a100"]
+    assert float(own["max_cost"]["amount"]) == 50
+    hp = own["hyperparameters"]
     assert (hp["total_epochs"], hp["warmup_epochs"], hp["batch_size"]) == (1, 1, 2)
     assert hp["learning_rate"] == pytest.approx(1e-4)
     assert job.hyperparameters.learning_rate_multiplier == pytest.approx(0.5)
