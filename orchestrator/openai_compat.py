@@ -203,11 +203,14 @@ def checkpoint_model(job: Job, checkpoint: Checkpoint) -> str:
 
 
 def checkpoint_metrics(checkpoint: Checkpoint) -> dict[str, float]:
-    """The figures the checkpoint's manifest recorded, in OpenAI's names."""
-    recorded = (checkpoint.manifest or {}).get("metrics") or {}
+    """The figures the checkpoint's manifest recorded (at its top level, as the training
+    recipe writes them, or under "metrics"), in OpenAI's names."""
+    manifest = checkpoint.manifest or {}
+    nested = manifest.get("metrics")
+    nested = nested if isinstance(nested, dict) else {}
     metrics = {"step": float(checkpoint.step)}
     for name, openai_name in _METRIC_NAMES.items():
-        value = recorded.get(name)
+        value = manifest.get(name, nested.get(name))
         if isinstance(value, int | float):
             metrics[openai_name] = float(value)
     return metrics

@@ -39,7 +39,7 @@ def train(claim: runs.Claim, step: int, kind: CheckpointKind, metrics: dict[str,
             key=checkpoint_key(claim.run_prefix, kind, step),
             step=step,
             size=1,
-            manifest={"metrics": metrics},
+            manifest={"kind": kind, "step": step, **metrics},  # as the recipe writes it
         )
 
 
