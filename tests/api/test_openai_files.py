@@ -150,8 +150,7 @@ def test_relaytune_lists_and_deletes_data_sets(client: TestClient) -> None:
 
 
 def test_a_dataset_of_another_tenant_is_not_found(client: TestClient) -> None:
-    dataset_id = relay.submit(relay.new_tenant("other"))  # a job id; its data set is theirs
-    other_dataset = relay.job(dataset_id).dataset_id
+    other_dataset = relay.job(relay.submit(relay.new_tenant("other"))).dataset_id
     assert client.delete(f"/v1/datasets/{other_dataset}").status_code == 404
     assert client.get(f"/v1/files/{other_dataset}").status_code == 404
 
@@ -162,3 +161,19 @@ def test_an_upper_case_extension_is_still_read_line_by_line(client: TestClient) 
     )
     assert uploaded.filename == "Train.JSONL"
     assert client.get(f"/v1/datasets/{uploaded.id}").json()["num_samples"] == 2
+
+
+def test_a_retried_create_with_an_idempotency_key_creates_once(client: TestClient) -> None:
+    api = openai_client(client)
+    once = {"Idempotency-Key": "upload-1"}
+    files = [
+        api.files.create(file=("t.jsonl", chat_jsonl(1)), purpose="fine-tune", extra_headers=once)
+        for _ in range(2)
+    ]
+    assert files[0].id == files[1].id and len(api.files.list().data) == 1
+    once = {"Idempotency-Key": "job-1"}
+    jobs = [
+        api.fine_tuning.jobs.create(model="tiny", training_file=files[0].id, extra_headers=once)
+        for _ in range(2)
+    ]
+    assert jobs[0].id == jobs[1].id and len(api.fine_tuning.jobs.list().data) == 1
