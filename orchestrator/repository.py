@@ -139,7 +139,8 @@ def delete_idempotency_records_before(session: Session, before: datetime, *, lim
 
 def dataset_for_tenant(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
-    if dataset is None or dataset.tenant_id != tenant_id:
+    # An empty storage_key: deleted, its row kept for the jobs that name it (orchestrator.datasets).
+    if dataset is None or dataset.tenant_id != tenant_id or not dataset.storage_key:
         raise NotFound(f"dataset {dataset_id} not found", param="dataset_id")
     return dataset
 

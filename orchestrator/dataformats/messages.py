@@ -70,13 +70,20 @@ def _image_paths(row: Row, problems: Problems) -> list[str] | None:
     return [p.replace("\\", "/") for p in paths]
 
 
-class _Images:
-    """Each image file read and checked once, however many rows name it."""
+class ImageFiles:
+    """Each image file read and checked once, however many rows name it (openai_chat rows may
+    name files too)."""
 
     def __init__(
-        self, source: FileSource, root: str, base: str, max_pixels: int | None, problems: Problems
+        self,
+        source: FileSource,
+        root: str,
+        base: str,
+        file: str,
+        max_pixels: int | None,
+        problems: Problems,
     ) -> None:
-        self.source, self.root, self.base = source, root, base
+        self.source, self.root, self.base, self.file = source, root, base, file
         self.members = set(source.names())
         self.max_pixels, self.problems = max_pixels, problems
         self.checked: dict[str, SampleImage | None] = {}
@@ -119,7 +126,7 @@ def parse(
 ) -> tuple[list[Sample], int]:
     file = data_file[len(root) :]
     base = posixpath.dirname(data_file)
-    images = _Images(source, root, base, max_pixels, problems)
+    images = ImageFiles(source, root, base, file, max_pixels, problems)
     samples = []
     for row in read_rows(source, data_file, file, problems):
         before = len(problems.items)

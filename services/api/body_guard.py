@@ -23,7 +23,7 @@ from orchestrator.errors import RelaytuneError, RequestTooLarge, StoreUnavailabl
 from orchestrator.settings import Settings, get_settings
 
 # Routes that take a file; every other body is JSON and gets the (much smaller) JSON limit.
-UPLOAD_ROUTES = frozenset({("POST", "/v1/datasets")})
+UPLOAD_ROUTES = frozenset({("POST", "/v1/datasets"), ("POST", "/v1/files")})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

@@ -16,6 +16,8 @@ from services.api.routes import (
     jobs,
     metrics,
     models,
+    openai_files,
+    openai_fine_tuning,
     pools,
     system,
     tenants,
@@ -43,6 +45,8 @@ def create_app() -> FastAPI:
         api_keys.router,
         models.router,
         webhooks.router,
+        openai_files.router,
+        openai_fine_tuning.router,
     ):
         app.include_router(api_router, responses=API_ERRORS, dependencies=[Depends(refuse_nul)])
     app.include_router(metrics.router, responses=OPERATOR_ERRORS)

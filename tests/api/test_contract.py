@@ -84,6 +84,9 @@ class RealRows:
         params = case.path_parameters or {}
         if "job_id" in params:
             params["job_id"] = world.job_id
+        for name in ("dataset_id", "file_id"):  # a file is a data set
+            if name in params:
+                params[name] = world.dataset_id
         if "phase" in params:
             params["phase"] = self.phase
         if "name" in params:
@@ -91,8 +94,9 @@ class RealRows:
         if not isinstance(case.body, dict):
             return
         body = cast(dict[str, Any], case.body)  # JSON fields, or multipart parts (bytes)
-        if "dataset_id" in body:
-            body["dataset_id"] = world.dataset_id
+        for name in ("dataset_id", "training_file"):
+            if name in body:
+                body[name] = world.dataset_id
         if "file" in body:
             body["file"] = dataset_zip()
 

@@ -154,6 +154,36 @@ def test_openai_chat_with_embedded_images() -> None:
     assert [t.train for t in sample.turns if t.role == "assistant"] == [False, True]
 
 
+def _ask(url: str) -> dict[str, Any]:
+    question = [{"type": "text", "text": "Which colour?"}, {"type": "image_url", "image_url": url}]
+    return {
+        "messages": [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": "blue"},
+        ]
+    }
+
+
+def test_openai_chat_may_name_image_files_of_the_data_set() -> None:
+    image = png(color="blue")
+    rows = jsonl(_ask("images/a.png"), _ask("images/a.png"), _ask(data_url(image)))
+    dataset = read(make_zip({"d/chat.jsonl": rows, "d/images/a.png": image}))
+    assert (dataset.format, len(dataset.samples), dataset.num_images) == ("openai_chat", 3, 2)
+    assert dataset.samples[0].images[0].name == "images/a.png"
+    assert dataset.samples[0].images[0].data == image
+
+    error = rejected(
+        make_zip(
+            {"chat.jsonl": jsonl(_ask("images/missing.png"), _ask("../a.png"), _ask("file:a.png"))}
+        )
+    )
+    assert [(d["param"], d["code"]) for d in error.details or []] == [
+        ("chat.jsonl:1", "missing_image"),
+        ("chat.jsonl:2", "invalid_row"),
+        ("chat.jsonl:3", "unsupported_image_url"),
+    ]
+
+
 def test_every_bad_row_is_listed() -> None:
     rows = jsonl(
         row("<image>ok", "fine", ["good.png"]),
