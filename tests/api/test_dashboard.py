@@ -143,7 +143,13 @@ class Page:
         return list(self.driver.find_elements(By.CSS_SELECTOR, selector))
 
     def texts(self, selector: str) -> list[str]:
-        return [e.text for e in self.all(selector)]
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        while True:
+            try:
+                return [e.text for e in self.all(selector)]
+            except StaleElementReferenceException:
+                continue  # redrawn while read: read the new one
 
     def wait(self, what: str, check: Callable[[], Any]) -> Any:
         from selenium.common.exceptions import WebDriverException
@@ -161,6 +167,23 @@ class Page:
                 raise AssertionError(f"never saw {what}; notice: {notice}")
             time.sleep(0.1)
 
+    # The page redraws parts as the job moves: an element found may be replaced before it is
+    # read or clicked, so both retry until they act on the element shown.
+    def read(self, selector: str, attribute: str | None = None) -> str:
+        def value() -> tuple[str]:
+            element = self.css(selector)
+            return (element.text if attribute is None else element.get_attribute(attribute),)
+
+        return self.wait(f"{selector} readable", value)[0]
+
+    def enabled(self, selector: str) -> bool:
+        return bool(
+            self.wait(f"{selector} readable", lambda: (self.css(selector).is_enabled(),))[0]
+        )
+
+    def click(self, selector: str) -> None:
+        self.wait(f"{selector} clicked", lambda: self.css(selector).click() or True)
+
     def wait_text(self, selector: str, expected: str) -> None:
         self.wait(f"{selector} = {expected!r}", lambda: expected in self.texts(selector))
 
@@ -168,10 +191,10 @@ class Page:
         self.driver.get(self.url)
         self.wait("the sign-in form", lambda: self.css("#api-key"))
         self.css("#api-key").send_keys(key)
-        self.css("#sign-in button[type=submit]").click()
+        self.click("#sign-in button[type=submit]")
 
     def phase(self, name: str, part: str) -> str:
-        return str(self.css(f'.phase[data-phase="{name}"] {part}').text)
+        return self.read(f'.phase[data-phase="{name}"] {part}')
 
 
 def submit_job(api: httpx.Client) -> str:
@@ -211,8 +234,8 @@ def test_a_job_moves_on_the_page_without_reloading_and_is_cancelled_from_it(
     page.sign_in(key)
     row = f'.job-row[data-job-id="{job_id}"]'
     page.wait("the job in the list", lambda: page.css(row))
-    assert "queued" in page.css(row).text and "tiny-qwen3-vl" in page.css(row).text
-    page.css(row).click()
+    assert "queued" in page.read(row) and "tiny-qwen3-vl" in page.read(row)
+    page.click(row)
     page.wait_text("#job-status", "queued")
     browser.execute_script("window.notReloaded = true")
 
@@ -227,15 +250,15 @@ def test_a_job_moves_on_the_page_without_reloading_and_is_cancelled_from_it(
     page.wait_text('.phase[data-phase="warmup"] .phase-steps', "step 14 / 30 · epoch 2")
     assert page.phase("warmup", ".phase-status") == "running"
     assert page.phase("warmup", ".pool") == "a10 · NVIDIA A10"
-    assert page.css('.phase[data-phase="warmup"] .bar').get_attribute("aria-valuenow") == "70"
-    points = page.css('#loss-chart polyline[data-series="warmup"]').get_attribute("points")
+    assert page.read('.phase[data-phase="warmup"] .bar', "aria-valuenow") == "70"
+    points = page.read('#loss-chart polyline[data-series="warmup"]', "points")
     assert len(points.split()) == 14
-    assert page.css('#lr-chart polyline[data-series="warmup"]')
+    assert page.read('#lr-chart polyline[data-series="warmup"]', "points")
     assert "phase_started" in page.texts("#timeline .event .type")
     assert browser.execute_script("return window.notReloaded") is True
     browser.save_screenshot(SCREENSHOT or str(tmp_path / "dashboard.png"))
 
-    page.css("#cancel-job").click()
+    page.click("#cancel-job")
     browser.switch_to.alert.accept()
     page.wait_text("#job-status", "cancelling")
     assert api.get(f"v1/jobs/{job_id}").json()["status"] == "cancelling"
@@ -248,7 +271,7 @@ def test_a_job_moves_on_the_page_without_reloading_and_is_cancelled_from_it(
     assert api.get(f"v1/jobs/{job_id}").json()["status"] == "cancelled"
     page.wait("job_cancelled in the timeline", lambda: page.css('[data-type="job_cancelled"]'))
 
-    page.css('.phase[data-phase="warmup"] button.requeue').click()
+    page.click('.phase[data-phase="warmup"] button.requeue')
     page.wait_text('.phase[data-phase="warmup"] .phase-status', "queued")
     warmup_now = next(
         p for p in api.get(f"v1/jobs/{job_id}").json()["phases"] if p["name"] == "warmup"
@@ -292,7 +315,7 @@ def test_a_finished_job_shows_its_evaluation_and_its_adapter_downloads(
     page.wait("the job in the list", lambda: page.css(f'.job-row[data-job-id="{job_id}"]'))
     browser.get(f"{api_url}#/jobs/{job_id}")
     page.wait_text("#job-status", "queued")
-    assert not page.css("#download-adapter").is_enabled()
+    assert not page.enabled("#download-adapter")
 
     relay.complete(relay.claim(job_id, "preprocess"))
     relay.complete(relay.claim(job_id, "warmup"))
@@ -302,12 +325,12 @@ def test_a_finished_job_shows_its_evaluation_and_its_adapter_downloads(
         runs.complete_phase(session, final, output_key=prefix, summary={})
     page.wait_text("#job-status", "succeeded")
     page.wait("the evaluation", lambda: page.css('#evaluation tr[data-metric="exact_match"]'))
-    row = page.css('#evaluation tr[data-metric="exact_match"]').text.split()
+    row = page.read('#evaluation tr[data-metric="exact_match"]').split()
     assert row == ["exact_match", "0", "0.5000", "0.5000"]
-    assert "capacitor 1" in page.css("#evaluation .samples").text
-    assert not page.css("#cancel-job").is_enabled()
+    assert "capacitor 1" in page.read("#evaluation .samples")
+    assert not page.enabled("#cancel-job")
 
-    page.css("#download-adapter").click()
+    page.click("#download-adapter")
     downloaded = tmp_path / "downloads" / f"relaytune-{job_id}-adapter.zip"
     page.wait("the downloaded adapter", downloaded.is_file)
     with zipfile.ZipFile(io.BytesIO(downloaded.read_bytes())) as archive:
@@ -358,7 +381,7 @@ def test_the_page_reads_the_event_stream_and_resumes_it_where_it_dropped(
                 == listed
             ),
         )
-        points = page.css('#loss-chart polyline[data-series="warmup"]').get_attribute("points")
+        points = page.read('#loss-chart polyline[data-series="warmup"]', "points")
         assert len(points.split()) == 7
         resumed = log.last_event_ids[1:]
         assert log.last_event_ids[0] == 0 and len(resumed) >= 2

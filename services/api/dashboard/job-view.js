@@ -53,10 +53,16 @@ export function showJob(view, jobId, { signal, notify, onError }) {
     }),
   };
 
+  let shown = "";
   function showJobJson(job) {
     state.job = job;
-    replace(parts.header, header(job, state.mode, actions));
-    replace(parts.phases, phaseCards(job, { onRequeue: actions.requeue }));
+    // Redrawn only when something changed: a button is not replaced under the pointer.
+    const now = JSON.stringify(job);
+    if (now !== shown) {
+      shown = now;
+      replace(parts.header, header(job, state.mode, actions));
+      replace(parts.phases, phaseCards(job, { onRequeue: actions.requeue }));
+    }
     loadEvaluation();
     followIfLive();
   }
@@ -98,7 +104,10 @@ export function showJob(view, jobId, { signal, notify, onError }) {
     requestAnimationFrame(() => {
       drawPending = false;
       showEvents();
-      if (phasesMoved && state.job) replace(parts.phases, phaseCards(state.job, { onRequeue: actions.requeue }));
+      if (phasesMoved && state.job) {
+        shown = "";
+        replace(parts.phases, phaseCards(state.job, { onRequeue: actions.requeue }));
+      }
       phasesMoved = false;
     });
   }
