@@ -38,7 +38,7 @@ NO_BROWSER = (
     "the dashboard's browser tests need Debian's chromium and chromium-driver "
     f"({CHROMIUM}, {CHROMEDRIVER}): apt-get install -y chromium chromium-driver"
 )
-# Where the job page's screenshot goes; the README's is taken with this set to docs/.
+# Where to keep the screenshot of the running job's page (by default the test's tmp dir).
 SCREENSHOT = os.environ.get("RELAYTUNE_DASHBOARD_SCREENSHOT")
 TOTAL_STEPS = 30  # 3 epochs of 10 steps: warmup has steps 1-20, final 21-30
 WAIT_S = 30

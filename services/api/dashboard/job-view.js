@@ -121,17 +121,19 @@ export function showJob(view, jobId, { signal, notify, onError }) {
       signal,
       onEvent,
       isFinished: () => TERMINAL.has(state.job.status),
-      onMode: (mode) => {
-        state.mode = mode;
-        const badge = parts.header.querySelector("#live-mode");
-        if (badge) badge.textContent = liveLabel(mode);
-      },
+      onMode: showMode,
       onError: (error) => { if (error instanceof ApiError) onError(error); },
     }).finally(() => {
       // Ended with the job, or on an error already shown; a requeue follows it again.
       state.live = null;
-      state.mode = "";
+      showMode("");
     });
+  }
+
+  function showMode(mode) {
+    state.mode = mode;
+    const badge = parts.header.querySelector("#live-mode");
+    if (badge) badge.textContent = liveLabel(mode);
   }
 
   async function loadEvaluation() {
