@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 from orchestrator import layout, runs
 from orchestrator.db import session_scope
 from orchestrator.dispatch import RecordingDispatcher
+from orchestrator.events import EventType, emit
 from orchestrator.storage import get_store
 from services.api.main import create_app
 from tests.api.event_stream_stand_in import EventStreamStandIn, StreamLog
@@ -387,3 +388,28 @@ def test_the_page_reads_the_event_stream_and_resumes_it_where_it_dropped(
         assert log.last_event_ids[0] == 0 and len(resumed) >= 2
         assert resumed == sorted(resumed) and resumed[0] > 0
         assert log.authorizations == {f"Bearer {key}"}
+
+
+def test_an_event_committed_after_a_newer_one_still_shows(api_url: str, browser: Any) -> None:
+    """Ids are taken at insert but seen at commit: a worker's write may take id N and commit
+    after a user's write took N+1; the page lists N once it is there."""
+    key = new_api_key()
+    api = httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"})
+    job_id = submit_job(api)
+    page = Page(browser, api_url)
+    page.sign_in(key)
+    page.wait("the job in the list", lambda: page.css(f'.job-row[data-job-id="{job_id}"]'))
+    browser.get(f"{api_url}#/jobs/{job_id}")
+    page.wait_text("#job-status", "queued")
+
+    shown = '#timeline [data-type="model_loaded"]'
+    with session_scope() as slow:
+        emit(slow, job_id, EventType.MODEL_LOADED, phase="preprocess", attempt=1, seconds=1.5)
+        slow.flush()  # takes its id now, commits later
+        with session_scope() as quick:
+            emit(quick, job_id, EventType.BUDGET_CHANGED, max_cost="5")
+        page.wait("the newer event", lambda: page.css('#timeline [data-type="budget_changed"]'))
+        assert page.all(shown) == []
+    page.wait("the event committed late", lambda: page.css(shown))
+    listed = [int(e.get_attribute("data-event-id")) for e in page.all("#timeline .event")]
+    assert listed == sorted(listed, reverse=True)

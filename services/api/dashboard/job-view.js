@@ -84,10 +84,14 @@ export function showJob(view, jobId, { signal, notify, onError }) {
   };
 
   function onEvent(event) {
-    state.events.push(event);
+    // Kept in id order: a late event goes where it belongs.
+    let at = state.events.length;
+    while (at > 0 && state.events[at - 1].id > event.id) at -= 1;
+    state.events.splice(at, 0, event);
     const phase = state.job?.phases.find((p) => p.name === event.phase);
-    if (event.type === "metrics" && phase) {
-      // The step moves on every report: the event says where, no request needed.
+    if (event.type === "metrics" && phase && event.data.step >= phase.progress.step) {
+      // The step moves on every report: the event says where, no request needed (a late
+      // report never moves it back; a phase run again is reloaded on its phase events).
       phase.progress = { step: event.data.step, total_steps: event.data.total_steps, epoch: event.data.epoch };
       phasesMoved = true;
     }

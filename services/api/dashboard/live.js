@@ -13,21 +13,49 @@ const sleep = (ms, signal) =>
     signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
   });
 
+// Event ids are taken when a row is inserted but become visible when its transaction commits,
+// so id 10 may appear after id 11: ids are remembered, not only the greatest, and everything
+// below an id seen LATE_MS ago is taken as settled (no transaction stays open that long).
+const LATE_MS = 10000;
+
+class SeenIds {
+  constructor(after) {
+    this.floor = after; // every id up to here is delivered or will never come
+    this.seen = new Map(); // id above the floor -> when it arrived
+  }
+
+  get greatest() {
+    return Math.max(this.floor, ...this.seen.keys());
+  }
+
+  add(id) {
+    if (id <= this.floor || this.seen.has(id)) return false;
+    this.seen.set(id, Date.now());
+    return true;
+  }
+
+  settle() {
+    const cutoff = Date.now() - LATE_MS;
+    for (const [id, at] of this.seen) if (at < cutoff && id > this.floor) this.floor = id;
+    for (const id of this.seen.keys()) if (id <= this.floor) this.seen.delete(id);
+  }
+}
+
 // opts: { after, signal, onEvent(event), onMode("stream" | "polling"), isFinished(), onError(e) }
 // Resolves when the job's events are all delivered and the job has finished, or on abort.
+// Events are delivered once each, late ones too, so not always in id order.
 export async function follow(jobId, opts) {
-  let last = opts.after || 0;
+  const ids = new SeenIds(opts.after || 0);
   const deliver = (event) => {
-    if (typeof event.id !== "number" || event.id <= last) return; // resent after a reconnect
-    last = event.id;
-    opts.onEvent(event);
+    if (typeof event.id === "number" && ids.add(event.id)) opts.onEvent(event);
   };
   const base = `v1/jobs/${encodeURIComponent(jobId)}/events`;
   while (!opts.signal.aborted) {
     let response;
     try {
       const headers = { ...authHeaders(), Accept: "text/event-stream" };
-      if (last) headers["Last-Event-ID"] = String(last);
+      // The server looks for late events itself; a resumed stream starts after the greatest.
+      if (ids.greatest) headers["Last-Event-ID"] = String(ids.greatest);
       response = await fetch(`${base}?stream=true`, { headers, signal: opts.signal, cache: "no-store" });
     } catch (error) {
       if (opts.signal.aborted) return;
@@ -50,26 +78,33 @@ export async function follow(jobId, opts) {
     }
     response.body?.cancel();
     opts.onMode?.("polling");
-    await poll(base, () => last, deliver, opts);
+    await poll(base, ids, deliver, opts);
     return;
   }
 }
 
-async function poll(base, last, deliver, opts) {
+async function poll(base, ids, deliver, opts) {
+  let caughtUp = false;
   while (!opts.signal.aborted) {
     const finishedBefore = opts.isFinished();
     let page = [];
+    ids.settle();
+    // Caught up, each poll asks again from the settled floor, so a late event is seen too.
+    const after = caughtUp ? ids.floor : ids.greatest;
     try {
-      page = await getJson(`${base}?after=${last()}&limit=${PAGE}`, { signal: opts.signal });
+      page = await getJson(`${base}?after=${after}&limit=${PAGE}`, { signal: opts.signal });
       page.forEach(deliver);
     } catch (error) {
       if (opts.signal.aborted) return;
       opts.onError?.(error);
       if (error instanceof ApiError && (error.status === 401 || error.status === 404)) return;
+      await sleep(POLL_MS, opts.signal); // the server or the network: ask again
+      continue;
     }
+    caughtUp = page.length < PAGE;
     // Finished before this poll asked: every event of the job was in it.
-    if (finishedBefore && page.length < PAGE) return;
-    if (page.length < PAGE) await sleep(POLL_MS, opts.signal);
+    if (finishedBefore && caughtUp) return;
+    if (caughtUp) await sleep(POLL_MS, opts.signal);
   }
 }
 
