@@ -24,7 +24,7 @@ else
 TORCH_PINS :=
 endif
 
-.PHONY: venv test lint demo clean distclean
+.PHONY: venv browser test lint demo clean distclean
 
 venv: $(STAMP)
 
@@ -42,8 +42,20 @@ endif
 	$(PY) -m pip install -e '.[worker,dev]' $(TORCH_PINS)
 	touch $@
 
+# The dashboard's tests drive Debian's chromium through its own chromedriver (nothing is
+# downloaded by Selenium). Installed here when missing, where apt-get is and we are root;
+# elsewhere those tests skip, and this says how to get them.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; \
+	else \
+		echo "chromium or chromedriver missing: the dashboard tests will skip." >&2; \
+		echo "Install them with: sudo apt-get install -y chromium chromium-driver" >&2; \
+	fi
+
 # Real PostgreSQL, Redis and S3 for the tests: see tests/backing/.
-test: venv
+test: venv browser
 	$(PY) -m tests.backing run -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

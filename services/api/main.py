@@ -11,6 +11,7 @@ from services.api.errors import install_error_handlers
 from services.api.lifespan import lifespan
 from services.api.routes import (
     api_keys,
+    dashboard,
     datasets,
     estimates,
     jobs,
@@ -50,6 +51,7 @@ def create_app() -> FastAPI:
     ):
         app.include_router(api_router, responses=API_ERRORS, dependencies=[Depends(refuse_nul)])
     app.include_router(metrics.router, responses=OPERATOR_ERRORS)
+    app.include_router(dashboard.router)
     return app
 
 
