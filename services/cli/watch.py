@@ -1,0 +1,158 @@
+"""Follow a job until it ends: its events from the live stream (or by polling where the API
+has no stream), its phases as progress bars on a terminal, a line per change elsewhere."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from orchestrator.lifecycle import TERMINAL_JOB, PhaseStatus
+from services.cli.client import ApiError, Client, Disconnected, StreamUnavailable, Unreachable
+from services.cli.progress import Board, PhaseProgress
+from services.cli.render import phase_table, progress_line
+from services.cli.waiting import unserved_phases
+
+POLL_LIMIT = 200  # events per page when polling
+
+
+class EventFeed:
+    """The job's events in order, each once. A thread reads the live stream and, when it
+    breaks off, resumes it after the last event seen; without a stream, take() polls."""
+
+    def __init__(self, client: Client, job_id: str):
+        self.client, self.job_id = client, job_id
+        self.last_id = 0
+        self.streaming = False
+        self._events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._stop = threading.Event()
+        self._response: httpx.Response | None = None
+
+    def open(self) -> None:
+        try:
+            self._response = self.client.open_event_stream(self.job_id)
+        except StreamUnavailable:
+            return
+        self.streaming = True
+        threading.Thread(target=self._follow, name="relaytune-events", daemon=True).start()
+
+    def _put(self, event: dict[str, Any]) -> None:
+        if int(event["id"]) > self.last_id:  # a resumed stream may repeat the last one
+            self.last_id = int(event["id"])
+            self._events.put(event)
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._response is None:
+                    self._response = self.client.open_event_stream(self.job_id, self.last_id)
+                for event in self.client.read_event_stream(self._response):
+                    self._put(event)
+            except StreamUnavailable:
+                break  # take() polls from the last event seen
+            except (Unreachable, Disconnected, ApiError):
+                pass  # the API restarts, a proxy cut the stream: resume in a moment
+            except Exception:  # e.g. closed under it by close(); take() polls then
+                break
+            finally:
+                self._response = None
+            self._stop.wait(1.0)
+        self.streaming = False
+
+    def take(self) -> list[dict[str, Any]]:
+        """The events that came since the last call."""
+        if not self.streaming:
+            while True:
+                page = self.client.events(self.job_id, after=self.last_id, limit=POLL_LIMIT)
+                for event in page:
+                    self._put(event)
+                if len(page) < POLL_LIMIT:
+                    break
+        taken = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                taken.append(self._events.get_nowait())
+        return taken
+
+    def close(self) -> None:
+        self._stop.set()
+        response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.close()
+
+
+def follow(client: Client, job_id: str, console: Console, interval: float = 1.0) -> dict[str, Any]:
+    """Follow the job until it ends; returns it as it ended. Ctrl-C leaves it running."""
+    job = client.job(job_id)
+    feed = EventFeed(client, job_id)
+    feed.open()
+    try:
+        if console.is_terminal:
+            job = _bars(client, job, feed, console, interval)
+        else:
+            job = _lines(client, job, feed, console, interval)
+    finally:
+        feed.close()
+    console.print(phase_table(job))
+    return job
+
+
+def _bars(
+    client: Client, job: dict[str, Any], feed: EventFeed, console: Console, interval: float
+) -> dict[str, Any]:
+    board, warned = Board(), set[str]()
+    with PhaseProgress(job["cost"]["currency"], console=console) as bars:
+        while True:
+            for event in feed.take():
+                board.apply(event)
+            bars.show(job, board.rows(job))
+            if job["status"] in TERMINAL_JOB:
+                return job
+            _warn_unserved(client, job, warned, console)
+            time.sleep(interval)
+            job = client.job(job["id"])
+
+
+def _lines(
+    client: Client, job: dict[str, Any], feed: EventFeed, console: Console, interval: float
+) -> dict[str, Any]:
+    warned: set[str] = set()
+    last: tuple[Any, ...] = ()
+    while True:
+        feed.take()  # keeps the feed's place; the lines show statuses and steps only
+        # The cost meter moves every second; print only when a status or a step changes.
+        signature = (job["status"], *((p["status"], p["progress"]["step"]) for p in job["phases"]))
+        if signature != last:
+            console.print(progress_line(job), soft_wrap=True, markup=False)
+        last = signature
+        if job["status"] in TERMINAL_JOB:
+            return job
+        _warn_unserved(client, job, warned, console)
+        time.sleep(interval)
+        job = client.job(job["id"])
+
+
+def _warn_unserved(client: Client, job: dict[str, Any], warned: set[str], console: Console) -> None:
+    """Warn once each time a queued phase starts waiting on a pool with no live worker."""
+    pools = None
+    # On an error the phases' own status_detail still tells.
+    with contextlib.suppress(ApiError):
+        if any(p["status"] == PhaseStatus.QUEUED for p in job["phases"]):
+            pools = client.pools()
+    warnings = unserved_phases(job, pools)
+    for name in warnings.keys() - warned:
+        console.print(
+            f"warning: {warnings[name]}",
+            style="yellow",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    warned.clear()
+    warned.update(warnings)
