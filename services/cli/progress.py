@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Group, RenderableType
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.console import Group, JustifyMethod, RenderableType
+from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TextColumn
 from rich.table import Column, Table
 from rich.text import Text
 
@@ -29,6 +29,15 @@ def _moment(value: str) -> datetime:
 def clock(seconds: float) -> str:
     seconds = max(0, int(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _short(value: float, width: int = 6) -> str:
+    """Four decimals while they fit the column, fewer as the value grows."""
+    for decimals in (4, 3, 2, 1):
+        text = f"{value:.{decimals}f}"
+        if len(text) <= width:
+            return text
+    return f"{value:.0f}"
 
 
 def epoch_range(job: dict[str, Any], phase: str) -> tuple[int, int]:
@@ -105,9 +114,9 @@ class Board:
             "own_total": own_total,
             "steps": f"{own_step}/{own_total}" if own_total else "-",
             "epoch": f"{epoch}/{total_epochs}" if epoch else "-",
-            "loss": f"{trace.loss:.4f}" if trace.loss is not None else "-",
+            "loss": _short(trace.loss) if trace.loss is not None else "-",
             "elapsed": clock(elapsed) if elapsed is not None else "-",
-            "cost": f"{float(phase['cost']['amount']):.4f}",
+            "cost": _short(float(phase["cost"]["amount"]), width=8),
             "eta": self._eta(phase, own_step, own_total, elapsed, trace),
         }
 
@@ -133,14 +142,14 @@ class Board:
         return "?"
 
 
-def _column(header: str, width: int, justify: str = "left") -> Column:
+def _column(header: str, width: int, justify: JustifyMethod) -> Column:
     return Column(
         header=header,
         min_width=len(header),
         max_width=width,
         no_wrap=True,
         overflow="ellipsis",
-        justify=justify,  # type: ignore[arg-type]
+        justify=justify,
     )
 
 
@@ -148,28 +157,27 @@ class PhaseProgress(Progress):
     """rich Progress with a header row naming each column; 80 columns at most."""
 
     def __init__(self, currency: str, **kwargs: Any):
-        fields = (
+        fields: tuple[tuple[str, str, int, JustifyMethod], ...] = (
             ("phase", "phase", 10, "left"),
-            ("pool", "pool", 6, "left"),
-            ("steps", "step", 9, "right"),
+            ("pool", "pool", 8, "left"),
+            ("steps", "step", 11, "right"),
             ("epoch", "epoch", 5, "right"),
             ("loss", "loss", 6, "right"),
             ("elapsed", "elapsed", 7, "right"),
             ("cost", f"cost {currency}"[:8], 8, "right"),
             ("eta", "eta", 9, "right"),
         )
-        columns: list[Any] = [
-            TextColumn(f"{{task.fields[{name}]}}", markup=False, table_column=_column(h, w, j))
-            for name, h, w, j in fields[:2]
+        columns: list[ProgressColumn] = [
+            TextColumn(
+                f"{{task.fields[{name}]}}", markup=False, justify=j, table_column=_column(h, w, j)
+            )
+            for name, h, w, j in fields
         ]
-        columns.append(BarColumn(bar_width=10, table_column=Column(header="", width=10)))
-        columns += [
-            TextColumn(f"{{task.fields[{name}]}}", markup=False, table_column=_column(h, w, j))
-            for name, h, w, j in fields[2:]
-        ]
-        super().__init__(*columns, **kwargs)
+        columns.insert(2, BarColumn(bar_width=8, table_column=Column(header="", width=8)))
+        # Set before Progress starts its Live, which renders at once.
         self.tasks_by_phase: dict[str, TaskID] = {}
         self.title: RenderableType = ""
+        super().__init__(*columns, **kwargs)
 
     def make_tasks_table(self, tasks: Any) -> Table:
         table = super().make_tasks_table(tasks)

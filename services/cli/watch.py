@@ -31,6 +31,7 @@ class EventFeed:
         self.streaming = False
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._response: httpx.Response | None = None
 
     def open(self) -> None:
@@ -42,9 +43,10 @@ class EventFeed:
         threading.Thread(target=self._follow, name="relaytune-events", daemon=True).start()
 
     def _put(self, event: dict[str, Any]) -> None:
-        if int(event["id"]) > self.last_id:  # a resumed stream may repeat the last one
-            self.last_id = int(event["id"])
-            self._events.put(event)
+        with self._lock:  # the stream's thread and a final poll may both deliver an event
+            if int(event["id"]) > self.last_id:  # a resumed stream may repeat the last one
+                self.last_id = int(event["id"])
+                self._events.put(event)
 
     def _follow(self) -> None:
         while not self._stop.is_set():
@@ -64,9 +66,12 @@ class EventFeed:
             self._stop.wait(1.0)
         self.streaming = False
 
-    def take(self) -> list[dict[str, Any]]:
-        """The events that came since the last call."""
-        if not self.streaming:
+    def take(self, final: bool = False) -> list[dict[str, Any]]:
+        """The events that came since the last call. `final`, once the job has ended: stop
+        streaming and read what the stream had not delivered yet, so the last loss shows."""
+        if final:
+            self.close()
+        if final or not self.streaming:
             while True:
                 page = self.client.events(self.job_id, after=self.last_id, limit=POLL_LIMIT)
                 for event in page:
@@ -109,10 +114,11 @@ def _bars(
     board, warned = Board(), set[str]()
     with PhaseProgress(job["cost"]["currency"], console=console) as bars:
         while True:
-            for event in feed.take():
+            ended = job["status"] in TERMINAL_JOB
+            for event in feed.take(final=ended):
                 board.apply(event)
             bars.show(job, board.rows(job))
-            if job["status"] in TERMINAL_JOB:
+            if ended:
                 return job
             _warn_unserved(client, job, warned, console)
             time.sleep(interval)
@@ -125,13 +131,14 @@ def _lines(
     warned: set[str] = set()
     last: tuple[Any, ...] = ()
     while True:
-        feed.take()  # keeps the feed's place; the lines show statuses and steps only
+        ended = job["status"] in TERMINAL_JOB
+        feed.take(final=ended)  # keeps the feed's place; the lines show statuses and steps only
         # The cost meter moves every second; print only when a status or a step changes.
         signature = (job["status"], *((p["status"], p["progress"]["step"]) for p in job["phases"]))
         if signature != last:
             console.print(progress_line(job), soft_wrap=True, markup=False)
         last = signature
-        if job["status"] in TERMINAL_JOB:
+        if ended:
             return job
         _warn_unserved(client, job, warned, console)
         time.sleep(interval)
