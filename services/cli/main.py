@@ -166,6 +166,9 @@ def up(port: int, data_dir: Path | None) -> None:
         raise click.ClickException(str(exc)) from exc
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{port}"
+    # Where the client commands find the API; written before the API can answer there.
+    write_url_file(url)
     logs = settings.data_dir / "logs"
     standalone.log_events(console, logs / "up.log")
     env = {**os.environ, "RELAYTUNE_DATA_DIR": str(settings.data_dir)}
@@ -199,12 +202,10 @@ def up(port: int, data_dir: Path | None) -> None:
                 key_file.write_text(create_api_key(session, "local"))
             key_file.chmod(0o600)
         standalone.launch(tree, listener=listener, env=env, logs=logs, pools=pool_names)
-        url = f"http://127.0.0.1:{port}"
         try:
             standalone.wait_ready(url, alive=lambda: tree.alive("api"))
         except RuntimeError as exc:
             raise click.ClickException(f"{exc}; see {logs / 'api.log'}") from exc
-        write_url_file(url)  # the client commands find the API here
         console.print(
             f"relaytune is up at {url} (docs at {url}/docs); API key in {key_file}; "
             f"logs in {logs}. Ctrl-C stops everything."

@@ -19,6 +19,8 @@ from services.cli.render import phase_table, progress_line
 from services.cli.waiting import unserved_phases
 
 POLL_LIMIT = 200  # events per page when polling
+# `relaytune up` restarts an API that died within seconds: a watch rides that out.
+OUTAGE_SECONDS = 30.0
 
 
 class EventFeed:
@@ -72,17 +74,25 @@ class EventFeed:
         if final:
             self.close()
         if final or not self.streaming:
-            while True:
-                page = self.client.events(self.job_id, after=self.last_id, limit=POLL_LIMIT)
-                for event in page:
-                    self._put(event)
-                if len(page) < POLL_LIMIT:
-                    break
+            try:
+                self._poll()
+            except (Unreachable, Disconnected):
+                if final:
+                    raise
+                # the job's next read waits out the outage; the events come next round
         taken = []
         with contextlib.suppress(queue.Empty):
             while True:
                 taken.append(self._events.get_nowait())
         return taken
+
+    def _poll(self) -> None:
+        while True:
+            page = self.client.events(self.job_id, after=self.last_id, limit=POLL_LIMIT)
+            for event in page:
+                self._put(event)
+            if len(page) < POLL_LIMIT:
+                return
 
     def close(self) -> None:
         self._stop.set()
@@ -122,7 +132,7 @@ def _bars(
                 return job
             _warn_unserved(client, job, warned, console)
             time.sleep(interval)
-            job = client.job(job["id"])
+            job = _reread(client, job["id"])
 
 
 def _lines(
@@ -142,7 +152,19 @@ def _lines(
             return job
         _warn_unserved(client, job, warned, console)
         time.sleep(interval)
-        job = client.job(job["id"])
+        job = _reread(client, job["id"])
+
+
+def _reread(client: Client, job_id: str) -> dict[str, Any]:
+    """The job now; while the API does not answer, retried for up to OUTAGE_SECONDS."""
+    deadline = time.monotonic() + OUTAGE_SECONDS
+    while True:
+        try:
+            return client.job(job_id)
+        except (Unreachable, Disconnected):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def _warn_unserved(client: Client, job: dict[str, Any], warned: set[str], console: Console) -> None:

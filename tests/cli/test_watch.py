@@ -127,8 +127,10 @@ def test_a_queued_and_a_preprocessing_phase() -> None:
 class StreamingApi:
     """A job that ends after a few reads, and an event stream that breaks off once."""
 
-    def __init__(self, *, stream: bool = True) -> None:
+    def __init__(self, *, stream: bool = True, outages: int = 0) -> None:
         self.stream = stream
+        self.outages = outages  # job reads refused before the job answers again
+        self.job_reads = 0
         self.requests: list[httpx.Request] = []
         self.reads = [
             _job(),
@@ -155,6 +157,11 @@ class StreamingApi:
                 )
             after = int(request.url.params.get("after", 0))
             return httpx.Response(200, json=[e for e in self.events if e["id"] > after])
+        self.job_reads += 1
+        if self.job_reads == 2 and self.outages:
+            self.outages -= 1
+            self.job_reads -= 1
+            raise httpx.ConnectError("connection refused", request=request)
         job = self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
         return httpx.Response(200, json=job)
 
@@ -208,6 +215,13 @@ def test_follow_on_a_terminal_draws_bars_until_the_job_ends() -> None:
     assert job["status"] == "succeeded"
     assert "0.2500" in out.getvalue()  # the loss of the last event streamed
     assert "total cost" in out.getvalue()
+
+
+def test_a_watch_rides_out_an_api_restart() -> None:
+    api = StreamingApi(stream=False, outages=2)
+    job = follow(_client(api), "j", Console(file=io.StringIO(), width=80), interval=0)
+    assert job["status"] == "succeeded"
+    assert api.outages == 0
 
 
 def test_ctrl_c_leaves_the_job_running_and_says_how_to_reattach(
