@@ -6,12 +6,15 @@ import io
 import zipfile
 from pathlib import Path
 
+import httpx
+import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from orchestrator import runs
 from orchestrator.db import session_scope
 from orchestrator.storage import get_store
+from services.cli import client as client_module
 from services.cli.main import app
 from tests.orchestrator.relay_helpers import claim, complete
 
@@ -138,3 +141,30 @@ def test_an_unknown_job_is_one_error_line(cli_through: CliRunner) -> None:
     assert code == 1
     assert output.strip().startswith("relaytune: 404 not_found")
     assert len(output.strip().splitlines()) == 1
+
+
+def test_download_merged_asks_for_the_merged_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    asked: list[httpx.Request] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        return httpx.Response(
+            200, content=b"PK merged", headers={"content-type": "application/zip"}
+        )
+
+    def init(
+        self: client_module.Client, base_url: str, api_key: str, timeout: float = 60.0
+    ) -> None:
+        self.http = httpx.Client(base_url=base_url, transport=httpx.MockTransport(api))
+
+    monkeypatch.setattr(client_module.Client, "__init__", init)
+    monkeypatch.chdir(tmp_path)
+    code, output = _cli(CliRunner(), "download", "j-1", "--merged")
+    assert code == 0, output
+    assert (asked[0].url.path, dict(asked[0].url.params)) == (
+        "/v1/jobs/j-1/adapter",
+        {"kind": "merged"},
+    )
+    assert (tmp_path / "relaytune-j-1-merged.zip").read_bytes() == b"PK merged"
