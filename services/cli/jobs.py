@@ -48,8 +48,8 @@ def watch_to_end(client: Client, job_id: str) -> dict[str, Any]:
         job = follow(client, job_id, console)
     except KeyboardInterrupt:
         console.print(
-            f"\nstopped watching; job {job_id} continues. Re-attach with: "
-            f"{reattach_command(client, job_id)}",
+            f"\nstopped watching; job {job_id} continues.\n"
+            f"Re-attach with: {reattach_command(client, job_id)}",
             markup=False,
             highlight=False,
             soft_wrap=True,
@@ -77,7 +77,9 @@ def jobs_list(client: Client, status: str | None, limit: int, offset: int) -> No
     page = client.jobs(status, limit, offset)
     table = Table(title=f"jobs {offset + 1}-{offset + len(page['data'])} of {page['total']}")
     table.add_column("id", no_wrap=True)  # whole, to copy into the next command
-    for column in ("status", "created", "base model", "phases", "cost"):
+    table.add_column("status")
+    table.add_column("created", no_wrap=True)
+    for column in ("base model", "phases", "cost"):
         table.add_column(column, justify="right" if column == "cost" else "left")
     for job in page["data"]:
         phases = " ".join(f"{p['name'][0]}:{p['status']}" for p in job["phases"])

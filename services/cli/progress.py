@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TextColum
 from rich.table import Column, Table
 from rich.text import Text
 
-from orchestrator.lifecycle import PhaseStatus
+from orchestrator.lifecycle import TERMINAL_JOB, PhaseStatus
 
 EPOCH_HELP = "epoch (1-based: the job's epoch in progress / its total epochs)"
 STATUS_WORDS = {
@@ -190,9 +190,10 @@ class PhaseProgress(Progress):
 
     def show(self, job: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         cost = job["cost"]
+        so_far = "" if job["status"] in TERMINAL_JOB else " so far"
         self.title = Text(
             f"job {job['id']} {job['status']}, "
-            f"cost so far {float(cost['amount']):.4f} {cost['currency']}",
+            f"cost{so_far} {float(cost['amount']):.4f} {cost['currency']}",
             no_wrap=True,
             overflow="ellipsis",
         )
