@@ -51,22 +51,24 @@ class EventFeed:
                 self._events.put(event)
 
     def _follow(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self._response is None:
-                    self._response = self.client.open_event_stream(self.job_id, self.last_id)
-                for event in self.client.read_event_stream(self._response):
-                    self._put(event)
-            except StreamUnavailable:
-                break  # take() polls from the last event seen
-            except (Unreachable, Disconnected, ApiError):
-                pass  # the API restarts, a proxy cut the stream: resume in a moment
-            except Exception:  # e.g. closed under it by close(); take() polls then
-                break
-            finally:
-                self._response = None
-            self._stop.wait(1.0)
-        self.streaming = False
+        try:
+            while not self._stop.is_set():
+                try:
+                    if self._response is None:
+                        self._response = self.client.open_event_stream(self.job_id, self.last_id)
+                    for event in self.client.read_event_stream(self._response):
+                        self._put(event)
+                except StreamUnavailable:
+                    return  # take() polls from the last event seen
+                except (Unreachable, Disconnected, ApiError):
+                    pass  # the API restarts, a proxy cut the stream: resume in a moment
+                except httpx.StreamError:
+                    return  # close() closed it under us
+                finally:
+                    self._response = None
+                self._stop.wait(1.0)
+        finally:
+            self.streaming = False  # whatever ended the thread, take() polls from now on
 
     def take(self, final: bool = False) -> list[dict[str, Any]]:
         """The events that came since the last call. `final`, once the job has ended: stop
