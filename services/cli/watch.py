@@ -111,11 +111,12 @@ def follow(client: Client, job_id: str, console: Console, interval: float = 1.0)
     feed.open()
     try:
         if console.is_terminal:
-            return _bars(client, job, feed, console, interval)  # the bars stay as the summary
-        job = _lines(client, job, feed, console, interval)
+            job = _bars(client, job, feed, console, interval)
+        else:
+            job = _lines(client, job, feed, console, interval)
     finally:
         feed.close()
-    console.print(phase_table(job))
+    console.print(phase_table(job))  # attempts and durations: the summary `make demo` ends with
     return job
 
 

@@ -215,6 +215,7 @@ def test_follow_on_a_terminal_draws_bars_until_the_job_ends() -> None:
     assert job["status"] == "succeeded"
     assert "0.2500" in out.getvalue()  # the loss of the last event streamed
     assert "succeeded, cost 37037.0367 CNY" in out.getvalue()
+    assert "total cost" in out.getvalue()
 
 
 def test_a_watch_rides_out_an_api_restart() -> None:
