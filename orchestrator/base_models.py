@@ -128,16 +128,17 @@ def _registered(name: str, session: Session | None) -> KnownModel | None:
 
 
 def known_names(settings: Settings, session: Session | None = None) -> list[str]:
-    """Every name a job may give: registered models (given a session), the default, the
-    root's model directories, allowed names."""
-    names = {settings.default_base_model, *settings.allowed_models, *_registered_names(session)}
+    """Every name a job may give: the registered models (given a session) first, then the
+    server's others (the default, the root's model directories, allowed names), each sorted."""
+    names = {settings.default_base_model, *settings.allowed_models}
     root = settings.model_root
     if root is not None and root.is_dir():
         for config in [*root.glob("*/config.json"), *root.glob("*/*/config.json")]:
             name = config.parent.relative_to(root).as_posix()
             if _inside_root(name, root) is not None:  # not a link out of the root
                 names.add(name)
-    return sorted(names)
+    registered = _registered_names(session)
+    return sorted(registered) + sorted(names - registered)
 
 
 def unknown_model(name: str, settings: Settings, session: Session | None = None) -> InvalidRequest:

@@ -1,11 +1,12 @@
 """What a job will take, phase by phase, before it runs: seconds by component and cost.
 
-A phase's billed seconds = startup (imports, base model load) + input download + its work
+A phase's billed seconds = startup (imports, base model load) + model fetch (a registered base
+model brought into the pool node's cache) + input download + its work
 (preprocessing, or training with in-loop validation) + evaluation + export + checkpoint
 uploads + other (job-store writes and clean-up); cost = seconds x the pool's hourly price.
 A phase on the pool of the phase before it runs in that phase's process
-(orchestrator/fusion.py): no imports and no downloads again, and after a training phase no
-model load either. The work counts mirror the recipe:
+(orchestrator/fusion.py): no imports, no model fetch and no downloads again, and after a
+training phase no model load either. The work counts mirror the recipe:
 - validation: validation_samples, else by default 1-3 samples of a data set of at most 20
   (15%), 10% of a larger one (worker/recipe/preprocess.py split_validation);
 - training samples per epoch = (samples - validation) x (1 + augmentation copies, if on);
@@ -29,13 +30,21 @@ from orchestrator.cost import price
 from orchestrator.errors import InvalidRequest
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.memory import MemoryPlan, precision_for, training_plan, weights_bytes
-from orchestrator.model_shapes import ModelShape, lora_targets_key, model_key_for, shape_for
+from orchestrator.model_registry import find_model
+from orchestrator.model_shapes import (
+    ModelShape,
+    lora_targets_key,
+    model_key_for,
+    shape_for,
+    shape_from_config,
+)
 from orchestrator.models import Pool
 from orchestrator.plan import PHASES, epoch_range
 from orchestrator.profiles import Profile
 
 COMPONENTS = (
     "startup",
+    "model_fetch",
     "input_download",
     "preprocess",
     "train",
@@ -213,11 +222,17 @@ def _transfer_s(profile: Profile, nbytes: float) -> float:
     return (0.0 if measured else profile.transfer_latency_s) + nbytes * profile.download_s_per_byte
 
 
+def _fetched(profile: Profile) -> list[str]:
+    """The model fetch, among a phase's sources only when a worker fetches the model."""
+    return ["model_fetch"] if profile.model_fetch_s else []
+
+
 def _preprocess(
     phase: str, pool: Pool, profile: Profile, dataset: DatasetSize, work: Work
 ) -> PhaseEstimate:
     seconds = dict.fromkeys(COMPONENTS, 0.0)
     seconds["startup"] = profile.startup_s
+    seconds["model_fetch"] = profile.model_fetch_s
     seconds["input_download"] = _transfer_s(profile, dataset.bytes)
     seconds["preprocess"] = work.artifact_samples * profile.preprocess_s_per_sample
     artifact_bytes = work.artifact_samples * profile.artifact_bytes_per_sample
@@ -245,7 +260,14 @@ def _preprocess(
         sources=sorted(
             {
                 profile.sources.get(c, profile.source)
-                for c in ("startup", "input_download", "preprocess", "checkpoint_upload", "other")
+                for c in (
+                    "startup",
+                    *_fetched(profile),
+                    "input_download",
+                    "preprocess",
+                    "checkpoint_upload",
+                    "other",
+                )
             }
         ),
     )
@@ -283,6 +305,7 @@ def _training(
     )
     if fused_after is None:
         seconds["startup"] = profile.startup_s
+        seconds["model_fetch"] = profile.model_fetch_s
         # The final phase resumes from the warmup's last checkpoint.
         download = work.artifact_samples * profile.artifact_bytes_per_sample + (
             checkpoint_bytes if phase == "final" else 0
@@ -309,7 +332,7 @@ def _training(
             uploads += merged / profiles.UPLOAD_BYTES_PER_S
     seconds["checkpoint_upload"] = uploads
     seconds["other"] = profile.other_s
-    used = ["startup", "input_download", "train", "checkpoint_upload", "other"]
+    used = ["startup", *_fetched(profile), "input_download", "train", "checkpoint_upload", "other"]
     used += ["evaluate", "export"] if phase == "final" else []
     return PhaseEstimate(
         phase,
@@ -387,9 +410,10 @@ def profile_key(hp: Hyperparameters, plan: MemoryPlan) -> tuple[str, str, int]:
 
 
 def seeded_lookup(
-    shape: ModelShape, hp: Hyperparameters
+    shape: ModelShape, hp: Hyperparameters, model_bytes: int = 0
 ) -> Callable[[str, Pool, MemoryPlan], Profile]:
-    """Bench, derived or default profiles only: what is known before any run is measured."""
+    """Bench, derived or default profiles only: what is known before any run is measured.
+    `model_bytes`: what a worker fetches of a registered model (0: nothing fetched)."""
 
     def lookup(phase: str, pool: Pool, plan: MemoryPlan) -> Profile:
         precision, _, micro_batch = profile_key(hp, plan)
@@ -404,17 +428,22 @@ def seeded_lookup(
             gradient_checkpointing=plan.gradient_checkpointing,
             eval_max_new_tokens=hp.eval_max_new_tokens,
             peak_memory_bytes=plan.peak_bytes or None,
+            model_bytes=model_bytes,
         )
 
     return lookup
 
 
 def session_lookup(
-    session: Session, shape: ModelShape | None, model_key: str, hp: Hyperparameters
+    session: Session,
+    shape: ModelShape | None,
+    model_key: str,
+    hp: Hyperparameters,
+    model_bytes: int = 0,
 ) -> ProfileLookup:
     """Profiles from the job store's measured runs over the bench, derived or default seeds."""
     learned: dict[tuple[str, str], tuple[dict[str, float], int]] = {}
-    seeded = seeded_lookup(shape, hp) if shape is not None else None
+    seeded = seeded_lookup(shape, hp, model_bytes) if shape is not None else None
     artifact = profiles.learned_artifact_bytes_per_sample(session, model_key)
 
     def lookup(phase: str, pool: Pool, plan: MemoryPlan) -> Profile | None:
@@ -437,6 +466,7 @@ def session_lookup(
                 precision=precision,
                 lora_targets=targets,
                 micro_batch=micro_batch,
+                model_bytes=model_bytes,
             )
         else:
             profile = profiles.with_measurements(seeded(phase, pool, plan), rates, runs)
@@ -458,6 +488,27 @@ def estimate_job(
     name: str = "requested",
 ) -> PlanEstimate | None:
     """The job on the given pools (phase -> pool); None when nothing is known of its model."""
-    shape = shape_for(base_model)
-    lookup = session_lookup(session, shape, model_key_for(base_model), hyperparameters)
-    return estimate_plan(name, shape, hyperparameters, dataset, pools, lookup)
+    model = model_facts(session, base_model)
+    lookup = session_lookup(session, model.shape, model.key, hyperparameters, model.fetch_bytes)
+    return estimate_plan(name, model.shape, hyperparameters, dataset, pools, lookup)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the estimator knows of a base model before it runs."""
+
+    key: str  # what its runs are filed under (orchestrator.model_shapes.model_key_for)
+    shape: ModelShape | None  # None: its size is not known here
+    fetch_bytes: int  # what a worker fetches before a phase: a registered model's files, or 0
+
+
+def model_facts(session: Session, base_model: str) -> ModelFacts:
+    """A registered model whose name the catalog does not know is sized by its recorded
+    config and parameter count instead."""
+    key, shape = model_key_for(base_model), shape_for(base_model)
+    registered = find_model(session, base_model)
+    if registered is None:
+        return ModelFacts(key, shape, 0)
+    if shape is None:
+        shape = shape_from_config(key, registered.config, registered.parameter_count)
+    return ModelFacts(key, shape, registered.total_bytes)

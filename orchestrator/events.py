@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator.models import Event, Phase, utcnow
+from orchestrator.webhooks import owe
 
 
 class EventType(StrEnum):
@@ -42,18 +45,32 @@ def emit(
     attempt: int | None = None,
     **data: Any,
 ) -> None:
-    session.add(
-        Event(
-            job_id=job_id,
-            phase=phase,
-            attempt=attempt,
-            type=type_.value,
-            data=data,
-            created_at=utcnow(),
-        )
+    event = Event(
+        job_id=job_id,
+        phase=phase,
+        attempt=attempt,
+        type=type_.value,
+        data=data,
+        created_at=utcnow(),
     )
+    session.add(event)
+    owe(session, event)  # the webhook deliveries commit (or roll back) with the event
 
 
 def emit_for_phase(session: Session, phase: Phase, type_: EventType, **data: Any) -> None:
     """An event about the phase's current attempt, filed under its job."""
     emit(session, phase.job_id, type_, phase=phase.name, attempt=phase.attempt, **data)
+
+
+def late_events(
+    session: Session, job_id: str, *, above: int, upto: int, seen: Collection[int]
+) -> Sequence[Event]:
+    """The job's events with ids in (above, upto] that are not in `seen`: ones whose
+    transaction committed after a later id's did (an id is taken at insert, seen at commit)."""
+    ids = session.scalars(
+        select(Event.id).where(Event.job_id == job_id, Event.id > above, Event.id <= upto)
+    ).all()
+    missing = sorted(set(ids) - set(seen))
+    if not missing:
+        return []
+    return session.scalars(select(Event).where(Event.id.in_(missing)).order_by(Event.id)).all()

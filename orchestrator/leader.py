@@ -17,10 +17,11 @@ from sqlalchemy.orm import Session
 
 
 class Round(IntEnum):
-    """Advisory lock keys: any constants, distinct per round ("reap", "swep" in ASCII)."""
+    """Advisory lock keys: any constants, distinct per round ("reap", "swep", "hook" in ASCII)."""
 
     REAPER = 0x72656170
     SWEEP = 0x73776570
+    WEBHOOKS = 0x686F6F6B
 
 
 def take_round(session: Session, round_: Round) -> bool:

@@ -157,23 +157,38 @@ def check_name(name: str) -> str:
     return name
 
 
-def _refuse_a_name_the_server_knows(name: str) -> None:
+def _refuse_a_name_the_server_knows(name: str, directory: Path, files: ModelFiles) -> None:
     """A registered name never shadows the default, a model-root directory or an allowed
-    name, so a name means the same model wherever it is resolved (workers look the job
-    store up only for names they do not know otherwise)."""
+    name with other files, so a name means the same model wherever it is resolved (workers
+    look the job store up only for names they do not know otherwise). The server's own
+    directory may be registered under its own name (as `relaytune up` does with the tiny
+    default): both then stand for the same files."""
     from orchestrator.base_models import resolve_base_model
     from orchestrator.settings import get_settings
 
     try:
-        resolve_base_model(name, get_settings())
+        known = resolve_base_model(name, get_settings())
     except InvalidRequest:
+        return
+    if _holds_the_same_files(Path(known.location), directory, files):
         return
     raise Conflict(
         f"'{name}' already names a model of the server (its default, a directory under its "
-        "model root or an allowed name); choose another name",
+        "model root or an allowed name) with other files; choose another name",
         param="name",
         code="model_exists",
     )
+
+
+def _holds_the_same_files(location: Path, directory: Path, files: ModelFiles) -> bool:
+    if not location.is_dir():  # a hub id, or the tiny default not written yet
+        return False
+    if location.resolve() == directory.resolve():
+        return True
+    try:
+        return inspect_model_dir(location).digest == files.digest
+    except InvalidRequest:  # not a model directory
+        return False
 
 
 def find_model(session: Session, name: str) -> RegisteredModel | None:
@@ -186,9 +201,9 @@ def add_model(
     """Register `directory` as `name`; returns the row and how many files were uploaded.
     Adding the same files under the same name again changes nothing."""
     name = check_name(name)
-    _refuse_a_name_the_server_knows(name)
-    existing = find_model(session, name)
     files = inspect_model_dir(directory)
+    _refuse_a_name_the_server_knows(name, directory, files)
+    existing = find_model(session, name)
     if existing is not None and existing.digest != files.digest:
         raise Conflict(
             f"model '{name}' is already registered with other files; remove it first",

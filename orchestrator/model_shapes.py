@@ -3,14 +3,17 @@ shapes of the models whose size the estimator knows.
 
 A job names its base model by a path or a hub id; costs depend on the model's shape, not on
 where its files lie. Known shapes get their catalog key; anything else is filed under its own
-name, so profiles learned from its runs still apply to the next job that names it.
+name, so profiles learned from its runs still apply to the next job that names it. A registered
+model under a name of its own gets its shape from its recorded config (shape_from_config).
 """
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
+from typing import Any
 
 TINY = "tiny-qwen3-vl"
 QWEN3_VL_2B = "qwen3-vl-2b"
@@ -61,6 +64,13 @@ class ModelShape:
     activation_bytes_qv: float  # q/v LoRA, no gradient checkpointing
     activation_bytes_all_linear: float  # all-linear LoRA, no gradient checkpointing
     activation_bytes_checkpointed: float  # either, with gradient checkpointing
+    # The catalog shape whose bench figures this one's are scaled from; "" for a catalog shape.
+    basis: str = ""
+
+    @property
+    def catalog_key(self) -> str:
+        """The catalog shape to take bench figures from: this one, or its basis."""
+        return self.basis or self.key
 
     @property
     def llm_params(self) -> int:
@@ -154,3 +164,68 @@ SHAPES: dict[str, ModelShape] = {
 def shape_for(base_model: str) -> ModelShape | None:
     """The catalog shape of a base model, or None when its size is not known here."""
     return SHAPES.get(model_key_for(base_model))
+
+
+# A decoder's dimensions in config.json (its text_config for a vision-language model).
+_DECODER_FIELDS = (
+    "num_hidden_layers",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+)
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def shape_from_config(name: str, config: dict[str, Any], parameter_count: int) -> ModelShape | None:
+    """A registered model's shape, from its recorded config.json and parameter count, filed
+    under its own name: a catalog shape's when the decoder's dimensions are the same (a model
+    registered under a name of its own); otherwise its own dimensions, with the language model
+    counted from them, the rest of the parameters as vision, and activations scaled from the
+    nearest catalog shape by layers x hidden size. None when the config lacks the decoder's
+    dimensions."""
+    text = config.get("text_config")
+    text = text if isinstance(text, dict) else config
+    dims = [_positive_int(text.get(field)) for field in _DECODER_FIELDS]
+    if any(d is None for d in dims):
+        return None
+    layers, hidden, intermediate, heads, kv_heads = (int(d or 0) for d in dims)
+    head_dim = _positive_int(text.get("head_dim")) or hidden // heads
+    mine = (layers, hidden, intermediate, heads, kv_heads, head_dim)
+    for shape in SHAPES.values():
+        theirs = (
+            shape.layers,
+            shape.hidden_size,
+            shape.intermediate_size,
+            shape.attention_heads,
+            shape.kv_heads,
+            shape.head_dim,
+        )
+        if theirs == mine:
+            return replace(shape, key=name, basis=shape.key)
+    q, kv = heads * head_dim, kv_heads * head_dim
+    decoder = layers * (2 * hidden * q + 2 * hidden * kv + 3 * hidden * intermediate)
+    tied = config.get("tie_word_embeddings", text.get("tie_word_embeddings", False)) is True
+    embeddings = (_positive_int(text.get("vocab_size")) or 0) * hidden * (1 if tied else 2)
+    llm = decoder + embeddings
+    total = max(parameter_count, llm)
+    basis = min(SHAPES.values(), key=lambda s: abs(math.log(llm / s.llm_params)))
+    scale = layers * hidden / (basis.layers * basis.hidden_size)
+    return ModelShape(
+        name,
+        total_params=total,
+        vision_params=total - llm,
+        layers=layers,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        attention_heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        activation_bytes_qv=basis.activation_bytes_qv * scale,
+        activation_bytes_all_linear=basis.activation_bytes_all_linear * scale,
+        activation_bytes_checkpointed=basis.activation_bytes_checkpointed * scale,
+        basis=basis.key,
+    )

@@ -293,3 +293,63 @@ class RegisteredModel(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     processor: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Webhook(Base):
+    """A URL that receives a tenant's job events, signed with `secret` (orchestrator.webhooks).
+    `job_id` narrows it to one job, `event_types` to some types (None: every type)."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(String(2048))
+    # Kept in clear: signing needs it, unlike an API key, which is only ever compared.
+    secret: Mapped[str] = mapped_column(String(128))
+    event_types: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event owed to one webhook: written with the event (an outbox), sent after commit."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(
+        ForeignKey("webhooks.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    # pending (next_attempt_at says when), delivered, or failed (no attempt left)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    # A relationship, so that the event's insert (and its id) comes first in the same flush.
+    event: Mapped[Event] = relationship()
+    webhook: Mapped[Webhook] = relationship()
+    tries: Mapped[list[WebhookAttempt]] = relationship(
+        order_by="WebhookAttempt.attempt", cascade="all, delete-orphan"
+    )
+
+
+class WebhookAttempt(Base):
+    """One POST of a delivery and what came of it."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # When the delivery is tried again after this attempt; None: delivered or given up.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -24,11 +24,12 @@ from orchestrator.estimate import (
     ProfileLookup,
     check_validation_split,
     estimate_plan,
+    model_facts,
     money,
     session_lookup,
 )
 from orchestrator.hyperparameters import Hyperparameters
-from orchestrator.model_shapes import ModelShape, model_key_for, shape_for
+from orchestrator.model_shapes import ModelShape, model_key_for
 from orchestrator.models import Dataset, Pool
 from orchestrator.plan import DEFAULT_POOLS, PHASES
 
@@ -125,15 +126,15 @@ def compare_plans(
     """`requested`: phase -> pool name (resolved), or "auto". None when neither the model's
     shape nor any measured run of it is known."""
     pools = repository.pools_by_name(session)
-    shape, model_key = shape_for(base_model), model_key_for(base_model)
+    model = model_facts(session, base_model)
     comparison = build_comparison(
-        model_key,
-        shape,
+        model.key,
+        model.shape,
         hp,
         dataset,
         pools,
         requested,
-        session_lookup(session, shape, model_key, hp),
+        session_lookup(session, model.shape, model.key, hp, model.fetch_bytes),
     )
     if comparison is not None:
         comparison.queues = _queues(session, pools, comparison.plans)

@@ -11,20 +11,25 @@ Sources, best first:
   the stated transfer and start-up assumptions below.
 - default: the tiny test model, which runs on CPUs; figures timed on a 2-core machine.
 A measured profile fills only what its runs measured; the rest stays derived.
+
+A registered base model is fetched into each worker node's model cache before a phase starts:
+its model fetch is the average measured on the pool (hits and misses: a miss is rare but
+large, so a median would hide it), else the model's bytes at the download and verify rates
+below, as if the node's cache were cold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from statistics import median
+from statistics import fmean, median
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from orchestrator import bench_h200, repository
 from orchestrator.memory import weights_bytes
-from orchestrator.model_shapes import TINY, ModelShape, lora_targets_key
+from orchestrator.model_shapes import SHAPES, TINY, ModelShape, lora_targets_key
 from orchestrator.models import PhaseTiming, Pool
 
 # Assumptions of derived profiles (stated in COSTS.md).
@@ -32,6 +37,9 @@ IMPORT_S = 15.0  # python, torch, transformers, peft imports and CUDA init
 LOAD_BYTES_PER_S = 1.0e9  # base weights from the worker's local model cache to the GPU
 TRANSFER_LATENCY_S = 0.5  # per object-store transfer (list, manifest, first byte)
 DOWNLOAD_BYTES_PER_S = 100e6
+# sha256 of every fetched model file on one core (436 MB/s measured on a shared 2-core machine,
+# bench/README.md "Model cache"): the cache verifies what it downloaded before a phase loads it.
+VERIFY_BYTES_PER_S = 400e6
 UPLOAD_BYTES_PER_S = 50e6
 COMPUTE_EFFICIENCY = 0.5  # share of the datasheet tensor rate a well-fed training step reaches
 WEIGHT_READS_PER_STEP = 3  # forward, backward and (with checkpointing) recompute read the weights
@@ -85,10 +93,20 @@ class Profile:
     artifact_bytes_per_sample: float = 0.0  # of the preprocess artifact, per artifact sample
     transfer_latency_s: float = TRANSFER_LATENCY_S  # per object-store transfer
     import_s: float = IMPORT_S  # the part of startup_s that a phase fused after preprocessing skips
+    # Making a registered base model local on the pool's node, per run that starts its own
+    # process (a fused phase finds it there); 0 for a model no worker fetches.
+    model_fetch_s: float = 0.0
 
     @property
     def train_samples_per_s(self) -> float:
         return 1.0 / self.train_s_per_sample if self.train_s_per_sample else 0.0
+
+
+def model_fetch_seconds(model_bytes: int, latency: float = TRANSFER_LATENCY_S) -> float:
+    """A cold cache's fetch of a registered model: download, then verify every file."""
+    if not model_bytes:
+        return 0.0
+    return latency + model_bytes / DOWNLOAD_BYTES_PER_S + model_bytes / VERIFY_BYTES_PER_S
 
 
 def _bench_step(model_key: str, targets: str, checkpointing: bool) -> tuple[float, float, float]:
@@ -120,9 +138,12 @@ def _h200_step(
     """(H200 step seconds, hardware FLOPs per sample); target sets between q/v and all-linear
     are placed by their share of LoRA parameters."""
 
+    # A shape estimated from a config scales its basis's bench by the language model's size.
+    size = shape.llm_params / SHAPES[shape.catalog_key].llm_params
+
     def at(targets: str) -> tuple[float, float]:
-        fixed, per_sample, flops = _bench_step(shape.key, targets, checkpointing)
-        return fixed + per_sample * micro_batch, flops
+        fixed, per_sample, flops = _bench_step(shape.catalog_key, targets, checkpointing)
+        return (fixed + per_sample * micro_batch) * size, flops * size
 
     qv, every = at("q_proj,v_proj"), at("all-linear")
     span = shape.lora_params_all_linear - shape.lora_params_qv
@@ -162,9 +183,11 @@ def seed_profile(
     gradient_checkpointing: bool,
     eval_max_new_tokens: int,
     peak_memory_bytes: int | None,
+    model_bytes: int = 0,
 ) -> Profile:
     """The bench, derived or default profile of a known shape on a pool. Preprocessing loads
-    only the processor, so its start-up is the imports alone."""
+    only the processor, so its start-up is the imports alone; a registered model
+    (`model_bytes` stored) is fetched before any phase, preprocessing too."""
     targets = lora_targets_key(target_modules)
     checkpoint_bytes = CHECKPOINT_BYTES_PER_LORA_PARAM * shape.lora_params(
         target_modules, lora_rank
@@ -203,9 +226,10 @@ def seed_profile(
             artifact_bytes_per_sample=artifact_bytes_per_sample(shape),
             transfer_latency_s=latency,
             import_s=imports,
+            model_fetch_s=model_fetch_seconds(model_bytes, latency),
         )
 
-    if shape.key == TINY or not _has_bench(shape.key):
+    if shape.catalog_key == TINY or not _has_bench(shape.catalog_key):
         # Workers import before they fork a phase's process: preprocessing starts at once.
         return made(
             0.0 if phase == "preprocess" else TINY_CPU_STARTUP_S,
@@ -240,6 +264,7 @@ def seed_profile(
 
 _COMPONENTS = (
     "startup",
+    "model_fetch",
     "input_download",
     "train",
     "preprocess",
@@ -279,8 +304,11 @@ def learned_rates(
         return {}, 0
     # A fused run started nothing and downloaded nothing: it says nothing of either.
     unfused = [r for r in rows if not r.fused]
+    # Runs of a registered model say whether the node's cache held it; others fetched nothing.
+    fetched = [r.model_fetch_s for r in unfused if r.model_cache_hit is not None]
     rates: dict[str, float | None] = {
         "startup_s": median(r.startup_s for r in unfused) if unfused else None,
+        "model_fetch_s": fmean(fetched) if fetched else None,
         "download_s_per_byte": _median_rate(unfused, "input_download_s", "input_bytes"),
         "checkpoint_upload_s": _median_rate(rows, "checkpoint_upload_s", "checkpoints"),
         # Billed like the rest: a run's job-store writes and clean-up, about the same per run.
@@ -303,6 +331,7 @@ def learned_rates(
 
 _FIELD_COMPONENT = {
     "startup_s": "startup",
+    "model_fetch_s": "model_fetch",
     "download_s_per_byte": "input_download",
     "checkpoint_upload_s": "checkpoint_upload",
     "train_s_per_sample": "train",
@@ -343,8 +372,10 @@ def measured_only(
     precision: str,
     lora_targets: str,
     micro_batch: int,
+    model_bytes: int = 0,
 ) -> Profile | None:
-    """A profile for a model of unknown shape: only what its own runs measured."""
+    """A profile for a model of unknown shape: only what its own runs measured (and its
+    fetch, derived from its stored bytes until measured)."""
     if not runs or not ({"train_s_per_sample", "preprocess_s_per_sample"} & set(rates)):
         return None
     empty = Profile(
@@ -364,15 +395,16 @@ def measured_only(
         export_s=0.0,
         peak_memory_bytes=None,
         source="measured",
-        sources=dict.fromkeys(_COMPONENTS, "measured"),
+        sources={**dict.fromkeys(_COMPONENTS, "measured"), "model_fetch": "derived"},
         other_s=0.0,
         artifact_bytes_per_sample=artifact_bytes_per_sample(None),
+        model_fetch_s=model_fetch_seconds(model_bytes),
     )
     return with_measurements(empty, rates, runs)
 
 
 def artifact_bytes_per_sample(shape: ModelShape | None) -> int:
-    patches = TINY_PATCHES if shape is not None and shape.key == TINY else REFERENCE_PATCHES
+    patches = TINY_PATCHES if shape is not None and shape.catalog_key == TINY else REFERENCE_PATCHES
     return patches * ARTIFACT_BYTES_PER_PATCH
 
 

@@ -23,6 +23,7 @@ from orchestrator.phase_moves import (
     queue_phase,
     refresh_job_status,
 )
+from orchestrator.runs import attempts_used
 from orchestrator.timings import record_run_timing
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def _reap_expired(
     billed = close_meter(phase, pool, now)
     if job.cancel_requested_at is not None:
         outcome = PhaseStatus.CANCELLED  # the user asked to stop: never run it again
-    elif phase.attempt < max_attempts:
+    elif attempts_used(phase) < max_attempts:  # hand-backs use no attempt
         outcome = PhaseStatus.QUEUED
     else:
         outcome = PhaseStatus.FAILED
@@ -109,7 +110,7 @@ def _reap_expired(
         )
     elif outcome is PhaseStatus.FAILED:
         message = (
-            f"the worker stopped renewing its lease; {phase.attempt} attempts used "
+            f"the worker stopped renewing its lease; {attempts_used(phase)} attempts used "
             f"of {max_attempts}"
         )
         mark_failed(session, phase, code="lease_expired", message=message, now=now)

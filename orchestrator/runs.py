@@ -128,6 +128,12 @@ def _best_key(session: Session, job_id: str, *, start: str) -> str:
     return best.key if best else ""
 
 
+def attempts_used(phase: Phase) -> int:
+    """Attempts that count against max_attempts: every run so far (the current one included)
+    but those a stopping worker handed back, which were not the phase's fault."""
+    return phase.attempt - (phase.handbacks or 0)
+
+
 def _fenced_phase(session: Session, claim: Claim) -> Phase:
     phase = repository.phase_of(session, claim.job_id, claim.phase, lock=True)
     if phase is None or phase.attempt != claim.attempt or phase.status != PhaseStatus.RUNNING:
@@ -311,7 +317,7 @@ def retry_or_fail_phase(
     next attempt, which resumes from the latest recorded checkpoint, while attempts remain and
     nobody asked to cancel; otherwise fail the phase. True when it was queued again."""
     phase = _fenced_phase(session, claim)
-    if phase.job.cancel_requested_at is not None or phase.attempt >= max_attempts:
+    if phase.job.cancel_requested_at is not None or attempts_used(phase) >= max_attempts:
         fail_phase(session, claim, code=code, message=message, timing=timing)
         return False
     phase, now = _release(session, claim, PhaseStatus.QUEUED, timing)
@@ -321,7 +327,7 @@ def retry_or_fail_phase(
         EventType.PHASE_RETRYING,
         code=code,
         message=message,
-        attempts=f"{phase.attempt} of {max_attempts}",
+        attempts=f"{attempts_used(phase)} of {max_attempts}",
     )
     queue_phase(session, phase.job, phase, now=now, reason=code)
     refresh_job_status(session, phase.job, now)
@@ -345,14 +351,15 @@ def hand_back_phase(
     """The worker is going away (preemption, scale-down): the run saved a checkpoint and stopped,
     and the phase is queued again as a new attempt that resumes from it elsewhere. The run is
     billed up to now, once. It is not the phase's fault, so it is queued again whatever
-    attempts it has used (the attempt number, the fencing token, still goes up: a later
-    failure of the phase then finds fewer attempts left). A job with a cancel request is
-    cancelled instead."""
+    attempts it has used, and it uses none: the attempt number (the fencing token) goes up,
+    and so does the phase's count of hand-backs, which every check of attempts left subtracts
+    (attempts_used). A job with a cancel request is cancelled instead."""
     phase = _fenced_phase(session, claim)
     if phase.job.cancel_requested_at is not None:
         acknowledge_cancel(session, claim, timing=timing)
         return
     phase, now = _release(session, claim, PhaseStatus.QUEUED, timing)
+    phase.handbacks = (phase.handbacks or 0) + 1
     emit_for_phase(
         session,
         phase,

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     # deleted once older than the grace period, by a sweep this often (0: only `relaytune sweep`).
     sweep_interval_seconds: float = 3600.0
     sweep_grace_seconds: int = 24 * 3600
+    # How often the API sends the webhook deliveries that are due (0: never).
+    webhook_interval_seconds: float = 1.0
     # Celery's hard limit for one phase; the Redis visibility timeout must exceed it.
     phase_time_limit_seconds: int = 12 * 3600
     # The worker's parent imports torch, transformers and peft once, before it forks a child

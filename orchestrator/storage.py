@@ -2,13 +2,15 @@
 
 Phases hand over only through this store, so pools can run on different machines. Reading a
 key that is not there raises FileNotFoundError in both; S3 requests are retried with backoff,
-and one that fails every attempt raises ObjectStoreUnavailable naming the bucket and endpoint.
+and one that fails every attempt raises ObjectStoreUnavailable naming the key (the log names
+the bucket and endpoint).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -116,14 +118,19 @@ class LocalStore:
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
+        """Keys that start with `prefix`, as S3 matches them; only the folder that holds the
+        prefix is walked, not the whole store."""
         base = self.root.resolve()
-        return sorted(
-            key
-            for p in base.rglob("*")
-            if p.is_file()
-            and not p.name.endswith(".partial")
-            and (key := p.relative_to(base).as_posix()).startswith(prefix)
-        )
+        folder = (base / prefix.rpartition("/")[0]).resolve()
+        if not folder.is_relative_to(base) or not folder.is_dir():
+            return []
+        keys = []
+        for directory, _, files in os.walk(folder):
+            for name in files:
+                key = (Path(directory) / name).relative_to(base).as_posix()
+                if key.startswith(prefix) and not name.endswith(".partial"):
+                    keys.append(key)
+        return sorted(keys)
 
     def list_modified(self, prefix: str) -> dict[str, datetime]:
         """Keys under the prefix with when each was last written."""
@@ -210,15 +217,23 @@ class S3Store:
             cause = _botocore_cause(exc)
             if isinstance(cause, ClientError):
                 raise self._unavailable(action, key, _client_error_reason(cause)) from exc
-            reason = f"{type(cause).__name__}: {cause}"
+            # botocore's own text names the endpoint URL: it goes to the log, not the message.
+            reason = type(cause).__name__
             if isinstance(cause, botocore_errors.ConnectionError | botocore_errors.HTTPClientError):
                 # transient: it failed every attempt
                 reason += f" ({self.max_attempts} attempts)"
-            raise self._unavailable(action, key, reason) from exc
+            raise self._unavailable(action, key, reason, detail=str(cause)) from exc
 
-    def _unavailable(self, action: str, key: str, reason: str) -> ObjectStoreUnavailable:
+    def _unavailable(
+        self, action: str, key: str, reason: str, detail: str = ""
+    ) -> ObjectStoreUnavailable:
+        """The error tenants see names the key and what went wrong, never the endpoint or the
+        bucket (they reach job events and API answers); the operator's log has both."""
+        logger.warning(
+            "%s failed to %s %r: %s%s", self, action, key, reason, f" [{detail}]" * bool(detail)
+        )
         return ObjectStoreUnavailable(
-            f"the object store ({self}) failed to {action} {key!r}: {reason}", param=key
+            f"the object store failed to {action} {key!r}: {reason}", param=key
         )
 
     def ensure_bucket(self) -> None:

@@ -17,13 +17,25 @@ from orchestrator.cost import as_utc
 from orchestrator.model_shapes import model_key_for
 from orchestrator.models import Phase, PhaseTiming
 
-# Named components a worker measures, in the order a run passes through them.
-COMPONENTS = ("startup", "input_download", "train", "evaluate", "export", "checkpoint_upload")
+# Named components a worker measures, in the order a run passes through them. model_fetch
+# (making a registered base model local) happens inside startup and is not part of startup_s.
+COMPONENTS = (
+    "startup",
+    "model_fetch",
+    "input_download",
+    "train",
+    "evaluate",
+    "export",
+    "checkpoint_upload",
+)
 
 
 @dataclass
 class RunTiming:
     """What a worker measured of one run: plain numbers, so the orchestrator needs no torch.
+
+    model_fetch_s is making a registered base model local: download and verify on a cache
+    miss, the cache lock and a look on a hit.
 
     train_s is the phase's main work: the training loop with its in-loop validation for warmup
     and final, building the artifact for preprocess. It excludes checkpoint uploads, which are
@@ -32,6 +44,7 @@ class RunTiming:
     """
 
     startup_s: float = 0.0
+    model_fetch_s: float = 0.0
     input_download_s: float = 0.0
     train_s: float = 0.0
     evaluate_s: float = 0.0
@@ -49,6 +62,9 @@ class RunTiming:
     lora_targets: str | None = None
     model_key: str | None = None
     fused: bool = False
+    # A registered base model was already in the node's cache (True) or fetched (False); None
+    # for a model that is not fetched from the object store (the default, the model root).
+    model_cache_hit: bool | None = None
 
     def named_seconds(self) -> float:
         return sum(float(getattr(self, f"{name}_s")) for name in COMPONENTS)

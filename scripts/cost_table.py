@@ -3,7 +3,10 @@
 Uses the seeded pools (the migrations' prices, memory and datasheet figures) and the profiles
 known before any run is measured (bench, derived, default); no database:
 
-    .venv/bin/python scripts/cost_table.py [--model qwen3-vl-8b] [--case 20x2 2000x8]
+    .venv/bin/python scripts/cost_table.py [--model qwen3-vl-8b] [--case 20x2 20x2+registered]
+
+A case ending in `+registered` is the model registered (`relaytune models add`): each pool's
+worker fetches its bf16 weights from the object store into a cold node cache first.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from orchestrator.estimate import (
     seeded_lookup,
 )
 from orchestrator.hyperparameters import Hyperparameters
+from orchestrator.memory import weights_bytes
 from orchestrator.model_shapes import QWEN3_VL_8B, SHAPES
 from orchestrator.models import Pool
 from orchestrator.plan import DEFAULT_POOLS
@@ -31,7 +35,7 @@ from orchestrator.planner import build_comparison
 
 BYTES_PER_IMAGE = 300_000  # a JPEG photo of a few hundred KB
 SHOWN = ("relay", "all-a100", "all-a10", "cheapest")
-CASES = ("20x2", "2000x2", "2000x8")  # images x batch_size
+CASES = ("20x2", "20x2+registered", "2000x2", "2000x8")  # images x batch_size
 
 
 def seeded_pools() -> dict[str, Pool]:
@@ -84,8 +88,11 @@ def _components(plan: PlanEstimate) -> list[str]:
     return lines
 
 
-def tables(model: str, images: int, epochs: int, batch_size: int = 2) -> str:
+def tables(
+    model: str, images: int, epochs: int, batch_size: int = 2, registered: bool = False
+) -> str:
     shape = SHAPES[model]
+    fetched = weights_bytes(shape, "bf16") if registered else 0
     # The default effective batch is 2 x 4; a larger micro-batch keeps it with less accumulation.
     hp = Hyperparameters(
         total_epochs=epochs,
@@ -95,13 +102,20 @@ def tables(model: str, images: int, epochs: int, batch_size: int = 2) -> str:
     )
     dataset = DatasetSize(images, images, images * BYTES_PER_IMAGE)
     comparison = build_comparison(
-        model, shape, hp, dataset, seeded_pools(), dict(DEFAULT_POOLS), seeded_lookup(shape, hp)
+        model,
+        shape,
+        hp,
+        dataset,
+        seeded_pools(),
+        dict(DEFAULT_POOLS),
+        seeded_lookup(shape, hp, fetched),
     )
     assert comparison is not None and comparison.top_tier is not None
     by_name = {p.name: p for p in comparison.plans}
     by_name["relay"] = by_name["requested"]
     plans = [PlanEstimate(n, by_name[n].pools, by_name[n].phases) for n in SHOWN]
-    out = [f"### {model}, {images} images x {epochs} epochs, batch_size {batch_size}", ""]
+    name = f"{model} registered (cold node caches)" if registered else model
+    out = [f"### {name}, {images} images x {epochs} epochs, batch_size {batch_size}", ""]
     out += _summary(plans, comparison.top_tier)
     for plan in plans:
         if plan.feasible and plan.name != "cheapest":
@@ -118,7 +132,7 @@ def main() -> None:
         nargs="+",
         default=list(CASES),
         metavar="IMAGESxBATCH",
-        help="data set size and batch_size, e.g. 2000x8",
+        help="data set size and batch_size, e.g. 2000x8 or 20x2+registered",
     )
     args = parser.parse_args()
     print(all_tables(args.model, args.epochs, args.case))
@@ -127,8 +141,12 @@ def main() -> None:
 def all_tables(
     model: str = QWEN3_VL_8B, epochs: int = 8, cases: tuple[str, ...] | list[str] = CASES
 ) -> str:
-    parsed = [tuple(int(n) for n in case.split("x")) for case in cases]
-    return "\n\n".join(tables(model, images, epochs, batch) for images, batch in parsed)
+    out = []
+    for case in cases:
+        size, _, variant = case.partition("+")
+        images, batch = (int(n) for n in size.split("x"))
+        out.append(tables(model, images, epochs, batch, registered=variant == "registered"))
+    return "\n\n".join(out)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,7 @@ def service_env(
         "RELAYTUNE_S3_SECRET_KEY": "testing",
         "RELAYTUNE_DATA_DIR": str(data_dir),
         "RELAYTUNE_REAPER_INTERVAL_SECONDS": "0",
+        "RELAYTUNE_WEBHOOK_INTERVAL_SECONDS": "0",
         "RELAYTUNE_MODEL_ROOT": str(model_root),
         "RELAYTUNE_ALLOWED_MODELS": ",".join(ALLOWED_TEST_MODELS),
     }

@@ -169,8 +169,17 @@ def test_relaytune_commands_exist() -> None:
             assert result.exit_code == 0, f"{name}: {shlex.join(argv)}\n{result.output}"
             seen.add(argv[1])
     assert {"worker", "migrate", "api-key"} <= seen
-    assert "exec relaytune make-tiny-model ;;" in SERVICES["tiny-model"]["command"][2]
+    tiny = SERVICES["tiny-model"]
+    root = next(v.split(":")[1] for v in tiny["volumes"] if v.startswith("models:"))
+    writes_then_registers = (
+        "tiny-qwen3-vl) relaytune make-tiny-model && "
+        f"exec relaytune models add tiny-qwen3-vl --from {root}/tiny-qwen3-vl ;;"
+    )
+    assert writes_then_registers in tiny["command"][2]
     assert invoke("make-tiny-model", "--help").exit_code == 0
+    assert invoke("models", "add", "--help").exit_code == 0
+    # registering writes the job store and the bucket: both exist first
+    assert {"init", "createbucket"} <= set(tiny["depends_on"])
 
 
 def test_api_serves_the_app_on_the_published_port() -> None:

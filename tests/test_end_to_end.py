@@ -97,6 +97,7 @@ def _wait_for_job(
 
 COMPONENTS = (
     "startup_s",
+    "model_fetch_s",
     "input_download_s",
     "train_s",
     "evaluate_s",

@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from orchestrator.layout import model_file_key
 from orchestrator.model_registry import file_sha256, find_model
 from orchestrator.settings import Settings
 from orchestrator.storage import ObjectStore, get_store
+from worker.timing import PhaseClock
 
 logger = logging.getLogger(__name__)
 
@@ -131,11 +132,14 @@ def materialise(
         return target, False
 
 
-def resolve_local_model(name: str, settings: Settings) -> KnownModel:
+def resolve_local_model(
+    name: str, settings: Settings, clock: PhaseClock | None = None
+) -> KnownModel:
     """Where this worker loads a base model from. The server's own names (the default, the
     model root, allowed names) need no job store; any other name is looked up among the
     registered models (a name is registered only when the server knows it no other way) and
-    its location is the local cache directory it is materialised into."""
+    its location is the local cache directory it is materialised into. With a clock, making
+    it local is measured as the run's model_fetch, and whether the cache held it is noted."""
     try:
         return resolve_base_model(name, settings)
     except InvalidRequest as exc:
@@ -147,8 +151,14 @@ def resolve_local_model(name: str, settings: Settings) -> KnownModel:
         if registered is None:
             return model
         digest, files = registered.digest, list(registered.files)
-    path, hit = materialise(
-        get_store(), digest, files, cache_root(settings), ModelCacheSettings().max_bytes
+    measured: AbstractContextManager[None] = (
+        clock.measure("model_fetch") if clock is not None else nullcontext()
     )
+    with measured:
+        path, hit = materialise(
+            get_store(), digest, files, cache_root(settings), ModelCacheSettings().max_bytes
+        )
+    if clock is not None:
+        clock.note(model_cache_hit=hit)
     logger.info("model cache %s: %s (%s)", "hit" if hit else "miss", model.name, digest[:12])
     return replace(model, location=str(path))

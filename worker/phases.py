@@ -24,7 +24,6 @@ from orchestrator.layout import (
 from orchestrator.runs import Claim
 from orchestrator.settings import get_settings
 from orchestrator.storage import ObjectStore, download_dir
-from worker.model_cache import resolve_local_model
 from worker.recipe.export import write_model_card
 from worker.reporting import Reporter
 
@@ -49,12 +48,6 @@ class Handover:
     carry_key: str = ""  # the checkpoint key that state was published under
 
 
-def model_dir(claim: Claim) -> str:
-    """The local directory (or cached hub id) of the claim's base model; the job stores only
-    its registered name."""
-    return resolve_local_model(claim.base_model, get_settings()).location
-
-
 def _download(reporter: Reporter, store: ObjectStore, key: str, local_dir: Path) -> None:
     with reporter.clock.measure("input_download"):
         paths = download_dir(store, key, local_dir)
@@ -62,7 +55,12 @@ def _download(reporter: Reporter, store: ObjectStore, key: str, local_dir: Path)
 
 
 def run_preprocess(
-    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, handover: Handover
+    claim: Claim,
+    store: ObjectStore,
+    work: Path,
+    reporter: Reporter,
+    handover: Handover,
+    model_dir: str,
 ) -> PhaseOutput:
     clock = reporter.clock
     with clock.measure("startup"):
@@ -78,7 +76,7 @@ def run_preprocess(
         artifact_dir = work / "artifact"
         manifest = build_artifact(
             dataset_dir,
-            model_dir(claim),
+            model_dir,
             artifact_dir,
             hyperparameters=claim.hyperparameters,
             compact_images=get_settings().artifact_compact_images,
@@ -103,6 +101,7 @@ def _train(
     work: Path,
     reporter: Reporter,
     handover: Handover,
+    model_dir: str,
     start_from: str | None,
 ) -> tuple[TrainResult, Path]:
     """Train the claim's epochs. A re-run (lost lease, OOM'd worker) continues from this
@@ -144,7 +143,7 @@ def _train(
     with clock.measure("startup"):
         result = train_epochs(
             artifact_dir=artifact_dir,
-            model_dir=model_dir(claim),
+            model_dir=model_dir,
             hyperparameters=claim.hyperparameters,
             start_epoch=claim.start_epoch,
             end_epoch=claim.end_epoch,
@@ -179,9 +178,14 @@ def _summary(result: TrainResult) -> dict[str, Any]:
 
 
 def run_warmup(
-    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, handover: Handover
+    claim: Claim,
+    store: ObjectStore,
+    work: Path,
+    reporter: Reporter,
+    handover: Handover,
+    model_dir: str,
 ) -> PhaseOutput:
-    result, _ = _train(claim, store, work, reporter, handover, start_from=None)
+    result, _ = _train(claim, store, work, reporter, handover, model_dir, start_from=None)
     # The loop handed its final checkpoint to on_checkpoint, which published it under this key.
     output_key = checkpoint_key(claim.run_prefix, CheckpointKind.FINAL, result.global_step)
     handover.carry, handover.carry_key = result.carry, output_key
@@ -203,12 +207,17 @@ def _best_checkpoint_dir(
 
 
 def run_final(
-    claim: Claim, store: ObjectStore, work: Path, reporter: Reporter, handover: Handover
+    claim: Claim,
+    store: ObjectStore,
+    work: Path,
+    reporter: Reporter,
+    handover: Handover,
+    model_dir: str,
 ) -> PhaseOutput:
     from worker.recipe.evaluate import evaluate_and_export
 
     result, artifact_dir = _train(
-        claim, store, work, reporter, handover, start_from=claim.input_key
+        claim, store, work, reporter, handover, model_dir, start_from=claim.input_key
     )
     export_dir = work / "export"
     best_dir = _best_checkpoint_dir(claim, store, work, reporter, result)
@@ -216,7 +225,7 @@ def run_final(
     with clock.measure("evaluate"):
         report = evaluate_and_export(
             artifact_dir=artifact_dir,
-            model_dir=model_dir(claim),
+            model_dir=model_dir,
             checkpoint_dir=best_dir,
             out_dir=export_dir,
             base_model_name=claim.base_model,
@@ -253,7 +262,10 @@ def write_adapter_card(
     )
 
 
-PHASE_RUNNERS: dict[str, Callable[[Claim, ObjectStore, Path, Reporter, Handover], PhaseOutput]] = {
+# Each runs one claim: (claim, store, scratch dir, reporter, handover, the base model's local
+# directory as the runner resolved it once for the run).
+PhaseRunner = Callable[[Claim, ObjectStore, Path, Reporter, Handover, str], PhaseOutput]
+PHASE_RUNNERS: dict[str, PhaseRunner] = {
     "preprocess": run_preprocess,
     "warmup": run_warmup,
     "final": run_final,

@@ -58,13 +58,13 @@ def public_error(exc: BaseException, settings: Settings) -> str:
     return public_message(text)[:2000]
 
 
-def ensure_base_model(base_model: str, settings: Settings) -> str:
+def ensure_base_model(base_model: str, settings: Settings, clock: PhaseClock | None = None) -> str:
     """Where this worker loads the job's base model from. Nothing is written here: the tiny
     default is written by `relaytune up` or `relaytune make-tiny-model` (docker-compose runs
     it before its workers), so a worker that lacks it fails the phase at once, before it
     downloads anything the job pays for. A registered model is fetched into the node's model
-    cache (worker/model_cache.py)."""
-    model = resolve_local_model(base_model, settings)
+    cache (worker/model_cache.py), measured on the clock as the run's model fetch."""
+    model = resolve_local_model(base_model, settings, clock)
     if model.name == TINY_MODEL_NAME and not is_complete(Path(model.location)):
         raise RelaytuneError(
             f"the default model {TINY_MODEL_NAME} is not written on this worker; run "
@@ -181,9 +181,10 @@ def _run_and_record(
     clock = reporter.clock
     try:
         with clock.measure("startup"):
-            ensure_base_model(claim.base_model, settings)
+            # Resolved once per run: the phase loads the model from here, never looks again.
+            model_dir = ensure_base_model(claim.base_model, settings, clock)
         output_key, summary = PHASE_RUNNERS[claim.phase](
-            claim, reporter.store, work, reporter, handover
+            claim, reporter.store, work, reporter, handover, model_dir
         )
     except PhaseStopped:
         if reporter.lease_lost.is_set():

@@ -89,9 +89,12 @@ class PhaseClock:
         micro_batch: int | None = None,
         lora_targets: str | None = None,
         model_key: str | None = None,
+        model_cache_hit: bool | None = None,
     ) -> None:
         """Record what the run ran with; arguments left out keep what was noted before."""
         f = self.facts
+        if model_cache_hit is not None:
+            f.model_cache_hit = model_cache_hit
         f.precision = precision or f.precision
         f.device = device or f.device
         f.micro_batch = micro_batch or f.micro_batch
@@ -107,6 +110,7 @@ class PhaseClock:
             device=self.facts.device or device,
             peak_memory_bytes=peak,
             startup_s=s["startup"],
+            model_fetch_s=s["model_fetch"],
             input_download_s=s["input_download"],
             train_s=s["train"],
             evaluate_s=s["evaluate"],

@@ -1,4 +1,5 @@
-"""Background work of the API process: the reaper and the orphan sweep, each on an interval."""
+"""Background work of the API process: the reaper, the orphan sweep and the webhook deliverer,
+each on an interval."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from orchestrator.reaper import reap
 from orchestrator.settings import get_settings
 from orchestrator.storage import get_store
 from orchestrator.sweep import sweep
+from services.api.webhook_sender import deliver_due
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,10 @@ def _sweep_once() -> None:
             logger.debug("sweep round skipped: another replica is running one")
             return
         sweep(session, get_store(), grace=grace, now=utcnow())
+
+
+def _deliver_once() -> None:
+    deliver_due()
 
 
 async def _every(interval: float, work: Callable[[], None], name: str) -> None:
@@ -68,6 +74,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     loops = [
         (settings.reaper_interval_seconds, _reap_once, "reaper"),
         (settings.sweep_interval_seconds, _sweep_once, "sweep"),
+        (settings.webhook_interval_seconds, _deliver_once, "webhook"),
     ]
     tasks = [
         asyncio.create_task(_every(interval, work, name))

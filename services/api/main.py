@@ -20,6 +20,7 @@ from services.api.routes import (
     pools,
     system,
     tenants,
+    webhooks,
 )
 
 
@@ -44,6 +45,7 @@ def create_app() -> FastAPI:
         estimates.router,
         api_keys.router,
         models.router,
+        webhooks.router,
     ):
         app.include_router(api_router, responses=API_ERRORS, dependencies=[Depends(refuse_nul)])
     app.include_router(metrics.router, responses=OPERATOR_ERRORS)

@@ -114,7 +114,19 @@ class PhaseTimingOut(BaseModel):
     billing: Literal["claim_to_release"] = Field("claim_to_release", description=BILLING_INTERVAL)
     billed_s: float = Field(description="Seconds billed for this run: claim to release")
     queue_wait_s: float = Field(description="Queued to claimed; not billed")
-    startup_s: float = Field(description="Imports, base model load, resume state")
+    startup_s: float = Field(
+        description="Imports, base model load, resume state; model_fetch_s excluded"
+    )
+    model_fetch_s: float = Field(
+        0.0,
+        description="Making a registered base model local on the worker: download and "
+        "verify on a cache miss, lock and look on a hit",
+    )
+    model_cache_hit: bool | None = Field(
+        None,
+        description="Whether the worker's model cache already held the registered base model; "
+        "null for a model that is not fetched from the object store",
+    )
     input_download_s: float = Field(description="Dataset, artifact and checkpoint downloads")
     train_s: float = Field(
         description="The training loop with its in-loop validation, "

@@ -193,6 +193,8 @@ def up(port: int, data_dir: Path | None) -> None:
         tiny_default = settings.default_base_model == TINY_MODEL_NAME
         if tiny_default and not is_complete(settings.default_model_dir):
             ctx.invoke(make_tiny_model, directory=settings.default_model_dir, seed=0)
+        if tiny_default:
+            standalone.register_tiny_model(settings.default_model_dir)
         key_file = settings.data_dir / "api-key"
         if not key_file.exists():
             from orchestrator.auth import create_api_key

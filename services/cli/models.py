@@ -32,13 +32,35 @@ def models() -> None:
 @click.option(
     "--from",
     "directory",
-    required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="A Hugging Face model directory: config.json, processor files, safetensors shards.",
 )
-def models_add(name: str, directory: Path) -> None:
-    """Store the files of DIRECTORY once in the object store and register them as NAME.
-    Files already stored are not uploaded again."""
+@click.option(
+    "--from-hub",
+    "hub_id",
+    metavar="ID",
+    help="A Hugging Face Hub model id (e.g. Qwen/Qwen3-VL-2B-Instruct), fetched through the "
+    "local Hugging Face cache: configs, processor, tokenizer and safetensors files only.",
+)
+@click.option("--revision", help="With --from-hub: a branch, tag or commit (default: main).")
+def models_add(name: str, directory: Path | None, hub_id: str | None, revision: str | None) -> None:
+    """Store a model's files once in the object store and register them as NAME. Files
+    already stored are not uploaded again. Give exactly one of --from and --from-hub."""
+    if (directory is None) == (hub_id is None):
+        raise click.UsageError("give exactly one of --from DIR and --from-hub ID")
+    if revision is not None and hub_id is None:
+        raise click.UsageError("--revision goes with --from-hub")
+    if directory is not None:
+        _add(name, directory)
+        return
+    from services.cli.hub import model_dir_from_hub
+
+    assert hub_id is not None
+    with model_dir_from_hub(hub_id, revision) as fetched:
+        _add(name, fetched)
+
+
+def _add(name: str, directory: Path) -> None:
     from orchestrator.model_registry import add_model
     from orchestrator.storage import get_store
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import click
 from rich.console import Console
 
 from orchestrator.plan import DEFAULT_POOLS
@@ -270,6 +271,25 @@ def log_events(console: Console, log_file: Path) -> None:
     logger.addHandler(ConsoleHandler(console))
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
+
+
+def register_tiny_model(directory: Path) -> None:
+    """Register the tiny default model, written at `directory`, under its own name, so jobs
+    naming it resolve it as a registered model. Idempotent: its files are stored once, and a
+    later start uploads nothing."""
+    from orchestrator.db import session_scope
+    from orchestrator.errors import RelaytuneError
+    from orchestrator.model_registry import add_model
+    from orchestrator.settings import TINY_MODEL_NAME
+    from orchestrator.storage import get_store
+
+    try:
+        with session_scope() as session:
+            model, uploaded = add_model(session, get_store(), TINY_MODEL_NAME, directory)
+            stored = f"{uploaded} of {len(model.files)} files uploaded"
+    except RelaytuneError as exc:
+        raise click.ClickException(f"could not register {TINY_MODEL_NAME}: {exc.message}") from exc
+    logger.info("registered %s (%s)", TINY_MODEL_NAME, stored)
 
 
 def wait_ready(url: str, timeout: float = 60.0, alive: Callable[[], bool] = lambda: True) -> None:

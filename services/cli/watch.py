@@ -30,6 +30,7 @@ class EventFeed:
     def __init__(self, client: Client, job_id: str):
         self.client, self.job_id = client, job_id
         self.last_id = 0
+        self._seen: set[int] = set()
         self.streaming = False
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._stop = threading.Event()
@@ -45,9 +46,13 @@ class EventFeed:
         threading.Thread(target=self._follow, name="relaytune-events", daemon=True).start()
 
     def _put(self, event: dict[str, Any]) -> None:
+        # A stream sends an event written late below ids it already sent, and a resumed
+        # stream or the final poll may repeat one: each id is taken once, in any order.
+        event_id = int(event["id"])
         with self._lock:  # the stream's thread and a final poll may both deliver an event
-            if int(event["id"]) > self.last_id:  # a resumed stream may repeat the last one
-                self.last_id = int(event["id"])
+            if event_id not in self._seen:
+                self._seen.add(event_id)
+                self.last_id = max(self.last_id, event_id)  # where a resumed stream starts
                 self._events.put(event)
 
     def _follow(self) -> None:

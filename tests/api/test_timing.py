@@ -43,7 +43,14 @@ def test_job_shows_the_latest_run_timing_and_metrics_sum_every_run(
     _run_preprocess(
         job_id,
         2,
-        RunTiming(samples=12, tokens=3400, checkpoints=1, device="cpu", peak_memory_bytes=123),
+        RunTiming(
+            samples=12,
+            tokens=3400,
+            checkpoints=1,
+            device="cpu",
+            peak_memory_bytes=123,
+            model_cache_hit=False,
+        ),
         fail=False,
     )
 
@@ -53,8 +60,10 @@ def test_job_shows_the_latest_run_timing_and_metrics_sum_every_run(
     assert timing["billing"] == "claim_to_release"
     assert (timing["samples"], timing["tokens"], timing["checkpoints"]) == (12, 3400, 1)
     assert (timing["device"], timing["peak_memory_bytes"]) == ("cpu", 123)
+    assert (timing["model_fetch_s"], timing["model_cache_hit"]) == (0.0, False)
     components = (
         "startup_s",
+        "model_fetch_s",
         "input_download_s",
         "train_s",
         "evaluate_s",
@@ -74,4 +83,6 @@ def test_job_shows_the_latest_run_timing_and_metrics_sum_every_run(
         'relaytune_phase_runs_total{outcome="succeeded",phase="preprocess",pool="t4"} 1.0' in text
     )
     assert 'relaytune_phase_seconds_total{component="train",phase="preprocess",pool="t4"}' in text
+    fetch = 'relaytune_phase_seconds_total{component="model_fetch",phase="preprocess",pool="t4"}'
+    assert fetch in text
     assert 'relaytune_phase_samples_total{phase="preprocess",pool="t4"} 12.0' in text

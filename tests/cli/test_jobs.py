@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from orchestrator.db import session_scope
 from orchestrator.storage import get_store
 from services.cli import client as client_module
 from services.cli.main import app
+from services.cli.watch import EventFeed
 from tests.orchestrator.relay_helpers import claim, complete
 
 
@@ -168,3 +170,24 @@ def test_download_merged_asks_for_the_merged_model(
         {"kind": "merged"},
     )
     assert (tmp_path / "relaytune-j-1-merged.zip").read_bytes() == b"PK merged"
+
+
+def test_watch_follows_the_live_event_stream(
+    cli_through: CliRunner, client: TestClient, dataset_id: str
+) -> None:
+    job_id = _job(client, dataset_id)
+    _succeed(job_id)
+    cli_client = client_module.Client("http://testserver", "k")  # the in-process API
+    feed = EventFeed(cli_client, job_id)
+    feed.open()
+    try:
+        assert feed.streaming
+        types: list[str] = []
+        for _ in range(100):
+            types += [e["type"] for e in feed.take()]
+            if "job_succeeded" in types:
+                break
+            time.sleep(0.1)
+    finally:
+        feed.close()
+    assert types[0] == "job_submitted" and types[-1] == "job_succeeded"

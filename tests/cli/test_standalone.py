@@ -260,3 +260,30 @@ def test_quick_deaths_in_a_row_lengthen_the_delay_and_a_long_run_resets_it(
         assert tree.alive("sleeper")
     finally:
         tree.stop()
+
+
+def _start_and_stop(data_dir: Path, port: int) -> None:
+    """`up` once, until its API answers; GET /v1/models lists the tiny model then."""
+    up = _up(data_dir, port, _env(worker_preload="false"))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, timeout=180, alive=lambda: up.poll() is None)
+        key = (data_dir / "api-key").read_text().strip()
+        listed = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+        assert "tiny-qwen3-vl" in [m["id"] for m in listed.json()["data"]], listed.text
+    finally:
+        up.send_signal(signal.SIGINT)
+        output = up.communicate(timeout=90)[0].decode()
+    assert up.returncode == 0, output
+
+
+def test_up_registers_the_tiny_model_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "rt"
+    _start_and_stop(data_dir, free_port())
+    log = data_dir / "logs" / "up.log"
+    registered = r"registered tiny-qwen3-vl \((\d+) of (\d+) files uploaded\)"
+    first = re.findall(registered, log.read_text())
+    assert len(first) == 1 and first[0][0] == first[0][1] != "0", first
+    _start_and_stop(data_dir, free_port())
+    again = re.findall(registered, log.read_text())
+    assert [uploaded for uploaded, _ in again] == [first[0][0], "0"]

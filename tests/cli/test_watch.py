@@ -243,3 +243,12 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_reattach(
 
 def _init_unused(self: Client, base_url: str, api_key: str, timeout: float = 60.0) -> None:
     self.http = httpx.Client(base_url=base_url)
+
+
+def test_the_feed_takes_a_late_event_below_ids_already_seen_once() -> None:
+    feed = EventFeed(_client(StreamingApi()), "j")
+    feed.streaming = True  # as if a stream delivered them
+    for event_id in (1, 3, 2, 3):
+        feed._put(_metrics(event_id, "final", 100 + event_id, 1.0, 10))
+    assert [e["id"] for e in feed.take()] == [1, 3, 2]
+    assert feed.last_id == 3

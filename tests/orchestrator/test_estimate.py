@@ -237,3 +237,38 @@ def test_the_artifact_is_sized_as_8_bit_images() -> None:
     assert relay["warmup"].seconds["input_download"] == pytest.approx(
         profiles.TRANSFER_LATENCY_S + artifact / profiles.DOWNLOAD_BYTES_PER_S
     )
+
+
+def test_a_registered_model_is_fetched_by_each_phase_that_starts_a_process() -> None:
+    hp, pools = Hyperparameters(), seed_pools()
+    stored = 17_500_000_000  # an 8B's bf16 files in the object store
+    fetch = profiles.model_fetch_seconds(stored)
+    assert fetch == pytest.approx(
+        profiles.TRANSFER_LATENCY_S
+        + stored / profiles.DOWNLOAD_BYTES_PER_S
+        + stored / profiles.VERIFY_BYTES_PER_S
+    )
+    relay = {p.phase: p for p in _relay(hp).phases}
+    on_three = estimate_plan(
+        "relay",
+        SHAPE_8B,
+        hp,
+        TWENTY,
+        {"preprocess": pools["t4"], "warmup": pools["a10"], "final": pools["a100"]},
+        seeded_lookup(SHAPE_8B, hp, model_bytes=stored),
+    )
+    assert on_three is not None
+    for phase in on_three.phases:  # every pool fetches it, at its own price
+        assert phase.seconds["model_fetch"] == pytest.approx(fetch)
+        assert relay[phase.phase].seconds["model_fetch"] == 0  # under the model root: no fetch
+        assert phase.cost > relay[phase.phase].cost
+    on_one = estimate_plan(
+        "all-a100",
+        SHAPE_8B,
+        hp,
+        TWENTY,
+        {p: pools["a100"] for p in ("preprocess", "warmup", "final")},
+        seeded_lookup(SHAPE_8B, hp, model_bytes=stored),
+    )
+    assert on_one is not None
+    assert [p.seconds["model_fetch"] for p in on_one.phases] == [pytest.approx(fetch), 0, 0]

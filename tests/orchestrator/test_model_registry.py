@@ -218,13 +218,42 @@ def test_a_registered_name_resolves_first_and_is_listed_when_unknown(
 
 
 @pytest.mark.parametrize("name", ["tiny-qwen3-vl", "m"])
-def test_a_name_the_server_already_knows_is_not_registered(
-    clean_db: None, tiny_model_dir: str, name: str
+def test_a_name_the_server_already_knows_is_not_registered_with_other_files(
+    clean_db: None, tiny_model_dir: str, tmp_path: Path, name: str
 ) -> None:
-    """The default and an allowed name: a registered name never shadows them, so workers
-    resolve a name to the same model as submit did."""
+    """The default and an allowed name: a registered name never shadows them with other
+    files, so workers resolve a name to the same model as submit did."""
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    (other / "extra.json").write_text("{}")
     with pytest.raises(Conflict) as refused, session_scope() as session:
-        add_model(session, storage.get_store(), name, Path(tiny_model_dir))
+        add_model(session, storage.get_store(), name, other)
     assert (refused.value.code, refused.value.param) == ("model_exists", "name")
     with session_scope() as session:
         assert list_models(session) == []
+
+
+def test_the_default_model_registers_under_its_name_with_its_own_files(
+    clean_db: None, tiny_model_dir: str, tmp_path: Path
+) -> None:
+    """From the server's directory itself, or a copy of the same files: the name still means
+    the same model everywhere."""
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    with session_scope() as session:
+        model, _ = add_model(session, storage.get_store(), "tiny-qwen3-vl", Path(tiny_model_dir))
+        again, uploaded = add_model(session, storage.get_store(), "tiny-qwen3-vl", copy)
+        assert (again.id, uploaded) == (model.id, 0)
+
+
+def test_unknown_model_lists_registered_names_before_the_servers_others(
+    clean_db: None, tiny_model_dir: str
+) -> None:
+    with session_scope() as session:
+        for name in ("zz/second", "zz/first"):  # sorted after every name of the server
+            add_model(session, storage.get_store(), name, Path(tiny_model_dir))
+        with pytest.raises(InvalidRequest) as unknown:
+            resolve_base_model("nope", get_settings(), session)
+    listed = unknown.value.message.split("known models: ", 1)[1].split(", ")
+    assert listed[:2] == ["zz/first", "zz/second"]
+    assert "tiny-qwen3-vl" in listed[2:]

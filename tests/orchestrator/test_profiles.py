@@ -82,6 +82,95 @@ def test_measured_runs_replace_the_derived_figures(job_id: str) -> None:
     assert after.phases[2].sources == ["derived"]
 
 
+def test_a_pools_measured_model_fetch_is_the_average_of_its_hits_and_misses(
+    job_id: str,
+) -> None:
+    with session_scope() as session:
+        # One cold node fetched the model; later runs found it in the cache.
+        for attempt, (fetch_s, hit) in enumerate(
+            [(200.0, False), (0.01, True), (0.01, True), (0.02, True)], start=1
+        ):
+            session.add(_timing(job_id, attempt, model_fetch_s=fetch_s, model_cache_hit=hit))
+        session.add(_timing(job_id, 9, model_fetch_s=0.0))  # a model no worker fetched
+    estimate = _estimate()
+    assert estimate is not None
+    warmup = estimate.phases[1]
+    assert warmup.seconds["model_fetch"] == pytest.approx((200.0 + 0.04) / 4)
+    assert warmup.sources == ["measured"]
+    assert estimate.phases[2].seconds["model_fetch"] == 0  # a model under the model root
+
+
+def test_a_registered_models_fetch_is_derived_from_its_stored_bytes(
+    job_id: str, tiny_model_dir: str
+) -> None:
+    from pathlib import Path
+
+    from orchestrator.model_registry import add_model
+    from orchestrator.storage import get_store
+
+    with session_scope() as session:
+        model, _ = add_model(session, get_store(), "team/tiny-qwen3-vl", Path(tiny_model_dir))
+        stored = model.total_bytes
+    estimate = _estimate("team/tiny-qwen3-vl")
+    assert estimate is not None
+    fetch = profiles.model_fetch_seconds(stored, profiles.TINY_CPU_TRANSFER_S)
+    assert [p.seconds["model_fetch"] for p in estimate.phases] == [pytest.approx(fetch)] * 3
+
+
+def test_a_registered_model_under_a_name_of_its_own_is_estimated_by_its_config(
+    job_id: str, tiny_model_dir: str
+) -> None:
+    from pathlib import Path
+
+    from orchestrator.model_registry import add_model
+    from orchestrator.model_shapes import QWEN3_VL_8B, SHAPES
+    from orchestrator.models import RegisteredModel
+    from orchestrator.storage import get_store
+    from tests.orchestrator.test_model_shapes import CONFIG_8B
+
+    assert _estimate("acme-vl") is None  # no catalog name, no run: nothing known
+    with session_scope() as session:
+        add_model(session, get_store(), "acme-vl", Path(tiny_model_dir))
+        # An 8B registered as "acme-vl-8": only its row matters to the estimator.
+        session.add(
+            RegisteredModel(
+                name="acme-vl-8",
+                digest="8" * 64,
+                architecture="Qwen3VLForConditionalGeneration",
+                parameter_count=SHAPES[QWEN3_VL_8B].total_params,
+                dtype="bfloat16",
+                total_bytes=17_534_247_392,
+                files=[],
+                lora_target_modules=["q_proj", "v_proj"],
+                config=CONFIG_8B,
+                processor=None,
+            )
+        )
+    tiny = _estimate("acme-vl")
+    assert tiny is not None  # the tiny model's shape, its CPU figures
+    assert all(p.feasible for p in tiny.phases)
+    assert tiny.phases[1].sources == ["default"]
+    eight = _estimate("acme-vl-8")
+    catalog = _estimate(EIGHT_B)
+    assert eight is not None and catalog is not None
+    for mine, theirs in zip(eight.phases, catalog.phases, strict=True):
+        assert mine.seconds["train"] == pytest.approx(theirs.seconds["train"])
+        assert mine.peak_memory_bytes == theirs.peak_memory_bytes
+        assert mine.seconds["model_fetch"] > 0  # registered: each pool fetches it
+        assert theirs.seconds["model_fetch"] == 0  # under the model root: nothing to fetch
+    with session_scope() as session:
+        pools = repository.pools_by_name(session)
+        on_t4 = estimate_job(
+            session,
+            base_model="acme-vl-8",
+            hyperparameters=Hyperparameters(),
+            dataset=DATASET,
+            pools={p: pools["t4"] for p in ("preprocess", "warmup", "final")},
+        )
+    assert on_t4 is not None and not on_t4.feasible
+    assert "acme-vl-8 weights" in on_t4.reason
+
+
 def test_learned_profile_counts_its_runs(job_id: str) -> None:
     from orchestrator.profiles import learned_rates
 

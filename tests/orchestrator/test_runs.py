@@ -12,7 +12,7 @@ from orchestrator import dispatch, jobs, runs
 from orchestrator.db import session_scope
 from orchestrator.errors import IllegalTransition, InvalidRequest, LeaseLost, PhaseNotClaimable
 from orchestrator.layout import CheckpointKind, checkpoint_key
-from orchestrator.models import Job, Phase, utcnow
+from orchestrator.models import Event, Job, Phase, utcnow
 from orchestrator.reaper import reap
 from tests.orchestrator import relay_helpers as relay
 from tests.orchestrator.relay_helpers import LEASE
@@ -345,3 +345,51 @@ def test_a_store_failure_of_a_job_being_cancelled_is_not_retried(job_id: str) ->
         )
     assert not queued
     assert next(p for p in relay.job(job_id).phases if p.name == "warmup").attempt == 1
+
+
+MAX_ATTEMPTS = 3
+
+
+def _hand_back_times(job_id: str, times: int) -> int:
+    """A warmup handed back `times` times by stopping workers; returns the attempt queued."""
+    relay.complete(relay.claim(job_id, "preprocess"))
+    for attempt in range(1, times + 1):
+        with session_scope() as session:
+            runs.hand_back_phase(session, relay.claim(job_id, "warmup", attempt=attempt))
+    return times + 1
+
+
+def _warmup(job_id: str) -> Phase:
+    return next(p for p in relay.job(job_id).phases if p.name == "warmup")
+
+
+def test_hand_backs_use_no_attempt_of_a_failing_phase(job_id: str) -> None:
+    attempt = _hand_back_times(job_id, MAX_ATTEMPTS - 1)
+    assert _warmup(job_id).attempt == MAX_ATTEMPTS  # the fencing token still went up
+    # Every attempt the phase is allowed is still its own: it fails for good on the last.
+    for used in range(1, MAX_ATTEMPTS + 1):
+        with session_scope() as session:
+            queued = runs.retry_or_fail_phase(
+                session,
+                relay.claim(job_id, "warmup", attempt=attempt),
+                code="object_store_unavailable",
+                message="the S3 bucket did not answer",
+                max_attempts=MAX_ATTEMPTS,
+            )
+        assert queued == (used < MAX_ATTEMPTS), used
+        attempt += 1
+    warmup = _warmup(job_id)
+    assert (warmup.status, warmup.error_code) == ("failed", "object_store_unavailable")
+    assert (warmup.attempt, warmup.handbacks) == (2 * MAX_ATTEMPTS - 1, MAX_ATTEMPTS - 1)
+    with session_scope() as session:
+        retrying = session.query(Event).filter_by(job_id=job_id, type="phase_retrying")
+        assert [e.data["attempts"] for e in retrying.order_by(Event.id)] == ["1 of 3", "2 of 3"]
+
+
+def test_the_reaper_requeues_a_phase_whose_earlier_runs_were_handed_back(job_id: str) -> None:
+    attempt = _hand_back_times(job_id, MAX_ATTEMPTS - 1)
+    relay.claim(job_id, "warmup", attempt=attempt)
+    relay.expire_lease(job_id, "warmup")
+    assert relay.run_reaper(max_attempts=MAX_ATTEMPTS) == 1
+    warmup = _warmup(job_id)
+    assert (warmup.status, warmup.attempt) == ("queued", attempt + 1)

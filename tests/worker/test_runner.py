@@ -288,17 +288,60 @@ def test_a_phase_on_a_registered_model_loads_it_from_the_node_cache(
     recorded_dispatch: dispatch.RecordingDispatcher,
     tiny_model_dir: str,
     example_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The first run on the node fetches the model (a miss, its seconds on the run's clock);
+    the next run finds it in the cache (a hit). Each run resolves the model once."""
+    import shutil
+
     from orchestrator.model_registry import add_model
+    from worker import model_cache
     from worker.model_cache import cache_root
+
+    looked: list[str] = []
+    materialise = model_cache.materialise
+
+    def counted(*args: Any, **kwargs: Any) -> tuple[Path, bool]:
+        looked.append(args[1])
+        return materialise(*args, **kwargs)
+
+    monkeypatch.setattr(model_cache, "materialise", counted)
 
     with session_scope() as session:
         model, _ = add_model(session, get_store(), "team/tiny-qwen3-vl", Path(tiny_model_dir))
         digest = model.digest
-    job_id = _submit("acme", "team/tiny-qwen3-vl", example_dir)
-    _run(job_id, "preprocess")
+    shutil.rmtree(cache_root(get_settings()) / digest, ignore_errors=True)  # a fresh node
+    first = _submit("acme", "team/tiny-qwen3-vl", example_dir)
+    _run(first, "preprocess")
     with session_scope() as session:
-        job = session.get(Job, job_id)
+        job = session.get(Job, first)
         assert job is not None and job.base_model == "team/tiny-qwen3-vl"
         assert job.phases[0].status == "succeeded", job.phases[0].error_message
     assert (cache_root(get_settings()) / digest / "config.json").is_file()
+    [miss] = _timings(first, "preprocess")
+    assert miss.model_cache_hit is False and miss.model_fetch_s > 0
+
+    second = _submit("other", "team/tiny-qwen3-vl", example_dir)
+    _run(second, "preprocess")
+    [hit] = _timings(second, "preprocess")
+    assert hit.outcome == "succeeded" and hit.model_cache_hit is True
+    assert looked == [digest, digest]  # one look per run, none again inside the phase
+
+
+def test_a_model_the_server_knows_by_itself_is_not_fetched(
+    clean_db: None,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    tiny_model_dir: str,
+    example_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker import runner
+
+    def preprocess(claim: Any, *_: Any) -> tuple[str, dict[str, Any]]:
+        return claim.run_prefix, {}
+
+    monkeypatch.setitem(runner.PHASE_RUNNERS, "preprocess", preprocess)
+    job_id = _submit("acme", tiny_model_dir, example_dir)
+    _run(job_id, "preprocess")
+    [timing] = _timings(job_id, "preprocess")
+    assert (timing.outcome, timing.model_fetch_s, timing.model_cache_hit) == ("succeeded", 0, None)

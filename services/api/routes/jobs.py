@@ -1,19 +1,20 @@
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
+from sse_starlette import EventSourceResponse
 
 from orchestrator import budgets, idempotency, jobs, layout, liveness, repository
-from orchestrator.errors import Conflict, InvalidRequest
+from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.lifecycle import JobStatus
 from orchestrator.models import Job, utcnow
+from services.api import downloads
 from services.api.budget_schemas import JobPatch, RequeueFrom, RequeueIn
 from services.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
+from services.api.event_stream import event_stream
 from services.api.idempotent import IdempotencyKeyHeader, respond
 from services.api.presenters import job_out
 from services.api.schemas import CheckpointOut, EventOut, JobCreate, JobList, JobOut
@@ -92,16 +93,28 @@ def read_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobOut:
     )
 
 
-@router.get("/{job_id}/events", response_model=list[EventOut])
+@router.get(
+    "/{job_id}/events",
+    response_model=list[EventOut],
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
 def read_events(
     job_id: str,
     session: SessionDep,
     tenant: CurrentTenant,
     after: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> list[EventOut]:
-    """The job's timeline; pass the last id seen as `after` to follow it."""
+    stream: bool = False,
+    last_event_id: Annotated[
+        int | None, Header(alias="Last-Event-ID", ge=0, le=MAX_QUERY_INT)
+    ] = None,
+) -> list[EventOut] | EventSourceResponse:
+    """The job's timeline; pass the last id seen as `after` to follow it. `stream=true`
+    follows it live as Server-Sent Events (resuming after `Last-Event-ID` or `after`) until
+    the job is finished."""
     repository.job_for_tenant(session, tenant.id, job_id)
+    if stream:
+        return event_stream(job_id, after=after if last_event_id is None else last_event_id)
     rows = repository.events(session, job_id, after=after, limit=limit)
     return [EventOut.model_validate(e, from_attributes=True) for e in rows]
 
@@ -179,17 +192,29 @@ def read_evaluation(
     responses={200: {"content": {"application/zip": {}}}},
 )
 def download_adapter(
-    job_id: str, session: SessionDep, tenant: CurrentTenant, store: StoreDep
+    job_id: str,
+    session: SessionDep,
+    tenant: CurrentTenant,
+    store: StoreDep,
+    kind: downloads.DownloadKind = downloads.DownloadKind.ADAPTER,
+    checkpoint: Annotated[str | None, Query(max_length=36)] = None,
 ) -> Response:
-    """The final LoRA adapter in PEFT format, as a zip."""
+    """The final LoRA adapter in PEFT format, as a zip. `kind=merged`: the merged model the job
+    exported (hyperparameter export_merged), streamed; `checkpoint`: the adapter of one of the
+    job's checkpoints (GET /v1/jobs/{id}/checkpoints)."""
     job = repository.job_for_tenant(session, tenant.id, job_id)
-    prefix = layout.listing_prefix(layout.adapter_prefix(_export(job, "adapter")))
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for key in store.list(prefix):
-            archive.writestr(key[len(prefix) :], store.get_bytes(key))
-    return Response(
-        buffer.getvalue(),
-        media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="relaytune-{job_id}-adapter.zip"'},
-    )
+    if checkpoint is not None:
+        if kind == downloads.DownloadKind.MERGED:
+            raise InvalidRequest(
+                "a checkpoint holds an adapter only: leave out 'kind' or 'checkpoint'",
+                param="checkpoint",
+            )
+        rows = repository.checkpoints(session, job.id)
+        adapter = downloads.checkpoint_adapter(rows, job.id, checkpoint)
+        name = f"relaytune-{job_id}-checkpoint-{checkpoint}-adapter.zip"
+        gone = NotFound(f"checkpoint {checkpoint} is no longer stored", param="checkpoint")
+        return downloads.adapter_zip(store, adapter, name, if_gone=gone)
+    if kind == downloads.DownloadKind.MERGED:
+        return downloads.merged_zip(store, _export(job, "merged"), job.id)
+    adapter = layout.adapter_prefix(_export(job, "adapter"))
+    return downloads.adapter_zip(store, adapter, f"relaytune-{job_id}-adapter.zip")
