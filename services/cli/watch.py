@@ -67,8 +67,10 @@ class EventFeed:
                     return  # take() polls from the last event seen
                 except (Unreachable, Disconnected, ApiError):
                     pass  # the API restarts, a proxy cut the stream: resume in a moment
-                except httpx.StreamError:
-                    return  # close() closed it under us
+                except Exception:
+                    if self._stop.is_set():
+                        return  # close() closed the stream under this thread: any error may say so
+                    raise
                 finally:
                     self._response = None
                 self._stop.wait(1.0)
