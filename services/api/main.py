@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from services.api.body_guard import BodyGuard
 from services.api.deps import refuse_nul
@@ -27,7 +28,9 @@ from services.api.routes import (
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from assets packaged with the app, not from a
+    # CDN, so they work on a machine without internet.
+    app = FastAPIOffline(
         title="relaytune",
         version="0.1.0",
         lifespan=lifespan,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import signal
@@ -13,11 +12,11 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.live import Live
 
-from orchestrator.lifecycle import TERMINAL_JOB, JobStatus, PhaseStatus
 from orchestrator.settings import TINY_MODEL_NAME, get_settings
-from services.cli import admin, models
+from services.cli import admin, datasets, jobs, models
+from services.cli.client import Client
+from services.cli.connection import ClientErrors, client_options, write_url_file
 
 # Off a terminal (CI logs, `make demo | tee`) rich would wrap tables at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -44,7 +43,8 @@ def _use_data_dir(data_dir: Path | None) -> None:
         get_settings.cache_clear()
 
 
-@click.group()
+@click.group(cls=ClientErrors)
+@click.version_option(package_name="relaytune", prog_name="relaytune")
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
@@ -70,6 +70,8 @@ app.add_command(admin.pools)
 app.add_command(admin.tenants)
 app.add_command(admin.sweep)
 app.add_command(models.models)
+app.add_command(jobs.jobs)
+app.add_command(datasets.datasets)
 
 
 @app.command("make-tiny-model")
@@ -164,6 +166,9 @@ def up(port: int, data_dir: Path | None) -> None:
         raise click.ClickException(str(exc)) from exc
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{port}"
+    # Where the client commands find the API; written before the API can answer there.
+    write_url_file(url)
     logs = settings.data_dir / "logs"
     standalone.log_events(console, logs / "up.log")
     env = {**os.environ, "RELAYTUNE_DATA_DIR": str(settings.data_dir)}
@@ -199,7 +204,6 @@ def up(port: int, data_dir: Path | None) -> None:
                 key_file.write_text(create_api_key(session, "local"))
             key_file.chmod(0o600)
         standalone.launch(tree, listener=listener, env=env, logs=logs, pools=pool_names)
-        url = f"http://127.0.0.1:{port}"
         try:
             standalone.wait_ready(url, alive=lambda: tree.alive("api"))
         except RuntimeError as exc:
@@ -238,68 +242,6 @@ def _prepare_pools(pools_file: Path | None) -> list[str]:
         raise click.ClickException(exc.message) from exc
 
 
-def _follow(client: Any, job: dict[str, Any]) -> dict[str, Any]:
-    """Poll the job until it ends: a live table on a terminal, a line per change elsewhere;
-    a warning whenever a queued phase's pool has no live worker."""
-    from services.cli.render import phase_table, progress_line
-
-    warned: set[str] = set()
-    if console.is_terminal:
-        with Live(phase_table(job), console=console, refresh_per_second=2) as live:
-            while job["status"] not in TERMINAL_JOB:
-                _warn_unserved(client, job, warned)
-                time.sleep(1.0)
-                job = client.job(job["id"])
-                live.update(phase_table(job))
-        return job
-    last: tuple[Any, ...] = ()
-    while True:
-        # The cost meter moves every second; print only when a status or a step changes.
-        signature = (job["status"], *((p["status"], p["progress"]["step"]) for p in job["phases"]))
-        if signature != last:
-            console.print(progress_line(job), soft_wrap=True, markup=False)
-        last = signature
-        if job["status"] in TERMINAL_JOB:
-            break
-        _warn_unserved(client, job, warned)
-        time.sleep(1.0)
-        job = client.job(job["id"])
-    console.print(phase_table(job))
-    return job
-
-
-def _warn_unserved(client: Any, job: dict[str, Any], warned: set[str]) -> None:
-    """Warn once each time a queued phase starts waiting on a pool with no live worker."""
-    from services.cli.client import ApiError
-    from services.cli.waiting import unserved_phases
-
-    pools = None
-    # On an error the phases' own status_detail still tells.
-    with contextlib.suppress(ApiError):
-        if any(p["status"] == PhaseStatus.QUEUED for p in job["phases"]):
-            pools = client.pools()
-    warnings = unserved_phases(job, pools)
-    for name in warnings.keys() - warned:
-        console.print(
-            f"warning: {warnings[name]}",
-            style="yellow",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-    warned.clear()
-    warned.update(warnings)
-
-
-def _api_key(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    key_file = get_settings().data_dir / "api-key"
-    if key_file.exists():
-        return key_file.read_text().strip()
-    raise click.UsageError("no API key: pass --api-key, set RELAYTUNE_API_KEY, or run `up` first")
-
-
 def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
     """NAME=VALUE pairs; a VALUE that parses as JSON is taken as JSON, else as a string."""
     import json
@@ -326,8 +268,7 @@ def _pools_option(value: str | None) -> dict[str, str] | str | None:
 
 @app.command()
 @click.option("--dataset", "dataset_id", required=True, help="An uploaded data set's id.")
-@click.option("--api-url", envvar="RELAYTUNE_API_URL", default="http://127.0.0.1:7860")
-@click.option("--api-key", "key", envvar="RELAYTUNE_API_KEY", default=None)
+@client_options
 @click.option("--base-model", default=None, help=BASE_MODEL_HELP)
 @click.option(
     "--hp",
@@ -345,15 +286,13 @@ def _pools_option(value: str | None) -> dict[str, str] | str | None:
 @click.option("--max-cost", default=None, help="Budget to check the plans against.")
 def estimate(
     dataset_id: str,
-    api_url: str,
-    key: str | None,
+    client: Client,
     base_model: str | None,
     overrides: tuple[str, ...],
     pools: str | None,
     max_cost: str | None,
 ) -> None:
     """What a job on DATASET would take and cost on each plan, side by side."""
-    from services.cli.client import ApiError, Client
     from services.cli.render import plans_table
 
     body: dict[str, Any] = {"dataset_id": dataset_id, "hyperparameters": _overrides(overrides)}
@@ -363,17 +302,17 @@ def estimate(
         body["pools"] = _pools_option(pools)
     if max_cost is not None:
         body["max_cost"] = max_cost
-    try:
-        answer = Client(api_url, _api_key(key)).estimate(body)
-    except ApiError as exc:
-        raise click.ClickException(str(exc)) from exc
-    console.print(plans_table(answer))
+    console.print(plans_table(client.estimate(body)))
 
 
-@app.command()
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--api-url", envvar="RELAYTUNE_API_URL", default="http://127.0.0.1:7860")
-@click.option("--api-key", "key", envvar="RELAYTUNE_API_KEY", default=None)
+@app.command(
+    help="Upload PATH and submit a job on it. PATH: "
+    + datasets.DATASET_PATH_HELP
+    + " With --wait: "
+    + jobs.WATCH_HELP
+)
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@client_options
 @click.option("--base-model", default=None, help=BASE_MODEL_HELP)
 @click.option(
     "--set",
@@ -390,42 +329,27 @@ def estimate(
     help="Where to write the adapter zip (with --wait).",
 )
 def submit(
-    folder: Path,
-    api_url: str,
-    key: str | None,
+    path: Path,
+    client: Client,
     base_model: str | None,
     overrides: tuple[str, ...],
     wait: bool,
     output: Path | None,
 ) -> None:
-    """Zip and upload FOLDER (images/ + annotations.json), then submit a job."""
-    from services.cli.client import ApiError, Client
-
-    client = Client(api_url, _api_key(key))
     hyperparameters = _overrides(overrides)
-    try:
-        dataset = client.upload_dataset(folder)
-        console.print(
-            f"dataset {dataset['id']}: {dataset['num_samples']} samples, "
-            f"{dataset['num_images']} images, {dataset['bytes']} bytes"
-        )
-        body: dict[str, Any] = {"dataset_id": dataset["id"], "hyperparameters": hyperparameters}
-        if base_model:
-            body["base_model"] = base_model
-        job = client.submit(body)
-        console.print(f"job {job['id']} submitted")
-        if not wait:
-            return
-        job = _follow(client, job)
-        if job["status"] != JobStatus.SUCCEEDED:
-            error = job.get("error") or {}
-            raise click.ClickException(f"job {job['status']}: {error.get('message', '')}")
-        target = output or get_settings().data_dir / "adapters" / f"{job['id']}.zip"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(client.adapter(job["id"]))
-        console.print(f"adapter (PEFT format): {target.resolve()}")
-    except ApiError as exc:
-        raise click.ClickException(str(exc)) from exc
+    dataset = datasets.upload(client, path)
+    body: dict[str, Any] = {"dataset_id": dataset["id"], "hyperparameters": hyperparameters}
+    if base_model:
+        body["base_model"] = base_model
+    job = client.submit(body)
+    console.print(f"job {job['id']} submitted")
+    if not wait:
+        return
+    job = jobs.watch_to_end(client, job["id"])
+    target = output or get_settings().data_dir / "adapters" / f"{job['id']}.zip"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    client.download_adapter(job["id"], target)
+    console.print(f"adapter (PEFT format): {target.resolve()}")
 
 
 if __name__ == "__main__":

@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 from click.testing import CliRunner
-from fastapi.testclient import TestClient
 
-from services.cli import client as client_module
 from services.cli.main import app
-
-
-@pytest.fixture
-def cli_through(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    """The CLI's HTTP client talks to the in-process API."""
-
-    def init(
-        self: client_module.Client, base_url: str, api_key: str, timeout: float = 60.0
-    ) -> None:
-        self.http = client
-
-    monkeypatch.setattr(client_module.Client, "__init__", init)
-    return CliRunner()
 
 
 def test_estimate_prints_the_plans_side_by_side(cli_through: CliRunner, dataset_id: str) -> None:

@@ -81,6 +81,7 @@ def test_up_runs_a_submitted_job_and_ctrl_c_stops_every_process(tmp_path: Path) 
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, timeout=180, alive=lambda: up.poll() is None)
         key = (data_dir / "api-key").read_text().strip()
+        assert (data_dir / "api-url").read_text().strip() == url  # for the client commands
         pools = httpx.get(f"{url}/v1/pools", headers={"Authorization": f"Bearer {key}"})
         assert [p["name"] for p in pools.json()] == ["t4", "a10", "a100"]
         assert (data_dir / "relaytune.db").is_file()

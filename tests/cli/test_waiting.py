@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from rich.console import Console
 
-from services.cli import main
+from services.cli.client import StreamUnavailable
 from services.cli.waiting import unserved_phases
+from services.cli.watch import follow
 
 
 def _phase(name: str, pool: str, status: str, detail: str | None = None) -> dict[str, Any]:
@@ -68,6 +70,7 @@ class FakeClient:
     def __init__(self) -> None:
         self.jobs = [
             QUEUED_ON_T4,
+            QUEUED_ON_T4,
             _job(
                 "succeeded",
                 _phase("preprocess", "t4", "succeeded"),
@@ -83,12 +86,18 @@ class FakeClient:
         self.pool_requests += 1
         return _pools(t4=0, a10=1)
 
+    def open_event_stream(self, _: str) -> None:
+        raise StreamUnavailable("an API without a stream")
+
+    def events(self, *_: Any, **__: Any) -> list[dict[str, Any]]:
+        return []
+
 
 def test_submit_wait_warns_once_while_the_phase_waits_for_a_worker(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     client = FakeClient()
-    job = main._follow(client, QUEUED_ON_T4)
+    job = follow(client, "job-1", Console(width=120), interval=0)  # type: ignore[arg-type]
     assert job["status"] == "succeeded"
     output = capsys.readouterr().out
     assert output.count("warning: preprocess is queued on pool t4") == 1, output
