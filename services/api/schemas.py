@@ -8,7 +8,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from orchestrator.events import EventType
 from orchestrator.hyperparameters import Hyperparameters
+from orchestrator.layout import CheckpointKind
+from orchestrator.lifecycle import JobStatus, PhaseStatus
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -61,13 +64,28 @@ class RequestBody(BaseModel):
 
 
 class JobCreate(RequestBody):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "dataset_id": "0b9f6c1e-5d2a-4c1e-9a55-3f0d2b7e8a41",
+                    "base_model": "tiny-qwen3-vl",
+                    "hyperparameters": {"total_epochs": 8, "warmup_epochs": 5},
+                    "pools": "auto",
+                    "max_cost": "5.00",
+                    "metadata": {"team": "inspection"},
+                }
+            ]
+        },
+    )
     dataset_id: str
     base_model: str | None = Field(
         None,
         max_length=512,
-        description="A model the server knows: a directory under its model root, by name, or "
-        "a name its operator allowed (e.g. a cached Hugging Face id); defaults to the tiny "
-        "Qwen3-VL. Anything else is 422 unknown_model",
+        description="A registered model's name (GET /v1/models), or another name the server "
+        "knows (a directory under its model root, a name its operator allowed); defaults to "
+        "the tiny Qwen3-VL. Anything else is 422 unknown_model, listing the known names",
     )
     hyperparameters: Hyperparameters = Field(
         default_factory=Hyperparameters,
@@ -162,7 +180,7 @@ class PhaseOut(BaseModel):
     name: str
     pool: str
     gpu_model: str
-    status: str
+    status: PhaseStatus
     status_detail: Literal["stalled", "waiting_for_worker"] | None = Field(
         None,
         description="stalled: running, but its worker stopped renewing the lease (its "
@@ -186,7 +204,7 @@ class PhaseOut(BaseModel):
 
 class JobOut(BaseModel):
     id: str
-    status: str
+    status: JobStatus
     dataset_id: str
     base_model: str
     hyperparameters: dict[str, Any]
@@ -211,7 +229,7 @@ class JobList(BaseModel):
 
 class EventOut(BaseModel):
     id: int
-    type: str
+    type: EventType
     phase: str | None
     attempt: int | None
     data: dict[str, Any]
@@ -222,7 +240,7 @@ class CheckpointOut(BaseModel):
     id: str
     phase: str
     attempt: int
-    kind: str
+    kind: CheckpointKind
     step: int
     key: str
     bytes: int

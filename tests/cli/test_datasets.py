@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from pathlib import Path
 
-import httpx
-import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from services.cli import client as client_module
 from services.cli.main import app
+from tests.api.openai_helpers import chat_jsonl
 from tests.factories import dataset_zip, png_bytes
 
 
@@ -56,71 +53,54 @@ def test_submit_a_folder(cli_through: CliRunner, client: TestClient, tmp_path: P
     assert job["hyperparameters"]["total_epochs"] == 6
 
 
-class FakeApi:
-    """The data set routes as announced (list like GET /v1/jobs, delete answers 204, a .jsonl
-    goes to POST /v1/files), for the client's side of them."""
-
-    def __init__(self) -> None:
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        path = request.url.path
-        if request.method == "GET" and path == "/v1/datasets":
-            item = {"id": "ds-1", "format": "annotations_json", "num_samples": 3,
-                    "num_images": 3, "bytes": 1234, "filename": "d.zip",
-                    "created_at": "2026-01-02T03:04:05Z"}  # fmt: skip
-            return httpx.Response(200, json={"data": [item], "total": 7, "limit": 5, "offset": 2})
-        if request.method == "DELETE" and path == "/v1/datasets/ds-1":
-            return httpx.Response(204)
-        if request.method == "DELETE":
-            error = {"code": "dataset_in_use", "message": "a running job uses it", "param": "id"}
-            return httpx.Response(409, json={"error": error})
-        if request.method == "POST" and path == "/v1/files":
-            file = {"id": "file-1", "object": "file", "bytes": 99, "filename": "chat.jsonl",
-                    "purpose": "fine-tune", "created_at": 1}  # fmt: skip
-            return httpx.Response(200, json=file)
-        return httpx.Response(404, json={"error": {"code": "not_found", "message": path}})
+def _uploaded_id(output: str) -> str:
+    return output.split("dataset ")[1].split(":")[0]
 
 
-@pytest.fixture
-def fake_api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
-    api = FakeApi()
+def test_list_and_delete(cli_through: CliRunner, client: TestClient, tmp_path: Path) -> None:
+    (tmp_path / "d.zip").write_bytes(dataset_zip())
+    ids = []
+    for _ in range(3):
+        uploaded = cli_through.invoke(
+            app, ["datasets", "upload", str(tmp_path / "d.zip"), "--api-key", "k"]
+        )
+        assert uploaded.exit_code == 0, uploaded.output
+        ids.append(_uploaded_id(uploaded.output))
 
-    def init(
-        self: client_module.Client, base_url: str, api_key: str, timeout: float = 60.0
-    ) -> None:
-        self.http = httpx.Client(base_url=base_url, transport=httpx.MockTransport(api))
-
-    monkeypatch.setattr(client_module.Client, "__init__", init)
-    return api
-
-
-def test_list_and_delete(fake_api: FakeApi) -> None:
-    runner = CliRunner()
-    result = runner.invoke(
-        app, ["datasets", "list", "--limit", "5", "--offset", "2", "--api-key", "k"]
+    result = cli_through.invoke(
+        app, ["datasets", "list", "--limit", "1", "--offset", "1", "--api-key", "k"]
     )
     assert result.exit_code == 0, result.output
-    assert "ds-1" in result.output and "annotations_json" in result.output
-    assert "data sets 3-3 of 7" in result.output
-    assert dict(fake_api.requests[0].url.params) == {"limit": "5", "offset": "2"}
+    assert "annotations_json" in result.output
+    assert "data sets 2-2 of 3" in result.output
+    assert sum(i in result.output for i in ids) == 1
 
-    result = runner.invoke(app, ["datasets", "delete", "ds-1", "--api-key", "k"])
-    assert result.exit_code == 0 and "deleted dataset ds-1" in result.output
-    result = runner.invoke(app, ["datasets", "delete", "ds-2", "--api-key", "k"])
+    result = cli_through.invoke(app, ["datasets", "delete", ids[0], "--api-key", "k"])
+    assert result.exit_code == 0 and f"deleted dataset {ids[0]}" in result.output
+    assert client.get(f"/v1/datasets/{ids[0]}").status_code == 404
+
+    # A data set an unfinished job trains on stays.
+    job = client.post("/v1/jobs", json={"dataset_id": ids[1]})
+    assert job.status_code == 201, job.text
+    result = cli_through.invoke(app, ["datasets", "delete", ids[1], "--api-key", "k"])
     assert result.exit_code == 1
-    assert result.output.splitlines() == ["relaytune: 409 dataset_in_use: a running job uses it"]
+    [line] = result.output.splitlines()
+    assert line.startswith("relaytune: 409 dataset_in_use:"), line
+    assert client.get(f"/v1/datasets/{ids[1]}").status_code == 200
 
 
-def test_a_jsonl_goes_to_the_files_route(fake_api: FakeApi, tmp_path: Path) -> None:
+def test_a_jsonl_goes_to_the_files_route(
+    cli_through: CliRunner, client: TestClient, tmp_path: Path
+) -> None:
     path = tmp_path / "chat.jsonl"
-    path.write_text(json.dumps({"messages": []}) + "\n")
-    result = CliRunner().invoke(app, ["datasets", "upload", str(path), "--api-key", "k"])
+    path.write_bytes(chat_jsonl(rows=3))
+    result = cli_through.invoke(app, ["datasets", "upload", str(path), "--api-key", "k"])
     assert result.exit_code == 0, result.output
-    assert "dataset file-1: 99 bytes" in result.output
-    request = fake_api.requests[0]
-    assert (request.method, request.url.path) == ("POST", "/v1/files")
-    body = request.read()
-    assert b'name="purpose"\r\n\r\nfine-tune' in body
-    assert b'filename="chat.jsonl"' in body
+    dataset_id = _uploaded_id(result.output)
+    stored = client.get(f"/v1/datasets/{dataset_id}").json()
+    assert (stored["format"], stored["num_samples"], stored["num_images"]) == (
+        "openai_chat",
+        3,
+        3,
+    )
+    assert client.get(f"/v1/files/{dataset_id}").json()["purpose"] == "fine-tune"
