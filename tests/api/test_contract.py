@@ -42,7 +42,9 @@ CONFIG = schemathesis.Config.from_dict(
             "max-examples": int(os.environ.get("RELAYTUNE_CONTRACT_EXAMPLES", "25")),
             "database": "none",
         },
-        "phases": {"coverage": {"enabled": True}},
+        # The documented examples are not replayed: the real-row strategy (`given`) replaces
+        # ids in every case, and schemathesis cannot combine it with the examples phase.
+        "phases": {"coverage": {"enabled": True}, "examples": {"enabled": False}},
     }
 )
 
