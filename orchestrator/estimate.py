@@ -1,12 +1,14 @@
 """What a job will take, phase by phase, before it runs: seconds by component and cost.
 
 A phase's billed seconds = startup (imports, base model load) + model fetch (a registered base
-model brought into the pool node's cache) + input download + its work
+model brought into the pool node's cache: preprocessing brings every file but the weights,
+orchestrator/model_files.py) + input download + its work
 (preprocessing, or training with in-loop validation) + evaluation + export + checkpoint
 uploads + other (job-store writes and clean-up); cost = seconds x the pool's hourly price.
 A phase on the pool of the phase before it runs in that phase's process
-(orchestrator/fusion.py): no imports, no model fetch and no downloads again, and after a
-training phase no model load either. The work counts mirror the recipe:
+(orchestrator/fusion.py): no imports, no model fetch (but the weights preprocessing did not
+fetch) and no downloads again, and after a training phase no model load either. The work
+counts mirror the recipe:
 - validation: validation_samples, else by default 1-3 samples of a data set of at most 20
   (15%), 10% of a larger one (worker/recipe/preprocess.py split_validation);
 - training samples per epoch = (samples - validation) x (1 + augmentation copies, if on);
@@ -30,6 +32,7 @@ from orchestrator.cost import price
 from orchestrator.errors import InvalidRequest
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.memory import MemoryPlan, precision_for, training_plan, weights_bytes
+from orchestrator.model_files import bytes_read, needs_weights
 from orchestrator.model_registry import find_model
 from orchestrator.model_shapes import (
     ModelShape,
@@ -38,7 +41,7 @@ from orchestrator.model_shapes import (
     shape_for,
     shape_from_config,
 )
-from orchestrator.models import Pool
+from orchestrator.models import Pool, RegisteredModel
 from orchestrator.plan import PHASES, epoch_range
 from orchestrator.profiles import Profile
 
@@ -312,8 +315,11 @@ def _training(
         )
         seconds["input_download"] = _transfer_s(profile, download)
     elif fused_after == "preprocess":
-        # Same process as preprocessing: imports done and the artifact on disk; the model loads.
+        # Same process as preprocessing: imports done and the artifact on disk; the model loads,
+        # and a registered model's weights are fetched now (preprocessing fetched the rest, a
+        # rounding error beside them).
         seconds["startup"] = max(0.0, profile.startup_s - profile.import_s)
+        seconds["model_fetch"] = profile.model_fetch_s
     # After a training phase on the same pool, the model and the run's state stay in memory.
     # Measured training seconds already hold the epoch-end validation passes.
     measured = profile.sources.get("train") == "measured"
@@ -409,11 +415,30 @@ def profile_key(hp: Hyperparameters, plan: MemoryPlan) -> tuple[str, str, int]:
     return plan.precision, lora_targets_key(hp.target_modules), plan.micro_batch
 
 
+@dataclass(frozen=True)
+class ModelFetch:
+    """What a worker fetches of a registered model before a phase; nothing for a model the
+    server holds itself."""
+
+    total_bytes: int = 0  # every file: what a training phase reads
+    without_weights_bytes: int = 0  # configs, processor, tokenizer: what preprocessing reads
+
+    @classmethod
+    def of(cls, model: RegisteredModel) -> ModelFetch:
+        return cls(model.total_bytes, bytes_read(model.files, weights=False))
+
+    def bytes_for(self, phase: str) -> int:
+        return self.total_bytes if needs_weights(phase) else self.without_weights_bytes
+
+
+NO_FETCH = ModelFetch()
+
+
 def seeded_lookup(
-    shape: ModelShape, hp: Hyperparameters, model_bytes: int = 0
+    shape: ModelShape, hp: Hyperparameters, fetch: ModelFetch = NO_FETCH
 ) -> Callable[[str, Pool, MemoryPlan], Profile]:
     """Bench, derived or default profiles only: what is known before any run is measured.
-    `model_bytes`: what a worker fetches of a registered model (0: nothing fetched)."""
+    `fetch`: what a worker fetches of a registered model, by phase."""
 
     def lookup(phase: str, pool: Pool, plan: MemoryPlan) -> Profile:
         precision, _, micro_batch = profile_key(hp, plan)
@@ -428,7 +453,7 @@ def seeded_lookup(
             gradient_checkpointing=plan.gradient_checkpointing,
             eval_max_new_tokens=hp.eval_max_new_tokens,
             peak_memory_bytes=plan.peak_bytes or None,
-            model_bytes=model_bytes,
+            model_bytes=fetch.bytes_for(phase),
         )
 
     return lookup
@@ -439,11 +464,11 @@ def session_lookup(
     shape: ModelShape | None,
     model_key: str,
     hp: Hyperparameters,
-    model_bytes: int = 0,
+    fetch: ModelFetch = NO_FETCH,
 ) -> ProfileLookup:
     """Profiles from the job store's measured runs over the bench, derived or default seeds."""
     learned: dict[tuple[str, str], tuple[dict[str, float], int]] = {}
-    seeded = seeded_lookup(shape, hp, model_bytes) if shape is not None else None
+    seeded = seeded_lookup(shape, hp, fetch) if shape is not None else None
     artifact = profiles.learned_artifact_bytes_per_sample(session, model_key)
 
     def lookup(phase: str, pool: Pool, plan: MemoryPlan) -> Profile | None:
@@ -466,7 +491,7 @@ def session_lookup(
                 precision=precision,
                 lora_targets=targets,
                 micro_batch=micro_batch,
-                model_bytes=model_bytes,
+                model_bytes=fetch.bytes_for(phase),
             )
         else:
             profile = profiles.with_measurements(seeded(phase, pool, plan), rates, runs)
@@ -489,7 +514,7 @@ def estimate_job(
 ) -> PlanEstimate | None:
     """The job on the given pools (phase -> pool); None when nothing is known of its model."""
     model = model_facts(session, base_model)
-    lookup = session_lookup(session, model.shape, model.key, hyperparameters, model.fetch_bytes)
+    lookup = session_lookup(session, model.shape, model.key, hyperparameters, model.fetch)
     return estimate_plan(name, model.shape, hyperparameters, dataset, pools, lookup)
 
 
@@ -499,7 +524,7 @@ class ModelFacts:
 
     key: str  # what its runs are filed under (orchestrator.model_shapes.model_key_for)
     shape: ModelShape | None  # None: its size is not known here
-    fetch_bytes: int  # what a worker fetches before a phase: a registered model's files, or 0
+    fetch: ModelFetch  # what a worker fetches before a phase: a registered model's files
 
 
 def model_facts(session: Session, base_model: str) -> ModelFacts:
@@ -508,7 +533,7 @@ def model_facts(session: Session, base_model: str) -> ModelFacts:
     key, shape = model_key_for(base_model), shape_for(base_model)
     registered = find_model(session, base_model)
     if registered is None:
-        return ModelFacts(key, shape, 0)
+        return ModelFacts(key, shape, NO_FETCH)
     if shape is None:
         shape = shape_from_config(key, registered.config, registered.parameter_count)
-    return ModelFacts(key, shape, registered.total_bytes)
+    return ModelFacts(key, shape, ModelFetch.of(registered))

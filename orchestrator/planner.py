@@ -134,7 +134,7 @@ def compare_plans(
         dataset,
         pools,
         requested,
-        session_lookup(session, model.shape, model.key, hp, model.fetch_bytes),
+        session_lookup(session, model.shape, model.key, hp, model.fetch),
     )
     if comparison is not None:
         comparison.queues = _queues(session, pools, comparison.plans)

@@ -12,9 +12,10 @@ Sources, best first:
 - default: the tiny test model, which runs on CPUs; figures timed on a 2-core machine.
 A measured profile fills only what its runs measured; the rest stays derived.
 
-A registered base model is fetched into each worker node's model cache before a phase starts:
-its model fetch is the average measured on the pool (hits and misses: a miss is rare but
-large, so a median would hide it), else the model's bytes at the download and verify rates
+A registered base model is fetched into each worker node's model cache before a phase starts
+(preprocessing fetches every file but the weights, orchestrator/model_files.py): its model
+fetch is the average measured on the pool (hits and misses: a miss is rare but large, so a
+median would hide it), else the bytes that phase fetches at the download and verify rates
 below, as if the node's cache were cold.
 """
 
@@ -186,8 +187,8 @@ def seed_profile(
     model_bytes: int = 0,
 ) -> Profile:
     """The bench, derived or default profile of a known shape on a pool. Preprocessing loads
-    only the processor, so its start-up is the imports alone; a registered model
-    (`model_bytes` stored) is fetched before any phase, preprocessing too."""
+    only the processor, so its start-up is the imports alone; of a registered model the phase
+    fetches `model_bytes` first (preprocessing: all but the weights)."""
     targets = lora_targets_key(target_modules)
     checkpoint_bytes = CHECKPOINT_BYTES_PER_LORA_PARAM * shape.lora_params(
         target_modules, lora_rank

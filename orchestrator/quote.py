@@ -15,12 +15,14 @@ from orchestrator.estimate import (
     DatasetSize,
     check_validation_split,
     memory_plan,
+    model_facts,
     money,
     session_lookup,
 )
 from orchestrator.jobs import parse_hyperparameters, resolve_pools
 from orchestrator.memory import MemoryPlan
-from orchestrator.model_shapes import SHAPES, model_key_for, shape_for
+from orchestrator.model_registry import list_models
+from orchestrator.model_shapes import SHAPES, model_key_for
 from orchestrator.models import Pool
 from orchestrator.planner import compare_plans
 from orchestrator.profiles import Profile
@@ -96,6 +98,8 @@ def _profile_row(
         model_key=profile.model_key,
         lora_targets=profile.lora_targets,
         startup_s=round(profile.startup_s, 3),
+        # a registered model's fetch into a cold node cache, or its measured average
+        model_fetch_s=round(profile.model_fetch_s, 3),
         download_bytes_per_s=round(1 / profile.download_s_per_byte)
         if profile.download_s_per_byte
         else None,
@@ -122,23 +126,27 @@ def list_profiles(
     session: Session, *, base_model: str | None, hyperparameters: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
     """Each known model's profile on each pool (preprocessing and training), with its source:
-    the catalog shapes and every model with measured runs, or just `base_model`."""
+    the catalog shapes, every registered model (sized by its recorded config, with the model
+    fetch its workers pay) and every model with measured runs; or just `base_model`."""
     hp = parse_hyperparameters(hyperparameters)
     if base_model:
         models = [base_model]
     else:
-        models = sorted(set(SHAPES) | set(repository.measured_model_keys(session)))
+        registered = [m.name for m in list_models(session)]
+        models = sorted(
+            set(SHAPES) | set(repository.measured_model_keys(session)) | set(registered)
+        )
     rows = []
     for model in models:
-        shape, key = shape_for(model), model_key_for(model)
-        lookup = session_lookup(session, shape, key, hp)
+        facts = model_facts(session, model)
+        lookup = session_lookup(session, facts.shape, facts.key, hp, facts.fetch)
         for pool in repository.pools(session):
             for phase in ("preprocess", "final"):
-                plan = memory_plan(shape, hp, pool)
+                plan = memory_plan(facts.shape, hp, pool)
                 runs_here = plan.feasible or phase == "preprocess"
                 profile = lookup(phase, pool, plan) if runs_here else None
-                if profile is None and shape is None:
+                if profile is None and facts.shape is None:
                     continue
                 row = _profile_row("training" if phase == "final" else phase, pool, plan, profile)
-                rows.append({"model_key": key, **row})
+                rows.append({"base_model": model, "model_key": facts.key, **row})
     return rows

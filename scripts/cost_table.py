@@ -6,7 +6,8 @@ known before any run is measured (bench, derived, default); no database:
     .venv/bin/python scripts/cost_table.py [--model qwen3-vl-8b] [--case 20x2 20x2+registered]
 
 A case ending in `+registered` is the model registered (`relaytune models add`): each pool's
-worker fetches its bf16 weights from the object store into a cold node cache first.
+worker fetches it from the object store into a cold node cache first, the training pools its
+bf16 weights and processor files, the preprocessing pool the processor files alone.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from orchestrator.dispatch import default_queue
 from orchestrator.estimate import (
     COMPONENTS,
+    NO_FETCH,
     DatasetSize,
+    ModelFetch,
     PlanEstimate,
     seeded_lookup,
 )
@@ -34,6 +37,8 @@ from orchestrator.plan import DEFAULT_POOLS
 from orchestrator.planner import build_comparison
 
 BYTES_PER_IMAGE = 300_000  # a JPEG photo of a few hundred KB
+# Qwen3-VL's non-weight files: tokenizer.json, vocab.json, merges.txt, configs, chat template.
+PROCESSOR_FILES_BYTES = 16_000_000
 SHOWN = ("relay", "all-a100", "all-a10", "cheapest")
 CASES = ("20x2", "20x2+registered", "2000x2", "2000x8")  # images x batch_size
 
@@ -92,7 +97,12 @@ def tables(
     model: str, images: int, epochs: int, batch_size: int = 2, registered: bool = False
 ) -> str:
     shape = SHAPES[model]
-    fetched = weights_bytes(shape, "bf16") if registered else 0
+    weights = weights_bytes(shape, "bf16")
+    fetched = (
+        ModelFetch(weights + PROCESSOR_FILES_BYTES, PROCESSOR_FILES_BYTES)
+        if registered
+        else NO_FETCH
+    )
     # The default effective batch is 2 x 4; a larger micro-batch keeps it with less accumulation.
     hp = Hyperparameters(
         total_epochs=epochs,

@@ -214,9 +214,8 @@ def test_relaytune_commands_exist() -> None:
         for container in containers(workload):
             command = container["command"]
             if command[:2] == ["sh", "-c"]:
-                argvs = [
-                    shlex.split(line) for line in command[2].split(";;") if "relaytune" in line
-                ]
+                lines = command[2].replace("&&", ";;").split(";;")
+                argvs = [shlex.split(line) for line in lines if "relaytune" in line]
                 argvs = [a[a.index("relaytune") :] for a in argvs]
             else:
                 argvs = [command]
@@ -226,10 +225,28 @@ def test_relaytune_commands_exist() -> None:
                 result = CliRunner().invoke(cli.app, [*argv[1:], "--help"])
                 assert result.exit_code == 0, f"{shlex.join(argv)}\n{result.output}"
                 seen.add(argv[1])
-    assert seen == {"worker", "migrate", "make-tiny-model"}
+    assert seen == {"worker", "migrate", "make-tiny-model", "models"}
     job = find("Job", "relaytune-migrate")
-    assert containers(job)[0]["command"] == ["relaytune", "migrate"]
-    assert containers(job)[0]["image"].startswith("registry.example.com/relaytune/api:")
+    migrate, register = containers(job)
+    assert migrate["command"] == ["relaytune", "migrate"]
+    assert migrate["image"].startswith("registry.example.com/relaytune/api:")
+    assert register["image"].startswith("registry.example.com/relaytune/worker:")
+
+
+def test_the_migration_job_registers_the_tiny_default_model_as_compose_does() -> None:
+    """After the schema, the tiny model is written where `models add` reads it, and
+    registered under its name; the same lines as docker-compose's tiny-model service."""
+    job = find("Job", "relaytune-migrate")
+    pod = job["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["migrate"]  # runs first, to the end
+    (register,) = pod["containers"]
+    script = register["command"][2]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    composed = compose["tiny-model"]["command"][2].replace("$$", "$")  # compose's escape
+    assert script.split() == composed.split()
+    root = find("ConfigMap", "relaytune-config")["data"]["RELAYTUNE_MODEL_ROOT"]
+    assert f"--from {root}/tiny-qwen3-vl" in script
+    assert [m["mountPath"] for m in register["volumeMounts"]] == [root]
 
 
 def test_the_api_serves_the_app_behind_its_service_and_probes() -> None:

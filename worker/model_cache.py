@@ -7,6 +7,12 @@ it once, and eviction never removes a model while another process is writing one
 ready when its marker file exists; it is written after every file is verified, and touched on
 each use, which is what "recently used" means. A fetch that stopped half way resumes: files
 already there with the right hash are kept.
+
+Preprocessing reads no weights (orchestrator/model_files.py), so it fetches a partial entry:
+every file but the weights, under its own marker. A training phase on the same node later
+completes that entry in place, fetching only the weights; the files preprocessing reads are
+never rewritten, so a process still reading them is not disturbed. Eviction counts the bytes
+an entry holds, partial or complete.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from orchestrator.base_models import KnownModel, resolve_base_model
 from orchestrator.db import session_scope
 from orchestrator.errors import InvalidRequest, RelaytuneError
 from orchestrator.layout import model_file_key
+from orchestrator.model_files import files_read
 from orchestrator.model_registry import file_sha256, find_model
 from orchestrator.settings import Settings
 from orchestrator.storage import ObjectStore, get_store
@@ -35,7 +42,8 @@ from worker.timing import PhaseClock
 logger = logging.getLogger(__name__)
 
 CACHE_DIR = "model-cache"
-READY = ".relaytune-ready"
+READY = ".relaytune-ready"  # every file is there and verified
+PARTIAL_READY = ".relaytune-ready-without-weights"  # every file but the weights is
 LOCK = ".lock"
 
 
@@ -95,12 +103,23 @@ def _size(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
 
+def _marker(entry: Path) -> Path | None:
+    """The entry's ready marker (complete first), or None for a directory being written."""
+    for name in (READY, PARTIAL_READY):
+        if (entry / name).is_file():
+            return entry / name
+    return None
+
+
 def _evict(root: Path, keep: str, max_bytes: int) -> None:
-    """Remove the least recently used models until the cache fits (never `keep`)."""
-    ready = sorted(
-        (entry for entry in root.iterdir() if (entry / READY).is_file()),
-        key=lambda entry: (entry / READY).stat().st_mtime,
-    )
+    """Remove the least recently used models, complete or partial, until the cache fits
+    (never `keep`)."""
+    used = []
+    for entry in root.iterdir():
+        marker = _marker(entry) if entry.is_dir() else None
+        if marker is not None:
+            used.append((marker.stat().st_mtime, entry))
+    ready = [entry for _, entry in sorted(used)]
     sizes = {entry: _size(entry) for entry in ready}
     total = sum(sizes.values())
     for entry in ready:
@@ -114,32 +133,48 @@ def _evict(root: Path, keep: str, max_bytes: int) -> None:
 
 
 def materialise(
-    store: ObjectStore, digest: str, files: list[dict[str, Any]], root: Path, max_bytes: int
+    store: ObjectStore,
+    digest: str,
+    files: list[dict[str, Any]],
+    root: Path,
+    max_bytes: int,
+    *,
+    weights: bool = True,
 ) -> tuple[Path, bool]:
-    """The local directory of a registered model, and whether it was there already."""
+    """The local directory of a registered model, and whether it held what is asked already.
+    Without `weights`, every file but the weights is enough."""
     target = root / digest
     with _locked(root):
-        marker = target / READY
-        if marker.is_file():
-            os.utime(marker)
+        held = _marker(target)
+        if held is not None and (held.name == READY or not weights):
+            os.utime(held)
             return target, True
-        partial = root / f"{digest}.partial"
-        _fetch(store, digest, files, partial)
-        (partial / READY).touch()
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
+        wanted = files_read(files, weights=weights)
+        if held is not None:
+            # A partial entry asked for the weights: its verified files stay, the weights are
+            # added beside them, and only then does it say it is complete.
+            _fetch(store, digest, wanted, target)
+            (target / READY).touch()
+            held.unlink()
+        else:
+            partial = root / f"{digest}.partial"
+            _fetch(store, digest, wanted, partial)
+            (partial / (READY if weights else PARTIAL_READY)).touch()
+            shutil.rmtree(target, ignore_errors=True)
+            partial.rename(target)
         _evict(root, keep=digest, max_bytes=max_bytes)
         return target, False
 
 
 def resolve_local_model(
-    name: str, settings: Settings, clock: PhaseClock | None = None
+    name: str, settings: Settings, clock: PhaseClock | None = None, *, weights: bool = True
 ) -> KnownModel:
     """Where this worker loads a base model from. The server's own names (the default, the
     model root, allowed names) need no job store; any other name is looked up among the
     registered models (a name is registered only when the server knows it no other way) and
     its location is the local cache directory it is materialised into. With a clock, making
-    it local is measured as the run's model_fetch, and whether the cache held it is noted."""
+    it local is measured as the run's model_fetch, and whether the cache held it is noted.
+    Without `weights`, only the files read without the weights are made local."""
     try:
         return resolve_base_model(name, settings)
     except InvalidRequest as exc:
@@ -156,7 +191,12 @@ def resolve_local_model(
     )
     with measured:
         path, hit = materialise(
-            get_store(), digest, files, cache_root(settings), ModelCacheSettings().max_bytes
+            get_store(),
+            digest,
+            files,
+            cache_root(settings),
+            ModelCacheSettings().max_bytes,
+            weights=weights,
         )
     if clock is not None:
         clock.note(model_cache_hit=hit)

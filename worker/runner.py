@@ -21,6 +21,7 @@ from orchestrator.dataformats.common import public_message
 from orchestrator.db import session_scope
 from orchestrator.dispatch import PhaseMessage
 from orchestrator.errors import LeaseLost, RelaytuneError
+from orchestrator.model_files import needs_weights
 from orchestrator.model_shapes import model_key_for
 from orchestrator.settings import TINY_MODEL_NAME, Settings, get_settings
 from orchestrator.storage import get_store
@@ -58,13 +59,16 @@ def public_error(exc: BaseException, settings: Settings) -> str:
     return public_message(text)[:2000]
 
 
-def ensure_base_model(base_model: str, settings: Settings, clock: PhaseClock | None = None) -> str:
+def ensure_base_model(
+    base_model: str, settings: Settings, clock: PhaseClock | None = None, *, weights: bool = True
+) -> str:
     """Where this worker loads the job's base model from. Nothing is written here: the tiny
     default is written by `relaytune up` or `relaytune make-tiny-model` (docker-compose runs
     it before its workers), so a worker that lacks it fails the phase at once, before it
     downloads anything the job pays for. A registered model is fetched into the node's model
-    cache (worker/model_cache.py), measured on the clock as the run's model fetch."""
-    model = resolve_local_model(base_model, settings, clock)
+    cache (worker/model_cache.py), measured on the clock as the run's model fetch; without
+    `weights`, all of it but the weights."""
+    model = resolve_local_model(base_model, settings, clock, weights=weights)
     if model.name == TINY_MODEL_NAME and not is_complete(Path(model.location)):
         raise RelaytuneError(
             f"the default model {TINY_MODEL_NAME} is not written on this worker; run "
@@ -182,7 +186,10 @@ def _run_and_record(
     try:
         with clock.measure("startup"):
             # Resolved once per run: the phase loads the model from here, never looks again.
-            model_dir = ensure_base_model(claim.base_model, settings, clock)
+            # Preprocessing reads the processor and configs only, so it fetches no weights.
+            model_dir = ensure_base_model(
+                claim.base_model, settings, clock, weights=needs_weights(claim.phase)
+            )
         output_key, summary = PHASE_RUNNERS[claim.phase](
             claim, reporter.store, work, reporter, handover, model_dir
         )

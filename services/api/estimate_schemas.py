@@ -66,6 +66,7 @@ class EstimateOut(BaseModel):
 
 
 class ProfileOut(BaseModel):
+    base_model: str = Field(description="The name the profile is for, as a job gives it")
     model_key: str
     phase: str
     pool: str
@@ -77,6 +78,11 @@ class ProfileOut(BaseModel):
     reason: str
     lora_targets: str | None = None
     startup_s: float | None = None
+    model_fetch_s: float | None = Field(
+        default=None,
+        description="Seconds to fetch a registered model into a worker node's cache before the "
+        "phase (preprocessing: every file but the weights); 0 for a model the server holds",
+    )
     download_bytes_per_s: float | None = None
     checkpoint_upload_s: float | None = None
     preprocess_s_per_sample: float | None = None

@@ -206,3 +206,28 @@ def test_profiles_list_each_model_on_each_pool_with_its_source(client: TestClien
     assert rows["qwen3-vl-2b", "t4", "preprocess"]["feasible"]
     one = client.get("/v1/profiles", params={"base_model": EIGHT_B, "all_linear": True}).json()
     assert {r["lora_targets"] for r in one if r["source"]} == {"all-linear"}
+
+
+def test_profiles_size_a_registered_model_by_its_config_and_show_its_fetch(
+    client: TestClient, tiny_model_dir: str
+) -> None:
+    """A name of its own (no catalog shape, no run yet) is listed from its recorded config;
+    preprocessing fetches less of it than training (no weights); catalog models fetch none."""
+    from pathlib import Path
+
+    from orchestrator.model_registry import add_model
+    from orchestrator.storage import get_store
+
+    with session_scope() as session:
+        add_model(session, get_store(), "acme-vl", Path(tiny_model_dir))
+    listed = client.get("/v1/profiles").json()
+    mine = {(r["pool"], r["phase"]): r for r in listed if r["base_model"] == "acme-vl"}
+    assert mine and all(r["model_key"] == "acme-vl" for r in mine.values())
+    for pool in ("t4", "a10", "a100"):
+        preprocess, training = mine[pool, "preprocess"], mine[pool, "training"]
+        assert 0 < preprocess["model_fetch_s"] < training["model_fetch_s"]
+        assert training["sources"]["model_fetch"] == "default"
+    catalog = [r for r in listed if r["base_model"] == "qwen3-vl-8b" and r["source"]]
+    assert catalog and {r["model_fetch_s"] for r in catalog} == {0}
+    one = client.get("/v1/profiles", params={"base_model": "acme-vl"}).json()
+    assert {(r["pool"], r["phase"]) for r in one} == set(mine)

@@ -10,6 +10,7 @@ from orchestrator import profiles
 from orchestrator.cost import price
 from orchestrator.estimate import (
     DatasetSize,
+    ModelFetch,
     PlanEstimate,
     estimate_plan,
     seeded_lookup,
@@ -19,7 +20,7 @@ from orchestrator.estimate import (
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.memory import MemoryPlan
 from orchestrator.model_shapes import QWEN3_VL_8B, SHAPES, TINY
-from orchestrator.models import Pool
+from orchestrator.models import Pool, RegisteredModel
 from orchestrator.planner import build_comparison
 from tests.orchestrator.estimator_helpers import pool, seed_pools
 
@@ -240,10 +241,13 @@ def test_the_artifact_is_sized_as_8_bit_images() -> None:
 
 
 def test_a_registered_model_is_fetched_by_each_phase_that_starts_a_process() -> None:
+    """Preprocessing fetches the processor files; each training pool fetches the weights too,
+    a fused warmup included (preprocessing left them)."""
     hp, pools = Hyperparameters(), seed_pools()
-    stored = 17_500_000_000  # an 8B's bf16 files in the object store
-    fetch = profiles.model_fetch_seconds(stored)
-    assert fetch == pytest.approx(
+    stored, processor = 17_500_000_000, 16_000_000  # an 8B's bf16 files in the object store
+    fetch = ModelFetch(total_bytes=stored, without_weights_bytes=processor)
+    cold, configs = profiles.model_fetch_seconds(stored), profiles.model_fetch_seconds(processor)
+    assert cold == pytest.approx(
         profiles.TRANSFER_LATENCY_S
         + stored / profiles.DOWNLOAD_BYTES_PER_S
         + stored / profiles.VERIFY_BYTES_PER_S
@@ -255,20 +259,39 @@ def test_a_registered_model_is_fetched_by_each_phase_that_starts_a_process() -> 
         hp,
         TWENTY,
         {"preprocess": pools["t4"], "warmup": pools["a10"], "final": pools["a100"]},
-        seeded_lookup(SHAPE_8B, hp, model_bytes=stored),
+        seeded_lookup(SHAPE_8B, hp, fetch),
     )
     assert on_three is not None
-    for phase in on_three.phases:  # every pool fetches it, at its own price
-        assert phase.seconds["model_fetch"] == pytest.approx(fetch)
+    expected = {"preprocess": configs, "warmup": cold, "final": cold}
+    for phase in on_three.phases:  # every pool fetches what it reads, at its own price
+        assert phase.seconds["model_fetch"] == pytest.approx(expected[phase.phase])
         assert relay[phase.phase].seconds["model_fetch"] == 0  # under the model root: no fetch
         assert phase.cost > relay[phase.phase].cost
+    assert configs < 1.0 < cold
     on_one = estimate_plan(
         "all-a100",
         SHAPE_8B,
         hp,
         TWENTY,
         {p: pools["a100"] for p in ("preprocess", "warmup", "final")},
-        seeded_lookup(SHAPE_8B, hp, model_bytes=stored),
+        seeded_lookup(SHAPE_8B, hp, fetch),
     )
     assert on_one is not None
-    assert [p.seconds["model_fetch"] for p in on_one.phases] == [pytest.approx(fetch), 0, 0]
+    assert [p.seconds["model_fetch"] for p in on_one.phases] == [
+        pytest.approx(configs),
+        pytest.approx(cold),
+        0,
+    ]
+
+
+def test_a_registered_model_fetch_is_split_by_what_each_phase_reads() -> None:
+    files = [
+        {"path": "config.json", "sha256": "a", "bytes": 10},
+        {"path": "tokenizer.json", "sha256": "b", "bytes": 20},
+        {"path": "model-00001-of-00002.safetensors", "sha256": "c", "bytes": 1000},
+        {"path": "model-00002-of-00002.safetensors", "sha256": "d", "bytes": 2000},
+        {"path": "model.safetensors.index.json", "sha256": "e", "bytes": 5},
+    ]
+    fetch = ModelFetch.of(RegisteredModel(total_bytes=3035, files=files))
+    assert fetch.bytes_for("preprocess") == 35
+    assert fetch.bytes_for("warmup") == fetch.bytes_for("final") == 3035

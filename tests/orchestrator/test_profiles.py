@@ -105,16 +105,26 @@ def test_a_registered_models_fetch_is_derived_from_its_stored_bytes(
 ) -> None:
     from pathlib import Path
 
+    from orchestrator.model_files import is_weights
     from orchestrator.model_registry import add_model
     from orchestrator.storage import get_store
 
     with session_scope() as session:
         model, _ = add_model(session, get_store(), "team/tiny-qwen3-vl", Path(tiny_model_dir))
         stored = model.total_bytes
+        read = sum(f["bytes"] for f in model.files if not is_weights(f["path"]))
     estimate = _estimate("team/tiny-qwen3-vl")
     assert estimate is not None
-    fetch = profiles.model_fetch_seconds(stored, profiles.TINY_CPU_TRANSFER_S)
-    assert [p.seconds["model_fetch"] for p in estimate.phases] == [pytest.approx(fetch)] * 3
+    latency = profiles.TINY_CPU_TRANSFER_S
+    fetch = profiles.model_fetch_seconds(stored, latency)
+    # preprocessing fetches every file but the weights
+    preprocess = profiles.model_fetch_seconds(read, latency)
+    assert 0 < read < stored
+    assert [p.seconds["model_fetch"] for p in estimate.phases] == [
+        pytest.approx(preprocess),
+        pytest.approx(fetch),
+        pytest.approx(fetch),
+    ]
 
 
 def test_a_registered_model_under_a_name_of_its_own_is_estimated_by_its_config(
@@ -140,7 +150,10 @@ def test_a_registered_model_under_a_name_of_its_own_is_estimated_by_its_config(
                 parameter_count=SHAPES[QWEN3_VL_8B].total_params,
                 dtype="bfloat16",
                 total_bytes=17_534_247_392,
-                files=[],
+                files=[
+                    {"path": "tokenizer.json", "sha256": "t" * 64, "bytes": 11_422_654},
+                    {"path": "model.safetensors", "sha256": "w" * 64, "bytes": 17_522_824_738},
+                ],
                 lora_target_modules=["q_proj", "v_proj"],
                 config=CONFIG_8B,
                 processor=None,
@@ -156,7 +169,7 @@ def test_a_registered_model_under_a_name_of_its_own_is_estimated_by_its_config(
     for mine, theirs in zip(eight.phases, catalog.phases, strict=True):
         assert mine.seconds["train"] == pytest.approx(theirs.seconds["train"])
         assert mine.peak_memory_bytes == theirs.peak_memory_bytes
-        assert mine.seconds["model_fetch"] > 0  # registered: each pool fetches it
+        assert mine.seconds["model_fetch"] > 0  # registered: each pool fetches what it reads
         assert theirs.seconds["model_fetch"] == 0  # under the model root: nothing to fetch
     with session_scope() as session:
         pools = repository.pools_by_name(session)

@@ -12,9 +12,17 @@ import pytest
 from orchestrator import storage
 from orchestrator.db import session_scope
 from orchestrator.layout import model_file_key
-from orchestrator.model_registry import add_model
+from orchestrator.model_files import is_weights
+from orchestrator.model_registry import add_model, file_sha256
 from orchestrator.settings import get_settings
-from worker.model_cache import READY, ModelCorrupt, cache_root, materialise, resolve_local_model
+from worker.model_cache import (
+    PARTIAL_READY,
+    READY,
+    ModelCorrupt,
+    cache_root,
+    materialise,
+    resolve_local_model,
+)
 
 
 class CountingStore:
@@ -29,6 +37,18 @@ class CountingStore:
         with self.lock:
             self.gets.append(key)
         self.inner.get_file(key, path)
+
+
+def _weights(keys: list[str]) -> list[str]:
+    return [key for key in keys if is_weights(key)]
+
+
+def _assert_verified(entry: Path, files: list[dict[str, Any]]) -> None:
+    """Every file the entry holds is a recorded file with its recorded hash."""
+    recorded = {str(f["path"]): f["sha256"] for f in files}
+    held = [p for p in entry.rglob("*") if p.is_file() and not p.name.startswith(".relaytune")]
+    for path in held:
+        assert file_sha256(path) == recorded[path.relative_to(entry).as_posix()]
 
 
 def _register(name: str, directory: str) -> tuple[str, list[dict[str, Any]]]:
@@ -103,3 +123,76 @@ def test_the_least_recently_used_model_goes_when_the_cache_is_full(
     _, hit = materialise(store, b, files_b, cache, 1)
     assert hit is False
     assert not (cache / a).exists() and (cache / b / READY).is_file()
+
+
+def test_preprocessing_fetches_no_weights_and_training_later_fetches_only_them(
+    clean_db: None, tiny_model_dir: str, tmp_path: Path
+) -> None:
+    digest, files = _register("team/tiny", tiny_model_dir)
+    weights = sorted(
+        model_file_key(digest, str(f["path"])) for f in files if is_weights(str(f["path"]))
+    )
+    assert weights  # the tiny model has safetensors weights
+    store = CountingStore()
+    entry, hit = materialise(store, digest, files, tmp_path, 1 << 40, weights=False)
+    assert hit is False and _weights(store.gets) == []
+    assert (entry / PARTIAL_READY).is_file() and not (entry / READY).exists()
+    assert (entry / "config.json").is_file() and (entry / "tokenizer.json").is_file()
+    _assert_verified(entry, files)
+    # another preprocessing run on the node: a hit
+    assert materialise(store, digest, files, tmp_path, 1 << 40, weights=False)[1] is True
+
+    before = len(store.gets)
+    again, hit = materialise(store, digest, files, tmp_path, 1 << 40)
+    fetched = store.gets[before:]
+    assert (again, hit) == (entry, False)
+    assert sorted(fetched) == weights
+    assert (entry / READY).is_file() and not (entry / PARTIAL_READY).exists()
+    _assert_verified(entry, files)
+    assert {p.relative_to(entry).as_posix() for p in entry.rglob("*") if p.is_file()} >= {
+        str(f["path"]) for f in files
+    }
+    # a complete entry serves preprocessing too
+    assert materialise(store, digest, files, tmp_path, 1 << 40, weights=False)[1] is True
+
+
+def test_processes_wanting_the_configs_and_the_weights_at_once_leave_one_complete_entry(
+    clean_db: None, tiny_model_dir: str, tmp_path: Path
+) -> None:
+    digest, files = _register("team/tiny", tiny_model_dir)
+    store = CountingStore()
+    threads = [
+        threading.Thread(
+            target=materialise,
+            args=(store, digest, files, tmp_path, 1 << 40),
+            kwargs={"weights": weights},
+        )
+        for weights in (False, True, False, True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # each file fetched once
+    assert sorted(store.gets) == sorted(model_file_key(digest, str(f["path"])) for f in files)
+    assert (tmp_path / digest / READY).is_file()
+    _assert_verified(tmp_path / digest, files)
+
+
+def test_a_partial_entry_is_evicted_by_the_bytes_it_holds(
+    clean_db: None, tiny_model_dir: str, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    (copy / "generation_config.json").write_text("{}")
+    a, files_a = _register("a", tiny_model_dir)
+    b, files_b = _register("b", str(copy))
+    store = storage.get_store()
+    full_b = sum(int(f["bytes"]) for f in files_b)
+    for cache, room in ((tmp_path / "roomy", 1), (tmp_path / "tight", 0)):
+        materialise(store, a, files_a, cache, 1 << 40, weights=False)
+        held = sum(p.stat().st_size for p in (cache / a).rglob("*") if p.is_file())
+        # counted by the configs it holds, not the model's size: room for them keeps it
+        materialise(store, b, files_b, cache, full_b + held * room)
+        assert (cache / a / PARTIAL_READY).is_file() is bool(room)
+        assert (cache / b / READY).is_file()

@@ -176,7 +176,7 @@ def test_a_run_whose_phase_was_reaped_before_its_final_write_says_so_in_one_line
         assert run_reaper() == 1  # ... and the reaper queued attempt 2 meanwhile
         return claim_.run_prefix, {}
 
-    monkeypatch.setattr(runner, "ensure_base_model", lambda *_: "")
+    monkeypatch.setattr(runner, "ensure_base_model", lambda *_, **__: "")
     monkeypatch.setitem(runner.PHASE_RUNNERS, "preprocess", overtaken)
     with caplog.at_level(logging.INFO, logger="worker"):
         runner.run_phase(

@@ -328,6 +328,51 @@ def test_a_phase_on_a_registered_model_loads_it_from_the_node_cache(
     assert looked == [digest, digest]  # one look per run, none again inside the phase
 
 
+def test_preprocess_fetches_no_weights_and_warmup_on_the_node_fetches_only_them(
+    clean_db: None,
+    recorded_dispatch: dispatch.RecordingDispatcher,
+    tiny_model_dir: str,
+    example_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An 8B model's 17.5 GB of weights never reach the preprocessing pool: its run fetches
+    the processor and configs; warmup on the same node then adds just the weights."""
+    import shutil
+
+    from orchestrator.layout import model_file_key
+    from orchestrator.model_files import is_weights
+    from orchestrator.model_registry import add_model, file_sha256
+    from tests.worker.test_model_cache import CountingStore
+    from worker import model_cache
+    from worker.model_cache import READY, cache_root
+
+    store = CountingStore()
+    monkeypatch.setattr(model_cache, "get_store", lambda: store)
+    with session_scope() as session:
+        model, _ = add_model(session, get_store(), "team/tiny-qwen3-vl", Path(tiny_model_dir))
+        digest, files = model.digest, list(model.files)
+    entry = cache_root(get_settings()) / digest
+    shutil.rmtree(entry, ignore_errors=True)  # a fresh node
+    job_id = _submit("acme", "team/tiny-qwen3-vl", example_dir)
+
+    _run(job_id, "preprocess")
+    [preprocess] = _timings(job_id, "preprocess")
+    assert preprocess.outcome == "succeeded" and preprocess.model_cache_hit is False
+    assert store.gets and not [key for key in store.gets if is_weights(key)]
+
+    fetched_before = len(store.gets)
+    _run(job_id, "warmup")
+    [warmup] = _timings(job_id, "warmup")
+    assert warmup.outcome == "succeeded" and warmup.model_cache_hit is False
+    weights = {str(f["path"]) for f in files if is_weights(str(f["path"]))}
+    assert sorted(store.gets[fetched_before:]) == sorted(
+        model_file_key(digest, path) for path in weights
+    )
+    assert (entry / READY).is_file()
+    for file in files:  # the completed entry verifies
+        assert file_sha256(entry / str(file["path"])) == file["sha256"]
+
+
 def test_a_model_the_server_knows_by_itself_is_not_fetched(
     clean_db: None,
     recorded_dispatch: dispatch.RecordingDispatcher,
