@@ -209,8 +209,8 @@ def up(port: int, data_dir: Path | None) -> None:
         except RuntimeError as exc:
             raise click.ClickException(f"{exc}; see {logs / 'api.log'}") from exc
         console.print(
-            f"relaytune is up at {url} (docs at {url}/docs); API key in {key_file}; "
-            f"logs in {logs}. Ctrl-C stops everything."
+            f"relaytune is up at {url} (dashboard at {url}/, docs at {url}/docs); API key "
+            f"in {key_file}; logs in {logs}. Ctrl-C stops everything."
         )
         while not stop["requested"]:
             tree.supervise()
