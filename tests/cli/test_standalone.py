@@ -3,6 +3,7 @@ Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -202,6 +203,30 @@ def test_a_killed_worker_is_restarted_and_a_dead_broker_stops_everything(tmp_pat
     while _processes_using(data_dir) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _processes_using(data_dir) == []
+    assert not port_open(port)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_a_killed_up_takes_its_children_with_it(tmp_path: Path) -> None:
+    """SIGKILL gives `up` no chance to stop its tree: its children must notice on their own,
+    or workers keep claiming phases and the port stays taken with nobody supervising them."""
+    data_dir = tmp_path / "rt"
+    port = free_port()
+    up = _up(data_dir, port, _env(worker_preload="false"))
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", timeout=180, alive=lambda: up.poll() is None)
+        assert len(_processes_using(data_dir)) >= 5  # the API, three workers, the broker
+        up.kill()
+        up.communicate(timeout=30)
+        deadline = time.monotonic() + 90
+        while _processes_using(data_dir) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = _processes_using(data_dir)
+    finally:
+        for pid in _processes_using(data_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert left == []
     assert not port_open(port)
 
 
