@@ -148,7 +148,7 @@ def run_baseline(model_dir: str, steps: int) -> list[float]:
     torch.manual_seed(hp.seed)
     model = get_peft_model(model, lora_config(hp, model))
 
-    class StepClock(TrainerCallback):  # type: ignore[misc]
+    class StepClock(TrainerCallback):
         def on_step_end(self, *_: Any, **__: Any) -> None:
             ends.append(time.perf_counter())
             sizes.append(collated[0])

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -256,23 +256,35 @@ class S3Store:
             return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
     def get_file(self, key: str, path: Path) -> None:
-        """One GET for an object below the multipart threshold; a larger one is left to the
-        transfer manager (parallel ranged GETs). download_file alone would first send a HEAD
-        for every object, which doubles the requests of a directory of small files."""
+        """One GET for an object up to one part's size; a larger one is left to the transfer
+        manager (parallel ranged GETs). download_file alone would first send a HEAD for every
+        object, which doubles the requests of a directory of small files."""
+        from botocore.exceptions import ClientError
         from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
 
         path.parent.mkdir(parents=True, exist_ok=True)
+        window = self.transfer.multipart_chunksize
         with self._failures("read", key, reading=True):
             # botocore retries a request that fails before its answer; a body that breaks
             # off while it is read is fetched again here, as the transfer manager would.
             for attempt in range(1, self.max_attempts + 1):
-                answer = self.client.get_object(Bucket=self.bucket, Key=key)
-                if answer["ContentLength"] >= self.transfer.multipart_threshold:
+                try:
+                    # The range caps what a large object's first answer carries.
+                    answer = self.client.get_object(
+                        Bucket=self.bucket, Key=key, Range=f"bytes=0-{window - 1}"
+                    )
+                except ClientError as exc:
+                    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                    if status != 416:  # 416: no byte to range over, an empty object
+                        raise
+                    _write_atomically(path, [])
+                    return
+                if _object_size(answer) > window:
                     answer["Body"].close()
                     self.client.download_file(self.bucket, key, str(path), Config=self.transfer)
                     return
                 try:
-                    _write_atomically(path, answer["Body"])
+                    _write_atomically(path, answer["Body"].iter_chunks(1024 * 1024))
                     return
                 except S3_RETRYABLE_DOWNLOAD_ERRORS:
                     if attempt == self.max_attempts:
@@ -306,13 +318,21 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
 
-def _write_atomically(path: Path, body: Any) -> None:
-    """Stream an answer's body to `path`; a reader of `path` never sees half an object."""
+def _write_atomically(path: Path, chunks: Iterable[bytes]) -> None:
+    """Write an object's bytes to `path`; a reader of `path` never sees half an object."""
     partial = path.with_name(path.name + ".partial")
     with partial.open("wb") as out:
-        for chunk in body.iter_chunks(1024 * 1024):
+        for chunk in chunks:
             out.write(chunk)
     partial.replace(path)
+
+
+def _object_size(answer: dict[str, Any]) -> int:
+    """The whole object's size from a (ranged) GET's answer: 'bytes 0-99/1234' -> 1234."""
+    content_range = answer.get("ContentRange")
+    if content_range:
+        return int(content_range.rsplit("/", 1)[1])
+    return int(answer["ContentLength"])  # the store sent the whole object
 
 
 def _is_missing(exc: Any) -> bool:
