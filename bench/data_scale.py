@@ -103,7 +103,9 @@ def measure(size: int, work: Path, api: Any, model_dir: str, preprocess: bool) -
     ):
         started = time.perf_counter()
         files = {"file": (f"boards-{size}.zip", archive, "application/zip")}
-        http.post("/v1/datasets", files=files).raise_for_status()
+        response = http.post("/v1/datasets", files=files)
+        if response.is_error:
+            raise RuntimeError(f"upload of {size} images: {response.status_code} {response.text}")
         upload_s = time.perf_counter() - started
     row: dict[str, Any] = {
         "images": size,
@@ -141,11 +143,13 @@ def run(
     with (
         tempfile.TemporaryDirectory(prefix="relaytune-bench-data-") as tmp,
         service_env() as env,
-        running_api(env) as api,
+        # 2,000 images is over the default RELAYTUNE_MAX_IMAGES (1,000): raised for the bench.
+        running_api(env, {"RELAYTUNE_MAX_IMAGES": str(max(sizes))}) as api,
     ):
         work = Path(tmp)
         model_dir = str(write_tiny_model(work / "tiny-qwen3-vl"))
-        measure(sizes[0], work / "warm", api, model_dir, True)  # imports, first-call costs
+        warm = min(20, *sizes)
+        measure(warm, work / "warm", api, model_dir, True)  # imports, first-call costs
         for size in sizes:
             row = measure(size, work, api, model_dir, size <= preprocess_max)
             rows.append(row)
