@@ -24,7 +24,7 @@ else
 TORCH_PINS :=
 endif
 
-.PHONY: venv browser test lint demo clean distclean
+.PHONY: venv browser test lint demo bench clean distclean
 
 venv: $(STAMP)
 
@@ -65,6 +65,12 @@ lint: venv
 
 demo: venv
 	$(PY) scripts/demo.py
+
+# The CPU benches (see BENCHMARKS.md), with the same services as the tests; results go to
+# bench/results/. `make bench BENCH_ARGS=--quick` checks that they run, in tiny sizes.
+BENCH_ARGS ?=
+bench: venv
+	$(PY) -m tests.backing run -- $(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -251,17 +251,53 @@ class S3Store:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
 
     def put_file(self, key: str, path: Path) -> None:
+        """One PUT below the multipart threshold; upload_file would start a transfer manager
+        and its threads for every file, which costs more than a small file's request."""
         with self._failures("write", key):
-            self.client.upload_file(str(path), self.bucket, key, Config=self.transfer)
+            if path.stat().st_size < self.transfer.multipart_threshold:
+                with path.open("rb") as body:  # seekable: botocore rewinds it to retry
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
+            else:
+                self.client.upload_file(str(path), self.bucket, key, Config=self.transfer)
 
     def get_bytes(self, key: str) -> bytes:
         with self._failures("read", key, reading=True):
             return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
     def get_file(self, key: str, path: Path) -> None:
+        """One GET for an object up to one part's size; a larger one is left to the transfer
+        manager (parallel ranged GETs). download_file alone would first send a HEAD for every
+        object, which doubles the requests of a directory of small files."""
+        from botocore.exceptions import ClientError
+        from s3transfer.utils import S3_RETRYABLE_DOWNLOAD_ERRORS
+
         path.parent.mkdir(parents=True, exist_ok=True)
+        window = self.transfer.multipart_chunksize
         with self._failures("read", key, reading=True):
-            self.client.download_file(self.bucket, key, str(path), Config=self.transfer)
+            # botocore retries a request that fails before its answer; a body that breaks
+            # off while it is read is fetched again here, as the transfer manager would.
+            for attempt in range(1, self.max_attempts + 1):
+                try:
+                    # The range caps what a large object's first answer carries.
+                    answer = self.client.get_object(
+                        Bucket=self.bucket, Key=key, Range=f"bytes=0-{window - 1}"
+                    )
+                except ClientError as exc:
+                    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                    if status != 416:  # 416: no byte to range over, an empty object
+                        raise
+                    _write_atomically(path, [])
+                    return
+                if _object_size(answer) > window:
+                    answer["Body"].close()
+                    self.client.download_file(self.bucket, key, str(path), Config=self.transfer)
+                    return
+                try:
+                    _write_atomically(path, answer["Body"].iter_chunks(1024 * 1024))
+                    return
+                except S3_RETRYABLE_DOWNLOAD_ERRORS:
+                    if attempt == self.max_attempts:
+                        raise
 
     def exists(self, key: str) -> bool:
         try:
@@ -289,6 +325,23 @@ class S3Store:
     def delete(self, key: str) -> None:
         with self._failures("delete", key):
             self.client.delete_object(Bucket=self.bucket, Key=key)
+
+
+def _write_atomically(path: Path, chunks: Iterable[bytes]) -> None:
+    """Write an object's bytes to `path`; a reader of `path` never sees half an object."""
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as out:
+        for chunk in chunks:
+            out.write(chunk)
+    partial.replace(path)
+
+
+def _object_size(answer: dict[str, Any]) -> int:
+    """The whole object's size from a (ranged) GET's answer: 'bytes 0-99/1234' -> 1234."""
+    content_range = answer.get("ContentRange")
+    if content_range:
+        return int(content_range.rsplit("/", 1)[1])
+    return int(answer["ContentLength"])  # the store sent the whole object
 
 
 def _is_missing(exc: Any) -> bool:
