@@ -19,6 +19,8 @@ from orchestrator.errors import InvalidDataset
 FORMATS = (annotations_json.NAME, messages.NAME, openai_chat.NAME)
 # LLaMA-Factory's registry of data sets sits next to the data file but holds no rows.
 NOT_DATA = frozenset({"dataset_info.json"})
+# Files counted against the image limit from the archive's listing alone.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def _is_data_file(name: str) -> bool:
@@ -111,6 +113,16 @@ def read_dataset(
     for name in source.duplicates():
         problems.add(name[len(root) :], "duplicate_file", f"the zip holds {name} more than once")
     _case_clashes(names, root, problems)
+    file = data_file[len(root) :]
+    image_files = sum(1 for n in names if n.lower().endswith(IMAGE_SUFFIXES))
+    if max_images is not None and image_files > max_images:
+        # Refused on the archive's listing, before any image is read and decoded.
+        problems.add(
+            file,
+            "too_many_images",
+            f"{image_files} images in the data set; the limit is {max_images}",
+        )
+        problems.raise_if_any()
     fmt = detect_format(source, root, data_file)
     if fmt == annotations_json.NAME:
         samples, num_images = annotations_json.parse(source, root, problems, max_pixels=max_pixels)
@@ -122,7 +134,6 @@ def read_dataset(
         samples, num_images = messages.parse(
             source, root, data_file, problems, max_pixels=max_pixels
         )
-    file = data_file[len(root) :]
     if max_images is not None and num_images > max_images:
         problems.add(
             file,

@@ -331,3 +331,25 @@ def test_extracted_folder_reads_like_the_zip(tmp_path: Path) -> None:
     assert root == tmp_path / "out" / "set"
     from_dir = read_dataset(DirectorySource(root))
     assert from_dir.samples == read(data).samples
+
+
+def test_too_many_images_is_refused_before_any_image_is_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A data set over the limit costs no decoding: 2,000 photos would otherwise be read in
+    full before the count says no."""
+    names = [f"img{i}.png" for i in range(3)]
+    rows = [row("<image>Q", "A", [name]) for name in names]
+    files = {"a.jsonl": jsonl(*rows), **{name: png() for name in names}}
+    opened: list[object] = []
+    real_open = Image.open
+
+    def counting_open(*args: Any, **kwargs: Any) -> Any:
+        opened.append(args[0])
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    error = rejected(make_zip(files), max_images=2)
+    assert (error.code, error.param) == ("too_many_images", "a.jsonl")
+    assert "3 images" in error.message and "the limit is 2" in error.message
+    assert opened == []
