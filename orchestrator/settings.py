@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # Attempts per S3 request (the first included), with exponential backoff between them;
     # a request that fails every one fails the phase with an error naming the store.
     s3_max_attempts: int = Field(default=5, ge=1, le=20)
+    # Per request: how long to wait for a connection, and for each answer once connected.
+    s3_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    s3_read_timeout_seconds: float = Field(default=30.0, gt=0)
     # Base models a job may name (orchestrator/base_models.py): the default, any directory
     # under model_root (default <data_dir>/models), and the allowed names, comma-separated
     # (hub ids in the workers' cache, or directories elsewhere).

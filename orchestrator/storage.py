@@ -162,6 +162,8 @@ class S3Store:
         secret_key: str,
         region: str,
         max_attempts: int = 5,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
         multipart_threshold: int = MULTIPART_THRESHOLD,
         multipart_chunksize: int = MULTIPART_CHUNKSIZE,
     ):
@@ -181,6 +183,10 @@ class S3Store:
             config=Config(
                 retries={"total_max_attempts": max_attempts, "mode": "standard"},
                 s3={"addressing_style": "path"},
+                # botocore waits 60 s by default: a store that accepts and then stays silent
+                # would hold a phase for minutes per attempt.
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
             ),
         )
         self.transfer = TransferConfig(
@@ -390,6 +396,8 @@ def make_store(settings: Settings) -> ObjectStore:
             secret_key=settings.s3_secret_key,
             region=settings.s3_region,
             max_attempts=settings.s3_max_attempts,
+            connect_timeout=settings.s3_connect_timeout_seconds,
+            read_timeout=settings.s3_read_timeout_seconds,
         )
         store.ensure_bucket()
         return store

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.storage import S3Store, download_dir, publish_dir
+import pytest
+
+from orchestrator.storage import ObjectStoreUnavailable, S3Store, download_dir, publish_dir
 
 PART = 5 * 1024 * 1024  # S3's smallest part
 
@@ -91,3 +93,59 @@ def test_an_empty_file_round_trips(s3_endpoint: str, tmp_path: Path) -> None:
     store.put_file("e/empty", empty)
     store.get_file("e/empty", tmp_path / "back")
     assert (tmp_path / "back").read_bytes() == b""
+
+
+def test_a_store_that_accepts_and_never_answers_fails_the_request(tmp_path: Path) -> None:
+    """A silent endpoint (a hung proxy, a stopped MinIO behind a live load balancer) must fail
+    the request after the read timeout, not hold the phase for botocore's minute per try."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept_and_stay_silent() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(connection)
+
+    threading.Thread(target=accept_and_stay_silent, daemon=True).start()
+    store = S3Store(
+        endpoint=f"http://127.0.0.1:{server.getsockname()[1]}",
+        bucket="silent",
+        access_key="testing",
+        secret_key="testing",
+        region="us-east-1",
+        max_attempts=2,
+        read_timeout=0.5,
+    )
+    (tmp_path / "small").write_bytes(b"x")
+    try:
+        with pytest.raises(ObjectStoreUnavailable) as failed:
+            store.put_file("k/small", tmp_path / "small")
+    finally:
+        server.close()
+        for connection in accepted:
+            connection.close()
+    assert "ReadTimeoutError" in failed.value.message
+    assert len(accepted) == 2  # one connection per attempt
+
+
+def test_the_timeouts_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.settings import Settings
+    from orchestrator.storage import make_store
+
+    monkeypatch.setattr(S3Store, "ensure_bucket", lambda self: None)  # nothing listens there
+
+    settings = Settings(
+        s3_endpoint="http://127.0.0.1:9",
+        s3_connect_timeout_seconds=2.5,
+        s3_read_timeout_seconds=7.0,
+    )
+    config = make_store(settings).client.meta.config  # type: ignore[attr-defined]
+    assert (config.connect_timeout, config.read_timeout) == (2.5, 7.0)
