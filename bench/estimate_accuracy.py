@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -34,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from bench import report
 from bench.handoff import EXAMPLE, Stack, _at
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,13 +212,7 @@ def print_accuracy(label: str, rows: list[dict[str, Any]]) -> None:
 
 
 def machine() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)),
-        "load_average": os.getloadavg(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
+    return {**report.machine(), "load_average": os.getloadavg()}
 
 
 def main() -> None:

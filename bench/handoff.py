@@ -22,7 +22,6 @@ import datetime as dt
 import itertools
 import json
 import os
-import platform
 import re
 import signal
 import statistics
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from bench import report
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "circuit-boards"
@@ -290,18 +291,14 @@ def main() -> None:
         "what": "fixed per-phase overhead of the example job, before/after the cheaper hand-off",
         "date": dt.date.today().isoformat(),
         "machine": {
-            "cpus": os.cpu_count(),
-            "affinity": len(os.sched_getaffinity(0)),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
+            **report.machine(),
             "torch": torch.__version__,
             "torch_default_threads": default_threads,
         },
         "configurations": configurations(default_threads),
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    report.write(args.out, result)
     print(f"wrote {args.out}")
 
 

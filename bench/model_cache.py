@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -30,6 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench import report
 
 ROOT = Path(__file__).resolve().parent.parent
 PADDING_FILE = "padding.bin"
@@ -124,20 +124,14 @@ def main() -> None:
     result = {
         "what": "model cache miss (fetch from a local object store and verify) against a hit",
         "date": dt.date.today().isoformat(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "affinity": len(os.sched_getaffinity(0)),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": report.machine(),
         "store": "local directory (the standalone stack's)",
         "repeats": args.repeats,
         "models": models,
         "sha256_bytes_per_s": verify,
         "sha256_runs_s": hashing,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    report.write(args.out, result)
     print(f"wrote {args.out}")
 
 

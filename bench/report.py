@@ -1,19 +1,33 @@
-"""What a bench run records and prints: environment, results file, summary line, table."""
+"""What a bench run records and prints: environment, results file, summary line, table.
+Torch is imported only where a GPU environment is described: the CPU benches use the rest."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+
+def machine() -> dict[str, Any]:
+    """The CPUs and Python a CPU bench ran on."""
+    return {
+        "cpus": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 def environment(device: torch.device) -> dict[str, Any]:
     import peft
+    import torch
     import transformers
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
@@ -36,6 +50,7 @@ def results_name(device_name: str, date: str) -> str:
 
 
 def write(path: Path | None, result: dict[str, Any]) -> None:
+    """The results file, whole or not at all (written aside, then renamed)."""
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)

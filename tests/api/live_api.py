@@ -10,19 +10,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
+from fastapi import FastAPI
 
 from services.api.main import create_app
 
 
 @contextmanager
-def live_api() -> Iterator[str]:
-    """The base URL of a running API (its lifespan included) on a free port."""
+def live_api(app: FastAPI | None = None) -> Iterator[str]:
+    """The base URL of a running API (its lifespan included) on a free port: `app`, or a new
+    one. In this process, so a test's dispatcher records what it sends."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     # A stream still open at the end is cut after a moment rather than awaited.
     config = uvicorn.Config(
-        create_app(), log_level="warning", timeout_graceful_shutdown=2, lifespan="on"
+        app or create_app(), log_level="warning", timeout_graceful_shutdown=2, lifespan="on"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

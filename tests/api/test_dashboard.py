@@ -8,19 +8,14 @@ import io
 import json
 import math
 import os
-import socket
-import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from orchestrator import layout, runs
@@ -30,6 +25,7 @@ from orchestrator.events import EventType, emit
 from orchestrator.storage import get_store
 from services.api.main import create_app
 from tests.api.event_stream_stand_in import EventStreamStandIn, StreamLog
+from tests.api.live_api import live_api
 from tests.factories import dataset_zip, new_api_key
 from tests.orchestrator import relay_helpers as relay
 
@@ -66,33 +62,10 @@ def test_the_page_and_its_files_are_served_and_the_api_is_unchanged(client: Test
     assert "/" not in paths and "/dashboard/{name}" not in paths
 
 
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """The app served by uvicorn on a free port of this machine, in this process (so the
-    test's dispatcher records what it sends)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=WAIT_S)
-        sock.close()
-
-
 @pytest.fixture
 def api_url(clean_db: None, recorded_dispatch: RecordingDispatcher) -> Iterator[str]:
-    with serve(create_app()) as url:
-        yield url
+    with live_api() as url:
+        yield f"{url}/"
 
 
 @pytest.fixture
@@ -208,6 +181,24 @@ def submit_job(api: httpx.Client) -> str:
     return str(job.json()["id"])
 
 
+class JobPage(NamedTuple):
+    api: httpx.Client
+    page: Page
+    job_id: str
+
+
+def open_new_job(url: str, browser: Any) -> JobPage:
+    """A new tenant's new job, opened on its page by a browser signed in with the tenant's key."""
+    key = new_api_key()
+    api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"})
+    job_id = submit_job(api)
+    page = Page(browser, url)
+    page.sign_in(key)
+    page.wait("the job in the list", lambda: page.css(f'.job-row[data-job-id="{job_id}"]'))
+    browser.get(f"{url}#/jobs/{job_id}")
+    return JobPage(api, page, job_id)
+
+
 def report(claim: runs.Claim, step: int) -> bool:
     """A training step as the worker reports it; True when the job is to cancel."""
     loss = 2.4 * math.exp(-step / 9) + 0.15 * math.sin(step)
@@ -308,13 +299,7 @@ def publish_export(job_id: str) -> tuple[str, dict[str, Any]]:
 def test_a_finished_job_shows_its_evaluation_and_its_adapter_downloads(
     api_url: str, browser: Any, tmp_path: Path
 ) -> None:
-    key = new_api_key()
-    api = httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"})
-    job_id = submit_job(api)
-    page = Page(browser, api_url)
-    page.sign_in(key)
-    page.wait("the job in the list", lambda: page.css(f'.job-row[data-job-id="{job_id}"]'))
-    browser.get(f"{api_url}#/jobs/{job_id}")
+    _, page, job_id = open_new_job(api_url, browser)
     page.wait_text("#job-status", "queued")
     assert not page.enabled("#download-adapter")
 
@@ -351,14 +336,9 @@ def test_the_page_reads_the_event_stream_and_resumes_it_where_it_dropped(
     log = StreamLog(cut_after=3)
     app = create_app()
     app.add_middleware(EventStreamStandIn, log=log)
-    with serve(app) as url:
-        key = new_api_key()
-        api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"})
-        job_id = submit_job(api)
-        page = Page(browser, url)
-        page.sign_in(key)
-        page.wait("the job in the list", lambda: page.css(f'.job-row[data-job-id="{job_id}"]'))
-        browser.get(f"{url}#/jobs/{job_id}")
+    with live_api(app) as base:
+        url = f"{base}/"
+        api, page, job_id = open_new_job(url, browser)
         page.wait_text("#live-mode", "live (stream)")
 
         relay.complete(relay.claim(job_id, "preprocess"))
@@ -387,19 +367,13 @@ def test_the_page_reads_the_event_stream_and_resumes_it_where_it_dropped(
         resumed = log.last_event_ids[1:]
         assert log.last_event_ids[0] == 0 and len(resumed) >= 2
         assert resumed == sorted(resumed) and resumed[0] > 0
-        assert log.authorizations == {f"Bearer {key}"}
+        assert log.authorizations == {api.headers["Authorization"]}
 
 
 def test_an_event_committed_after_a_newer_one_still_shows(api_url: str, browser: Any) -> None:
     """Ids are taken at insert but seen at commit: a worker's write may take id N and commit
     after a user's write took N+1; the page lists N once it is there."""
-    key = new_api_key()
-    api = httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"})
-    job_id = submit_job(api)
-    page = Page(browser, api_url)
-    page.sign_in(key)
-    page.wait("the job in the list", lambda: page.css(f'.job-row[data-job-id="{job_id}"]'))
-    browser.get(f"{api_url}#/jobs/{job_id}")
+    _, page, job_id = open_new_job(api_url, browser)
     page.wait_text("#job-status", "queued")
 
     shown = '#timeline [data-type="model_loaded"]'

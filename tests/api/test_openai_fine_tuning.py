@@ -16,6 +16,12 @@ from tests.api.openai_helpers import chat_jsonl, openai_client
 from tests.orchestrator import relay_helpers as relay
 
 
+@pytest.fixture
+def api(client: TestClient) -> openai.OpenAI:
+    """The official client on the test app, as the tenant of `client`."""
+    return openai_client(client)
+
+
 def upload(api: openai.OpenAI) -> str:
     return api.files.create(file=("train.jsonl", chat_jsonl(3)), purpose="fine-tune").id
 
@@ -53,8 +59,7 @@ def run_relay(job_id: str) -> None:
     relay.complete(final)
 
 
-def test_a_job_from_upload_to_checkpoints(client: TestClient) -> None:
-    api = openai_client(client)
+def test_a_job_from_upload_to_checkpoints(client: TestClient, api: openai.OpenAI) -> None:
     file_id = upload(api)
     job = api.fine_tuning.jobs.create(
         model="tiny",
@@ -115,8 +120,7 @@ def test_a_job_from_upload_to_checkpoints(client: TestClient) -> None:
     assert [c.step_number for c in second.data] == [2]
 
 
-def test_list_pages_newest_first_and_cancel(client: TestClient) -> None:
-    api = openai_client(client)
+def test_list_pages_newest_first_and_cancel(client: TestClient, api: openai.OpenAI) -> None:
     file_id = upload(api)
     ids = [api.fine_tuning.jobs.create(model="tiny", training_file=file_id).id for _ in range(3)]
     # A job submitted through relaytune's own route is a fine-tuning job too.
@@ -137,8 +141,7 @@ def test_list_pages_newest_first_and_cancel(client: TestClient) -> None:
     assert "warn" in levels  # the cancel request
 
 
-def test_a_failed_job_shows_its_error(client: TestClient) -> None:
-    api = openai_client(client)
+def test_a_failed_job_shows_its_error(api: openai.OpenAI) -> None:
     job = api.fine_tuning.jobs.create(model="tiny", training_file=upload(api))
     claim = relay.claim(job.id, "preprocess")
     with session_scope() as session:
@@ -151,12 +154,10 @@ def test_a_failed_job_shows_its_error(client: TestClient) -> None:
     assert errors and "row 3 is unreadable" in errors[-1].message
 
 
-def test_legacy_hyperparameters_and_auto(client: TestClient) -> None:
-    api = openai_client(client)
-    file_id = upload(api)
+def test_legacy_hyperparameters_and_auto(client: TestClient, api: openai.OpenAI) -> None:
     job = api.fine_tuning.jobs.create(
         model="tiny",
-        training_file=file_id,
+        training_file=upload(api),
         hyperparameters={"n_epochs": 1, "batch_size": "auto", "learning_rate_multiplier": 0.5},
         extra_body={"pools": {"warmup": "a100"}, "max_cost": "50"},
     )
@@ -187,9 +188,8 @@ def test_legacy_hyperparameters_and_auto(client: TestClient) -> None:
     ],
 )
 def test_refusals_name_the_field(
-    client: TestClient, request_fields: dict[str, Any], param: str
+    client: TestClient, api: openai.OpenAI, request_fields: dict[str, Any], param: str
 ) -> None:
-    api = openai_client(client)
     fields: dict[str, Any] = {"model": "tiny", "training_file": upload(api), **request_fields}
     with pytest.raises(openai.APIStatusError) as excinfo:
         api.fine_tuning.jobs.create(**fields)

@@ -51,16 +51,35 @@ def _assert_verified(entry: Path, files: list[dict[str, Any]]) -> None:
         assert file_sha256(path) == recorded[path.relative_to(entry).as_posix()]
 
 
-def _register(name: str, directory: str) -> tuple[str, list[dict[str, Any]]]:
+Registered = tuple[str, list[dict[str, Any]]]  # a model's digest and files
+
+
+def register(name: str, directory: str) -> Registered:
+    """The model in `directory` registered as `name`."""
     with session_scope() as session:
         model, _ = add_model(session, storage.get_store(), name, Path(directory))
         return model.digest, list(model.files)
 
 
+def _two_models(tiny_model_dir: str, tmp_path: Path) -> tuple[Registered, Registered]:
+    """The tiny model as "a", and a copy of it with one file changed (another digest) as "b"."""
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    (copy / "generation_config.json").write_text("{}")
+    return register("a", tiny_model_dir), register("b", str(copy))
+
+
+def _all_at_once(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def test_a_registered_model_is_fetched_once_then_served_from_the_cache(
     clean_db: None, tiny_model_dir: str
 ) -> None:
-    digest, files = _register("team/tiny", tiny_model_dir)
+    digest, files = register("team/tiny", tiny_model_dir)
     settings = get_settings()
     model = resolve_local_model("team/tiny", settings)
     local = Path(model.location)
@@ -79,7 +98,7 @@ def test_a_registered_model_is_fetched_once_then_served_from_the_cache(
 def test_processes_wanting_one_model_fetch_it_once(
     clean_db: None, tiny_model_dir: str, tmp_path: Path
 ) -> None:
-    digest, files = _register("team/tiny", tiny_model_dir)
+    digest, files = register("team/tiny", tiny_model_dir)
     store = CountingStore()
     results: list[tuple[Path, bool]] = []
     threads = [
@@ -88,10 +107,7 @@ def test_processes_wanting_one_model_fetch_it_once(
         )
         for _ in range(3)
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _all_at_once(threads)
     assert sorted(hit for _, hit in results) == [False, True, True]
     assert len(store.gets) == len(files)
 
@@ -99,7 +115,7 @@ def test_processes_wanting_one_model_fetch_it_once(
 def test_a_stored_file_that_does_not_match_its_hash_is_refused(
     clean_db: None, tiny_model_dir: str, tmp_path: Path
 ) -> None:
-    digest, files = _register("team/tiny", tiny_model_dir)
+    digest, files = register("team/tiny", tiny_model_dir)
     first = str(files[0]["path"])
     storage.get_store().put_bytes(model_file_key(digest, first), b"not the weights")
     with pytest.raises(ModelCorrupt) as refused:
@@ -111,11 +127,7 @@ def test_a_stored_file_that_does_not_match_its_hash_is_refused(
 def test_the_least_recently_used_model_goes_when_the_cache_is_full(
     clean_db: None, tiny_model_dir: str, tmp_path: Path
 ) -> None:
-    copy = tmp_path / "copy"
-    shutil.copytree(tiny_model_dir, copy)
-    (copy / "generation_config.json").write_text("{}")
-    a, files_a = _register("a", tiny_model_dir)
-    b, files_b = _register("b", str(copy))
+    (a, files_a), (b, files_b) = _two_models(tiny_model_dir, tmp_path)
     cache = tmp_path / "cache"
     store = storage.get_store()
     materialise(store, a, files_a, cache, 1 << 40)
@@ -128,7 +140,7 @@ def test_the_least_recently_used_model_goes_when_the_cache_is_full(
 def test_preprocessing_fetches_no_weights_and_training_later_fetches_only_them(
     clean_db: None, tiny_model_dir: str, tmp_path: Path
 ) -> None:
-    digest, files = _register("team/tiny", tiny_model_dir)
+    digest, files = register("team/tiny", tiny_model_dir)
     weights = sorted(
         model_file_key(digest, str(f["path"])) for f in files if is_weights(str(f["path"]))
     )
@@ -159,7 +171,7 @@ def test_preprocessing_fetches_no_weights_and_training_later_fetches_only_them(
 def test_processes_wanting_the_configs_and_the_weights_at_once_leave_one_complete_entry(
     clean_db: None, tiny_model_dir: str, tmp_path: Path
 ) -> None:
-    digest, files = _register("team/tiny", tiny_model_dir)
+    digest, files = register("team/tiny", tiny_model_dir)
     store = CountingStore()
     threads = [
         threading.Thread(
@@ -169,10 +181,7 @@ def test_processes_wanting_the_configs_and_the_weights_at_once_leave_one_complet
         )
         for weights in (False, True, False, True)
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _all_at_once(threads)
     # each file fetched once
     assert sorted(store.gets) == sorted(model_file_key(digest, str(f["path"])) for f in files)
     assert (tmp_path / digest / READY).is_file()
@@ -182,11 +191,7 @@ def test_processes_wanting_the_configs_and_the_weights_at_once_leave_one_complet
 def test_a_partial_entry_is_evicted_by_the_bytes_it_holds(
     clean_db: None, tiny_model_dir: str, tmp_path: Path
 ) -> None:
-    copy = tmp_path / "copy"
-    shutil.copytree(tiny_model_dir, copy)
-    (copy / "generation_config.json").write_text("{}")
-    a, files_a = _register("a", tiny_model_dir)
-    b, files_b = _register("b", str(copy))
+    (a, files_a), (b, files_b) = _two_models(tiny_model_dir, tmp_path)
     store = storage.get_store()
     full_b = sum(int(f["bytes"]) for f in files_b)
     for cache, room in ((tmp_path / "roomy", 1), (tmp_path / "tight", 0)):

@@ -28,6 +28,7 @@ HP = {
     "augmentation": {"enabled": False},
     "keep_last_checkpoints": 2,
 }
+REGISTERED = "team/tiny-qwen3-vl"  # the tiny model under a registered name
 
 
 class WorkerKilled(BaseException):
@@ -89,6 +90,20 @@ def _adapter(job_id: str, attempt: int) -> dict[str, Any]:
 
     key = f"jobs/{job_id}/warmup/a{attempt}/final/adapter/adapter_model.safetensors"
     return dict(load(get_store().get_bytes(key)))
+
+
+def _registered_on_a_fresh_node(tiny_model_dir: str) -> tuple[str, list[dict[str, Any]], Path]:
+    """The tiny model registered as REGISTERED and not yet in this node's cache: its digest,
+    files and the cache entry it will have."""
+    import shutil
+
+    from tests.worker.test_model_cache import register
+    from worker.model_cache import cache_root
+
+    digest, files = register(REGISTERED, tiny_model_dir)
+    entry = cache_root(get_settings()) / digest
+    shutil.rmtree(entry, ignore_errors=True)
+    return digest, files, entry
 
 
 def test_a_killed_warmup_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(
@@ -292,11 +307,7 @@ def test_a_phase_on_a_registered_model_loads_it_from_the_node_cache(
 ) -> None:
     """The first run on the node fetches the model (a miss, its seconds on the run's clock);
     the next run finds it in the cache (a hit). Each run resolves the model once."""
-    import shutil
-
-    from orchestrator.model_registry import add_model
     from worker import model_cache
-    from worker.model_cache import cache_root
 
     looked: list[str] = []
     materialise = model_cache.materialise
@@ -307,21 +318,18 @@ def test_a_phase_on_a_registered_model_loads_it_from_the_node_cache(
 
     monkeypatch.setattr(model_cache, "materialise", counted)
 
-    with session_scope() as session:
-        model, _ = add_model(session, get_store(), "team/tiny-qwen3-vl", Path(tiny_model_dir))
-        digest = model.digest
-    shutil.rmtree(cache_root(get_settings()) / digest, ignore_errors=True)  # a fresh node
-    first = _submit("acme", "team/tiny-qwen3-vl", example_dir)
+    digest, _, entry = _registered_on_a_fresh_node(tiny_model_dir)
+    first = _submit("acme", REGISTERED, example_dir)
     _run(first, "preprocess")
     with session_scope() as session:
         job = session.get(Job, first)
-        assert job is not None and job.base_model == "team/tiny-qwen3-vl"
+        assert job is not None and job.base_model == REGISTERED
         assert job.phases[0].status == "succeeded", job.phases[0].error_message
-    assert (cache_root(get_settings()) / digest / "config.json").is_file()
+    assert (entry / "config.json").is_file()
     [miss] = _timings(first, "preprocess")
     assert miss.model_cache_hit is False and miss.model_fetch_s > 0
 
-    second = _submit("other", "team/tiny-qwen3-vl", example_dir)
+    second = _submit("other", REGISTERED, example_dir)
     _run(second, "preprocess")
     [hit] = _timings(second, "preprocess")
     assert hit.outcome == "succeeded" and hit.model_cache_hit is True
@@ -337,23 +345,17 @@ def test_preprocess_fetches_no_weights_and_warmup_on_the_node_fetches_only_them(
 ) -> None:
     """An 8B model's 17.5 GB of weights never reach the preprocessing pool: its run fetches
     the processor and configs; warmup on the same node then adds just the weights."""
-    import shutil
-
     from orchestrator.layout import model_file_key
     from orchestrator.model_files import is_weights
-    from orchestrator.model_registry import add_model, file_sha256
+    from orchestrator.model_registry import file_sha256
     from tests.worker.test_model_cache import CountingStore
     from worker import model_cache
-    from worker.model_cache import READY, cache_root
+    from worker.model_cache import READY
 
     store = CountingStore()
     monkeypatch.setattr(model_cache, "get_store", lambda: store)
-    with session_scope() as session:
-        model, _ = add_model(session, get_store(), "team/tiny-qwen3-vl", Path(tiny_model_dir))
-        digest, files = model.digest, list(model.files)
-    entry = cache_root(get_settings()) / digest
-    shutil.rmtree(entry, ignore_errors=True)  # a fresh node
-    job_id = _submit("acme", "team/tiny-qwen3-vl", example_dir)
+    digest, files, entry = _registered_on_a_fresh_node(tiny_model_dir)
+    job_id = _submit("acme", REGISTERED, example_dir)
 
     _run(job_id, "preprocess")
     [preprocess] = _timings(job_id, "preprocess")

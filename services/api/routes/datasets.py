@@ -13,7 +13,7 @@ from orchestrator.settings import Settings
 from orchestrator.storage import ObjectStore
 from services.api.dataset_schemas import DatasetList
 from services.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
-from services.api.idempotent import IdempotencyKeyHeader, respond
+from services.api.idempotent import IdempotencyKeyHeader, once_per_key
 from services.api.routes.jobs import MAX_QUERY_INT
 from services.api.schemas import DatasetOut
 
@@ -52,20 +52,16 @@ def upload_dataset(
         dataset = dataset_from_upload(file, session, tenant.id, settings, store)
         return DatasetOut.model_validate(dataset, from_attributes=True)
 
-    if idempotency_key is None:
-        return create()
     # Hashed from the spooled file before anything is read into memory: a retry is answered
     # without reading its upload again.
-    request_hash = idempotency.hash_upload(file.file, file.filename or "")
-    return respond(
-        idempotency.run_once(
-            session,
-            tenant_id=tenant.id,
-            route="POST /v1/datasets",
-            key=idempotency_key,
-            request_hash=request_hash,
-            create=lambda: idempotency.Result(201, create().model_dump(mode="json")),
-        )
+    return once_per_key(
+        session,
+        tenant_id=tenant.id,
+        route="POST /v1/datasets",
+        key=idempotency_key,
+        request_hash=lambda: idempotency.hash_upload(file.file, file.filename or ""),
+        status_code=201,
+        create=create,
     )
 
 

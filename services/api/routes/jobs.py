@@ -15,7 +15,7 @@ from services.api import downloads
 from services.api.budget_schemas import JobPatch, RequeueFrom, RequeueIn
 from services.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
 from services.api.event_stream import event_stream
-from services.api.idempotent import IdempotencyKeyHeader, respond
+from services.api.idempotent import IdempotencyKeyHeader, once_per_key
 from services.api.presenters import job_out
 from services.api.schemas import CheckpointOut, EventOut, JobCreate, JobList, JobOut
 
@@ -51,17 +51,14 @@ def create_job(
         )
         return job_out(job, repository.pools_by_name(session))
 
-    if idempotency_key is None:
-        return submit()
-    return respond(
-        idempotency.run_once(
-            session,
-            tenant_id=tenant.id,
-            route="POST /v1/jobs",
-            key=idempotency_key,
-            request_hash=idempotency.hash_json(body.model_dump(mode="json")),
-            create=lambda: idempotency.Result(201, submit().model_dump(mode="json")),
-        )
+    return once_per_key(
+        session,
+        tenant_id=tenant.id,
+        route="POST /v1/jobs",
+        key=idempotency_key,
+        request_hash=lambda: idempotency.hash_json(body.model_dump(mode="json")),
+        status_code=201,
+        create=submit,
     )
 
 

@@ -11,7 +11,7 @@ from orchestrator import idempotency
 from orchestrator.datasets import dataset_of_tenant, datasets_after, delete_dataset
 from orchestrator.errors import InvalidRequest
 from services.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
-from services.api.idempotent import IdempotencyKeyHeader, respond
+from services.api.idempotent import IdempotencyKeyHeader, once_per_key
 from services.api.openai_presenters import file_object
 from services.api.openai_schemas import FileDeleted, FileList, FileObject
 from services.api.routes.datasets import dataset_from_upload
@@ -43,17 +43,14 @@ def create_file(
     def create() -> FileObject:
         return file_object(dataset_from_upload(file, session, tenant.id, settings, store))
 
-    if idempotency_key is None:
-        return create()
-    return respond(
-        idempotency.run_once(
-            session,
-            tenant_id=tenant.id,
-            route="POST /v1/files",
-            key=idempotency_key,
-            request_hash=idempotency.hash_upload(file.file, file.filename or ""),
-            create=lambda: idempotency.Result(200, create().model_dump(mode="json")),
-        )
+    return once_per_key(
+        session,
+        tenant_id=tenant.id,
+        route="POST /v1/files",
+        key=idempotency_key,
+        request_hash=lambda: idempotency.hash_upload(file.file, file.filename or ""),
+        status_code=200,
+        create=create,
     )
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from orchestrator import idempotency, jobs, openai_pages, repository
 from orchestrator.openai_compat import create_fine_tuning_job
 from services.api.deps import CurrentTenant, SessionDep, StoreDep
-from services.api.idempotent import IdempotencyKeyHeader, respond
+from services.api.idempotent import IdempotencyKeyHeader, once_per_key
 from services.api.openai_presenters import (
     fine_tuning_job,
     fine_tuning_request,
@@ -45,17 +45,14 @@ def create_job(
         job = create_fine_tuning_job(session, store, tenant.id, fine_tuning_request(body))
         return fine_tuning_job(job, repository.pools_by_name(session))
 
-    if idempotency_key is None:
-        return submit()
-    return respond(
-        idempotency.run_once(
-            session,
-            tenant_id=tenant.id,
-            route="POST /v1/fine_tuning/jobs",
-            key=idempotency_key,
-            request_hash=idempotency.hash_json(body.model_dump(mode="json")),
-            create=lambda: idempotency.Result(200, submit().model_dump(mode="json")),
-        )
+    return once_per_key(
+        session,
+        tenant_id=tenant.id,
+        route="POST /v1/fine_tuning/jobs",
+        key=idempotency_key,
+        request_hash=lambda: idempotency.hash_json(body.model_dump(mode="json")),
+        status_code=200,
+        create=submit,
     )
 
 
