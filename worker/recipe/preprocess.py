@@ -231,9 +231,26 @@ def validation_from_dataset(
 def _read_validation(validation_dir: Path) -> tuple[str, list[Sample]]:
     """A validation data set's format and samples, each named as the validation set's (in a
     problem found with it, in the evaluation's answers)."""
-    dataset = read_dataset(DirectorySource(Path(validation_dir)))
+    try:
+        dataset = read_dataset(DirectorySource(Path(validation_dir)))
+    except InvalidDataset as exc:
+        raise _in_validation_set(exc) from exc
     samples = [replace(s, id=f"{VALIDATION_PREFIX}{s.id}") for s in dataset.samples]
     return dataset.format, samples
+
+
+def _in_validation_set(exc: InvalidDataset) -> InvalidDataset:
+    """The same refusal, its rows named as the validation data set's."""
+    details = [
+        {**detail, "param": f"{VALIDATION_PREFIX}{detail.get('param')}"}
+        for detail in exc.details or []
+    ]
+    return InvalidDataset(
+        f"the validation data set: {exc.message}",
+        param=f"{VALIDATION_PREFIX}{exc.param}" if exc.param else "validation_dataset_id",
+        code=exc.code,
+        details=details or None,
+    )
 
 
 def image_size_bounds(
