@@ -15,7 +15,7 @@ import posixpath
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, or_, select
 from sqlalchemy.orm import Session
 
 from orchestrator.dataformats.jsonl_upload import is_jsonl_upload, jsonl_to_zip
@@ -143,9 +143,14 @@ def dataset_of_tenant(
 
 
 def delete_dataset(session: Session, store: ObjectStore, tenant_id: str, dataset_id: str) -> None:
-    """Refused while an unfinished job uses the data set; its object goes once the row has."""
+    """Refused while an unfinished job uses the data set, to train or to validate on; its
+    object goes once the row has."""
     dataset = dataset_of_tenant(session, tenant_id, dataset_id)
-    users = session.execute(select(Job.id, Job.status).where(Job.dataset_id == dataset.id)).all()
+    users = session.execute(
+        select(Job.id, Job.status).where(
+            or_(Job.dataset_id == dataset.id, Job.validation_dataset_id == dataset.id)
+        )
+    ).all()
     busy = sorted(job_id for job_id, status in users if status not in TERMINAL_JOB)
     if busy:
         raise Conflict(

@@ -11,12 +11,13 @@ from sqlalchemy.orm import Session
 from orchestrator import repository
 from orchestrator.base_models import check_fits_model, resolve_base_model
 from orchestrator.budgets import check_spending_limit
+from orchestrator.datasets import dataset_of_tenant
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.events import EventType, emit, emit_for_phase
 from orchestrator.hyperparameters import Hyperparameters
-from orchestrator.layout import job_dataset_key
+from orchestrator.layout import job_dataset_key, job_validation_dataset_key
 from orchestrator.lifecycle import TERMINAL_JOB, JobStatus, PhaseStatus
-from orchestrator.models import Job, Phase, utcnow
+from orchestrator.models import Dataset, Job, Phase, utcnow
 from orchestrator.phase_moves import cancel_waiting, move, queue_phase, refresh_job_status
 from orchestrator.plan import DEFAULT_POOLS, PHASES
 from orchestrator.planner import AUTO, plan_job
@@ -74,6 +75,32 @@ def submit_warnings(hp: Hyperparameters) -> list[str]:
     return warnings
 
 
+def validation_dataset(
+    session: Session,
+    tenant_id: str,
+    training: Dataset,
+    hp: Hyperparameters,
+    validation_dataset_id: str,
+    *,
+    param: str,
+) -> Dataset:
+    """The data set whose every sample a job validates on, checked like its training data."""
+    validation = dataset_of_tenant(session, tenant_id, validation_dataset_id, param=param)
+    if validation.id == training.id:
+        raise InvalidRequest(
+            f"{param} names the training data set {training.id}; a validation data set must be "
+            "another one (or leave it out to hold out samples of the training data set)",
+            param=param,
+        )
+    if hp.validation_samples is not None:
+        raise InvalidRequest(
+            "hyperparameters.validation_samples holds out samples of the training data set, "
+            f"and {param} names a validation data set to use whole: give one or the other",
+            param="hyperparameters.validation_samples",
+        )
+    return validation
+
+
 def submit_job(
     session: Session,
     store: ObjectStore,
@@ -85,13 +112,23 @@ def submit_job(
     pools: dict[str, str] | str | None,
     metadata: dict[str, Any] | None,
     max_cost: Decimal | None = None,
+    validation_dataset_id: str | None = None,
+    validation_param: str = "validation_dataset_id",
 ) -> Job:
     """Create the job and its phases, and queue the first phase after commit. The plan (and
-    with it each phase's estimate) is chosen first, so a refused plan creates nothing."""
+    with it each phase's estimate) is chosen first, so a refused plan creates nothing.
+    `validation_param` is the request field that named the validation data set, for errors."""
     hp = parse_hyperparameters(hyperparameters)
     requested = resolve_pools(session, pools)
     check_spending_limit(session, tenant_id, amount=max_cost)
     dataset = repository.dataset_for_tenant(session, tenant_id, dataset_id)
+    validation = (
+        None
+        if validation_dataset_id is None
+        else validation_dataset(
+            session, tenant_id, dataset, hp, validation_dataset_id, param=validation_param
+        )
+    )
     model = resolve_base_model(base_model, get_settings(), session)
     check_fits_model(hp, model)
     base_model = model.name  # the registered name: a server path is never stored or shown
@@ -108,6 +145,7 @@ def submit_job(
     job = Job(
         tenant_id=tenant_id,
         dataset_id=dataset.id,
+        validation_dataset_id=validation.id if validation else None,
         base_model=base_model,
         hyperparameters=hp.model_dump(),
         job_metadata=metadata or {},
@@ -135,6 +173,9 @@ def submit_job(
     extra: dict[str, Any] = {"warnings": warnings} if warnings else {}
     # The job owns a copy of its data under its own prefix; the upload may be deleted later.
     store.put_bytes(job_dataset_key(job.id), store.get_bytes(dataset.storage_key))
+    if validation is not None:
+        extra["validation_dataset_id"] = validation.id
+        store.put_bytes(job_validation_dataset_key(job.id), store.get_bytes(validation.storage_key))
     emit(
         session,
         job.id,

@@ -2,6 +2,7 @@
 
     datasets/<dataset_id>/upload.zip          an upload, as validated
     jobs/<job_id>/dataset/dataset.zip         the job's own copy of it, taken at submit
+    jobs/<job_id>/dataset/validation.zip      and of its validation data set, if it names one
     jobs/<job_id>/<phase>/a<N>/               one run: attempt N of the phase
         <kind>-<step>/                        a checkpoint; kind: step, time, epoch, stop, best
         final/                                the run's last checkpoint
@@ -65,6 +66,10 @@ def upload_key(dataset_id: str) -> str:
 
 def job_dataset_key(job_id: str) -> str:
     return f"{JOBS_PREFIX}{job_id}/dataset/dataset.zip"
+
+
+def job_validation_dataset_key(job_id: str) -> str:
+    return f"{JOBS_PREFIX}{job_id}/dataset/validation.zip"
 
 
 def model_prefix(digest: str) -> str:

@@ -100,6 +100,8 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
+    # A second data set used whole as the held-out set; None: hold out part of dataset_id.
+    validation_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"))
     base_model: Mapped[str] = mapped_column(String(512))
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
     job_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)

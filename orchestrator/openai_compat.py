@@ -109,6 +109,7 @@ class FineTuningRequest:
     suffix: str | None = None
     seed: int | None = None
     metadata: dict[str, str] | None = None
+    validation_file: str | None = None  # a data set held out whole
     pools: dict[str, str] | str | None = None
     max_cost: Decimal | None = None
 
@@ -128,6 +129,8 @@ def create_fine_tuning_job(
         store,
         tenant_id=tenant_id,
         dataset_id=request.training_file,
+        validation_dataset_id=request.validation_file,
+        validation_param="validation_file",
         base_model=request.model,
         hyperparameters=hyperparameters,
         pools=request.pools,

@@ -11,7 +11,7 @@ from sqlalchemy import Row, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from orchestrator.errors import NotFound
-from orchestrator.layout import CheckpointKind, job_dataset_key
+from orchestrator.layout import CheckpointKind, job_dataset_key, job_validation_dataset_key
 from orchestrator.lifecycle import PhaseStatus
 from orchestrator.models import (
     ApiKey,
@@ -391,7 +391,10 @@ def stored_object_refs(session: Session) -> tuple[list[str | None], list[tuple[s
     for output, resume in session.execute(select(Phase.output_key, Phase.resume_key)):
         refs += [output, resume]
     refs += list(session.scalars(select(Job.adapter_key)))
-    refs += [job_dataset_key(job_id) for job_id in session.scalars(select(Job.id))]
+    for job_id, validation_dataset_id in session.execute(select(Job.id, Job.validation_dataset_id)):
+        refs.append(job_dataset_key(job_id))
+        if validation_dataset_id is not None:
+            refs.append(job_validation_dataset_key(job_id))
     in_flight = (PhaseStatus.QUEUED, PhaseStatus.RUNNING)
     live = session.execute(
         select(Phase.job_id, Phase.name, Phase.attempt).where(Phase.status.in_(in_flight))

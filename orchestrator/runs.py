@@ -56,6 +56,10 @@ class Claim:
     # For the exported adapter's model card: the data set the job was submitted with.
     dataset_id: str = ""
     dataset_name: str = ""  # the uploaded file's name ("" once the upload is deleted)
+    # The job's copy of its validation data set, every sample of it held out, and that data
+    # set's id; both "" when preprocess holds out samples of the training data set instead.
+    validation_input_key: str = ""
+    validation_dataset_id: str = ""
 
 
 def claim_phase(
@@ -116,6 +120,10 @@ def claim_phase(
         end_epoch=epochs.end,
         dataset_id=job.dataset_id,
         dataset_name=dataset.filename if dataset is not None else "",
+        validation_input_key=(
+            layout.job_validation_dataset_key(job_id) if job.validation_dataset_id else ""
+        ),
+        validation_dataset_id=job.validation_dataset_id or "",
     )
 
 

@@ -67,12 +67,20 @@ def run_preprocess(
         from worker.recipe.preprocess import build_artifact
 
     zip_path = work / "dataset.zip"
+    validation_zip = work / "validation.zip" if claim.validation_input_key else None
     with clock.measure("input_download"):
         store.get_file(claim.input_key, zip_path)
-    clock.count(input_bytes=zip_path.stat().st_size)
+        if validation_zip is not None:
+            store.get_file(claim.validation_input_key, validation_zip)
+    clock.count(
+        input_bytes=sum(p.stat().st_size for p in (zip_path, validation_zip) if p is not None)
+    )
     # Building the artifact is this phase's work, as the loop is a training phase's.
     with clock.measure("train"):
         dataset_dir = extract_dataset(zip_path, work / "dataset")
+        validation_dir = (
+            extract_dataset(validation_zip, work / "validation") if validation_zip else None
+        )
         artifact_dir = work / "artifact"
         manifest = build_artifact(
             dataset_dir,
@@ -80,6 +88,8 @@ def run_preprocess(
             artifact_dir,
             hyperparameters=claim.hyperparameters,
             compact_images=get_settings().artifact_compact_images,
+            validation_dir=validation_dir,
+            validation_dataset_id=claim.validation_dataset_id or None,
         )
     clock.count(
         samples=int(manifest.get("num_samples") or 0),

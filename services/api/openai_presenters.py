@@ -64,12 +64,6 @@ def _hyperparameters(body: FineTuningJobCreate) -> tuple[OpenAIHyperparametersIn
 
 
 def fine_tuning_request(body: FineTuningJobCreate) -> compat.FineTuningRequest:
-    if body.validation_file is not None:
-        raise _unsupported(
-            "validation_file is not supported: relaytune holds out samples of the training "
-            "file for validation (hyperparameter validation_samples of POST /v1/jobs)",
-            "validation_file",
-        )
     if body.integrations:
         raise _unsupported("integrations are not supported", "integrations")
     given, param = _hyperparameters(body)
@@ -77,6 +71,7 @@ def fine_tuning_request(body: FineTuningJobCreate) -> compat.FineTuningRequest:
     return compat.FineTuningRequest(
         model=body.model,
         training_file=body.training_file,
+        validation_file=body.validation_file,
         hyperparameters=compat.OpenAIHyperparameters(
             hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier
         ),
@@ -108,6 +103,7 @@ def fine_tuning_job(job: Job, pools: dict[str, Pool]) -> FineTuningJob:
         status=compat.openai_status(job.status),
         trained_tokens=compat.trained_tokens(job),
         training_file=job.dataset_id,
+        validation_file=job.validation_dataset_id,
         metadata=metadata or None,
         relaytune=relaytune,
     )

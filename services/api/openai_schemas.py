@@ -89,8 +89,9 @@ class FineTuningJobCreate(RequestBody):
     training_file: str = Field(max_length=64, description="A file (data set) id")
     validation_file: str | None = Field(
         None,
-        description="Not supported: relaytune holds out `validation_samples` of the training "
-        "file; a value is refused",
+        max_length=64,
+        description="A file (data set) id whose every sample is held out for validation and "
+        "evaluation; without one, a few samples of the training file are held out",
     )
     hyperparameters: OpenAIHyperparametersIn | None = Field(
         None, description="Legacy place of method.supervised.hyperparameters"
@@ -146,7 +147,7 @@ class FineTuningJob(BaseModel):
     status: Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
     trained_tokens: int | None
     training_file: str
-    validation_file: str | None = None
+    validation_file: str | None = Field(None, description="The file validated on, if any")
     estimated_finish: int | None = None
     integrations: list[dict[str, Any]] | None = None
     metadata: dict[str, Any] | None

@@ -74,6 +74,7 @@ def job_out(
         id=job.id,
         status=job.status,
         dataset_id=job.dataset_id,
+        validation_dataset_id=job.validation_dataset_id,
         base_model=job.base_model,
         hyperparameters=job.hyperparameters,
         metadata=job.job_metadata or {},

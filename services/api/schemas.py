@@ -80,6 +80,12 @@ class JobCreate(RequestBody):
         },
     )
     dataset_id: str
+    validation_dataset_id: str | None = Field(
+        None,
+        description="Another data set of yours to validate and evaluate on, every sample of "
+        "it; without one, hyperparameters.validation_samples of dataset_id are held out "
+        "(give one or the other)",
+    )
     base_model: str | None = Field(
         None,
         max_length=512,
@@ -206,6 +212,9 @@ class JobOut(BaseModel):
     id: str
     status: JobStatus
     dataset_id: str
+    validation_dataset_id: str | None = Field(
+        None, description="The data set validated on whole; null: held out of dataset_id"
+    )
     base_model: str
     hyperparameters: dict[str, Any]
     metadata: dict[str, Any]

@@ -170,10 +170,26 @@ def test_legacy_hyperparameters_and_auto(client: TestClient, api: openai.OpenAI)
     assert job.hyperparameters.learning_rate_multiplier == pytest.approx(0.5)
 
 
+def test_validation_file_is_held_out_whole_and_echoed(client: TestClient) -> None:
+    api = openai_client(client)
+    training, validation = upload(api), upload(api)
+    job = api.fine_tuning.jobs.create(
+        model="tiny", training_file=training, validation_file=validation
+    )
+    assert (job.training_file, job.validation_file) == (training, validation)
+    extra: dict[str, Any] = job.model_extra or {}
+    assert extra["relaytune"]["validation_dataset_id"] == validation
+    assert api.fine_tuning.jobs.retrieve(job.id).validation_file == validation
+    assert [j.validation_file for j in api.fine_tuning.jobs.list()] == [validation]
+    with pytest.raises(openai.ConflictError, match=job.id):
+        api.files.delete(validation)
+    assert api.fine_tuning.jobs.create(model="tiny", training_file=training).validation_file is None
+
+
 @pytest.mark.parametrize(
     ("request_fields", "param"),
     [
-        ({"validation_file": "x"}, "validation_file"),
+        ({"validation_file": "nope"}, "validation_file"),
         ({"method": {"type": "dpo", "dpo": {}}}, "method.type"),
         (
             {

@@ -38,9 +38,11 @@ def submit(
     pools: dict[str, str] | None = None,
     data: bytes | None = None,
     filename: str = "d.zip",
+    validation_data: bytes | None = None,
 ) -> str:
     """Upload a data set (by default a small one) and submit a job on it; returns the job's
-    id. The first phase's task is sent after the commit."""
+    id. The first phase's task is sent after the commit. `validation_data`: a second data
+    set to upload and name as the job's validation set."""
     with session_scope() as session:
         dataset = create_dataset(
             session,
@@ -49,6 +51,18 @@ def submit(
             tenant_id=tenant_id,
             filename=filename,
             data=dataset_zip() if data is None else data,
+        )
+        validation = (
+            None
+            if validation_data is None
+            else create_dataset(
+                session,
+                get_store(),
+                get_settings(),
+                tenant_id=tenant_id,
+                filename="validation.zip",
+                data=validation_data,
+            )
         )
         job = jobs.submit_job(
             session,
@@ -59,6 +73,7 @@ def submit(
             hyperparameters=hyperparameters,
             pools=pools,
             metadata=None,
+            validation_dataset_id=validation.id if validation else None,
         )
         return job.id
 

@@ -14,6 +14,8 @@ from orchestrator.errors import IllegalTransition, InvalidRequest, LeaseLost, Ph
 from orchestrator.layout import CheckpointKind, checkpoint_key
 from orchestrator.models import Event, Job, Phase, utcnow
 from orchestrator.reaper import reap
+from orchestrator.storage import get_store
+from tests.factories import dataset_zip
 from tests.orchestrator import relay_helpers as relay
 from tests.orchestrator.relay_helpers import LEASE
 
@@ -44,6 +46,23 @@ def test_relay_hands_off_phase_by_phase(
     assert job.status == "succeeded"
     assert job.finished_at is not None
     assert [m.phase for m in recorded_dispatch.sent] == ["preprocess", "warmup", "final"]
+
+
+def test_a_claim_names_the_jobs_copy_of_its_validation_data_set(
+    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher
+) -> None:
+    held_out = dataset_zip({"v.png": {"question": "Which part?", "answer": "resistor"}})
+    job_id = relay.submit(relay.new_tenant(), validation_data=held_out)
+    pre = relay.claim(job_id, "preprocess")
+    assert pre.input_key == f"jobs/{job_id}/dataset/dataset.zip"
+    assert pre.validation_input_key == f"jobs/{job_id}/dataset/validation.zip"
+    assert pre.validation_dataset_id == relay.job(job_id).validation_dataset_id
+    assert get_store().get_bytes(pre.validation_input_key) == held_out
+
+
+def test_a_claim_without_a_validation_data_set_names_none(job_id: str) -> None:
+    pre = relay.claim(job_id, "preprocess")
+    assert (pre.validation_input_key, pre.validation_dataset_id) == ("", "")
 
 
 def test_duplicate_and_stale_deliveries_cannot_claim(job_id: str) -> None:

@@ -13,6 +13,7 @@ from orchestrator.models import utcnow
 from orchestrator.storage import get_store
 from orchestrator.sweep import sweep
 from services.cli.main import app
+from tests.factories import dataset_zip
 from tests.orchestrator.relay_helpers import (
     claim,
     complete,
@@ -70,6 +71,14 @@ def test_sweep_deletes_only_objects_no_row_points_to(job_id: str) -> None:
     for key in (artifact, kept_checkpoint, in_flight, f"jobs/{job_id}/dataset/dataset.zip"):
         assert store.exists(key), key
     assert not store.exists(half_written)
+
+
+def test_sweep_keeps_a_jobs_copy_of_its_validation_data_set(
+    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher
+) -> None:
+    job_id = submit(new_tenant(), validation_data=dataset_zip())
+    assert _sweep() == []
+    assert get_store().exists(f"jobs/{job_id}/dataset/validation.zip")
 
 
 def test_relaytune_sweep_command(job_id: str) -> None:

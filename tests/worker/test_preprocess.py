@@ -316,3 +316,21 @@ def test_bad_rows_in_the_folder_are_all_named(tiny_model_dir: str, tmp_path: Pat
         ("case1.png", "missing_image"),
         ("case2.png", "invalid_image"),
     ]
+
+
+def test_a_validation_data_sets_problems_are_named_as_its_own(
+    corners: Path, tiny_model_dir: str, tmp_path: Path
+) -> None:
+    held_out = write_corner_dataset(tmp_path / "held_out", n=2)
+    (held_out / "images" / "case1.png").write_bytes(b"not an image")
+    with pytest.raises(InvalidDataset) as excinfo:
+        build_artifact(
+            corners,
+            tiny_model_dir,
+            tmp_path / "out",
+            hyperparameters=Hyperparameters(seed=0),
+            validation_dir=held_out,
+        )
+    assert [(d["param"], d["code"]) for d in excinfo.value.details or []] == [
+        ("validation:case1.png", "invalid_image")
+    ]

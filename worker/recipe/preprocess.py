@@ -1,8 +1,9 @@
 """Turn an extracted data set into the tokenized training artifact of the preprocess phase.
 
 The data set is read by `orchestrator.dataformats` (the code that checked the upload), split
-into train and validation by seed, the training samples get augmented copies, and every sample
-is tokenized once with the model's processor and chat template.
+into train and validation by seed (or, when the job names a validation data set, trained on
+whole, with every sample of that set held out), the training samples get augmented copies, and
+every sample is tokenized once with the model's processor and chat template.
 
 Artifact layout (out_dir):
     samples.pt       torch.save of a list of dicts of tensors: input_ids, attention_mask,
@@ -10,7 +11,8 @@ Artifact layout (out_dir):
                      and the images either as png_images (PNGs of the processor's resized 8-bit
                      images, see worker.recipe.pixels) or, when those would not give back the
                      exact patches, pixel_values (patches x patch_dim, fp32). Originals first
-                     (data set order), then the augmented copies. load_artifact returns every
+                     (data set order; a validation data set's samples after the training
+                     set's), then the augmented copies. load_artifact returns every
                      sample with pixel_values.
     image_processor/ the image processor's saved config, which rebuilds pixel_values
     manifest.json    see `_manifest`: train/val indices, validation, augmentation, image size,
@@ -24,6 +26,7 @@ import json
 import logging
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 SAMPLES_FILE = "samples.pt"
 DEFAULT_MAX_LENGTH = 4096
+# Names a validation data set's samples apart from the training set's, which may share names.
+VALIDATION_PREFIX = "validation:"
 SMALL_DATASET = 20  # up to this many samples, a default validation split holds out only a few
 MAX_SMALL_VALIDATION = 3
 
@@ -202,6 +207,52 @@ def split_validation(
     return train, val, {"count": count, "strategy": "seeded_random", "seed": seed, "note": note}
 
 
+def validation_from_dataset(
+    num_train: int, num_val: int, dataset_id: str | None, dataset_format: str
+) -> tuple[list[int], list[int], dict[str, Any]]:
+    """(train, val, the manifest's `validation` record) when a validation data set's samples
+    follow the training set's: every training sample trains, every validation sample is held
+    out."""
+    named = f"validation data set {dataset_id}" if dataset_id else "the validation data set"
+    return (
+        list(range(num_train)),
+        list(range(num_train, num_train + num_val)),
+        {
+            "count": num_val,
+            "strategy": "validation_dataset",
+            "dataset_id": dataset_id,
+            "dataset_format": dataset_format,
+            "note": f"all {num_val} samples of {named} held out; all {num_train} samples of "
+            "the training data set train",
+        },
+    )
+
+
+def _read_validation(validation_dir: Path) -> tuple[str, list[Sample]]:
+    """A validation data set's format and samples, each named as the validation set's (in a
+    problem found with it, in the evaluation's answers)."""
+    try:
+        dataset = read_dataset(DirectorySource(Path(validation_dir)))
+    except InvalidDataset as exc:
+        raise _in_validation_set(exc) from exc
+    samples = [replace(s, id=f"{VALIDATION_PREFIX}{s.id}") for s in dataset.samples]
+    return dataset.format, samples
+
+
+def _in_validation_set(exc: InvalidDataset) -> InvalidDataset:
+    """The same refusal, its rows named as the validation data set's."""
+    details = [
+        {**detail, "param": f"{VALIDATION_PREFIX}{detail.get('param')}"}
+        for detail in exc.details or []
+    ]
+    return InvalidDataset(
+        f"the validation data set: {exc.message}",
+        param=f"{VALIDATION_PREFIX}{exc.param}" if exc.param else "validation_dataset_id",
+        code=exc.code,
+        details=details or None,
+    )
+
+
 def image_size_bounds(
     image_processor: Any, min_pixels: int | None, max_pixels: int | None
 ) -> dict[str, Any]:
@@ -337,10 +388,14 @@ def build_artifact(
     hyperparameters: Hyperparameters,
     max_length: int = DEFAULT_MAX_LENGTH,
     compact_images: bool = True,
+    validation_dir: Path | None = None,
+    validation_dataset_id: str | None = None,
 ) -> dict[str, Any]:
     """Check, split, augment and tokenize dataset_dir with model_dir's processor into out_dir;
     return the manifest. Bad rows and over-long samples raise one InvalidDataset naming all.
-    compact_images=False stores fp32 patches instead of the images that rebuild them."""
+    compact_images=False stores fp32 patches instead of the images that rebuild them.
+    validation_dir: an extracted validation data set (validation_dataset_id), held out whole
+    instead of a split of dataset_dir, tokenized the same way and never augmented."""
     import torch
     from transformers import AutoProcessor
 
@@ -349,13 +404,21 @@ def build_artifact(
     processor = AutoProcessor.from_pretrained(model_dir)
     image_size = image_size_bounds(processor.image_processor, hp.min_pixels, hp.max_pixels)
     encoder = ChatEncoder(processor, image_size["min_pixels"], image_size["max_pixels"], max_length)
-    train, val, validation = split_validation(len(dataset.samples), hp.validation_samples, hp.seed)
+    all_samples = list(dataset.samples)
+    if validation_dir is None:
+        train, val, validation = split_validation(len(all_samples), hp.validation_samples, hp.seed)
+    else:
+        validation_format, held_out = _read_validation(validation_dir)
+        train, val, validation = validation_from_dataset(
+            len(all_samples), len(held_out), validation_dataset_id, validation_format
+        )
+        all_samples += held_out
     plan = AugmentationPlan.from_hyperparameters(hp.augmentation)
 
     trained = set(train)
     problems = Problems()
     originals, records, augmented, copies_made = [], [], [], []
-    for index, sample in enumerate(dataset.samples):
+    for index, sample in enumerate(all_samples):
         images = _decode_images(sample, problems)
         encoded = encoder.encode(sample, images, problems) if images is not None else None
         originals.append(encoded)

@@ -43,6 +43,7 @@ def create_job(
             store,
             tenant_id=tenant.id,
             dataset_id=body.dataset_id,
+            validation_dataset_id=body.validation_dataset_id,
             base_model=body.base_model or settings.default_base_model,
             hyperparameters=body.hyperparameters.model_dump(),
             pools=body.pools,
