@@ -66,10 +66,11 @@ def make_celery() -> Celery:
 def _preload_before_forking(**_: Any) -> None:
     # celeryd_after_setup comes after logging is set up and before the pool forks its first
     # child; every later child is forked from this same parent, so all start preloaded.
-    if get_settings().worker_preload:
-        from worker.preload import preload
+    from worker.preload import freeze_heap, preload
 
+    if get_settings().worker_preload:
         preload()
+    freeze_heap()  # last: whatever the parent holds from now on is collected as usual
 
 
 @signals.worker_process_init.connect
