@@ -49,10 +49,20 @@ def undo_freeze_after_setup() -> None:
     signals.celeryd_after_setup.connect(lambda **_: gc.unfreeze(), weak=False)
 
 
+def use_celery_prefork_pool() -> None:
+    """The bench's "before" configuration of the pool: Celery's own prefork pool, which forks a
+    replacement child only once it finds the old one reaped (worker.pool)."""
+    from worker.celery_app import app
+
+    app.conf.worker_pool = "prefork"
+
+
 def main(argv: list[str]) -> None:
     install_noop_trainer()
     if os.environ.get("BENCH_UNFROZEN_PARENT"):
         undo_freeze_after_setup()
+    if os.environ.get("BENCH_CELERY_PREFORK_POOL"):
+        use_celery_prefork_pool()
     from services.cli.main import app
 
     app(["worker", *argv])

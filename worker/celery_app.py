@@ -39,8 +39,11 @@ def make_celery() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
-        # A fresh child per phase gives GPU memory back to the driver after every phase.
+        # A fresh child per phase gives GPU memory back to the driver after every phase; the
+        # pool forks its replacement as soon as the old one has exited (worker.pool). Celery
+        # takes this over `--pool prefork`, the default, and the CLI's choice.
         worker_max_tasks_per_child=1,
+        worker_pool="worker.pool:TaskPool",
         task_time_limit=hard_limit,
         task_soft_time_limit=hard_limit - 300,
         # Redis re-delivers unacked messages after this; it must outlast the longest phase.
