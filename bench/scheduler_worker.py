@@ -57,12 +57,22 @@ def use_celery_prefork_pool() -> None:
     app.conf.worker_pool = "prefork"
 
 
+def leave_children_cold() -> None:
+    """The bench's "before" configuration of the child: it connects only when its phase has
+    arrived (no worker.child_warmup)."""
+    from worker import child_warmup
+
+    child_warmup.start = lambda: None  # type: ignore[assignment,return-value]
+
+
 def main(argv: list[str]) -> None:
     install_noop_trainer()
     if os.environ.get("BENCH_UNFROZEN_PARENT"):
         undo_freeze_after_setup()
     if os.environ.get("BENCH_CELERY_PREFORK_POOL"):
         use_celery_prefork_pool()
+    if os.environ.get("BENCH_COLD_CHILD"):
+        leave_children_cold()
     from services.cli.main import app
 
     app(["worker", *argv])

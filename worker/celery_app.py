@@ -80,8 +80,10 @@ def _preload_before_forking(**_: Any) -> None:
 def _own_database_connections(**_: Any) -> None:
     # The parent may have used the job store (its queue, stale deliveries) before forking.
     from orchestrator.db import forget_inherited_connections
+    from worker import child_warmup
 
     forget_inherited_connections()
+    child_warmup.start()  # new ones, opened before the phase arrives
 
 
 @signals.task_prerun.connect
