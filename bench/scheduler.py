@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def submit(n: int) -> list[str]:
     from tests.factories import dataset_zip
 
     with session_scope() as session:
-        tenant = Tenant(name="bench")
+        tenant = Tenant(name=f"bench-{uuid.uuid4().hex[:12]}")  # one per call (--serial)
         session.add(tenant)
         session.flush()
         tenant_id = tenant.id
@@ -388,7 +389,13 @@ def main() -> None:
     args = parser.parse_args()
     extra_env = dict(item.split("=", 1) for item in args.env)
     result = run(
-        args.jobs, args.label, extra_env, args.stall_s, args.keep_logs, args.worker_loglevel
+        args.jobs,
+        args.label,
+        extra_env,
+        args.stall_s,
+        args.keep_logs,
+        args.worker_loglevel,
+        serial=args.serial,
     )
     result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
     text_out = json.dumps(result, indent=2, default=str)
