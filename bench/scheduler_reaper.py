@@ -3,8 +3,9 @@ look at, and every run's lease expired at once (every worker died).
 
 Same services as bench/scheduler.py (a database of its own on the local PostgreSQL server,
 a claimed Redis database). Three passes of each kind, each with the broker (as the API's
-reaper loop runs it: it asks which workers are live and which messages are waiting) and
-without (the database's share):
+reaper loop runs it: it asks which workers are live, waiting out the broadcast's 1 s reply
+window, and which messages are waiting) and without it (the database's share; a broker that
+cannot be asked makes the backlog pass re-send every stale phase, as its backoff allows):
 
     rest      N jobs, first phase queued and just sent: nothing to do
     backlog   the same, every queued phase older than the re-send interval: each checked
