@@ -39,8 +39,11 @@ def make_celery() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
-        # A fresh child per phase gives GPU memory back to the driver after every phase.
+        # A fresh child per phase gives GPU memory back to the driver after every phase; the
+        # pool forks its replacement as soon as the old one has exited (worker.pool). Celery
+        # takes this over `--pool prefork`, the default, and the CLI's choice.
         worker_max_tasks_per_child=1,
+        worker_pool="worker.pool:TaskPool",
         task_time_limit=hard_limit,
         task_soft_time_limit=hard_limit - 300,
         # Redis re-delivers unacked messages after this; it must outlast the longest phase.
@@ -66,18 +69,21 @@ def make_celery() -> Celery:
 def _preload_before_forking(**_: Any) -> None:
     # celeryd_after_setup comes after logging is set up and before the pool forks its first
     # child; every later child is forked from this same parent, so all start preloaded.
-    if get_settings().worker_preload:
-        from worker.preload import preload
+    from worker.preload import freeze_heap, preload
 
+    if get_settings().worker_preload:
         preload()
+    freeze_heap()  # last: whatever the parent holds from now on is collected as usual
 
 
 @signals.worker_process_init.connect
 def _own_database_connections(**_: Any) -> None:
     # The parent may have used the job store (its queue, stale deliveries) before forking.
     from orchestrator.db import forget_inherited_connections
+    from worker import child_warmup
 
     forget_inherited_connections()
+    child_warmup.start()  # new ones, opened before the phase arrives
 
 
 @signals.task_prerun.connect

@@ -11,6 +11,7 @@ so no OpenMP thread pool exists in the parent when it forks.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import time
@@ -78,3 +79,22 @@ def preload() -> PreloadReport:
     if report.missing:
         logger.warning("not preloaded (the phase imports them itself): %s", report.missing)
     return report
+
+
+def freeze_heap() -> int:
+    """Move every object the parent holds now into the collector's permanent generation, just
+    before the pool forks its first child; returns how many objects that is.
+
+    Celery runs a full gc.collect() in the parent before it forks each replacement child (one
+    per phase). Over the preloaded libraries' half a million objects that pass alone took 1 to
+    1.6 s per phase, while the pool had no child to take the next phase. Frozen objects are
+    skipped by that pass and by the children's collections, which also spares the children
+    from copying the parent's pages just to update the collector's counts (the reason the
+    Python docs give for freezing before fork). What is frozen is the parent's loaded code and
+    settings, alive for its whole life anyway; garbage is collected once first so that none
+    of it is kept. Objects made later, in the parent or in a child, are collected as usual."""
+    gc.collect()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    logger.info("froze %d objects of the worker's parent before forking", frozen)
+    return frozen
