@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from orchestrator import db
+from tests.factories import new_api_key
 from tests.orchestrator.relay_helpers import claim, complete, expire_lease, run_reaper
 
 # The key with its tenant, then the job with its phases, then its runs' timings.
@@ -93,3 +94,14 @@ def test_submitting_a_job_runs_no_more_statements_than_it_did(
     _submit(client, dataset_id)
     body = {"dataset_id": dataset_id}
     assert statements_of(lambda: client.post("/v1/jobs", json=body)) <= POST_JOB
+
+
+def test_a_job_read_shows_a_pool_changed_through_the_api_at_once(
+    client: TestClient, dataset_id: str
+) -> None:
+    job_id = _submit(client, dataset_id)
+    assert client.get(f"/v1/jobs/{job_id}").json()["phases"][0]["gpu_model"] != "T4 (renamed)"
+    admin = {"Authorization": f"Bearer {new_api_key('ops', admin=True)}"}
+    response = client.put("/v1/pools/t4", json={"gpu_model": "T4 (renamed)"}, headers=admin)
+    assert response.status_code == 200, response.text
+    assert client.get(f"/v1/jobs/{job_id}").json()["phases"][0]["gpu_model"] == "T4 (renamed)"
