@@ -194,6 +194,12 @@ TIMED = {
     "list_jobs (the page query)": ("orchestrator.repository", "list_jobs"),
     "pools_by_name": ("orchestrator.repository", "pools_by_name"),
     "served_queues (worker liveness)": ("orchestrator.liveness", "served_queues"),
+    # Reads take both from copies a few seconds old (orchestrator.read_cache).
+    "pools_to_show (pools, cached)": ("orchestrator.repository", "pools_to_show"),
+    "served_queues_to_show (liveness, cached)": (
+        "orchestrator.liveness",
+        "served_queues_to_show",
+    ),
     "job_out (building the answer)": ("services.api.presenters", "job_out"),
     "submit_job": ("orchestrator.jobs", "submit_job"),
 }

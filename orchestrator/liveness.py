@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
-from orchestrator import repository
+from orchestrator import read_cache, repository
 from orchestrator.cost import as_utc
 from orchestrator.lifecycle import PhaseStatus
 from orchestrator.models import Phase, Worker
@@ -40,11 +40,22 @@ def record_workers(session: Session, seen: Mapping[str, Sequence[str]], now: dat
         row.last_seen_at = now
         session.add(row)
     repository.forget_workers_seen_before(session, now - FORGET_AFTER)
+    read_cache.clear_after_commit(session)
+
+
+_served: read_cache.TtlCache[frozenset[str]] = read_cache.new_cache()
 
 
 def served_queues(session: Session, now: datetime) -> frozenset[str]:
     """Queues some worker consumed lately."""
     return frozenset(live_workers_by_queue(session, now))
+
+
+def served_queues_to_show(session: Session, now: datetime) -> frozenset[str]:
+    """served_queues as a job read shows it: an answer at most a few seconds old (see
+    orchestrator.read_cache); it only tells whether a queued phase shows `waiting_for_worker`,
+    which takes a pool unserved for SEEN_WITHIN."""
+    return _served.get(session, lambda: served_queues(session, now))
 
 
 def live_workers_by_queue(session: Session, now: datetime) -> dict[str, list[Worker]]:

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from sqlalchemy.orm import Session
 
-from orchestrator import repository
+from orchestrator import read_cache, repository
 from orchestrator.dispatch import default_queue
 from orchestrator.errors import InvalidRequest
 from orchestrator.models import Pool
@@ -121,6 +121,7 @@ def upsert_pool(
     for field, value in fields.items():
         setattr(pool, field, value)
     session.flush()
+    read_cache.clear_after_commit(session)  # job reads show the new price at once
     session.refresh(pool)  # the stored values (e.g. the price at the column's scale)
     if check_currency:
         check_one_currency(session)

@@ -8,8 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Row, delete, func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
+from orchestrator import read_cache
 from orchestrator.errors import NotFound
 from orchestrator.layout import CheckpointKind, job_dataset_key, job_validation_dataset_key
 from orchestrator.lifecycle import PhaseStatus
@@ -35,6 +36,21 @@ def pools(session: Session) -> Sequence[Pool]:
 
 def pools_by_name(session: Session) -> dict[str, Pool]:
     return {pool.name: pool for pool in pools(session)}
+
+
+_pool_copies: read_cache.TtlCache[dict[str, Pool]] = read_cache.new_cache()
+
+
+def pools_to_show(session: Session) -> dict[str, Pool]:
+    """Pools by name as a job read shows them: detached copies at most a few seconds old (see
+    orchestrator.read_cache), not rows of `session`; never for billing or for changing pools."""
+    return _pool_copies.get(session, lambda: _detached_copies(pools(session)))
+
+
+def _detached_copies(rows: Sequence[Pool]) -> dict[str, Pool]:
+    # Transient instances: their attributes never expire, whichever session is gone.
+    columns = [c.key for c in Pool.__table__.columns]
+    return {row.name: Pool(**{c: getattr(row, c) for c in columns}) for row in rows}
 
 
 def job_counts(session: Session) -> list[tuple[str, int]]:
@@ -89,8 +105,11 @@ def timing_outcomes(session: Session) -> list[tuple[str, str, str, int]]:
 
 
 def api_key_with_hash(session: Session, key_hash: str) -> ApiKey | None:
-    """The key with this hash, revoked or expired ones too (their 401 says which)."""
-    return session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+    """The key with this hash, revoked or expired ones too (their 401 says which), with its
+    tenant in the same query: every request asks for both."""
+    return session.scalar(
+        select(ApiKey).options(joinedload(ApiKey.tenant)).where(ApiKey.key_hash == key_hash)
+    )
 
 
 def api_keys(session: Session, tenant_id: str | None = None) -> Sequence[ApiKey]:
@@ -146,10 +165,16 @@ def dataset_for_tenant(session: Session, tenant_id: str, dataset_id: str) -> Dat
 
 
 def job_for_tenant(session: Session, tenant_id: str, job_id: str) -> Job:
-    job = session.scalar(
-        select(Job)
-        .where(Job.id == job_id)
-        .options(selectinload(Job.phases), selectinload(Job.timings))
+    """The job with what a read shows of it: its phases joined in, its runs' timings in a
+    second query (joining both would multiply the rows), whatever their number."""
+    job = (
+        session.scalars(
+            select(Job)
+            .where(Job.id == job_id)
+            .options(joinedload(Job.phases), selectinload(Job.timings))
+        )
+        .unique()
+        .one_or_none()
     )
     if job is None or job.tenant_id != tenant_id:
         raise NotFound(f"job {job_id} not found", param="job_id")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, create_engine, make_url, text
 
-from orchestrator import db, dispatch, storage
+from orchestrator import db, dispatch, read_cache, storage
 from orchestrator.migrate import upgrade_head
 from orchestrator.settings import TINY_MODEL_NAME, get_settings
 
@@ -157,6 +157,7 @@ def clean_db(service_env: dict[str, str]) -> Iterator[None]:
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE"))
         _reset_pools(conn)
+    read_cache.clear_all()  # copies of the previous test's pools and workers
     store = storage.get_store()
     for key in store.list(""):
         store.delete(key)

@@ -75,8 +75,8 @@ def list_jobs(
     rows, total = repository.list_jobs(
         session, tenant.id, status=status, limit=limit, offset=offset
     )
-    pools = repository.pools_by_name(session)
-    served = liveness.served_queues(session, utcnow())
+    pools = repository.pools_to_show(session)
+    served = liveness.served_queues_to_show(session, utcnow())
     return JobList(
         data=[job_out(j, pools, served) for j in rows], total=total, limit=limit, offset=offset
     )
@@ -87,7 +87,7 @@ def read_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobOut:
     """One job with per-phase status, progress and cost."""
     job = repository.job_for_tenant(session, tenant.id, job_id)
     return job_out(
-        job, repository.pools_by_name(session), liveness.served_queues(session, utcnow())
+        job, repository.pools_to_show(session), liveness.served_queues_to_show(session, utcnow())
     )
 
 
