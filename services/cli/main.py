@@ -321,6 +321,13 @@ def estimate(
     metavar="NAME=VALUE",
     help="A hyperparameter, e.g. --set total_epochs=8 (JSON values).",
 )
+@click.option(
+    "--validation",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="A second data set (same forms as PATH) that the job validates and evaluates on, "
+    "whole, instead of holding out samples of PATH.",
+)
 @click.option("--wait/--no-wait", default=False, help="Follow the job until it ends.")
 @click.option(
     "--output",
@@ -333,12 +340,15 @@ def submit(
     client: Client,
     base_model: str | None,
     overrides: tuple[str, ...],
+    validation: Path | None,
     wait: bool,
     output: Path | None,
 ) -> None:
     hyperparameters = _overrides(overrides)
     dataset = datasets.upload(client, path)
     body: dict[str, Any] = {"dataset_id": dataset["id"], "hyperparameters": hyperparameters}
+    if validation is not None:
+        body["validation_dataset_id"] = datasets.upload(client, validation)["id"]
     if base_model:
         body["base_model"] = base_model
     job = client.submit(body)

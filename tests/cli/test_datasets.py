@@ -104,3 +104,19 @@ def test_a_jsonl_goes_to_the_files_route(
         3,
     )
     assert client.get(f"/v1/files/{dataset_id}").json()["purpose"] == "fine-tune"
+
+
+def test_submit_with_a_validation_data_set(
+    cli_through: CliRunner, client: TestClient, tmp_path: Path
+) -> None:
+    train = _folder(tmp_path, dataset_zip())
+    held_out = tmp_path / "held-out.zip"
+    held_out.write_bytes(dataset_zip())
+    result = cli_through.invoke(
+        app, ["submit", str(train), "--validation", str(held_out), "--api-key", "k"]
+    )
+    assert result.exit_code == 0, result.output
+    uploaded = [_uploaded_id(line) for line in result.output.splitlines() if "dataset " in line]
+    job_id = result.output.split("job ")[1].split()[0]
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert [job["dataset_id"], job["validation_dataset_id"]] == uploaded
