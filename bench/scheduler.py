@@ -35,45 +35,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
+
+from bench.stack import private_database
 
 ROOT = Path(__file__).resolve().parent.parent
 POOLS = ("t4", "a10", "a100")
 PHASES = ("preprocess", "warmup", "final")
-BASE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/relaytune_bench"
+BASE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_SERVER = "redis://127.0.0.1:6379/0"
-
-
-@contextlib.contextmanager
-def private_database(base_url: str) -> Iterator[str]:
-    """A fresh database of this run's own, its schema from alembic upgrade head."""
-    from orchestrator.migrate import upgrade_head
-
-    url = make_url(base_url)
-    name = f"{url.database}_{os.getpid()}"
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    own = url.set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade_head(own)
-        yield own
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def use_environment(env: dict[str, str]) -> None:
     """This process and the workers it starts read the same settings."""
-    from orchestrator import db, storage
-    from orchestrator.settings import get_settings
+    from tests.conftest import reset_caches
 
     os.environ.update(env)
-    for cached in (get_settings, db.get_engine, db.get_sessionmaker, storage.get_store):
-        cached.cache_clear()
+    reset_caches()
 
 
 @contextlib.contextmanager

@@ -28,13 +28,8 @@ from typing import Any
 
 from sqlalchemy import update
 
-from bench.scheduler import (
-    BASE_DATABASE,
-    REDIS_SERVER,
-    private_database,
-    submit,
-    use_environment,
-)
+from bench.scheduler import BASE_DATABASE, REDIS_SERVER, submit, use_environment
+from bench.stack import private_database
 
 
 def timed_pass(*, resend_after_seconds: int, with_broker: bool) -> float:
