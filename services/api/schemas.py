@@ -64,8 +64,8 @@ class RequestBody(BaseModel):
 
 
 class JobCreate(RequestBody):
+    # Merged with RequestBody's config: unknown fields stay refused.
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
