@@ -19,8 +19,8 @@ from orchestrator.lifecycle import (
     check_phase_transition,
     derive_job_status,
 )
-from orchestrator.models import Job, Phase, utcnow
-from orchestrator.pools import queue_of
+from orchestrator.models import Job, Phase, Pool, utcnow
+from orchestrator.pools import pool_queue, queue_of
 
 
 def move(phase: Phase, target: str) -> None:
@@ -53,14 +53,17 @@ def queue_phase(session: Session, job: Job, phase: Phase, *, now: datetime, reas
     dispatch.defer(session, phase_message(session, phase))
 
 
-def phase_message(session: Session, phase: Phase) -> dispatch.PhaseMessage:
-    """The task for the phase's current attempt, routed to its pool's queue as stored now."""
+def phase_message(
+    session: Session, phase: Phase, pool: Pool | None = None
+) -> dispatch.PhaseMessage:
+    """The task for the phase's current attempt, routed to its pool's queue as stored now
+    (`pool`: its row, read in this transaction already)."""
     return dispatch.PhaseMessage(
         job_id=phase.job_id,
         phase=phase.name,
         attempt=phase.attempt,
         pool=phase.pool,
-        queue=queue_of(session, phase.pool),
+        queue=pool_queue(pool) if pool is not None else queue_of(session, phase.pool),
     )
 
 

@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session
 
 from orchestrator import dispatch, repository
 from orchestrator.cost import as_utc, close_meter
+from orchestrator.db import session_scope
 from orchestrator.events import EventType, emit_for_phase
+from orchestrator.leader import Round, take_round
 from orchestrator.lifecycle import PhaseStatus
 from orchestrator.liveness import record_workers
 from orchestrator.models import Phase, Pool, utcnow
@@ -29,22 +31,64 @@ from orchestrator.timings import record_run_timing
 logger = logging.getLogger(__name__)
 
 
-def reap(session: Session, *, max_attempts: int, resend_after_seconds: int) -> int:
-    """Close (cancel pending), re-queue (bounded by max_attempts) or fail expired runs;
-    re-send stale queued phases."""
+def reap(
+    session: Session, *, max_attempts: int, resend_after_seconds: int, limit: int | None = None
+) -> int:
+    """Close (cancel pending), re-queue (bounded by max_attempts) or fail expired runs, at
+    most `limit` of them; re-send stale queued phases."""
     now = utcnow()
-    pools = repository.pools_by_name(session)
-    handled = 0
     dispatcher = dispatch.get_dispatcher()
-    seen = dispatcher.live_workers()
-    if seen is not None:
-        record_workers(session, seen, now)
-    for phase in repository.expired_leases(session, now):
-        _reap_expired(session, phase, pools[phase.pool], now=now, max_attempts=max_attempts)
-        handled += 1
+    _record_live_workers(session, dispatcher, now)
+    handled = reap_expired(session, max_attempts=max_attempts, now=now, limit=limit)
     return handled + _resend_lost(
         session, dispatcher, now=now, resend_after=timedelta(seconds=resend_after_seconds)
     )
+
+
+def reap_in_rounds(
+    *, max_attempts: int, resend_after_seconds: int, batch: int, max_rounds: int = 1000
+) -> int | None:
+    """The API's reaper round: expired runs in transactions of at most `batch` each, every one
+    under the reaper's leader lock, so that a mass expiry (a pool's workers all gone) neither
+    holds one transaction and its row locks for the whole of it nor waits for all of it before
+    the first re-queued phase is sent; then stale queued phases. Returns how many were
+    handled, or None when another replica holds the round."""
+    dispatcher = dispatch.get_dispatcher()
+    handled = 0
+    for round_number in range(max_rounds):
+        with session_scope() as session:
+            if not take_round(session, Round.REAPER):
+                return handled if round_number else None
+            now = utcnow()
+            if round_number == 0:
+                _record_live_workers(session, dispatcher, now)
+            count = reap_expired(session, max_attempts=max_attempts, now=now, limit=batch)
+            handled += count
+            if count < batch:
+                resend_after = timedelta(seconds=resend_after_seconds)
+                return handled + _resend_lost(
+                    session, dispatcher, now=now, resend_after=resend_after
+                )
+    logger.warning("reaper: expired runs still left after %d transactions", max_rounds)
+    return handled
+
+
+def _record_live_workers(session: Session, dispatcher: dispatch.Dispatcher, now: datetime) -> None:
+    seen = dispatcher.live_workers()
+    if seen is not None:
+        record_workers(session, seen, now)
+
+
+def reap_expired(
+    session: Session, *, max_attempts: int, now: datetime, limit: int | None = None
+) -> int:
+    """The expired runs (at most `limit`, longest expired first): each closed as cancelled,
+    re-queued or failed."""
+    pools = repository.pools_by_name(session)
+    expired = repository.expired_leases(session, now, limit)
+    for phase in expired:
+        _reap_expired(session, phase, pools[phase.pool], now=now, max_attempts=max_attempts)
+    return len(expired)
 
 
 def _resend_lost(
@@ -58,7 +102,8 @@ def _resend_lost(
     stale = repository.stale_queued(session, now - resend_after)
     if not stale:
         return 0
-    messages = [(phase, phase_message(session, phase)) for phase in stale]
+    pools = repository.pools_by_name(session)  # one read, not one per phase
+    messages = [(phase, phase_message(session, phase, pools.get(phase.pool))) for phase in stale]
     waiting = dispatcher.waiting_task_ids({message.route for _, message in messages})
     resent = 0
     for phase, message in messages:

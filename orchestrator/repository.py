@@ -258,10 +258,15 @@ def checkpoints_of_kinds(
     ).all()
 
 
-def expired_leases(session: Session, now: datetime) -> Sequence[Phase]:
+def expired_leases(session: Session, now: datetime, limit: int | None = None) -> Sequence[Phase]:
+    """Running phases whose lease ran out, longest expired first, each with its job and the
+    job's phases (the reaper reads both for every one)."""
     return session.scalars(
         select(Phase)
         .where(Phase.status == PhaseStatus.RUNNING, Phase.lease_expires_at < now)
+        .order_by(Phase.lease_expires_at)
+        .limit(limit)
+        .options(selectinload(Phase.job).selectinload(Job.phases))
         .with_for_update(skip_locked=True)
     ).all()
 

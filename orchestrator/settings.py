@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # pool: one process, one model load, no storage round trip between them.
     fuse_same_pool_phases: bool = True
     reaper_interval_seconds: float = 30.0
+    # Expired runs re-queued per reaper transaction: a mass expiry (a pool's workers all gone)
+    # is handled in several short transactions, each sending its phases as it commits.
+    reaper_batch_size: int = Field(default=100, ge=1)
     # Objects under jobs/ that no row points to (lost attempts, half-written checkpoints) are
     # deleted once older than the grace period, by a sweep this often (0: only `relaytune sweep`).
     sweep_interval_seconds: float = 3600.0

@@ -15,7 +15,7 @@ from orchestrator.db import session_scope
 from orchestrator.leader import Round, take_round
 from orchestrator.models import utcnow
 from orchestrator.pools import apply_pools_file
-from orchestrator.reaper import reap
+from orchestrator.reaper import reap_in_rounds
 from orchestrator.settings import get_settings
 from orchestrator.storage import get_store
 from orchestrator.sweep import sweep
@@ -26,13 +26,13 @@ logger = logging.getLogger(__name__)
 
 def _reap_once() -> None:
     settings = get_settings()
-    with session_scope() as session:
-        if not take_round(session, Round.REAPER):
-            logger.debug("reaper round skipped: another replica is running one")
-            return
-        reap(
-            session, max_attempts=settings.max_attempts, resend_after_seconds=settings.lease_seconds
-        )
+    handled = reap_in_rounds(
+        max_attempts=settings.max_attempts,
+        resend_after_seconds=settings.lease_seconds,
+        batch=settings.reaper_batch_size,
+    )
+    if handled is None:
+        logger.debug("reaper round skipped: another replica is running one")
 
 
 def _sweep_once() -> None:

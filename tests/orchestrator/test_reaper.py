@@ -7,12 +7,15 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
+from sqlalchemy.orm import Session
 
 from orchestrator import dispatch, repository
 from orchestrator.cost import phase_cost
 from orchestrator.db import session_scope
+from orchestrator.leader import Round, take_round
 from orchestrator.models import Phase, utcnow
+from orchestrator.reaper import reap_in_rounds
 from tests.orchestrator.relay_helpers import (
     LEASE,
     claim,
@@ -113,3 +116,40 @@ def test_the_broker_is_asked_which_messages_it_still_holds(private_broker_url: s
     assert sender.waiting_task_ids(["gpu.a10", "gpu.t4"]) == {held.task_id}
     redis.Redis.from_url(private_broker_url).delete("gpu.a10")  # a flush loses it
     assert sender.waiting_task_ids(["gpu.a10"]) == set()
+
+
+def test_a_mass_expiry_is_re_queued_in_transactions_of_a_batch_each_sent_as_it_commits(
+    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher
+) -> None:
+    tenant = new_tenant()
+    job_ids = [submit(tenant) for _ in range(5)]
+    recorded_dispatch.sent.clear()
+    for job_id in job_ids:
+        claim(job_id, "preprocess")
+        expire_lease(job_id, "preprocess")
+    sent_at_each_commit: list[int] = []
+
+    def on_commit(session: Session) -> None:
+        sent_at_each_commit.append(len(recorded_dispatch.sent))
+
+    event.listen(Session, "after_commit", on_commit)
+    try:
+        handled = reap_in_rounds(max_attempts=3, resend_after_seconds=LEASE, batch=2)
+    finally:
+        event.remove(Session, "after_commit", on_commit)
+    assert handled == 5
+    assert sorted(m.job_id for m in recorded_dispatch.sent) == sorted(job_ids)
+    assert {m.attempt for m in recorded_dispatch.sent} == {2}
+    # Three transactions, each sending its own batch as it commits (this listener runs after
+    # the one that sends), not one transaction sending all five at the end.
+    assert sent_at_each_commit == [2, 4, 5]
+    for job_id in job_ids:
+        assert next(p.attempt for p in job(job_id).phases if p.name == "preprocess") == 2
+
+
+def test_a_reaper_round_skipped_for_another_replica_says_so(
+    clean_db: None, recorded_dispatch: dispatch.RecordingDispatcher
+) -> None:
+    with session_scope() as other_replica:
+        assert take_round(other_replica, Round.REAPER)
+        assert reap_in_rounds(max_attempts=3, resend_after_seconds=LEASE, batch=2) is None
