@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import event, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from orchestrator.cost import as_utc
@@ -109,15 +109,7 @@ def deliveries(
 def owe(session: Session, event: Event) -> None:
     """Add a pending delivery of `event` for each of its job's tenant's webhooks that wants it.
     Called by emit, before the event is flushed; the lookup must not flush it early."""
-    with session.no_autoflush:
-        tenant = select(Job.tenant_id).where(Job.id == event.job_id).scalar_subquery()
-        hooks = session.scalars(
-            select(Webhook).where(
-                Webhook.tenant_id == tenant,
-                or_(Webhook.job_id.is_(None), Webhook.job_id == event.job_id),
-            )
-        ).all()
-    for hook in hooks:
+    for hook in _hooks_of_job(session, event.job_id):
         if hook.event_types is None or event.type in hook.event_types:
             session.add(
                 WebhookDelivery(
@@ -128,6 +120,40 @@ def owe(session: Session, event: Event) -> None:
                     next_attempt_at=event.created_at,
                 )
             )
+
+
+def _hooks_of_job(session: Session, job_id: str) -> list[Webhook]:
+    """The webhooks that may want the job's events. Where the job is loaded in this session
+    already, its tenant's webhooks are read once per transaction (a reaper batch emits a few
+    events for each of many jobs); webhooks are created and deleted in transactions of their
+    own, so a copy never outlives the transaction that read it."""
+    job = session.identity_map.get(session.identity_key(Job, job_id))
+    with session.no_autoflush:
+        if not isinstance(job, Job):  # not loaded: one query, without loading the job
+            tenant = select(Job.tenant_id).where(Job.id == job_id).scalar_subquery()
+            return list(
+                session.scalars(
+                    select(Webhook).where(
+                        Webhook.tenant_id == tenant,
+                        or_(Webhook.job_id.is_(None), Webhook.job_id == job_id),
+                    )
+                )
+            )
+        copies: dict[str, list[Webhook]] = session.info.setdefault(_TENANT_HOOKS, {})
+        if job.tenant_id not in copies:
+            copies[job.tenant_id] = list(
+                session.scalars(select(Webhook).where(Webhook.tenant_id == job.tenant_id))
+            )
+    return [h for h in copies[job.tenant_id] if h.job_id is None or h.job_id == job_id]
+
+
+_TENANT_HOOKS = "relaytune.tenant_webhooks"
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_tenant_hooks(session: Session) -> None:
+    session.info.pop(_TENANT_HOOKS, None)
 
 
 def payload(event: Event) -> bytes:
