@@ -3,9 +3,10 @@
 Delivery is at-least-once, and the reaper may re-send a message it believes lost, so a worker
 sometimes receives a phase attempt that is no longer queued (already claimed, finished, or
 re-queued as a newer attempt). The claim in the child would refuse it anyway; checking here
-first spares a fork and a fresh child (one per phase). The check is one indexed read through
-an engine that keeps no connection open, so nothing database-related crosses the fork; when
-it cannot be made, the delivery goes on to the child, whose claim decides.
+first spares a fork and a fresh child (one per phase). The check is one indexed read over a
+pooled connection (opening one per delivery cost more than the read); a forked child drops
+the connections it inherits unused (orchestrator.db.forget_inherited_connections). When the
+check cannot be made, the delivery goes on to the child, whose claim decides.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 @cache
 def _parent_sessions() -> sessionmaker[Session]:
-    return sessionmaker(make_engine(get_settings().database_url, pooled=False))
+    return sessionmaker(make_engine(get_settings().database_url))
 
 
 def is_stale(message: PhaseMessage) -> bool:
