@@ -25,7 +25,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,48 @@ def requests_for(
         "get_job": lambda c: c.get(f"/v1/jobs/{job_id}"),
         "list_jobs": lambda c: c.get("/v1/jobs"),
         "post_job": lambda c: c.post("/v1/jobs", json=body),
+    }
+
+
+def _cpu_seconds(process: Any) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def database_processes() -> list[Any]:
+    """The local PostgreSQL server's processes (its backends do the queries' work)."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] in ("postgres", "postmaster"):
+            found.append(process)
+    return found
+
+
+@contextmanager
+def cpu_per_request(api: Api, cell: dict[str, Any]) -> Iterator[None]:
+    """CPU milliseconds per answered request, in the API process, in the database server and
+    in this (client) process, over the cell: what a request costs whatever the wall clock
+    says, and so how many per second one core could serve."""
+    import psutil
+
+    parts = {"api": [psutil.Process(api.process.pid)], "client": [psutil.Process()]}
+    parts["database"] = database_processes()
+
+    def total(processes: list[Any]) -> float:
+        seconds = 0.0
+        for process in processes:
+            with suppress(psutil.Error):  # a backend that ended during the cell
+                seconds += _cpu_seconds(process)
+        return seconds
+
+    before = {name: total(processes) for name, processes in parts.items()}
+    yield
+    requests = max(cell.get("requests", 0), 1)
+    cell["cpu_ms_per_request"] = {
+        name: (total(processes) - before[name]) / requests * 1000
+        for name, processes in parts.items()
     }
 
 
@@ -288,11 +330,16 @@ def run(
         sends = requests_for(api, dataset_id, job_id)
         for name, send in sends.items():
             for count in clients:
-                cell = {"endpoint": name, **asyncio.run(closed_loop(api, send, count, seconds))}
+                cell: dict[str, Any] = {"endpoint": name}
+                with cpu_per_request(api, cell):
+                    cell |= asyncio.run(closed_loop(api, send, count, seconds))
                 cells.append(cell)
+                cpu = cell["cpu_ms_per_request"]
                 print(
                     f"  api_load {name:9} {count:2} clients: {cell['throughput_per_s']:.0f}/s, "
-                    f"p50 {cell['p50_ms']:.1f} ms, p99 {cell['p99_ms']:.1f} ms",
+                    f"p50 {cell['p50_ms']:.1f} ms, p99 {cell['p99_ms']:.1f} ms; CPU ms per "
+                    f"request: API {cpu['api']:.1f}, database {cpu['database']:.1f}, "
+                    f"client {cpu['client']:.1f}",
                     flush=True,
                 )
         rate = 50.0 if quick else TARGET_RATE

@@ -1,10 +1,12 @@
 """Where a few-shot job's time goes between phases, before and after the cheaper hand-off.
 
 Runs the bundled example (examples/circuit-boards) through the real standalone stack
-(`relaytune up`: API, one worker per pool, SQLite, embedded Redis, local object store) for each
-requested number of epochs, once with the earlier behaviour and once with the current one,
-alternating, and reads every figure back from the job's events (`GET /v1/jobs/{id}/events`),
-its checkpoints and the workers' logs:
+(`relaytune up`: API, one worker per pool, SQLite, embedded Redis; the S3 endpoint the test
+launcher gives, else the local object store) for each requested number of epochs, once with
+the earlier behaviour and once with the current one, alternating, and reads every figure back
+from the job (each phase's measured timing: start-up, model fetch, input download, training,
+checkpoint upload), its events (`GET /v1/jobs/{id}/events`), its checkpoints and the workers'
+logs:
 
     before  RELAYTUNE_WORKER_PRELOAD=false            each phase's child imports torch & co.
             RELAYTUNE_WORKER_THREADS=<torch default>   every worker uses all cores
@@ -12,6 +14,7 @@ its checkpoints and the workers' logs:
     after   the defaults: preloaded parent, threads = CPUs / 3 workers, 8-bit images
 
 Usage: python -m bench.handoff [--epochs 2 8] [--repeats 1] [--out bench/results/...json]
+`make bench` runs `run()`: two jobs of 2 epochs per configuration (one in --quick mode).
 This is a measurement, not a test: nothing is asserted about speed.
 """
 
@@ -35,10 +38,26 @@ from typing import Any
 import httpx
 
 from bench import report
+from bench.machine import ratio_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "circuit-boards"
 TRAINING = ("warmup", "final")
+PHASES = ("preprocess", *TRAINING)
+# Per phase, from the job's own timing (GET /v1/jobs/{id}): what is paid once per phase.
+TIMING_FIELDS = (
+    "queue_wait_s",
+    "startup_s",
+    "model_fetch_s",
+    "input_download_s",
+    "train_s",
+    "evaluate_s",
+    "export_s",
+    "checkpoint_upload_s",
+    "other_s",
+    "billed_s",
+    "input_bytes",
+)
 ARTIFACT_LOG = re.compile(
     r"artifact (\S+): (\d+) samples loaded in ([\d.]+)s, "
     r"patches rebuilt in ([\d.]+)s"
@@ -56,6 +75,33 @@ def configurations(default_threads: int) -> dict[str, dict[str, str]]:
     }
 
 
+def s3_settings(bucket_suffix: str) -> dict[str, str]:
+    """The test launcher's S3 endpoint (`make bench` runs under it) in a bucket of this stack's
+    own, so hand-offs cross a real S3 API; none: the stack keeps its local object store."""
+    from tests.backing.s3 import (
+        DEFAULT_S3_SETTINGS,
+        ENV_S3_ACCESS_KEY,
+        ENV_S3_ENDPOINT,
+        ENV_S3_REGION,
+        ENV_S3_SECRET_KEY,
+    )
+
+    endpoint = os.environ.get(ENV_S3_ENDPOINT)
+    if not endpoint:
+        return {}
+
+    def setting(name: str) -> str:
+        return os.environ.get(name) or DEFAULT_S3_SETTINGS[name]
+
+    return {
+        "RELAYTUNE_S3_ENDPOINT": endpoint,
+        "RELAYTUNE_S3_BUCKET": f"relaytune-handoff-{bucket_suffix}".lower(),
+        "RELAYTUNE_S3_ACCESS_KEY": setting(ENV_S3_ACCESS_KEY),
+        "RELAYTUNE_S3_SECRET_KEY": setting(ENV_S3_SECRET_KEY),
+        "RELAYTUNE_S3_REGION": setting(ENV_S3_REGION),
+    }
+
+
 class Stack:
     """`relaytune up` in a fresh data directory, stopped with Ctrl-C's signal."""
 
@@ -63,6 +109,7 @@ class Stack:
         from services.cli.standalone import free_port
 
         self.data_dir = data_dir
+        self.env = {**s3_settings(data_dir.name), **env}
         self.url = f"http://127.0.0.1:{free_port()}"
         base = {k: v for k, v in os.environ.items() if not k.startswith("RELAYTUNE_")}
         self.process = subprocess.Popen(
@@ -76,7 +123,7 @@ class Stack:
                 "--data-dir",
                 str(data_dir),
             ],
-            env={**base, "PYTHONPATH": str(ROOT), **env},
+            env={**base, "PYTHONPATH": str(ROOT), **self.env},
             cwd=ROOT,
             start_new_session=True,
             stdout=subprocess.DEVNULL,
@@ -198,26 +245,44 @@ def artifact_loads(log_dir: Path) -> list[dict[str, Any]]:
     return found
 
 
-def direct_artifact_load(data_dir: Path, key: str) -> dict[str, float]:
-    """Download (local store: a copy) and load the artifact as a training phase does."""
-    from orchestrator.storage import LocalStore, download_dir
+def stack_store(data_dir: Path, env: dict[str, str]) -> Any:
+    """The object store the stack in `data_dir` with settings `env` wrote to."""
+    from orchestrator.settings import Settings
+    from orchestrator.storage import make_store
+
+    s3 = {k.removeprefix("RELAYTUNE_").lower(): v for k, v in env.items() if "_S3_" in k}
+    return make_store(Settings.model_validate({"data_dir": data_dir, **s3}))
+
+
+def direct_artifact_load(store: Any, key: str) -> dict[str, float]:
+    """Download and load the artifact as a training phase does."""
+    from orchestrator.storage import download_dir
     from worker.recipe.preprocess import load_artifact
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        download_dir(LocalStore(data_dir / "objects"), key, Path(tmp))
+        download_dir(store, key, Path(tmp))
         downloaded = time.perf_counter()
         load_artifact(Path(tmp))
         return {"download_s": downloaded - started, "load_s": time.perf_counter() - downloaded}
+
+
+def phase_timing(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each phase's latest run as the worker measured it (zeros where it recorded none)."""
+    timing = {}
+    for phase in job["phases"]:
+        recorded = phase.get("timing") or {}
+        timing[phase["name"]] = {field: recorded.get(field, 0.0) for field in TIMING_FIELDS}
+    return timing
 
 
 def job_figures(
     job: dict[str, Any],
     events: list[dict[str, Any]],
     checkpoints: list[dict[str, Any]],
-    data_dir: Path,
+    store: Any,
 ) -> dict[str, Any]:
-    phases = {p: phase_figures(events, p) for p in ("preprocess", *TRAINING)}
+    phases = {p: phase_figures(events, p) for p in PHASES}
     submitted = _at(next(e for e in events if e["type"] == "job_submitted"))
     ended = _at(next(e for e in events if e["type"] == "job_succeeded"))
     wall = ended - submitted
@@ -232,8 +297,9 @@ def job_figures(
         "fixed_overhead_share": (wall - train) / wall,
         "handoff_gap_s": phases["final"]["first_step_at"] - phases["warmup"]["last_step_at"],
         "artifact_bytes": artifact["bytes"],
-        "artifact_direct": direct_artifact_load(data_dir, artifact["key"]),
+        "artifact_direct": direct_artifact_load(store, artifact["key"]),
         "phases": phases,
+        "timing": phase_timing(job),
     }
 
 
@@ -242,16 +308,18 @@ def measure(
 ) -> list[dict[str, Any]]:
     data_dir = work / f"{config}-{repeat}"
     results = []
-    with Stack(data_dir, env) as http:
-        for count in epochs:
+    stack = Stack(data_dir, env)
+    with stack as http:
+        store = stack_store(data_dir, stack.env)
+        for index, count in enumerate(epochs):
             job, events, checkpoints = run_job(http, count)
             # Raw material beside the data directory, to recompute figures without a rerun.
-            (work / f"{config}-{repeat}-{count}.json").write_text(
+            (work / f"{config}-{repeat}-{index}-{count}-epochs.json").write_text(
                 json.dumps({"job": job, "events": events, "checkpoints": checkpoints})
             )
             if job["status"] != "succeeded":
                 raise SystemExit(f"{config}: job {job['id']} {job['status']}: {job.get('error')}")
-            figures = job_figures(job, events, checkpoints, data_dir)
+            figures = job_figures(job, events, checkpoints, store)
             results.append({"config": config, "epochs": count, "repeat": repeat, **figures})
             print(
                 f"{config:6} {count} epochs: wall {figures['wall_s']:.1f}s, train "
@@ -263,6 +331,56 @@ def measure(
     for entry in results:  # the log lines name no job: these are the stack's, both jobs'
         entry["artifact_loads_in_stack"] = artifact_loads(data_dir / "logs")
     return results
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """before/after of the job's wall time, its fixed overhead and the hand-off gap (lower is
+    better, so a ratio below 1 is a saving), and the median per-phase timing of each side."""
+
+    def values(pick: Any) -> dict[str, list[float]]:
+        return {c: [pick(r) for r in runs if r["config"] == c] for c in ("after", "before")}
+
+    summary: dict[str, Any] = {
+        name: ratio_summary(values(lambda r, n=name: r[n]), "after", "before", False)
+        for name in ("wall_s", "fixed_overhead_s", "handoff_gap_s")
+    }
+    summary["per_phase"] = {
+        config: {
+            phase: {
+                field: statistics.median(
+                    r["timing"][phase][field] for r in runs if r["config"] == config
+                )
+                for field in TIMING_FIELDS
+            }
+            for phase in PHASES
+        }
+        for config in ("after", "before")
+    }
+    return summary
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """`make bench`'s form: a stack per configuration, each running the example at 2 epochs
+    twice (once in quick mode), the configurations in turn."""
+    import torch
+
+    from worker.preload import preload
+
+    default_threads = torch.get_num_threads()
+    preload()
+    jobs = [2] if quick else [2, 2]
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="relaytune-handoff-") as tmp:
+        for config, env in configurations(default_threads).items():
+            runs += measure(config, env, jobs, Path(tmp), repeat=0)
+    return {
+        "what": "fixed per-phase overhead of the example job, before/after the cheaper hand-off",
+        "object_store": "s3" if s3_settings("x") else "local",
+        "torch_default_threads": default_threads,
+        "configurations": configurations(default_threads),
+        "summary": summarize(runs),
+        "runs": runs,
+    }
 
 
 def main() -> None:

@@ -57,6 +57,7 @@ def test_api_load_reports_percentiles_per_cell_and_the_service_time(tmp_path: Pa
     for cell in cells:
         assert cell["requests"] > 0 and cell["errors"] == 0
         assert cell["p50_ms"] <= cell["p99_ms"] and cell["throughput_per_s"] > 0
+        assert cell["cpu_ms_per_request"]["api"] > 0  # the server did work for its answers
     paced = result["paced_get_job"]  # a loaded machine may not keep its pace: no figure is sure
     assert paced["sent"] + paced["not_sent"] == paced["target_rate_per_s"] * 1
     assert paced["requests"] + paced["errors"] <= paced["sent"]
@@ -77,3 +78,40 @@ def test_data_scale_reports_upload_preprocess_memory_and_artifact(tmp_path: Path
         assert row["artifact_bytes"] > 0
         # One augmented copy of each training sample besides the originals.
         assert row["images"] < row["samples_in_artifact"] <= 2 * row["images"]
+
+
+def test_handoff_compares_both_configurations_and_times_every_phase_over_s3(
+    tmp_path: Path,
+) -> None:
+    result = run_quick("handoff", tmp_path)
+    assert result["object_store"] == "s3"  # the launcher's endpoint, not the local store
+    summary = result["summary"]
+    for figure in ("wall_s", "fixed_overhead_s", "handoff_gap_s"):
+        assert summary[figure]["ratio_median"] > 0
+    assert {r["config"] for r in result["runs"]} == {"before", "after"}
+    for run in result["runs"]:
+        assert run["status"] == "succeeded" and run["artifact_bytes"] > 0
+        timing = run["timing"]
+        assert timing.keys() == {"preprocess", "warmup", "final"}
+        for phase in ("warmup", "final"):  # each training phase fetched its input and published
+            assert timing[phase]["input_download_s"] > 0 and timing[phase]["input_bytes"] > 0
+            assert timing[phase]["checkpoint_upload_s"] > 0 and timing[phase]["startup_s"] > 0
+    for config in ("before", "after"):
+        assert summary["per_phase"][config]["final"]["billed_s"] > 0
+
+
+def test_scheduler_loses_and_duplicates_no_phase_and_reports_dispatch_and_the_reaper(
+    tmp_path: Path,
+) -> None:
+    result = run_quick("scheduler", tmp_path)
+    for mode in ("burst", "serial"):
+        run = result[mode]
+        assert run["mode"] == mode and run["jobs_succeeded"] == run["jobs"]
+        assert run["lost_jobs"] == 0 and run["phases_not_exactly_once"] == 0
+        latency = run["transition_latency"]
+        assert latency["n"] == 2 * run["jobs"]  # preprocess -> warmup -> final, per job
+        assert 0 < latency["p50_ms"] <= latency["p99_ms"]
+    reaper = result["reaper"]
+    rounds = reaper["expired_all_requeued_in_rounds"]
+    assert 0 < rounds["first_sent_after_s"] <= rounds["total_s"]
+    assert reaper["expired_all_requeued_s"] > 0 and reaper["jobs"] > 0
