@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 
 from bench import report
-from bench.machine import ratio_summary
+from bench.machine import RESULTS, ratio_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "circuit-boards"
@@ -392,7 +392,7 @@ def main() -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        default=ROOT / "bench" / "results" / f"handoff-cpu-{dt.date.today().isoformat()}.json",
+        default=RESULTS / f"handoff-epochs-cpu-{dt.date.today().isoformat()}.json",
     )
     args = parser.parse_args()
     from worker.preload import preload

@@ -61,7 +61,7 @@ def _handoff(quick: bool) -> dict[str, Any]:
 def _scheduler(quick: bool) -> dict[str, Any]:
     from bench import scheduler, scheduler_reaper
 
-    burst, serial, reaper = (10, 3, 20) if quick else (100, 20, 1000)
+    burst, serial, reaper = (10, 3, 20) if quick else (200, 20, 1000)
     runs = {
         "burst": scheduler.run(burst, "current", {}, stall_s=120.0, keep_logs=None),
         "serial": scheduler.run(serial, "current", {}, 120.0, None, serial=True),
