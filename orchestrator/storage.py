@@ -12,7 +12,8 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -43,14 +44,35 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None: ...
 
 
+# Files of a directory in flight at once: a small file costs a request's round trip, not
+# bandwidth, so a checkpoint or data set of many small files moves several at a time (boto3
+# clients are thread-safe; their connection pool holds 10).
+TRANSFER_THREADS = 8
+
+
+def _each(work: Callable[[Any], None], items: list[Any]) -> None:
+    """`work` over `items`, TRANSFER_THREADS at a time; the first failure is raised once all
+    have ended, so nothing is left running behind the caller."""
+    if len(items) <= 1:
+        for item in items:
+            work(item)
+        return
+    with ThreadPoolExecutor(min(TRANSFER_THREADS, len(items))) as pool:
+        for future in [pool.submit(work, item) for item in items]:
+            future.result()
+
+
 def publish_dir(store: ObjectStore, local_dir: Path, prefix: str) -> int:
-    """Upload a checkpoint directory with its manifest.json last, so that a reader who finds
-    the manifest finds every file it lists; returns the bytes written."""
+    """Upload a checkpoint directory with its manifest.json last, once every other file is
+    stored, so that a reader who finds the manifest finds every file it lists; returns the
+    bytes written."""
     manifest = local_dir / MANIFEST_FILE
-    total = 0
-    for path in sorted(p for p in local_dir.rglob("*") if p.is_file() and p != manifest):
-        store.put_file(key_in(prefix, path.relative_to(local_dir).as_posix()), path)
-        total += path.stat().st_size
+    files = sorted(p for p in local_dir.rglob("*") if p.is_file() and p != manifest)
+    _each(
+        lambda path: store.put_file(key_in(prefix, path.relative_to(local_dir).as_posix()), path),
+        files,
+    )
+    total = sum(path.stat().st_size for path in files)
     if manifest.is_file():
         store.put_file(manifest_key(prefix), manifest)
         total += manifest.stat().st_size
@@ -59,15 +81,13 @@ def publish_dir(store: ObjectStore, local_dir: Path, prefix: str) -> int:
 
 def download_dir(store: ObjectStore, prefix: str, local_dir: Path) -> list[Path]:
     prefix = listing_prefix(prefix)
-    paths = []
-    for key in store.list(prefix):
-        target = local_dir / key[len(prefix) :]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        store.get_file(key, target)
-        paths.append(target)
-    if not paths:
+    pairs = [(key, local_dir / key[len(prefix) :]) for key in store.list(prefix)]
+    if not pairs:
         raise FileNotFoundError(f"no objects under {prefix}")
-    return paths
+    for _, target in pairs:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    _each(lambda pair: store.get_file(*pair), pairs)
+    return [target for _, target in pairs]
 
 
 def delete_prefix(store: ObjectStore, prefix: str) -> None:
