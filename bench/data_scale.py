@@ -11,8 +11,8 @@ made. For each size:
                 split, augment with the default one copy, tokenize with the tiny Qwen3-VL's
                 processor) in this process, on the same folder; the artifact's bytes
 
-Sets above --preprocess-max (200) are uploaded only. Usage:
-    python -m bench.data_scale [--sizes 20 200 2000] [--preprocess-max 200] [--quick]
+Sets above --preprocess-max (2000) are uploaded only. Usage:
+    python -m bench.data_scale [--sizes 20 200 2000] [--preprocess-max 2000] [--quick]
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def measure(size: int, work: Path, api: Any, model_dir: str, preprocess: bool) -
 
 
 def run(
-    quick: bool = False, sizes: tuple[int, ...] = (20, 200, 2000), preprocess_max: int = 200
+    quick: bool = False, sizes: tuple[int, ...] = (20, 200, 2000), preprocess_max: int = 2000
 ) -> dict[str, Any]:
     from worker.tiny_model import write_tiny_model
 
@@ -172,7 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 200, 2000])
     parser.add_argument(
-        "--preprocess-max", type=int, default=200, help="preprocess sets up to this size"
+        "--preprocess-max", type=int, default=2000, help="preprocess sets up to this size"
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path)
