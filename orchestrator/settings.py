@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The default base model: a tiny random Qwen3-VL that `relaytune make-tiny-model` writes.
@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     sweep_grace_seconds: int = 24 * 3600
     # How often the API sends the webhook deliveries that are due (0: never).
     webhook_interval_seconds: float = 1.0
+    # Webhooks never send to loopback, private, link-local (cloud metadata), multicast, shared
+    # or reserved addresses, except those in these networks (comma-separated CIDRs, e.g.
+    # 127.0.0.0/8 for a receiver on the API's own machine).
+    webhook_allowed_networks: Annotated[list[IPvAnyNetwork], NoDecode] = []
     # Celery's hard limit for one phase; the Redis visibility timeout must exceed it.
     phase_time_limit_seconds: int = 12 * 3600
     # The worker's parent imports torch, transformers and peft once, before it forks a child
@@ -121,7 +125,7 @@ class Settings(BaseSettings):
                 f"{MAX_DERIVED_HEARTBEAT_SECONDS:g} s)"
             )
 
-    @field_validator("allowed_models", mode="before")
+    @field_validator("allowed_models", "webhook_allowed_networks", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:
         if isinstance(value, str):

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import event, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from orchestrator import webhook_addresses
 from orchestrator.cost import as_utc
 from orchestrator.errors import NotFound
 from orchestrator.models import Event, Job, Webhook, WebhookAttempt, WebhookDelivery
@@ -56,7 +57,9 @@ def create_webhook(
     job_id: str | None,
     event_types: Sequence[str] | None,
 ) -> Webhook:
-    """A webhook with a new secret; `job_id` must be one of the tenant's jobs."""
+    """A webhook with a new secret; `job_id` must be one of the tenant's jobs, and `url` may
+    not point into the service's own networks (orchestrator.webhook_addresses)."""
+    webhook_addresses.check_new_url(url)
     if job_id is not None:
         job = session.get(Job, job_id)
         if job is None or job.tenant_id != tenant_id:

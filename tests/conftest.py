@@ -120,6 +120,9 @@ def service_env(
         "RELAYTUNE_WEBHOOK_INTERVAL_SECONDS": "0",
         "RELAYTUNE_MODEL_ROOT": str(model_root),
         "RELAYTUNE_ALLOWED_MODELS": ",".join(ALLOWED_TEST_MODELS),
+        # The webhook tests' receivers listen on 127.0.0.1, which webhooks may not reach by
+        # default; the tests of that refusal unset this.
+        "RELAYTUNE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -17,7 +17,10 @@ WebhookUrl = Annotated[
 
 
 class WebhookCreate(RequestBody):
-    url: WebhookUrl = Field(description="Where the events are POSTed: an http or https URL")
+    url: WebhookUrl = Field(
+        description="Where the events are POSTed: an http or https URL, not into the service's"
+        " own networks (loopback, private, link-local, ...)"
+    )
     job_id: str | None = Field(
         None, max_length=36, description="Only this job's events; null: every job of the tenant"
     )

@@ -4,8 +4,10 @@ attempt is visible; a tenant sees only its own webhooks."""
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +19,10 @@ from orchestrator.settings import get_settings
 from orchestrator.webhooks import MAX_ATTEMPTS, retry_delay
 from services.api.main import create_app
 from services.api.webhook_sender import deliver_due
+from tests.api.tls_certs import server_certificate
 from tests.api.webhook_receiver import Receiver, receiver
 from tests.factories import dataset_zip, new_api_key
+from tests.webhook_network import FakeDns, allow_networks, install_fake_dns
 
 
 def submit_job(client: TestClient) -> str:
@@ -192,3 +196,111 @@ def test_a_bad_webhook_is_refused_naming_the_field(
     assert response.status_code == 422, response.text
     assert response.json()["error"]["param"] == param
     assert client.get("/v1/webhooks").json() == []
+
+
+@pytest.fixture
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> FakeDns:
+    return install_fake_dns(monkeypatch)
+
+
+@pytest.fixture
+def connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every TCP connection the deliverer opens, by the address it connects to."""
+    opened: list[tuple[str, int]] = []
+    real = socket.create_connection
+
+    def create_connection(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
+        opened.append(address)
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    return opened
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:5432/", "127.0.0.1 is a loopback address"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is link-local"),
+        ("http://10.0.0.5/", "10.0.0.5 is in a private network"),
+        ("http://[::1]:6379/", "::1 is a loopback address"),
+        ("http://[::ffff:7f00:1]/", "(IPv4 127.0.0.1) is a loopback address"),
+        ("http://2130706433/", "127.0.0.1 is a loopback address"),  # 127.0.0.1 as one number
+        ("http://localhost:5432/", "localhost resolves to"),
+    ],
+)
+def test_a_webhook_into_the_services_own_network_is_refused_naming_url(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, url: str, why: str
+) -> None:
+    allow_networks(monkeypatch)  # the default, stricter than the tests' environment
+    response = client.post("/v1/webhooks", json={"url": url})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["param"] == "url"
+    assert why in error["message"]
+    assert client.get("/v1/webhooks").json() == []
+
+    public = client.post("/v1/webhooks", json={"url": "http://93.184.216.34/hook"})
+    assert public.status_code == 201, public.text
+
+
+def test_a_name_that_resolves_inside_by_send_time_is_refused_without_connecting(
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_dns: FakeDns,
+    connections: list[tuple[str, int]],
+) -> None:
+    allow_networks(monkeypatch)
+    fake_dns.names["hooks.test"] = ["93.184.216.34"]
+    created = client.post(
+        "/v1/webhooks", json={"url": "https://hooks.test/h", "event_types": ["job_submitted"]}
+    )
+    assert created.status_code == 201, created.text
+    fake_dns.names["hooks.test"] = ["93.184.216.34", "10.0.0.5"]  # rebound
+    submit_job(client)
+
+    ahead = timedelta()
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        assert deliver_due(later(ahead)) == 1
+        ahead += retry_delay(attempt) + timedelta(seconds=1)
+    [given_up] = deliveries(client, created.json()["id"])
+    assert given_up["status"] == "failed"
+    assert [a["attempt"] for a in given_up["attempts"]] == list(range(1, MAX_ATTEMPTS + 1))
+    for failed in given_up["attempts"]:
+        assert failed["status_code"] is None
+        assert failed["error"] == (
+            "the webhook's address 10.0.0.5 (of hooks.test) is in a private network; refused"
+        )
+    assert connections == []
+
+
+def test_a_name_is_sent_to_the_address_checked_with_its_own_host_and_tls_name(
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    fake_dns: FakeDns,
+    connections: list[tuple[str, int]],
+) -> None:
+    certificate = server_certificate(tmp_path, "receiver.test")
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.ca_file))  # the deliverer trusts it
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certificate.cert_file, certificate.key_file)
+    fake_dns.names["receiver.test"] = ["127.0.0.1"]  # allowed in the tests' environment
+    with receiver(tls=tls) as hook:
+        created = client.post(
+            "/v1/webhooks",
+            json={"url": hook.url_at("receiver.test"), "event_types": ["job_submitted"]},
+        )
+        assert created.status_code == 201, created.text
+        hook.secret = created.json()["secret"]
+        submit_job(client)
+        fake_dns.lookups.clear()
+
+        assert deliver_due() == 1
+        [call] = hook.wait_for(1)
+    assert call.verified and call.host_header == f"receiver.test:{hook.port}"
+    # Resolved once, for the check, and connected to the address checked.
+    assert fake_dns.lookups == ["receiver.test"]
+    assert connections == [("127.0.0.1", hook.port)]
+    [delivered] = deliveries(client, created.json()["id"])
+    assert delivered["status"] == "delivered"

@@ -4,6 +4,7 @@ signature the way the README tells receivers to."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,22 +34,35 @@ verify = _readme_verifier()
 class Call:
     event: dict[str, Any]
     event_id_header: str
+    host_header: str
     verified: bool
 
 
 class Receiver:
-    """Answers each POST with the next of `answers` (then 200) and records it."""
+    """Answers each POST with the next of `answers` (then 200) and records it; over TLS when
+    given a server context."""
 
-    def __init__(self, answers: list[int]):
+    def __init__(self, answers: list[int], tls: ssl.SSLContext | None = None):
         self.secret = ""
         self.answers = list(answers)
         self.calls: list[Call] = []
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.scheme = "http"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        return self.url_at("127.0.0.1")
+
+    def url_at(self, host: str) -> str:
+        return f"{self.scheme}://{host}:{self.port}/hook"
 
     def wait_for(self, count: int, timeout: float = 30) -> list[Call]:
         deadline = time.monotonic() + timeout
@@ -68,6 +82,7 @@ class Receiver:
                         Call(
                             event=json.loads(body),
                             event_id_header=self.headers["Relaytune-Event-Id"],
+                            host_header=self.headers["Host"],
                             verified=verify(
                                 receiver.secret, self.headers["Relaytune-Signature"], body
                             ),
@@ -85,8 +100,8 @@ class Receiver:
 
 
 @contextmanager
-def receiver(*answers: int) -> Iterator[Receiver]:
-    running = Receiver(list(answers))
+def receiver(*answers: int, tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    running = Receiver(list(answers), tls)
     thread = threading.Thread(target=running.server.serve_forever, daemon=True)
     thread.start()
     try:
