@@ -3,9 +3,10 @@ first and then the row, so no row points at nothing. Deleting goes the other way
 first, then the object once that commits.
 
 A `.jsonl` upload (OpenAI's chat format) is stored as its zip equivalent
-(orchestrator.dataformats.jsonl_upload). A deleted data set that jobs still name keeps its row,
-without an object (`storage_key` empty), so those jobs keep their record; it is listed and found
-nowhere else. Each job runs from its own copy of the data, taken at submit.
+(orchestrator.dataformats.jsonl_upload), and handed back as that zip. A deleted data set
+that jobs still name keeps its row, without an object (`storage_key` empty), so those jobs keep
+their record; it is listed and found nowhere else. Each job runs from its own copy of the data,
+taken at submit.
 """
 
 from __future__ import annotations
@@ -140,6 +141,15 @@ def dataset_of_tenant(
     if dataset is None or dataset.tenant_id != tenant_id or dataset.storage_key == DELETED:
         raise NotFound(f"dataset {dataset_id} not found", param=param)
     return dataset
+
+
+def stored_filename(dataset: Dataset) -> str:
+    """What the stored object is called when it is handed back. Every data set is stored as a
+    zip, a `.jsonl` upload as its zip equivalent, so a name that does not end in .zip gets it
+    added (train.jsonl -> train.jsonl.zip) and nobody opens a zip as JSONL; a zip keeps the
+    uploaded name. Only the base name: the upload's name may carry the sender's folders."""
+    base = posixpath.basename(dataset.filename.replace("\\", "/")) or "dataset"
+    return base if base.lower().endswith(".zip") else f"{base}.zip"
 
 
 def delete_dataset(session: Session, store: ObjectStore, tenant_id: str, dataset_id: str) -> None:

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, BinaryIO, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from orchestrator import idempotency
-from orchestrator.datasets import dataset_of_tenant, datasets_after, delete_dataset
-from orchestrator.errors import InvalidRequest
+from orchestrator.datasets import (
+    dataset_of_tenant,
+    datasets_after,
+    delete_dataset,
+    stored_filename,
+)
+from orchestrator.errors import InvalidRequest, NotFound
+from orchestrator.storage import ObjectStore
 from services.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
+from services.api.downloads import CHUNK_BYTES
 from services.api.idempotent import IdempotencyKeyHeader, once_per_key
 from services.api.openai_presenters import file_object
 from services.api.openai_schemas import FileDeleted, FileList, FileObject
@@ -84,6 +96,27 @@ def retrieve_file(file_id: str, session: SessionDep, tenant: CurrentTenant) -> F
     return file_object(dataset_of_tenant(session, tenant.id, file_id, param="file_id"))
 
 
+@router.get(
+    "/{file_id}/content",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+def download_file_content(
+    file_id: str, session: SessionDep, tenant: CurrentTenant, store: StoreDep
+) -> StreamingResponse:
+    """The file's bytes as stored, streamed; always a zip (application/zip). A zip upload comes
+    back byte for byte under its own name. A .jsonl upload was stored as its zip equivalent
+    (the .jsonl, each data-URL image a file under images/) and comes back as that zip, named
+    after the upload with .zip added: train.jsonl -> train.jsonl.zip."""
+    dataset = dataset_of_tenant(session, tenant.id, file_id, param="file_id")
+    # A delete that commits after the row was read takes the object: the same 404.
+    gone = NotFound(f"dataset {file_id} not found", param="file_id")
+    source = _fetched(store, dataset.storage_key, if_gone=gone)
+    headers = _attachment(stored_filename(dataset))
+    headers["Content-Length"] = str(os.fstat(source.fileno()).st_size)
+    return StreamingResponse(_chunks(source), media_type="application/zip", headers=headers)
+
+
 @router.delete("/{file_id}", response_model=FileDeleted)
 def remove_file(
     file_id: str, session: SessionDep, tenant: CurrentTenant, store: StoreDep
@@ -91,3 +124,34 @@ def remove_file(
     """Delete a file; refused (409) while an unfinished job trains on it."""
     delete_dataset(session, store, tenant.id, file_id)
     return FileDeleted(id=file_id, deleted=True)
+
+
+def _fetched(store: ObjectStore, key: str, *, if_gone: NotFound) -> BinaryIO:
+    """The object at `key`, opened for reading. The store reads whole objects, so it is fetched
+    to a temporary file first, as adapter downloads are (services/api/downloads.py); its folder
+    is removed at once, the open file keeping the bytes, so nothing is left on disk once the
+    file is closed, even when the client hangs up before the first byte."""
+    with tempfile.TemporaryDirectory(prefix="relaytune-file-") as scratch:
+        local = Path(scratch) / "object"
+        try:
+            store.get_file(key, local)
+        except FileNotFoundError:
+            raise if_gone from None
+        return local.open("rb")
+
+
+def _chunks(source: BinaryIO) -> Iterator[bytes]:
+    with source:
+        while chunk := source.read(CHUNK_BYTES):
+            yield chunk
+
+
+def _attachment(filename: str) -> dict[str, str]:
+    """Content-Disposition for a name the tenant chose: header values are Latin-1, and a quote
+    or a line break would end the value early, so `filename` is an ASCII stand-in and
+    `filename*` (RFC 6266) carries the exact name as UTF-8 when the two differ."""
+    plain = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    value = f'attachment; filename="{plain}"'
+    if plain != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return {"Content-Disposition": value}
