@@ -105,6 +105,21 @@ def authenticate_key(session: Session, key: str) -> ApiKey:
         raise Unauthorized(
             "missing or unknown API key; send 'Authorization: Bearer <key>'", param="Authorization"
         )
+    _refuse_unless_active(api_key)
+    return api_key
+
+
+def recheck_key(session: Session, key_id: str) -> None:
+    """Raise the 401 that authenticate_key would if key `key_id`, which authenticated a request
+    a while ago, has been revoked or has expired since: a long-lived response (a live event
+    stream) asks again now and then. One read by primary key, the tenant not loaded."""
+    api_key = session.get(ApiKey, key_id)
+    if api_key is None:  # deleted (with its tenant, say): now an unknown key, as a new request
+        raise Unauthorized("the API key of this request no longer exists", param="Authorization")
+    _refuse_unless_active(api_key)
+
+
+def _refuse_unless_active(api_key: ApiKey) -> None:
     status = key_status(api_key)
     if status == "revoked":
         assert api_key.revoked_at is not None
@@ -122,7 +137,6 @@ def authenticate_key(session: Session, key: str) -> ApiKey:
             param="Authorization",
             code="api_key_expired",
         )
-    return api_key
 
 
 def authenticate(session: Session, key: str) -> Tenant:

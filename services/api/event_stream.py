@@ -12,6 +12,12 @@ transactions writing to one job (a worker's progress, a user's cancel) may make 
 before id 10. The stream looks again below the ids it sent for LATE_SECONDS and sends such a
 late event when it appears, so within one stream nothing is missed; ids then arrive out of
 order, and a client resuming should send the greatest id it has seen.
+
+The API key is checked once when the stream opens, and again by a poll every KEY_CHECK_SECONDS
+(in the same transaction, one read by primary key). Once it is revoked or has expired, one
+`event: error` message with the 401 the key would now get as `data` (`{"error": {"code":
+"api_key_revoked", ...}}`) and no id closes the stream: a revoked key stops reading a job's
+events within seconds, not when the job ends.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from dataclasses import dataclass, field
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from orchestrator import repository
+from orchestrator import auth, repository
 from orchestrator.db import session_scope
+from orchestrator.errors import Unauthorized
 from orchestrator.events import late_events
 from orchestrator.lifecycle import TERMINAL_JOB, JobStatus
 from services.api.schemas import EventOut
@@ -36,6 +43,9 @@ PING_SECONDS = 15
 PAGE = 200
 # Longer than any transaction that writes events stays open after taking an event id.
 LATE_SECONDS = 10.0
+# How long a revoked or expired key may go on reading: often enough to matter, rarely enough
+# that a thousand open streams cost the database little.
+KEY_CHECK_SECONDS = 5.0
 
 
 @dataclass
@@ -66,10 +76,18 @@ class _Poll:
     events: list[EventOut]
     more: bool  # a full page: more backlog is waiting
     finished: JobStatus | None
+    refused: Unauthorized | None = None  # the key is no longer good: send nothing more
 
 
-def _poll(job_id: str, cursor: _Cursor) -> _Poll:
+def _poll(job_id: str, cursor: _Cursor, *, recheck_key: str | None) -> _Poll:
+    """The events after the cursor; first, when `recheck_key` names a key, whether it is still
+    good (if not, no events are read: the poll that finds a key revoked sends none)."""
     with session_scope() as session:
+        if recheck_key is not None:
+            try:
+                auth.recheck_key(session, recheck_key)
+            except Unauthorized as refused:
+                return _Poll([], more=False, finished=None, refused=refused)
         # The status is read before the events: a job seen finished has already committed its
         # last event, so the reads below see it.
         status = JobStatus(repository.job_by_id(session, job_id).status)
@@ -84,12 +102,22 @@ def _poll(job_id: str, cursor: _Cursor) -> _Poll:
 
 
 async def follow(
-    job_id: str, *, after: int, poll_seconds: float = POLL_SECONDS
+    job_id: str, *, after: int, key_id: str, poll_seconds: float = POLL_SECONDS
 ) -> AsyncIterator[ServerSentEvent]:
-    """The job's events after `after`, until the job is finished and all of them are sent."""
+    """The job's events after `after`, until the job is finished and all of them are sent, or
+    until key `key_id` (which the request was authenticated with) is no longer good."""
     cursor = _Cursor(floor=after)
+    key_checked_at = time.monotonic()  # the request authenticated it just now
     while True:
-        poll = await asyncio.to_thread(_poll, job_id, cursor)
+        recheck = time.monotonic() - key_checked_at >= KEY_CHECK_SECONDS
+        poll = await asyncio.to_thread(
+            _poll, job_id, cursor, recheck_key=key_id if recheck else None
+        )
+        if recheck:
+            key_checked_at = time.monotonic()
+        if poll.refused is not None:
+            yield ServerSentEvent(json.dumps({"error": poll.refused.to_dict()}), event="error")
+            return
         for event in poll.events:
             yield ServerSentEvent(event.model_dump_json(), id=str(event.id), event=event.type)
             cursor.mark(event.id)
@@ -102,5 +130,5 @@ async def follow(
         await asyncio.sleep(poll_seconds)
 
 
-def event_stream(job_id: str, *, after: int) -> EventSourceResponse:
-    return EventSourceResponse(follow(job_id, after=after), ping=PING_SECONDS)
+def event_stream(job_id: str, *, after: int, key_id: str) -> EventSourceResponse:
+    return EventSourceResponse(follow(job_id, after=after, key_id=key_id), ping=PING_SECONDS)

@@ -4,15 +4,19 @@ running API while the job moves."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import delete, update
 
 from orchestrator import dispatch
+from orchestrator.auth import issue_api_key
 from orchestrator.db import get_sessionmaker, session_scope
 from orchestrator.events import EventType, emit
+from orchestrator.models import ApiKey, utcnow
+from services.api import event_stream
 from tests.api.live_api import live_api
 from tests.factories import new_api_key
 from tests.orchestrator.relay_helpers import cancel, claim, complete, new_tenant, submit
@@ -183,3 +187,78 @@ def test_a_last_event_id_that_is_not_an_event_id_is_refused(
     )
     assert response.status_code == 422
     assert response.json()["error"]["param"] == "Last-Event-ID"
+
+
+def _key_of(tenant_name: str) -> tuple[str, str]:
+    """A new key of the tenant: its id and the key in clear."""
+    with session_scope() as session:
+        api_key, key = issue_api_key(session, tenant_name)
+        return api_key.id, key
+
+
+def _revoke_through_the_api(acme: httpx.Client, key_id: str) -> None:
+    response = acme.delete(f"/v1/api-keys/{key_id}")  # another key of the same tenant
+    assert response.status_code == 200, response.text
+
+
+def _expire(_: httpx.Client, key_id: str) -> None:
+    with session_scope() as session:
+        session.execute(update(ApiKey).where(ApiKey.id == key_id).values(expires_at=utcnow()))
+
+
+def _delete(_: httpx.Client, key_id: str) -> None:
+    with session_scope() as session:
+        session.execute(delete(ApiKey).where(ApiKey.id == key_id))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "code"),
+    [
+        (_revoke_through_the_api, "api_key_revoked"),
+        (_expire, "api_key_expired"),
+        (_delete, "unauthorized"),
+    ],
+    ids=["revoked", "expired", "deleted"],
+)
+def test_a_stream_ends_with_an_error_once_its_key_is_no_longer_good(
+    acme: httpx.Client,
+    tenant: str,
+    api: str,
+    monkeypatch: pytest.MonkeyPatch,
+    spoil: Callable[[httpx.Client, str], None],
+    code: str,
+) -> None:
+    monkeypatch.setattr(event_stream, "KEY_CHECK_SECONDS", 0.1)
+    job_id = submit(tenant)
+    key_id, key = _key_of("acme")
+    own_key = {"Authorization": f"Bearer {key}"}
+    url = f"/v1/jobs/{job_id}/events"
+    # Shorter than the keepalive interval: a stream that went on after the key went bad would
+    # send nothing more (the job stays queued) and fail the read rather than hang the test.
+    with (
+        httpx.Client(base_url=api, headers=own_key, timeout=10) as own,
+        own.stream("GET", url, params={"stream": "true"}) as spoiled,
+        acme.stream("GET", url, params={"stream": "true"}) as kept,
+    ):
+        assert spoiled.status_code == kept.status_code == 200
+        doomed, unaffected = Messages(spoiled), Messages(kept)
+        doomed.until("phase_queued")
+        unaffected.until("phase_queued")
+
+        spoil(acme, key_id)
+        last = list(doomed)[-1]  # the stream closes by itself
+        assert last["event"] == "error" and "id" not in last
+        error = json.loads(last["data"])["error"]
+        assert (error["code"], error["param"]) == (code, "Authorization")
+        if code != "unauthorized":
+            assert error["message"].startswith(f"API key {key[:10]}… ")
+
+        # The tenant's other key reads on, to the job's end.
+        for phase in ("preprocess", "warmup", "final"):
+            complete(claim(job_id, phase))
+        rest = list(unaffected)
+    assert rest[-1] == {"event": "end", "data": json.dumps({"status": "succeeded"})}
+    assert [m["event"] for m in rest].count("phase_succeeded") == 3
+    # A new request with the spoiled key is told the same.
+    again = httpx.get(f"{api}{url}", params={"stream": "true"}, headers=own_key)
+    assert (again.status_code, again.json()["error"]["code"]) == (401, code)

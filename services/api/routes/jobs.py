@@ -13,7 +13,7 @@ from orchestrator.lifecycle import JobStatus
 from orchestrator.models import Job, utcnow
 from services.api import downloads
 from services.api.budget_schemas import JobPatch, RequeueFrom, RequeueIn
-from services.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
+from services.api.deps import CurrentKey, CurrentTenant, SessionDep, SettingsDep, StoreDep
 from services.api.event_stream import event_stream
 from services.api.idempotent import IdempotencyKeyHeader, once_per_key
 from services.api.presenters import job_out
@@ -100,6 +100,7 @@ def read_events(
     job_id: str,
     session: SessionDep,
     tenant: CurrentTenant,
+    api_key: CurrentKey,  # the same lookup as the tenant's: a stream checks it again later
     after: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     stream: bool = False,
@@ -109,10 +110,11 @@ def read_events(
 ) -> list[EventOut] | EventSourceResponse:
     """The job's timeline; pass the last id seen as `after` to follow it. `stream=true`
     follows it live as Server-Sent Events (resuming after `Last-Event-ID` or `after`) until
-    the job is finished."""
+    the job is finished, or until the key is revoked or expires (an `error` event then)."""
     repository.job_for_tenant(session, tenant.id, job_id)
     if stream:
-        return event_stream(job_id, after=after if last_event_id is None else last_event_id)
+        resume_after = after if last_event_id is None else last_event_id
+        return event_stream(job_id, after=resume_after, key_id=api_key.id)
     rows = repository.events(session, job_id, after=after, limit=limit)
     return [EventOut.model_validate(e, from_attributes=True) for e in rows]
 
