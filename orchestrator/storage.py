@@ -3,7 +3,8 @@
 Phases hand over only through this store, so pools can run on different machines. Reading a
 key that is not there raises FileNotFoundError in both; S3 requests are retried with backoff,
 and one that fails every attempt raises ObjectStoreUnavailable naming the key (the log names
-the bucket and endpoint).
+the bucket and endpoint). A download that goes out as it is read opens the object with
+`open_read` instead of copying it to a local file first.
 """
 
 from __future__ import annotations
@@ -33,11 +34,35 @@ class ObjectStoreUnavailable(RelaytuneError):
     code = "object_store_unavailable"
 
 
+class ObjectReader:
+    """A stored object opened for reading, as a file opened "rb" is: `size` is known before the
+    first byte, `read(n)` gives up to n bytes (b"" at the end), and closing it, or leaving its
+    `with` block, lets go of the file or the connection."""
+
+    def __init__(self, size: int, read: Callable[[int], bytes], close: Callable[[], None]):
+        self.size = size
+        self._read = read
+        self._close = close
+
+    def read(self, size: int) -> bytes:
+        return self._read(size)
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> ObjectReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
 class ObjectStore(Protocol):
     def put_bytes(self, key: str, data: bytes) -> None: ...
     def put_file(self, key: str, path: Path) -> None: ...
     def get_bytes(self, key: str) -> bytes: ...
     def get_file(self, key: str, path: Path) -> None: ...
+    def open_read(self, key: str) -> ObjectReader: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
     def list_modified(self, prefix: str) -> dict[str, datetime]: ...
@@ -134,6 +159,12 @@ class LocalStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self._path(key), path)
 
+    def open_read(self, key: str) -> ObjectReader:
+        """The object's file, opened; a write meanwhile replaces the file, not the bytes this
+        reader sees."""
+        source = self._path(key).open("rb")
+        return ObjectReader(os.fstat(source.fileno()).st_size, source.read, source.close)
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
@@ -219,9 +250,12 @@ class S3Store:
         return f"S3 bucket {self.bucket!r} at {self.endpoint}"
 
     @contextlib.contextmanager
-    def _failures(self, action: str, key: str, *, reading: bool = False) -> Iterator[None]:
+    def _failures(
+        self, action: str, key: str, *, reading: bool = False, retried: bool = True
+    ) -> Iterator[None]:
         """A key missing on a read becomes FileNotFoundError; any other failure
-        ObjectStoreUnavailable, naming this store, the key and what the store answered."""
+        ObjectStoreUnavailable, naming this store, the key and what the store answered.
+        `retried` is False for what botocore does not retry: reading an answer's body."""
         from boto3.exceptions import Boto3Error
         from botocore import exceptions as botocore_errors
         from botocore.exceptions import BotoCoreError, ClientError
@@ -245,7 +279,11 @@ class S3Store:
                 raise self._unavailable(action, key, _client_error_reason(cause)) from exc
             # botocore's own text names the endpoint URL: it goes to the log, not the message.
             reason = type(cause).__name__
-            if isinstance(cause, botocore_errors.ConnectionError | botocore_errors.HTTPClientError):
+            if not retried:
+                reason += " (midway through the object, not retried)"
+            elif isinstance(
+                cause, botocore_errors.ConnectionError | botocore_errors.HTTPClientError
+            ):
                 # transient: it failed every attempt
                 reason += f" ({self.max_attempts} attempts)"
             raise self._unavailable(action, key, reason, detail=str(cause)) from exc
@@ -324,6 +362,22 @@ class S3Store:
                 except S3_RETRYABLE_DOWNLOAD_ERRORS:
                     if attempt == self.max_attempts:
                         raise
+
+    def open_read(self, key: str) -> ObjectReader:
+        """One GET, whose body is read as the caller reads it; its size comes with the answer.
+        botocore retries the request until the store answers. A body that breaks off midway is
+        not fetched again: the caller has handed on what came before it, so the read raises
+        ObjectStoreUnavailable and the caller's download ends cut short (a client retries it
+        whole). get_file, whose bytes nobody has seen yet, does fetch a broken body again."""
+        with self._failures("read", key, reading=True):
+            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+        body = answer["Body"]
+
+        def read(size: int) -> bytes:
+            with self._failures("read", key, retried=False):
+                return bytes(body.read(size))
+
+        return ObjectReader(_object_size(answer), read, body.close)
 
     def exists(self, key: str) -> bool:
         try:
