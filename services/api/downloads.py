@@ -4,19 +4,17 @@ An adapter is tens of megabytes at most and is zipped in memory. A merged model 
 its base (16 GB for an 8B model in bf16), so its zip is streamed: written into an unseekable
 sink and handed on piece by piece, zipfile putting each member's sizes in a data descriptor
 after its bytes instead of seeking back. Its members are stored, not deflated: safetensors
-weights barely compress, and deflating gigabytes would hold the response for minutes. The store
-reads whole objects, so each one is fetched to a temporary file first: the disk holds one
-member at a time, the memory one chunk.
+weights barely compress, and deflating gigabytes would hold the response for minutes. Each
+member is read from the store as it goes out: nothing is written to disk, the memory holds one
+chunk, and the first bytes leave before the first object has been read whole.
 """
 
 from __future__ import annotations
 
 import io
-import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
-from pathlib import Path
 
 from fastapi.responses import Response, StreamingResponse
 
@@ -108,18 +106,14 @@ def stream_zip(store: ObjectStore, prefix: str, keys: list[str]) -> Iterator[byt
     """The zip of `keys` (all under `prefix`, named relative to it), in pieces of about
     CHUNK_BYTES."""
     sink = _Sink()
-    with tempfile.TemporaryDirectory(prefix="relaytune-zip-") as scratch:
-        local = Path(scratch) / "member"
-        with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[call-overload]
-            for key in keys:
-                store.get_file(key, local)
-                # force_zip64: zipfile writes the header before it knows the member's size.
-                with (
-                    local.open("rb") as source,
-                    archive.open(key[len(prefix) :], "w", force_zip64=True) as member,
-                ):
-                    while chunk := source.read(CHUNK_BYTES):
-                        member.write(chunk)
-                        yield from sink.take()
-                local.unlink()
-        yield from sink.take()  # the central directory, written when the archive closes
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:  # type: ignore[call-overload]
+        for key in keys:
+            # force_zip64: zipfile writes the header before it knows the member's size.
+            with (
+                store.open_read(key) as source,
+                archive.open(key[len(prefix) :], "w", force_zip64=True) as member,
+            ):
+                while chunk := source.read(CHUNK_BYTES):
+                    member.write(chunk)
+                    yield from sink.take()
+    yield from sink.take()  # the central directory, written when the archive closes

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Annotated, BinaryIO, Literal
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, UploadFile
@@ -20,7 +17,7 @@ from orchestrator.datasets import (
     stored_filename,
 )
 from orchestrator.errors import InvalidRequest, NotFound
-from orchestrator.storage import ObjectStore
+from orchestrator.storage import ObjectReader, ObjectStore
 from services.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
 from services.api.downloads import CHUNK_BYTES
 from services.api.idempotent import IdempotencyKeyHeader, once_per_key
@@ -111,9 +108,9 @@ def download_file_content(
     dataset = dataset_of_tenant(session, tenant.id, file_id, param="file_id")
     # A delete that commits after the row was read takes the object: the same 404.
     gone = NotFound(f"dataset {file_id} not found", param="file_id")
-    source = _fetched(store, dataset.storage_key, if_gone=gone)
+    source = _opened(store, dataset.storage_key, if_gone=gone)
     headers = _attachment(stored_filename(dataset))
-    headers["Content-Length"] = str(os.fstat(source.fileno()).st_size)
+    headers["Content-Length"] = str(source.size)
     return StreamingResponse(_chunks(source), media_type="application/zip", headers=headers)
 
 
@@ -126,21 +123,16 @@ def remove_file(
     return FileDeleted(id=file_id, deleted=True)
 
 
-def _fetched(store: ObjectStore, key: str, *, if_gone: NotFound) -> BinaryIO:
-    """The object at `key`, opened for reading. The store reads whole objects, so it is fetched
-    to a temporary file first, as adapter downloads are (services/api/downloads.py); its folder
-    is removed at once, the open file keeping the bytes, so nothing is left on disk once the
-    file is closed, even when the client hangs up before the first byte."""
-    with tempfile.TemporaryDirectory(prefix="relaytune-file-") as scratch:
-        local = Path(scratch) / "object"
-        try:
-            store.get_file(key, local)
-        except FileNotFoundError:
-            raise if_gone from None
-        return local.open("rb")
+def _opened(store: ObjectStore, key: str, *, if_gone: NotFound) -> ObjectReader:
+    """The object at `key`, opened for reading as it goes out: nothing is copied to disk, and
+    its size (for Content-Length) comes with the opening, not from a read of its bytes."""
+    try:
+        return store.open_read(key)
+    except FileNotFoundError:
+        raise if_gone from None
 
 
-def _chunks(source: BinaryIO) -> Iterator[bytes]:
+def _chunks(source: ObjectReader) -> Iterator[bytes]:
     with source:
         while chunk := source.read(CHUNK_BYTES):
             yield chunk
