@@ -9,9 +9,12 @@ A phase on the pool of the phase before it runs in that phase's process
 (orchestrator/fusion.py): no imports, no model fetch (but the weights preprocessing did not
 fetch) and no downloads again, and after a training phase no model load either. The work
 counts mirror the recipe:
-- validation: validation_samples, else by default 1-3 samples of a data set of at most 20
-  (15%), 10% of a larger one (worker/recipe/preprocess.py split_validation);
-- training samples per epoch = (samples - validation) x (1 + augmentation copies, if on);
+- validation: every sample of a validation data set, never augmented, the training set then
+  training whole (worker/recipe/preprocess.py validation_from_dataset); without one,
+  validation_samples, else by default 1-3 samples of a data set of at most 20 (15%), 10% of
+  a larger one (split_validation); scored at each epoch end and evaluated at the end;
+- training samples per epoch = training originals x (1 + augmentation copies, if on);
+- preprocessing downloads and tokenizes both data sets (and the training copies);
 - checkpoints per training phase = an epoch checkpoint at each epoch end but the last, a best
   checkpoint at each epoch end (an upper bound: written only when validation improves), the
   final one, plus step and time checkpoints; the final phase also uploads the adapter.
@@ -41,7 +44,7 @@ from orchestrator.model_shapes import (
     shape_for,
     shape_from_config,
 )
-from orchestrator.models import Pool, RegisteredModel
+from orchestrator.models import Dataset, Pool, RegisteredModel
 from orchestrator.plan import PHASES, epoch_range
 from orchestrator.profiles import Profile
 
@@ -73,15 +76,28 @@ class DatasetSize:
     num_samples: int
     num_images: int
     bytes: int
+    # The job's validation data set: held out whole instead of a split of this one.
+    validation: DatasetSize | None = None
+
+    @property
+    def input_bytes(self) -> int:
+        """What preprocessing downloads: the training data set and any validation data set."""
+        return self.bytes + (self.validation.bytes if self.validation else 0)
+
+
+def dataset_size(dataset: Dataset, validation: Dataset | None = None) -> DatasetSize:
+    """A job's data as the estimator counts it: its training and any validation data set."""
+    held_out = None if validation is None else dataset_size(validation)
+    return DatasetSize(dataset.num_samples, dataset.num_images, dataset.bytes, held_out)
 
 
 @dataclass(frozen=True)
 class Work:
-    """How much each phase handles, from the data set's size and the hyperparameters."""
+    """How much each phase handles, from the data sets' sizes and the hyperparameters."""
 
-    validation: int
-    train_per_epoch: int
-    artifact_samples: int
+    validation: int  # held-out samples: scored at each epoch end, evaluated at the end
+    train_per_epoch: int  # training originals and their augmented copies
+    artifact_samples: int  # what preprocessing tokenizes: both sets' originals and the copies
 
 
 def validation_count(num_samples: int, requested: int | None) -> int:
@@ -105,10 +121,16 @@ def check_validation_split(hp: Hyperparameters, num_samples: int) -> None:
 
 
 def work_for(hp: Hyperparameters, dataset: DatasetSize) -> Work:
-    validation = validation_count(dataset.num_samples, hp.validation_samples)
-    originals = dataset.num_samples - validation
+    if dataset.validation is not None:
+        # A validation data set replaces the split: every training sample trains.
+        validation = dataset.validation.num_samples
+        originals = dataset.num_samples
+    else:
+        validation = validation_count(dataset.num_samples, hp.validation_samples)
+        originals = dataset.num_samples - validation
+    # Only training samples get augmented copies; the artifact holds both sets' originals.
     copies = hp.augmentation.copies if hp.augmentation.enabled else 0
-    return Work(validation, originals * (1 + copies), dataset.num_samples + originals * copies)
+    return Work(validation, originals * (1 + copies), originals + validation + originals * copies)
 
 
 @dataclass
@@ -236,7 +258,7 @@ def _preprocess(
     seconds = dict.fromkeys(COMPONENTS, 0.0)
     seconds["startup"] = profile.startup_s
     seconds["model_fetch"] = profile.model_fetch_s
-    seconds["input_download"] = _transfer_s(profile, dataset.bytes)
+    seconds["input_download"] = _transfer_s(profile, dataset.input_bytes)
     seconds["preprocess"] = work.artifact_samples * profile.preprocess_s_per_sample
     artifact_bytes = work.artifact_samples * profile.artifact_bytes_per_sample
     seconds["checkpoint_upload"] = (

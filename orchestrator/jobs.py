@@ -139,6 +139,7 @@ def submit_job(
         dataset=dataset,
         requested=requested,
         max_cost=max_cost,
+        validation=validation,
     )
     phase_pools = planned.pools
     now = utcnow()

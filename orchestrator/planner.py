@@ -23,6 +23,7 @@ from orchestrator.estimate import (
     PlanEstimate,
     ProfileLookup,
     check_validation_split,
+    dataset_size,
     estimate_plan,
     model_facts,
     money,
@@ -263,11 +264,13 @@ def plan_job(
     dataset: Dataset,
     requested: dict[str, str] | str,
     max_cost: Decimal | None,
+    validation: Dataset | None = None,
 ) -> PlannedJob:
     """Pools, plan record and per-phase estimates of a job about to be submitted; refuses a
-    plan that cannot fit its GPUs and a budget below the cheapest plan's estimate."""
+    plan that cannot fit its GPUs and a budget below the cheapest plan's estimate.
+    `validation`: the job's validation data set, held out whole instead of a split."""
     check_validation_split(hp, dataset.num_samples)
-    size = DatasetSize(dataset.num_samples, dataset.num_images, dataset.bytes)
+    size = dataset_size(dataset, validation)
     comparison = compare_plans(
         session, base_model=base_model, hp=hp, dataset=size, requested=requested
     )

@@ -14,12 +14,13 @@ from orchestrator.errors import InvalidRequest
 from orchestrator.estimate import (
     DatasetSize,
     check_validation_split,
+    dataset_size,
     memory_plan,
     model_facts,
     money,
     session_lookup,
 )
-from orchestrator.jobs import parse_hyperparameters, resolve_pools
+from orchestrator.jobs import parse_hyperparameters, resolve_pools, validation_dataset
 from orchestrator.memory import MemoryPlan
 from orchestrator.model_registry import list_models
 from orchestrator.model_shapes import SHAPES, model_key_for
@@ -38,16 +39,25 @@ def quote_job(
     hyperparameters: dict[str, Any] | None,
     pools: dict[str, str] | str | None,
     max_cost: Decimal | None,
+    validation_dataset_id: str | None = None,
 ) -> dict[str, Any]:
-    """The body of a job submission, answered with the plans side by side."""
+    """The body of a job submission, answered with the plans side by side. A validation data
+    set is checked as submit checks it and counted as the worker uses it."""
     hp = parse_hyperparameters(hyperparameters)
     requested = resolve_pools(session, pools)
     dataset = repository.dataset_for_tenant(session, tenant_id, dataset_id)
+    validation = (
+        None
+        if validation_dataset_id is None
+        else validation_dataset(
+            session, tenant_id, dataset, hp, validation_dataset_id, param="validation_dataset_id"
+        )
+    )
     model = resolve_base_model(base_model, get_settings(), session)
     check_fits_model(hp, model)
     base_model = model.name
     check_validation_split(hp, dataset.num_samples)
-    size = DatasetSize(dataset.num_samples, dataset.num_images, dataset.bytes)
+    size = dataset_size(dataset, validation)
     comparison = compare_plans(
         session, base_model=base_model, hp=hp, dataset=size, requested=requested
     )
@@ -64,14 +74,21 @@ def quote_job(
     return {
         **comparison.to_dict(),
         "base_model": base_model,
-        "dataset": {
-            "id": dataset.id,
-            "num_samples": size.num_samples,
-            "num_images": size.num_images,
-            "bytes": size.bytes,
-        },
+        "dataset": _dataset_row(dataset.id, size),
+        "validation_dataset": None
+        if validation is None
+        else _dataset_row(validation.id, dataset_size(validation)),
         "max_cost": None if max_cost is None else money(max_cost, comparison.chosen.currency),
         "within_budget": within,
+    }
+
+
+def _dataset_row(dataset_id: str, size: DatasetSize) -> dict[str, Any]:
+    return {
+        "id": dataset_id,
+        "num_samples": size.num_samples,
+        "num_images": size.num_images,
+        "bytes": size.bytes,
     }
 
 

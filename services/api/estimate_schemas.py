@@ -55,6 +55,11 @@ class EstimateOut(BaseModel):
     base_model: str
     model_key: str
     dataset: dict[str, Any]
+    validation_dataset: dict[str, Any] | None = Field(
+        None,
+        description="The validation data set named, held out whole (the training data set "
+        "then trains whole); null when samples of dataset_id are held out instead",
+    )
     chosen: str = Field(description="The requested plan, or the planner's pick for pools auto")
     cheapest: str | None
     top_tier: str | None

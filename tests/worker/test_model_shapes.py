@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.estimate import validation_count
+from orchestrator.estimate import DatasetSize, validation_count, work_for
 from orchestrator.hyperparameters import Hyperparameters
 from orchestrator.model_shapes import SHAPES, TINY, model_key_for
 from tests.worker.recipe_helpers import HP
-from worker.recipe.preprocess import split_validation
+from worker.recipe.preprocess import split_validation, validation_from_dataset
 
 
 def _base(model_dir: str) -> Any:
@@ -58,3 +58,16 @@ def test_validation_count_mirrors_the_preprocess_split(requested: int | None) ->
             continue  # refused by preprocessing
         _, val, _ = split_validation(num_samples, requested, seed=0)
         assert validation_count(num_samples, requested) == len(val), num_samples
+
+
+@pytest.mark.parametrize("copies", [0, 2])
+def test_work_with_a_validation_data_set_mirrors_the_preprocess_hold_out(copies: int) -> None:
+    hp = Hyperparameters(augmentation={"enabled": copies > 0, "copies": copies}, seed=0)
+    for num_train, num_val in [(1, 1), (3, 2), (20, 5), (200, 7)]:
+        train, val, _ = validation_from_dataset(num_train, num_val, "d", "annotations_json")
+        held_out = DatasetSize(num_val, num_val, 0)
+        work = work_for(hp, DatasetSize(num_train, num_train, 0, validation=held_out))
+        assert work.validation == len(val), (num_train, num_val)
+        assert work.train_per_epoch == len(train) * (1 + copies)
+        # build_artifact: every original of both sets, then copies of the training samples.
+        assert work.artifact_samples == len(train) + len(val) + len(train) * copies

@@ -21,6 +21,7 @@ def create_estimate(
         session,
         tenant_id=tenant.id,
         dataset_id=body.dataset_id,
+        validation_dataset_id=body.validation_dataset_id,
         base_model=body.base_model or settings.default_base_model,
         hyperparameters=body.hyperparameters.model_dump(),
         pools=body.pools,
