@@ -284,6 +284,12 @@ def _pools_option(value: str | None) -> dict[str, str] | str | None:
     help="auto, or pools per phase, e.g. warmup=a100,final=a100.",
 )
 @click.option("--max-cost", default=None, help="Budget to check the plans against.")
+@click.option(
+    "--validation-dataset",
+    "validation_dataset_id",
+    default=None,
+    help="An uploaded data set's id the job would validate and evaluate on.",
+)
 def estimate(
     dataset_id: str,
     client: Client,
@@ -291,11 +297,14 @@ def estimate(
     overrides: tuple[str, ...],
     pools: str | None,
     max_cost: str | None,
+    validation_dataset_id: str | None,
 ) -> None:
     """What a job on DATASET would take and cost on each plan, side by side."""
     from services.cli.render import plans_table
 
     body: dict[str, Any] = {"dataset_id": dataset_id, "hyperparameters": _overrides(overrides)}
+    if validation_dataset_id:
+        body["validation_dataset_id"] = validation_dataset_id
     if base_model:
         body["base_model"] = base_model
     if pools:
