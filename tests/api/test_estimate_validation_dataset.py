@@ -12,18 +12,13 @@ from sqlalchemy import func, select
 
 from orchestrator.db import session_scope
 from orchestrator.models import Job
-from tests.factories import dataset_zip, new_api_key
+from tests.api.validation_sets import refused_validation_sets, upload
+from tests.factories import dataset_zip
 
 EIGHT_B = "/models/Qwen3-VL-8B-Instruct"
 HELD_OUT = {
     f"v{i}.png": {"question": "Which part is abnormal?", "answer": f"resistor {i}"} for i in (1, 2)
 }
-
-
-def _upload(client: TestClient, data: bytes, **headers: str) -> str:
-    response = client.post("/v1/datasets", files={"file": ("d.zip", data)}, headers=headers)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 def _estimate(client: TestClient, dataset_id: str, **extra: Any) -> Any:
@@ -47,7 +42,7 @@ def test_the_estimate_counts_the_validation_data_set_the_job_would_run_with(
 ) -> None:
     """3 training samples, 1 augmented copy each, 5 warmup and 3 final epochs. Split: 1 held
     out, 2 x 2 trained per epoch. With a 2-sample validation set: 3 x 2 trained per epoch."""
-    validation_id = _upload(client, dataset_zip(HELD_OUT))
+    validation_id = upload(client, dataset_zip(HELD_OUT))
     split = _estimate(client, dataset_id)
     held_out = _estimate(client, dataset_id, validation_dataset_id=validation_id)
     assert split.status_code == held_out.status_code == 200, held_out.text
@@ -67,7 +62,7 @@ def test_the_estimate_counts_the_validation_data_set_the_job_would_run_with(
 def test_a_submitted_job_stores_the_estimate_with_its_validation_data_set(
     client: TestClient, dataset_id: str
 ) -> None:
-    validation_id = _upload(client, dataset_zip(HELD_OUT))
+    validation_id = upload(client, dataset_zip(HELD_OUT))
     body = {"dataset_id": dataset_id, "base_model": EIGHT_B, "validation_dataset_id": validation_id}
     quoted = _requested_phases(client.post("/v1/estimates", json=body).json())
     response = client.post("/v1/jobs", json=body)
@@ -85,35 +80,7 @@ def test_a_submitted_job_stores_the_estimate_with_its_validation_data_set(
         ), name
 
 
-def _deleted(client: TestClient) -> str:
-    gone = _upload(client, dataset_zip(HELD_OUT))
-    assert client.delete(f"/v1/datasets/{gone}").status_code == 204
-    return gone
-
-
-@pytest.mark.parametrize(
-    ("validation", "extra", "status", "param"),
-    [
-        (lambda c, d: "nope", {}, 404, "validation_dataset_id"),
-        (
-            lambda c, d: _upload(
-                c, dataset_zip(HELD_OUT), Authorization=f"Bearer {new_api_key('globex')}"
-            ),
-            {},
-            404,
-            "validation_dataset_id",
-        ),
-        (lambda c, d: _deleted(c), {}, 404, "validation_dataset_id"),
-        (lambda c, d: d, {}, 422, "validation_dataset_id"),
-        (
-            lambda c, d: _upload(c, dataset_zip(HELD_OUT)),
-            {"hyperparameters": {"validation_samples": 1}},
-            422,
-            "hyperparameters.validation_samples",
-        ),
-    ],
-    ids=["unknown", "another_tenants", "deleted", "the_training_set", "with_validation_samples"],
-)
+@refused_validation_sets(HELD_OUT)
 def test_a_bad_validation_data_set_is_refused_as_submit_refuses_it(
     client: TestClient,
     dataset_id: str,

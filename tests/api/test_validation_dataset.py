@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -13,15 +12,10 @@ from orchestrator import dispatch
 from orchestrator.db import session_scope
 from orchestrator.models import Job
 from orchestrator.storage import get_store
-from tests.factories import dataset_zip, new_api_key
+from tests.api.validation_sets import refused_validation_sets, upload
+from tests.factories import dataset_zip
 
 HELD_OUT = {"v1.png": {"question": "Which part is abnormal?", "answer": "resistor 7"}}
-
-
-def _upload(client: TestClient, data: bytes, **headers: str) -> str:
-    response = client.post("/v1/datasets", files={"file": ("d.zip", data)}, headers=headers)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 def _submit(client: TestClient, dataset_id: str, **extra: Any):  # type: ignore[no-untyped-def]
@@ -35,7 +29,7 @@ def _job_count() -> int:
 
 def test_a_job_keeps_and_shows_its_validation_data_set(client: TestClient, dataset_id: str) -> None:
     held_out = dataset_zip(HELD_OUT)
-    validation_id = _upload(client, held_out)
+    validation_id = upload(client, held_out)
     response = _submit(client, dataset_id, validation_dataset_id=validation_id)
     assert response.status_code == 201, response.text
     job = response.json()
@@ -53,35 +47,7 @@ def test_a_job_without_one_shows_null(client: TestClient, dataset_id: str) -> No
     assert not get_store().exists(f"jobs/{job['id']}/dataset/validation.zip")
 
 
-def _deleted(client: TestClient) -> str:
-    gone = _upload(client, dataset_zip(HELD_OUT))
-    assert client.delete(f"/v1/datasets/{gone}").status_code == 204
-    return gone
-
-
-@pytest.mark.parametrize(
-    ("validation", "extra", "status", "param"),
-    [
-        (lambda c, d: "nope", {}, 404, "validation_dataset_id"),
-        (
-            lambda c, d: _upload(
-                c, dataset_zip(HELD_OUT), Authorization=f"Bearer {new_api_key('globex')}"
-            ),
-            {},
-            404,
-            "validation_dataset_id",
-        ),
-        (lambda c, d: _deleted(c), {}, 404, "validation_dataset_id"),
-        (lambda c, d: d, {}, 422, "validation_dataset_id"),
-        (
-            lambda c, d: _upload(c, dataset_zip(HELD_OUT)),
-            {"hyperparameters": {"validation_samples": 1}},
-            422,
-            "hyperparameters.validation_samples",
-        ),
-    ],
-    ids=["unknown", "another_tenants", "deleted", "the_training_set", "with_validation_samples"],
-)
+@refused_validation_sets(HELD_OUT)
 def test_a_bad_validation_data_set_is_refused_and_creates_nothing(
     client: TestClient,
     dataset_id: str,
@@ -105,7 +71,7 @@ def test_a_bad_validation_data_set_is_refused_and_creates_nothing(
 def test_a_validation_data_set_in_use_is_not_deleted_until_the_job_finishes(
     client: TestClient, dataset_id: str
 ) -> None:
-    validation_id = _upload(client, dataset_zip(HELD_OUT))
+    validation_id = upload(client, dataset_zip(HELD_OUT))
     job_id = _submit(client, dataset_id, validation_dataset_id=validation_id).json()["id"]
     refused = client.delete(f"/v1/datasets/{validation_id}")
     assert refused.status_code == 409, refused.text

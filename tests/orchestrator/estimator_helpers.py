@@ -5,6 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 from orchestrator.dispatch import default_queue
+from orchestrator.estimate import DatasetSize, PlanEstimate, estimate_plan, seeded_lookup
+from orchestrator.hyperparameters import Hyperparameters
+from orchestrator.model_shapes import QWEN3_VL_8B, SHAPES
 from orchestrator.models import Pool
 
 GPUS = {
@@ -33,3 +36,22 @@ def pool(name: str, price: str | Decimal, gpu: str | None = None) -> Pool:
 
 def seed_pools() -> dict[str, Pool]:
     return {name: pool(name, price) for name, price in SEED_PRICES.items()}
+
+
+SHAPE_8B = SHAPES[QWEN3_VL_8B]
+TWENTY = DatasetSize(num_samples=20, num_images=20, bytes=6_000_000)
+
+
+def relay_8b(hp: Hyperparameters, dataset: DatasetSize = TWENTY) -> PlanEstimate:
+    """The 8B relay (t4, a10, a100) from seeded profiles."""
+    pools = seed_pools()
+    plan = estimate_plan(
+        "relay",
+        SHAPE_8B,
+        hp,
+        dataset,
+        {"preprocess": pools["t4"], "warmup": pools["a10"], "final": pools["a100"]},
+        seeded_lookup(SHAPE_8B, hp),
+    )
+    assert plan is not None
+    return plan

@@ -8,33 +8,18 @@ import pytest
 from orchestrator.estimate import (
     DatasetSize,
     PhaseEstimate,
-    estimate_plan,
-    seeded_lookup,
     work_for,
 )
 from orchestrator.hyperparameters import Hyperparameters
-from orchestrator.model_shapes import QWEN3_VL_8B, SHAPES
-from tests.orchestrator.estimator_helpers import seed_pools
+from tests.orchestrator.estimator_helpers import TWENTY, relay_8b
 
-SHAPE_8B = SHAPES[QWEN3_VL_8B]
-TWENTY = DatasetSize(num_samples=20, num_images=20, bytes=6_000_000)
 FIVE = DatasetSize(num_samples=5, num_images=5, bytes=1_500_000)
 TWENTY_WITH_FIVE = DatasetSize(20, 20, 6_000_000, validation=FIVE)
 
 
 def _relay(hp: Hyperparameters, dataset: DatasetSize = TWENTY) -> dict[str, PhaseEstimate]:
-    """Each phase of the 8B relay (t4, a10, a100) from seeded profiles, by name."""
-    pools = seed_pools()
-    plan = estimate_plan(
-        "relay",
-        SHAPE_8B,
-        hp,
-        dataset,
-        {"preprocess": pools["t4"], "warmup": pools["a10"], "final": pools["a100"]},
-        seeded_lookup(SHAPE_8B, hp),
-    )
-    assert plan is not None
-    return {p.phase: p for p in plan.phases}
+    """Each phase of the 8B relay by name."""
+    return {p.phase: p for p in relay_8b(hp, dataset).phases}
 
 
 def test_a_validation_data_set_replaces_the_split() -> None:
