@@ -22,6 +22,16 @@ from tests import backing
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Prints the S3 endpoint it was given, then waits to be interrupted.
 WAITING_CHILD = "import os, sys, time; print(os.environ[sys.argv[1]], flush=True); time.sleep(60)"
+# A program started from a terminal has SIGINT at its default, so Ctrl-C reaches it; a suite
+# launched in the background of a non-interactive shell inherits SIGINT ignored, and the
+# wrapper would keep ignoring it. This execs the command with SIGINT at its default, as a
+# terminal starts it.
+AS_FROM_A_TERMINAL = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +183,7 @@ def test_run_stops_what_it_started_when_interrupted(
     expected_status: int,
 ) -> None:
     wrapper = subprocess.Popen(
-        [sys.executable, "-m", "tests.backing", "run", "--",
+        [*AS_FROM_A_TERMINAL, sys.executable, "-m", "tests.backing", "run", "--",
          sys.executable, "-c", WAITING_CHILD, backing.ENV_S3_ENDPOINT],
         cwd=REPO_ROOT,
         env=_env_without_s3(),
