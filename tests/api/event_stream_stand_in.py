@@ -34,7 +34,6 @@ class StreamLog:
     cut_after: int = 3  # events per connection before it is dropped
     last_event_ids: list[int] = field(default_factory=list)  # per connection, 0: none sent
     authorizations: set[str] = field(default_factory=set)
-    ended: bool = False
 
 
 class EventStreamStandIn(BaseHTTPMiddleware):
@@ -72,7 +71,6 @@ class EventStreamStandIn(BaseHTTPMiddleware):
                 if sent >= self.log.cut_after:
                     return  # dropped: the reader resumes with Last-Event-ID
             if finished and not events:
-                self.log.ended = True
                 yield b"event: end\r\ndata: {}\r\n\r\n"
                 return
             yield b": ping\r\n\r\n"

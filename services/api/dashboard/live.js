@@ -67,8 +67,13 @@ export async function follow(jobId, opts) {
     if (response.ok && type.startsWith("text/event-stream")) {
       opts.onMode?.("stream");
       const ended = await readStream(response.body, deliver, opts.signal).catch(() => false);
-      // A server that closes the stream when the job ends, without an `end` event, is done too.
-      if (ended || opts.signal.aborted || opts.isFinished()) return;
+      if (ended || opts.signal.aborted) return;
+      if (opts.isFinished()) {
+        // The job finished (its status says so) but the connection dropped, maybe before its
+        // last events: one catch-up read delivers them, rather than a new stream.
+        await poll(base, ids, deliver, opts);
+        return;
+      }
       await sleep(RECONNECT_MS, opts.signal); // dropped: resume after the last id seen
       continue;
     }
