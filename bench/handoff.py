@@ -39,6 +39,7 @@ import httpx
 
 from bench import report
 from bench.machine import RESULTS, ratio_summary
+from orchestrator.timings import COMPONENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "circuit-boards"
@@ -47,13 +48,7 @@ PHASES = ("preprocess", *TRAINING)
 # Per phase, from the job's own timing (GET /v1/jobs/{id}): what is paid once per phase.
 TIMING_FIELDS = (
     "queue_wait_s",
-    "startup_s",
-    "model_fetch_s",
-    "input_download_s",
-    "train_s",
-    "evaluate_s",
-    "export_s",
-    "checkpoint_upload_s",
+    *(f"{component}_s" for component in COMPONENTS),
     "other_s",
     "billed_s",
     "input_bytes",
