@@ -42,15 +42,21 @@ SHAPE_8B = SHAPES[QWEN3_VL_8B]
 TWENTY = DatasetSize(num_samples=20, num_images=20, bytes=6_000_000)
 
 
-def relay_8b(hp: Hyperparameters, dataset: DatasetSize = TWENTY) -> PlanEstimate:
-    """The 8B relay (t4, a10, a100) from seeded profiles."""
-    pools = seed_pools()
+def plan_8b(
+    hp: Hyperparameters,
+    dataset: DatasetSize = TWENTY,
+    *,
+    name: str = "relay",
+    pools: tuple[str, str, str] = ("t4", "a10", "a100"),
+) -> PlanEstimate:
+    """A plan of the 8B from seeded profiles: by default the relay (t4, a10, a100)."""
+    seeded = seed_pools()
     plan = estimate_plan(
-        "relay",
+        name,
         SHAPE_8B,
         hp,
         dataset,
-        {"preprocess": pools["t4"], "warmup": pools["a10"], "final": pools["a100"]},
+        dict(zip(("preprocess", "warmup", "final"), (seeded[p] for p in pools), strict=True)),
         seeded_lookup(SHAPE_8B, hp),
     )
     assert plan is not None

@@ -21,7 +21,7 @@ from orchestrator.memory import MemoryPlan
 from orchestrator.model_shapes import QWEN3_VL_8B, SHAPES, TINY
 from orchestrator.models import Pool, RegisteredModel
 from orchestrator.planner import build_comparison
-from tests.orchestrator.estimator_helpers import SHAPE_8B, TWENTY, pool, relay_8b, seed_pools
+from tests.orchestrator.estimator_helpers import SHAPE_8B, TWENTY, plan_8b, pool, seed_pools
 
 
 def test_cost_is_seconds_times_hourly_price() -> None:
@@ -31,7 +31,7 @@ def test_cost_is_seconds_times_hourly_price() -> None:
 
 
 def test_each_phase_costs_its_seconds_at_its_pools_price() -> None:
-    plan = relay_8b(Hyperparameters())
+    plan = plan_8b(Hyperparameters())
     prices = {"t4": Decimal(1), "a10": Decimal(3), "a100": Decimal(8)}
     for phase in plan.phases:
         assert phase.total_seconds == pytest.approx(sum(phase.seconds.values()))
@@ -53,7 +53,7 @@ def test_work_counts_follow_the_recipe() -> None:
 
 
 def test_training_phases_split_the_epochs_and_count_checkpoints() -> None:
-    plan = relay_8b(Hyperparameters())
+    plan = plan_8b(Hyperparameters())
     by_name = {p.phase: p for p in plan.phases}
     assert by_name["warmup"].samples == 5 * 34
     assert by_name["final"].samples == 3 * 34
@@ -67,9 +67,9 @@ def test_training_phases_split_the_epochs_and_count_checkpoints() -> None:
 
 
 def test_more_data_costs_more_training_but_the_same_startup() -> None:
-    small = {p.phase: p for p in relay_8b(Hyperparameters()).phases}
+    small = {p.phase: p for p in plan_8b(Hyperparameters()).phases}
     thousands = DatasetSize(2000, 2000, 600_000_000)
-    large = {p.phase: p for p in relay_8b(Hyperparameters(), thousands).phases}
+    large = {p.phase: p for p in plan_8b(Hyperparameters(), thousands).phases}
     for phase in ("warmup", "final"):
         assert large[phase].seconds["train"] > 50 * small[phase].seconds["train"]
         assert large[phase].seconds["startup"] == small[phase].seconds["startup"]
@@ -173,17 +173,8 @@ def test_auto_never_costs_more_than_the_cheapest_feasible_single_pool_plan(
 
 def test_a_phase_on_the_previous_phases_pool_starts_nothing_and_downloads_nothing() -> None:
     hp = Hyperparameters()
-    pools = seed_pools()
-    relay = {p.phase: p for p in relay_8b(hp).phases}
-    plan = estimate_plan(
-        "all-a100",
-        SHAPE_8B,
-        hp,
-        TWENTY,
-        {"preprocess": pools["a100"], "warmup": pools["a100"], "final": pools["a100"]},
-        seeded_lookup(SHAPE_8B, hp),
-    )
-    assert plan is not None
+    relay = {p.phase: p for p in plan_8b(hp).phases}
+    plan = plan_8b(hp, name="all-a100", pools=("a100", "a100", "a100"))
     pre, warmup, final = plan.phases
     assert not pre.fused and warmup.fused and final.fused
     # After preprocessing the model still loads, without the imports or the artifact download.
@@ -195,7 +186,7 @@ def test_a_phase_on_the_previous_phases_pool_starts_nothing_and_downloads_nothin
 
 
 def test_every_phase_bills_the_rest_of_its_run() -> None:
-    for phase in relay_8b(Hyperparameters()).phases:
+    for phase in plan_8b(Hyperparameters()).phases:
         assert phase.seconds["other"] == pytest.approx(profiles.OTHER_S)
 
 
@@ -215,7 +206,7 @@ def test_the_tiny_model_loads_even_when_fused_after_preprocessing() -> None:
 def test_the_artifact_is_sized_as_8_bit_images() -> None:
     # A 448x448 reference image: 784 patches of 16x16 RGB bytes, not fp32 patches.
     assert profiles.artifact_bytes_per_sample(SHAPE_8B) == 784 * 16 * 16 * 3
-    relay = {p.phase: p for p in relay_8b(Hyperparameters()).phases}
+    relay = {p.phase: p for p in plan_8b(Hyperparameters()).phases}
     artifact = work_for(Hyperparameters(), TWENTY).artifact_samples * 784 * 768
     assert relay["warmup"].seconds["input_download"] == pytest.approx(
         profiles.TRANSFER_LATENCY_S + artifact / profiles.DOWNLOAD_BYTES_PER_S
@@ -234,7 +225,7 @@ def test_a_registered_model_is_fetched_by_each_phase_that_starts_a_process() -> 
         + stored / profiles.DOWNLOAD_BYTES_PER_S
         + stored / profiles.VERIFY_BYTES_PER_S
     )
-    relay = {p.phase: p for p in relay_8b(hp).phases}
+    relay = {p.phase: p for p in plan_8b(hp).phases}
     on_three = estimate_plan(
         "relay",
         SHAPE_8B,

@@ -11,7 +11,7 @@ from orchestrator.estimate import (
     work_for,
 )
 from orchestrator.hyperparameters import Hyperparameters
-from tests.orchestrator.estimator_helpers import TWENTY, relay_8b
+from tests.orchestrator.estimator_helpers import TWENTY, plan_8b
 
 FIVE = DatasetSize(num_samples=5, num_images=5, bytes=1_500_000)
 TWENTY_WITH_FIVE = DatasetSize(20, 20, 6_000_000, validation=FIVE)
@@ -19,7 +19,7 @@ TWENTY_WITH_FIVE = DatasetSize(20, 20, 6_000_000, validation=FIVE)
 
 def _relay(hp: Hyperparameters, dataset: DatasetSize = TWENTY) -> dict[str, PhaseEstimate]:
     """Each phase of the 8B relay by name."""
-    return {p.phase: p for p in relay_8b(hp, dataset).phases}
+    return {p.phase: p for p in plan_8b(hp, dataset).phases}
 
 
 def test_a_validation_data_set_replaces_the_split() -> None:

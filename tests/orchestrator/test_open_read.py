@@ -10,18 +10,11 @@ from typing import Any
 import pytest
 
 from orchestrator.storage import LocalStore, ObjectStore, ObjectStoreUnavailable, S3Store
+from tests.orchestrator.s3_helpers import s3_store
 
 
 def _s3(endpoint: str) -> S3Store:
-    store = S3Store(
-        endpoint=endpoint,
-        bucket="relaytune-open-read-test",
-        access_key="testing",
-        secret_key="testing",
-        region="us-east-1",
-    )
-    store.ensure_bucket()
-    return store
+    return s3_store(endpoint, "relaytune-open-read-test")
 
 
 @pytest.fixture(params=["local", "s3"])

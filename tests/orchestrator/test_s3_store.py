@@ -12,21 +12,13 @@ from typing import Any
 import pytest
 
 from orchestrator.storage import ObjectStoreUnavailable, S3Store, download_dir, publish_dir
+from tests.orchestrator.s3_helpers import s3_store
 
 PART = 5 * 1024 * 1024  # S3's smallest part
 
 
 def _store(endpoint: str, **options: int) -> S3Store:
-    store = S3Store(
-        endpoint=endpoint,
-        bucket="relaytune-s3-store-test",
-        access_key="testing",
-        secret_key="testing",
-        region="us-east-1",
-        **options,
-    )
-    store.ensure_bucket()
-    return store
+    return s3_store(endpoint, "relaytune-s3-store-test", **options)
 
 
 def _requests(store: S3Store, action: Callable[[], object]) -> list[str]:
