@@ -55,6 +55,30 @@ def use_environment(env: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
+def private_control_plane(prefix: str) -> Iterator[Path]:
+    """A database, a Redis database and a scratch folder of the bench's own (yielded), with
+    this process's settings, and so those of the workers it starts, pointing at them."""
+    from tests.redis_databases import RedisDatabaseClaim
+
+    with (
+        RedisDatabaseClaim(REDIS_SERVER) as broker_url,
+        private_database(BASE_DATABASE) as database_url,
+        tempfile.TemporaryDirectory(prefix=prefix) as tmp,
+    ):
+        use_environment(
+            {
+                "RELAYTUNE_DATABASE_URL": database_url,
+                "RELAYTUNE_BROKER_URL": broker_url,
+                "RELAYTUNE_S3_ENDPOINT": "",
+                "RELAYTUNE_DATA_DIR": str(Path(tmp) / "data"),
+                "RELAYTUNE_ALLOWED_MODELS": "tiny",
+                "RELAYTUNE_REAPER_INTERVAL_SECONDS": "0",
+            }
+        )
+        yield Path(tmp)
+
+
+@contextlib.contextmanager
 def workers(
     log_dir: Path, extra_env: dict[str, str], loglevel: str = "INFO"
 ) -> Iterator[list[Path]]:
@@ -292,27 +316,11 @@ def run(
     *,
     serial: bool = False,
 ) -> dict[str, Any]:
-    from tests.redis_databases import RedisDatabaseClaim
-
-    with (
-        RedisDatabaseClaim(REDIS_SERVER) as broker_url,
-        private_database(BASE_DATABASE) as database_url,
-        tempfile.TemporaryDirectory(prefix="relaytune-bench-sched-") as tmp,
-    ):
-        use_environment(
-            {
-                "RELAYTUNE_DATABASE_URL": database_url,
-                "RELAYTUNE_BROKER_URL": broker_url,
-                "RELAYTUNE_S3_ENDPOINT": "",
-                "RELAYTUNE_DATA_DIR": str(Path(tmp) / "data"),
-                "RELAYTUNE_ALLOWED_MODELS": "tiny",
-                "RELAYTUNE_REAPER_INTERVAL_SECONDS": "0",
-            }
-        )
+    with private_control_plane("relaytune-bench-sched-") as tmp:
         from orchestrator import dispatch
 
         dispatch.set_dispatcher(None)
-        with workers(Path(tmp), extra_env, loglevel) as logs:
+        with workers(tmp, extra_env, loglevel) as logs:
             ready_s = wait_for_workers()
             submitted_at = dt.datetime.now(dt.UTC)
             t0 = time.perf_counter()

@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import statistics
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -32,8 +31,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from bench.scheduler import BASE_DATABASE, REDIS_SERVER, submit, use_environment
-from bench.stack import private_database
+from bench.scheduler import private_control_plane, submit
 
 
 def timed_pass(*, resend_after_seconds: int, with_broker: bool) -> float:
@@ -144,22 +142,7 @@ def run(jobs: int) -> dict[str, Any]:
 
 
 def _run(jobs: int) -> dict[str, Any]:
-    from tests.redis_databases import RedisDatabaseClaim
-
-    with (
-        RedisDatabaseClaim(REDIS_SERVER) as broker_url,
-        private_database(BASE_DATABASE) as database_url,
-        tempfile.TemporaryDirectory(prefix="relaytune-bench-reaper-") as tmp,
-    ):
-        use_environment(
-            {
-                "RELAYTUNE_DATABASE_URL": database_url,
-                "RELAYTUNE_BROKER_URL": broker_url,
-                "RELAYTUNE_S3_ENDPOINT": "",
-                "RELAYTUNE_DATA_DIR": str(Path(tmp) / "data"),
-                "RELAYTUNE_ALLOWED_MODELS": "tiny",
-            }
-        )
+    with private_control_plane("relaytune-bench-reaper-"):
         t0 = time.perf_counter()
         job_ids = submit(jobs)
         submit_s = time.perf_counter() - t0
