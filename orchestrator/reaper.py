@@ -31,15 +31,13 @@ from orchestrator.timings import record_run_timing
 logger = logging.getLogger(__name__)
 
 
-def reap(
-    session: Session, *, max_attempts: int, resend_after_seconds: int, limit: int | None = None
-) -> int:
-    """Close (cancel pending), re-queue (bounded by max_attempts) or fail expired runs, at
-    most `limit` of them; re-send stale queued phases."""
+def reap(session: Session, *, max_attempts: int, resend_after_seconds: int) -> int:
+    """Close (cancel pending), re-queue (bounded by max_attempts) or fail expired runs, all in
+    this transaction; re-send stale queued phases."""
     now = utcnow()
     dispatcher = dispatch.get_dispatcher()
     _record_live_workers(session, dispatcher, now)
-    handled = reap_expired(session, max_attempts=max_attempts, now=now, limit=limit)
+    handled = reap_expired(session, max_attempts=max_attempts, now=now)
     return handled + _resend_lost(
         session, dispatcher, now=now, resend_after=timedelta(seconds=resend_after_seconds)
     )
